@@ -1,0 +1,11 @@
+//! Types every tokenvend binary shares: the pod contract's label, annotation and env var
+//! names, the credential modes, the shared file layout and role-ARN validation.
+//!
+//! Keep this crate small and dependency-light: the sidecar links it too.
+
+pub mod arn;
+pub mod contract;
+pub mod mode;
+
+pub use arn::{ArnError, RoleArn};
+pub use mode::{Mode, ParseModeError};

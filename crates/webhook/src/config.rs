@@ -1,0 +1,714 @@
+//! Webhook configuration: defaults, an optional YAML file, then flags / `TOKENVEND_*` env vars,
+//! validated once at start so a bad value fails fast with the key that is wrong.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Args, Parser, ValueEnum};
+use serde::Deserialize;
+use tokenvend_core::Mode;
+use tokenvend_core::contract::DEFAULT_PREFIX;
+
+/// Command line of `tokenvend-webhook`; every flag also reads `TOKENVEND_<FLAG>`.
+#[derive(Debug, Parser)]
+#[command(name = "tokenvend-webhook", version, about)]
+pub struct Cli {
+    /// Address of the HTTPS listener (admission, health and metrics).
+    #[arg(long, env = "TOKENVEND_LISTEN", default_value = "0.0.0.0:8443")]
+    pub listen: SocketAddr,
+    /// PEM serving certificate (chain); reloaded when it changes.
+    #[arg(long, env = "TOKENVEND_TLS_CERT")]
+    pub tls_cert: PathBuf,
+    /// PEM private key of the serving certificate; reloaded when it changes.
+    #[arg(long, env = "TOKENVEND_TLS_KEY")]
+    pub tls_key: PathBuf,
+    /// Optional plain-HTTP listener for /healthz, /readyz and /metrics (answers before a cert exists).
+    #[arg(long, env = "TOKENVEND_PROBE_LISTEN")]
+    pub probe_listen: Option<SocketAddr>,
+    /// How often the cert and key files are checked for changes, in seconds.
+    #[arg(long, env = "TOKENVEND_CERT_RELOAD_SECONDS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub cert_reload_seconds: u64,
+    /// Log format.
+    #[arg(long, env = "TOKENVEND_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
+    /// Optional YAML file with the mutation settings below (flags and env vars win over it).
+    #[arg(long, env = "TOKENVEND_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Mutation settings.
+    #[command(flatten)]
+    pub mutation: MutationArgs,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable text.
+    Text,
+}
+
+/// Mutation settings as flags / env vars / YAML keys; `None` means "not given here".
+#[derive(Debug, Clone, Default, Args, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MutationArgs {
+    /// Prefix of the opt-in label and every annotation.
+    #[arg(long, env = "TOKENVEND_PREFIX")]
+    pub prefix: Option<String>,
+    /// Mode for pods without the aws-mode annotation.
+    #[arg(long, env = "TOKENVEND_DEFAULT_MODE")]
+    pub default_mode: Option<String>,
+    /// Image of the refresher sidecar.
+    #[arg(long, env = "TOKENVEND_SIDECAR_IMAGE")]
+    pub sidecar_image: Option<String>,
+    /// imagePullPolicy of the sidecar: Always, IfNotPresent or Never.
+    #[arg(long, env = "TOKENVEND_SIDECAR_IMAGE_PULL_POLICY")]
+    pub sidecar_image_pull_policy: Option<String>,
+    /// `native` (init container with restartPolicy Always, Kubernetes >= 1.29) or `classic`.
+    #[arg(long, env = "TOKENVEND_SIDECAR_STYLE")]
+    pub sidecar_style: Option<String>,
+    /// Name of the injected sidecar container.
+    #[arg(long, env = "TOKENVEND_SIDECAR_NAME")]
+    pub sidecar_name: Option<String>,
+    /// CPU request of the sidecar.
+    #[arg(long, env = "TOKENVEND_SIDECAR_CPU_REQUEST")]
+    pub sidecar_cpu_request: Option<String>,
+    /// Memory request of the sidecar.
+    #[arg(long, env = "TOKENVEND_SIDECAR_MEMORY_REQUEST")]
+    pub sidecar_memory_request: Option<String>,
+    /// CPU limit of the sidecar (empty string: none).
+    #[arg(long, env = "TOKENVEND_SIDECAR_CPU_LIMIT")]
+    pub sidecar_cpu_limit: Option<String>,
+    /// Memory limit of the sidecar.
+    #[arg(long, env = "TOKENVEND_SIDECAR_MEMORY_LIMIT")]
+    pub sidecar_memory_limit: Option<String>,
+    /// UID and GID the sidecar runs as.
+    #[arg(long, env = "TOKENVEND_SIDECAR_RUN_AS_USER")]
+    pub sidecar_run_as_user: Option<i64>,
+    /// The startupProbe passes once the file is valid for at least this many seconds.
+    #[arg(long, env = "TOKENVEND_SIDECAR_PROBE_MIN_VALID_SECONDS")]
+    pub sidecar_probe_min_valid_seconds: Option<i64>,
+    /// URL of tokenvend-sts as seen from pods.
+    #[arg(long, env = "TOKENVEND_EXCHANGE_URL")]
+    pub exchange_url: Option<String>,
+    /// PEM CA bundle (file on the webhook) the sidecar trusts for the exchange URL.
+    #[arg(long, env = "TOKENVEND_EXCHANGE_CA_FILE")]
+    pub exchange_ca_file: Option<PathBuf>,
+    /// Audience of the projected SA token the sidecar presents to tokenvend-sts.
+    #[arg(long, env = "TOKENVEND_TOKEN_AUDIENCE")]
+    pub token_audience: Option<String>,
+    /// expirationSeconds of the projected SA token (>= 600).
+    #[arg(long, env = "TOKENVEND_TOKEN_EXPIRATION_SECONDS")]
+    pub token_expiration_seconds: Option<i64>,
+    /// AWS region injected as AWS_REGION and AWS_DEFAULT_REGION (none when unset).
+    #[arg(long, env = "TOKENVEND_REGION")]
+    pub region: Option<String>,
+    /// Loopback port of the sidecar's credentials endpoint (credentials mode).
+    #[arg(long, env = "TOKENVEND_CREDENTIALS_PORT")]
+    pub credentials_port: Option<u16>,
+    /// Deny pods with a missing/invalid role or a conflict (true), or admit them unchanged with a warning.
+    #[arg(long, env = "TOKENVEND_DENY_ON_INVALID", action = clap::ArgAction::Set)]
+    pub deny_on_invalid: Option<bool>,
+}
+
+impl MutationArgs {
+    /// Overlay: values set in `over` win.
+    pub fn overlay(self, over: MutationArgs) -> MutationArgs {
+        macro_rules! pick {
+            ($($f:ident),*) => { MutationArgs { $($f: over.$f.or(self.$f)),* } };
+        }
+        pick!(
+            prefix,
+            default_mode,
+            sidecar_image,
+            sidecar_image_pull_policy,
+            sidecar_style,
+            sidecar_name,
+            sidecar_cpu_request,
+            sidecar_memory_request,
+            sidecar_cpu_limit,
+            sidecar_memory_limit,
+            sidecar_run_as_user,
+            sidecar_probe_min_valid_seconds,
+            exchange_url,
+            exchange_ca_file,
+            token_audience,
+            token_expiration_seconds,
+            region,
+            credentials_port,
+            deny_on_invalid
+        )
+    }
+}
+
+/// How the refresher sidecar is added.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SidecarStyle {
+    /// `initContainers[0]` with `restartPolicy: Always` (Kubernetes >= 1.29).
+    Native,
+    /// An init container that writes the first file + a regular sidecar container.
+    Classic,
+}
+
+/// Sidecar requests and limits (Kubernetes quantities).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resources {
+    /// CPU request.
+    pub cpu_request: String,
+    /// Memory request.
+    pub memory_request: String,
+    /// CPU limit; none when `None`.
+    pub cpu_limit: Option<String>,
+    /// Memory limit.
+    pub memory_limit: String,
+}
+
+/// The validated settings the pure mutation function works from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Label / annotation prefix.
+    pub prefix: String,
+    /// Mode when the pod does not say.
+    pub default_mode: Mode,
+    /// Sidecar image.
+    pub sidecar_image: String,
+    /// Sidecar imagePullPolicy.
+    pub sidecar_image_pull_policy: String,
+    /// Native or classic sidecar.
+    pub sidecar_style: SidecarStyle,
+    /// Sidecar container name (the classic init container gets `-init` appended).
+    pub sidecar_name: String,
+    /// Sidecar resources.
+    pub sidecar_resources: Resources,
+    /// Sidecar UID/GID.
+    pub sidecar_run_as_user: i64,
+    /// Minimum remaining validity for the startupProbe to pass.
+    pub sidecar_probe_min_valid_seconds: i64,
+    /// tokenvend-sts URL.
+    pub exchange_url: String,
+    /// PEM CA bundle content for the exchange URL (injected into the sidecar).
+    pub exchange_ca_pem: Option<String>,
+    /// Projected token audience (sidecar modes).
+    pub token_audience: String,
+    /// Projected token expirationSeconds.
+    pub token_expiration_seconds: i64,
+    /// Region, if any.
+    pub region: Option<String>,
+    /// Loopback port of the credentials endpoint.
+    pub credentials_port: u16,
+    /// Deny (true) or admit-with-warning (false) on invalid input or conflicts.
+    pub deny_on_invalid: bool,
+}
+
+/// Default sidecar image: the release matching this webhook.
+pub const DEFAULT_SIDECAR_IMAGE: &str = concat!(
+    "ghcr.io/tokenvend/tokenvend-sidecar:",
+    env!("CARGO_PKG_VERSION")
+);
+
+/// A configuration value that cannot be used; names the key in every spelling.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A value failed validation.
+    #[error("invalid config `{key}` (--{flag}, TOKENVEND_{env}): {reason}")]
+    Invalid {
+        /// YAML key.
+        key: &'static str,
+        /// Flag name.
+        flag: String,
+        /// Env var suffix.
+        env: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The YAML file could not be read or parsed.
+    #[error("config file {path}: {reason}")]
+    File {
+        /// File path.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+    // camelCase key -> kebab flag and SCREAMING env var.
+    let mut flag = String::new();
+    for c in key.chars() {
+        if c.is_ascii_uppercase() {
+            flag.push('-');
+            flag.push(c.to_ascii_lowercase());
+        } else {
+            flag.push(c);
+        }
+    }
+    let env = flag.replace('-', "_").to_ascii_uppercase();
+    ConfigError::Invalid {
+        key,
+        flag,
+        env,
+        reason: reason.into(),
+    }
+}
+
+/// Read the optional YAML file.
+pub fn read_file(path: &Path) -> Result<MutationArgs, ConfigError> {
+    let file_err = |reason: String| ConfigError::File {
+        path: path.to_owned(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| file_err(e.to_string()))?;
+    if text.trim().is_empty() {
+        return Ok(MutationArgs::default());
+    }
+    serde_yaml_ng::from_str(&text).map_err(|e| file_err(e.to_string()))
+}
+
+impl Config {
+    /// Validate merged settings and apply defaults.
+    pub fn from_args(a: MutationArgs) -> Result<Config, ConfigError> {
+        let prefix = a.prefix.unwrap_or_else(|| DEFAULT_PREFIX.to_owned());
+        if !is_dns_subdomain(&prefix) {
+            return Err(invalid(
+                "prefix",
+                format!(
+                    "{prefix:?} is not a DNS subdomain (lowercase letters, digits, '-' and '.', at most 253)"
+                ),
+            ));
+        }
+        let default_mode = match a.default_mode {
+            None => Mode::WebIdentity,
+            Some(m) => m.parse().map_err(|e: tokenvend_core::ParseModeError| {
+                invalid("defaultMode", e.to_string())
+            })?,
+        };
+        let sidecar_image = a
+            .sidecar_image
+            .unwrap_or_else(|| DEFAULT_SIDECAR_IMAGE.to_owned());
+        if sidecar_image.is_empty() || sidecar_image.chars().any(char::is_whitespace) {
+            return Err(invalid(
+                "sidecarImage",
+                format!("{sidecar_image:?} is not an image reference"),
+            ));
+        }
+        let sidecar_image_pull_policy = a
+            .sidecar_image_pull_policy
+            .unwrap_or_else(|| "IfNotPresent".to_owned());
+        if !["Always", "IfNotPresent", "Never"].contains(&sidecar_image_pull_policy.as_str()) {
+            return Err(invalid(
+                "sidecarImagePullPolicy",
+                format!("{sidecar_image_pull_policy:?}: expected Always, IfNotPresent or Never"),
+            ));
+        }
+        let sidecar_style = match a.sidecar_style.as_deref().unwrap_or("native") {
+            "native" => SidecarStyle::Native,
+            "classic" => SidecarStyle::Classic,
+            other => {
+                return Err(invalid(
+                    "sidecarStyle",
+                    format!("{other:?}: expected native or classic"),
+                ));
+            }
+        };
+        let sidecar_name = a
+            .sidecar_name
+            .unwrap_or_else(|| "tokenvend-sidecar".to_owned());
+        // The classic init container appends "-init", which must still be a DNS label.
+        if !is_dns_label(&sidecar_name) || sidecar_name.len() > 58 {
+            return Err(invalid(
+                "sidecarName",
+                format!("{sidecar_name:?} must be a DNS label of at most 58 characters"),
+            ));
+        }
+        let quantity = |key: &'static str, v: Option<String>, default: &str| {
+            let v = v.unwrap_or_else(|| default.to_owned());
+            if is_quantity(&v) {
+                Ok(v)
+            } else {
+                Err(invalid(
+                    key,
+                    format!("{v:?} is not a Kubernetes quantity (e.g. 10m, 32Mi)"),
+                ))
+            }
+        };
+        let sidecar_resources = Resources {
+            cpu_request: quantity("sidecarCpuRequest", a.sidecar_cpu_request, "10m")?,
+            memory_request: quantity("sidecarMemoryRequest", a.sidecar_memory_request, "16Mi")?,
+            cpu_limit: match a.sidecar_cpu_limit {
+                Some(v) if v.is_empty() => None,
+                v => Some(quantity("sidecarCpuLimit", v, "100m")?),
+            },
+            memory_limit: quantity("sidecarMemoryLimit", a.sidecar_memory_limit, "32Mi")?,
+        };
+        let sidecar_run_as_user = a.sidecar_run_as_user.unwrap_or(65532);
+        if !(1..=2_147_483_647).contains(&sidecar_run_as_user) {
+            return Err(invalid(
+                "sidecarRunAsUser",
+                format!("{sidecar_run_as_user} must be a non-root UID (1..2147483647)"),
+            ));
+        }
+        let sidecar_probe_min_valid_seconds = a.sidecar_probe_min_valid_seconds.unwrap_or(300);
+        if !(0..=43_200).contains(&sidecar_probe_min_valid_seconds) {
+            return Err(invalid(
+                "sidecarProbeMinValidSeconds",
+                format!("{sidecar_probe_min_valid_seconds} must be between 0 and 43200"),
+            ));
+        }
+        let exchange_url = a
+            .exchange_url
+            .unwrap_or_else(|| "https://tokenvend-sts.tokenvend.svc".to_owned());
+        let host = exchange_url
+            .strip_prefix("https://")
+            .or_else(|| exchange_url.strip_prefix("http://"));
+        if host.is_none_or(|h| h.is_empty() || h.starts_with('/'))
+            || exchange_url
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(invalid(
+                "exchangeUrl",
+                format!("{exchange_url:?} must be an http:// or https:// URL with a host"),
+            ));
+        }
+        let exchange_ca_pem = match a.exchange_ca_file {
+            None => None,
+            Some(path) => Some(read_ca_bundle(&path).map_err(|r| invalid("exchangeCaFile", r))?),
+        };
+        let token_audience = a.token_audience.unwrap_or_else(|| "tokenvend".to_owned());
+        if token_audience.is_empty() || token_audience.chars().any(char::is_whitespace) {
+            return Err(invalid(
+                "tokenAudience",
+                format!("{token_audience:?} must be non-empty without whitespace"),
+            ));
+        }
+        let token_expiration_seconds = a.token_expiration_seconds.unwrap_or(3600);
+        // The API server refuses less than 10 minutes and more than 2^32 seconds.
+        if !(600..=4_294_967_296).contains(&token_expiration_seconds) {
+            return Err(invalid(
+                "tokenExpirationSeconds",
+                format!("{token_expiration_seconds} must be between 600 and 4294967296"),
+            ));
+        }
+        let region = match a.region {
+            None => None,
+            Some(r) if r.is_empty() => None,
+            Some(r) if is_region(&r) => Some(r),
+            Some(r) => {
+                return Err(invalid(
+                    "region",
+                    format!("{r:?} is not an AWS region name (e.g. eu-west-1)"),
+                ));
+            }
+        };
+        let credentials_port = a.credentials_port.unwrap_or(9911);
+        if credentials_port == 0 {
+            return Err(invalid("credentialsPort", "port 0 is not a port"));
+        }
+        Ok(Config {
+            prefix,
+            default_mode,
+            sidecar_image,
+            sidecar_image_pull_policy,
+            sidecar_style,
+            sidecar_name,
+            sidecar_resources,
+            sidecar_run_as_user,
+            sidecar_probe_min_valid_seconds,
+            exchange_url,
+            exchange_ca_pem,
+            token_audience,
+            token_expiration_seconds,
+            region,
+            credentials_port,
+            deny_on_invalid: a.deny_on_invalid.unwrap_or(true),
+        })
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        // The defaults are valid by construction; a failure here is a bug caught by tests.
+        Config::from_args(MutationArgs::default()).expect("built-in defaults are valid")
+    }
+}
+
+/// Everything `run` needs.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// HTTPS listen address.
+    pub listen: SocketAddr,
+    /// Plain-HTTP probe/metrics address.
+    pub probe_listen: Option<SocketAddr>,
+    /// Cert file.
+    pub tls_cert: PathBuf,
+    /// Key file.
+    pub tls_key: PathBuf,
+    /// Cert reload poll interval.
+    pub cert_reload: Duration,
+    /// Mutation settings.
+    pub mutation: Config,
+}
+
+impl Cli {
+    /// Merge defaults, YAML file and flags/env into a validated server config.
+    pub fn into_server_config(self) -> Result<ServerConfig, ConfigError> {
+        let from_file = match &self.config {
+            Some(path) => read_file(path)?,
+            None => MutationArgs::default(),
+        };
+        Ok(ServerConfig {
+            listen: self.listen,
+            probe_listen: self.probe_listen,
+            tls_cert: self.tls_cert,
+            tls_key: self.tls_key,
+            cert_reload: Duration::from_secs(self.cert_reload_seconds),
+            mutation: Config::from_args(from_file.overlay(self.mutation))?,
+        })
+    }
+}
+
+fn read_ca_bundle(path: &Path) -> Result<String, String> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(text.as_bytes()).collect();
+    match certs {
+        Ok(c) if !c.is_empty() => Ok(text),
+        Ok(_) => Err(format!("{}: no PEM certificate found", path.display())),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+/// RFC 1123 label: what Kubernetes requires of container names.
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
+fn is_region(s: &str) -> bool {
+    // e.g. us-east-1, cn-north-1, us-gov-west-1, eu-isoe-west-1
+    let parts: Vec<&str> = s.split('-').collect();
+    parts.len() >= 3
+        && parts[..parts.len() - 1]
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
+        && parts[parts.len() - 1].bytes().all(|b| b.is_ascii_digit())
+        && !parts[parts.len() - 1].is_empty()
+}
+
+/// Kubernetes resource quantity syntax: a decimal number with an optional suffix.
+pub fn is_quantity(s: &str) -> bool {
+    let s = s.strip_prefix(['+', '-']).unwrap_or(s);
+    let digits_end = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, suffix) = s.split_at(digits_end);
+    let valid_num = !num.is_empty()
+        && num != "."
+        && num.matches('.').count() <= 1
+        && num.bytes().any(|b| b.is_ascii_digit());
+    let valid_suffix = matches!(
+        suffix,
+        "" | "Ki"
+            | "Mi"
+            | "Gi"
+            | "Ti"
+            | "Pi"
+            | "Ei"
+            | "n"
+            | "u"
+            | "m"
+            | "k"
+            | "M"
+            | "G"
+            | "T"
+            | "P"
+            | "E"
+    ) || suffix
+        .strip_prefix(['e', 'E'])
+        .map(|exp| exp.strip_prefix(['+', '-']).unwrap_or(exp))
+        .is_some_and(|exp| !exp.is_empty() && exp.bytes().all(|b| b.is_ascii_digit()));
+    valid_num && valid_suffix
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_documented_values() {
+        let c = Config::default();
+        assert_eq!(c.prefix, "tremolo.io");
+        assert_eq!(c.default_mode, Mode::WebIdentity);
+        assert_eq!(c.sidecar_style, SidecarStyle::Native);
+        assert_eq!(c.token_expiration_seconds, 3600);
+        assert!(c.deny_on_invalid);
+        assert_eq!(c.region, None);
+    }
+
+    #[test]
+    fn invalid_values_name_the_key_in_every_spelling() {
+        let cases: Vec<(MutationArgs, &str)> = vec![
+            (
+                MutationArgs {
+                    default_mode: Some("irsa".into()),
+                    ..Default::default()
+                },
+                "defaultMode",
+            ),
+            (
+                MutationArgs {
+                    token_expiration_seconds: Some(599),
+                    ..Default::default()
+                },
+                "tokenExpirationSeconds",
+            ),
+            (
+                MutationArgs {
+                    region: Some("Europe".into()),
+                    ..Default::default()
+                },
+                "region",
+            ),
+            (
+                MutationArgs {
+                    sidecar_memory_limit: Some("32 MiB".into()),
+                    ..Default::default()
+                },
+                "sidecarMemoryLimit",
+            ),
+            (
+                MutationArgs {
+                    sidecar_image_pull_policy: Some("always".into()),
+                    ..Default::default()
+                },
+                "sidecarImagePullPolicy",
+            ),
+            (
+                MutationArgs {
+                    sidecar_style: Some("sidecar".into()),
+                    ..Default::default()
+                },
+                "sidecarStyle",
+            ),
+            (
+                MutationArgs {
+                    exchange_url: Some("tokenvend-sts:8000".into()),
+                    ..Default::default()
+                },
+                "exchangeUrl",
+            ),
+            (
+                MutationArgs {
+                    sidecar_name: Some("Sidecar".into()),
+                    ..Default::default()
+                },
+                "sidecarName",
+            ),
+            (
+                MutationArgs {
+                    prefix: Some("Tremolo.IO".into()),
+                    ..Default::default()
+                },
+                "prefix",
+            ),
+            (
+                MutationArgs {
+                    sidecar_run_as_user: Some(0),
+                    ..Default::default()
+                },
+                "sidecarRunAsUser",
+            ),
+            (
+                MutationArgs {
+                    exchange_ca_file: Some("/nonexistent/ca.pem".into()),
+                    ..Default::default()
+                },
+                "exchangeCaFile",
+            ),
+        ];
+        for (args, key) in cases {
+            let err = Config::from_args(args).expect_err(key).to_string();
+            assert!(err.contains(&format!("`{key}`")), "{err}");
+            assert!(err.contains("--") && err.contains("TOKENVEND_"), "{err}");
+        }
+        let err = Config::from_args(MutationArgs {
+            token_expiration_seconds: Some(1),
+            ..Default::default()
+        })
+        .expect_err("too short")
+        .to_string();
+        assert!(
+            err.contains("--token-expiration-seconds, TOKENVEND_TOKEN_EXPIRATION_SECONDS"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let file = MutationArgs {
+            region: Some("eu-west-1".into()),
+            default_mode: Some("credentials".into()),
+            ..Default::default()
+        };
+        let flags = MutationArgs {
+            region: Some("us-east-2".into()),
+            ..Default::default()
+        };
+        let c = Config::from_args(file.overlay(flags)).expect("valid");
+        assert_eq!(c.region.as_deref(), Some("us-east-2"));
+        assert_eq!(c.default_mode, Mode::Credentials);
+    }
+
+    #[test]
+    fn yaml_file_rejects_unknown_keys_by_name() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.yaml");
+        std::fs::write(&path, "region: eu-west-1\nsidecarImagee: x\n").expect("write");
+        let err = read_file(&path).expect_err("typo").to_string();
+        assert!(err.contains("sidecarImagee"), "{err}");
+        std::fs::write(
+            &path,
+            "region: eu-west-1\ndenyOnInvalid: false\nsidecarStyle: classic\n",
+        )
+        .expect("write");
+        let c = Config::from_args(read_file(&path).expect("valid")).expect("valid");
+        assert!(!c.deny_on_invalid);
+        assert_eq!(c.sidecar_style, SidecarStyle::Classic);
+    }
+
+    #[test]
+    fn empty_cpu_limit_means_none() {
+        let c = Config::from_args(MutationArgs {
+            sidecar_cpu_limit: Some(String::new()),
+            ..Default::default()
+        })
+        .expect("valid");
+        assert_eq!(c.sidecar_resources.cpu_limit, None);
+    }
+
+    #[test]
+    fn quantity_and_region_syntax() {
+        for q in ["10m", "1", "0.5", "32Mi", "1Gi", "1e3", "100k", "+1", ".5"] {
+            assert!(is_quantity(q), "{q}");
+        }
+        for q in ["", "Mi", "1.2.3", "32MiB", "1 Gi", "e3", ".", "1e"] {
+            assert!(!is_quantity(q), "{q}");
+        }
+        for r in ["us-east-1", "cn-north-1", "us-gov-west-1", "eu-isoe-west-1"] {
+            assert!(is_region(r), "{r}");
+        }
+        for r in ["", "us", "us-east", "US-EAST-1", "us--1", "us-east-1a"] {
+            assert!(!is_region(r), "{r}");
+        }
+    }
+}

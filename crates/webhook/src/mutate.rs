@@ -1,0 +1,649 @@
+//! The webhook's heart: a pure function from (pod, config) to (JSON patch, warnings).
+//!
+//! It only ever emits `add` operations for fields it owns, so every field of the pod that this
+//! code does not know survives, and it recognises its own earlier output so a second pass over
+//! an already-mutated pod yields an empty patch (`reinvocationPolicy: IfNeeded`).
+
+use std::collections::BTreeSet;
+
+use json_patch::Patch;
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction,
+    ObjectFieldSelector, Pod, Probe, ProjectedVolumeSource, ResourceRequirements, SeccompProfile,
+    SecurityContext, ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use tokenvend_core::contract::{
+    self, AWS_STS_AUDIENCE, CREDENTIALS_PATH, MODE_KEY, OPT_IN_VALUE, ROLE_KEY, SA_TOKEN_DIR,
+    SA_TOKEN_VOLUME, SHARED_DIR, SHARED_VOLUME, SIDECAR_BINARY, SIDECAR_CA_PEM_ENV,
+    SKIP_CONTAINERS_KEY, env, files,
+};
+use tokenvend_core::{Mode, RoleArn};
+
+use crate::config::{Config, SidecarStyle};
+use crate::patch::{PatchBuilder, Seg};
+
+/// What the webhook does with an admitted pod.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mutation {
+    /// RFC 6902 patch; empty when nothing is to change.
+    pub patch: Patch,
+    /// Messages for the user (AdmissionResponse `warnings`).
+    pub warnings: Vec<String>,
+    /// The mode applied, when the pod opted in with a valid mode.
+    pub mode: Option<Mode>,
+}
+
+/// The pod is refused; `message` tells the user what to fix.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct Denial {
+    /// Why, and what to change.
+    pub message: String,
+    /// Warnings gathered before the refusal.
+    pub warnings: Vec<String>,
+    /// The mode, when known.
+    pub mode: Option<Mode>,
+}
+
+impl Mutation {
+    fn unchanged(warnings: Vec<String>, mode: Option<Mode>) -> Self {
+        Mutation {
+            patch: Patch(Vec::new()),
+            warnings,
+            mode,
+        }
+    }
+}
+
+/// Decide what to add to `pod` under `cfg`.
+pub fn mutate(pod: &Pod, cfg: &Config) -> Result<Mutation, Denial> {
+    let role_key = contract::key(&cfg.prefix, ROLE_KEY);
+    match pod.metadata.labels.as_ref().and_then(|l| l.get(&role_key)) {
+        None => return Ok(Mutation::unchanged(Vec::new(), None)),
+        Some(v) if v != OPT_IN_VALUE => {
+            return Ok(Mutation::unchanged(
+                vec![format!(
+                    "label {role_key}={v:?} does not opt in (only \"true\" does): pod left unchanged"
+                )],
+                None,
+            ));
+        }
+        Some(_) => {}
+    }
+    let mut warnings = Vec::new();
+    let annotations = pod.metadata.annotations.as_ref();
+    let annotation =
+        |suffix: &str| annotations.and_then(|a| a.get(&contract::key(&cfg.prefix, suffix)));
+
+    let role = match annotation(ROLE_KEY) {
+        None => {
+            return refuse(
+                cfg,
+                format!(
+                    "pod is labelled {role_key}=true but has no {role_key} annotation: \
+                     set it to the IAM role ARN to assume, e.g. arn:aws:iam::123456789012:role/my-app"
+                ),
+                warnings,
+                None,
+            );
+        }
+        Some(s) => match RoleArn::parse(s) {
+            Ok(r) => r,
+            Err(e) => return refuse(cfg, format!("annotation {role_key}: {e}"), warnings, None),
+        },
+    };
+    let mode_key = contract::key(&cfg.prefix, MODE_KEY);
+    let mode = match annotation(MODE_KEY) {
+        None => {
+            warnings.push(format!(
+                "no {mode_key} annotation: using the default mode {}",
+                cfg.default_mode
+            ));
+            cfg.default_mode
+        }
+        Some(s) => match s.parse::<Mode>() {
+            Ok(m) => m,
+            Err(e) => return refuse(cfg, format!("annotation {mode_key}: {e}"), warnings, None),
+        },
+    };
+    let Some(spec) = pod.spec.as_ref() else {
+        return refuse(cfg, "pod has no spec".to_owned(), warnings, Some(mode));
+    };
+
+    let skip_key = contract::key(&cfg.prefix, SKIP_CONTAINERS_KEY);
+    let skip: BTreeSet<&str> = annotation(SKIP_CONTAINERS_KEY)
+        .map(|s| {
+            s.split(',')
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    let init_containers = spec.init_containers.as_deref().unwrap_or_default();
+    let all_names: BTreeSet<&str> = spec
+        .containers
+        .iter()
+        .chain(init_containers)
+        .map(|c| c.name.as_str())
+        .collect();
+    for name in skip.difference(&all_names) {
+        warnings.push(format!(
+            "{skip_key} names {name:?}, which is not a container of this pod"
+        ));
+    }
+    if spec
+        .ephemeral_containers
+        .as_ref()
+        .is_some_and(|e| !e.is_empty())
+    {
+        warnings.push("ephemeral containers are left unchanged".to_owned());
+    }
+    if mode == Mode::Credentials && spec.host_network == Some(true) {
+        warnings.push(format!(
+            "hostNetwork pod: the credentials endpoint 127.0.0.1:{} is shared with the node \
+             (still guarded by its auth token)",
+            cfg.credentials_port
+        ));
+    }
+
+    let plan = Plan::new(pod, cfg, mode, &role);
+    let mut problems = Vec::new();
+    let mut patch = PatchBuilder::new();
+
+    // Volumes.
+    let existing_volumes = spec.volumes.as_deref().unwrap_or_default();
+    let mut new_volumes = Vec::new();
+    for ours in &plan.volumes {
+        match existing_volumes.iter().find(|v| v.name == ours.name) {
+            Some(v) if same_volume_kind(v, ours) => {}
+            Some(_) => problems.push(format!(
+                "the pod already has a volume named {:?} with other content; rename it",
+                ours.name
+            )),
+            None => new_volumes.push(to_value(ours)),
+        }
+    }
+    patch.append(
+        &[Seg::Key("spec"), Seg::Key("volumes")],
+        spec.volumes.is_some(),
+        new_volumes,
+    );
+
+    // Sidecars: which of ours are already there, and which names clash.
+    let sidecar_plan = plan.sidecars(spec, &mut problems);
+
+    // App containers, then existing init containers (before any insertion at index 0 shifts them).
+    let mut targeted = 0;
+    for (list, containers) in [
+        ("containers", spec.containers.as_slice()),
+        ("initContainers", init_containers),
+    ] {
+        for (i, c) in containers.iter().enumerate() {
+            if skip.contains(c.name.as_str()) || sidecar_plan.is_ours(c) {
+                continue;
+            }
+            targeted += 1;
+            plan.container(list, i, c, &mut patch, &mut warnings, &mut problems);
+        }
+    }
+    if targeted == 0 {
+        warnings.push(format!(
+            "{skip_key} skips every container: no container gets AWS credentials"
+        ));
+    }
+
+    if !problems.is_empty() {
+        return refuse(cfg, problems.join("; "), warnings, Some(mode));
+    }
+    sidecar_plan.emit(spec, &mut patch);
+    Ok(Mutation {
+        patch: patch.build(),
+        warnings,
+        mode: Some(mode),
+    })
+}
+
+/// Invalid input or a conflict: deny, or admit unchanged with a warning, as configured.
+fn refuse(
+    cfg: &Config,
+    message: String,
+    mut warnings: Vec<String>,
+    mode: Option<Mode>,
+) -> Result<Mutation, Denial> {
+    if cfg.deny_on_invalid {
+        Err(Denial {
+            message: format!("tokenvend: {message}"),
+            warnings,
+            mode,
+        })
+    } else {
+        warnings.push(format!(
+            "tokenvend did not inject AWS credentials: {message}"
+        ));
+        Ok(Mutation::unchanged(warnings, mode))
+    }
+}
+
+/// Everything this pod should get, computed once from (pod, config).
+struct Plan<'a> {
+    cfg: &'a Config,
+    mode: Mode,
+    volumes: Vec<Volume>,
+    app_mounts: Vec<VolumeMount>,
+    app_env: Vec<EnvVar>,
+    sidecar_args: Vec<String>,
+}
+
+impl<'a> Plan<'a> {
+    fn new(pod: &Pod, cfg: &'a Config, mode: Mode, role: &RoleArn) -> Self {
+        let audience = match mode {
+            Mode::Projected => AWS_STS_AUDIENCE,
+            _ => cfg.token_audience.as_str(),
+        };
+        let mut volumes = vec![Volume {
+            name: SA_TOKEN_VOLUME.to_owned(),
+            projected: Some(ProjectedVolumeSource {
+                // Set explicitly: the API server would default it, and a second pass compares.
+                default_mode: Some(0o644),
+                sources: Some(vec![VolumeProjection {
+                    service_account_token: Some(ServiceAccountTokenProjection {
+                        audience: Some(audience.to_owned()),
+                        expiration_seconds: Some(cfg.token_expiration_seconds),
+                        path: files::SA_TOKEN.to_owned(),
+                    }),
+                    ..Default::default()
+                }]),
+            }),
+            ..Default::default()
+        }];
+        if mode.has_sidecar() {
+            volumes.push(Volume {
+                name: SHARED_VOLUME.to_owned(),
+                empty_dir: Some(EmptyDirVolumeSource {
+                    medium: Some("Memory".to_owned()),
+                    size_limit: Some(Quantity("1Mi".to_owned())),
+                }),
+                ..Default::default()
+            });
+        }
+        let (mount_volume, mount_path) = match mode {
+            Mode::Projected => (SA_TOKEN_VOLUME, SA_TOKEN_DIR),
+            _ => (SHARED_VOLUME, SHARED_DIR),
+        };
+        let app_mounts = vec![mount(mount_volume, mount_path, true)];
+
+        let mut app_env = Vec::new();
+        match mode {
+            Mode::WebIdentity | Mode::Projected => {
+                let token_file = match mode {
+                    Mode::Projected => format!("{SA_TOKEN_DIR}/{}", files::SA_TOKEN),
+                    _ => format!("{SHARED_DIR}/{}", files::WEB_IDENTITY_TOKEN),
+                };
+                app_env.push(var(env::AWS_ROLE_ARN, role.as_str()));
+                app_env.push(var(env::AWS_WEB_IDENTITY_TOKEN_FILE, &token_file));
+                app_env.push(session_name(pod));
+            }
+            Mode::Credentials => {
+                app_env.push(var(
+                    env::AWS_CONTAINER_CREDENTIALS_FULL_URI,
+                    &format!(
+                        "http://127.0.0.1:{}{CREDENTIALS_PATH}",
+                        cfg.credentials_port
+                    ),
+                ));
+                app_env.push(var(
+                    env::AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE,
+                    &format!("{SHARED_DIR}/{}", files::AUTH_TOKEN),
+                ));
+            }
+        }
+        if let Some(region) = &cfg.region {
+            app_env.push(var(env::AWS_REGION, region));
+            app_env.push(var(env::AWS_DEFAULT_REGION, region));
+        }
+        if mode != Mode::Credentials {
+            app_env.push(var(env::AWS_STS_REGIONAL_ENDPOINTS, "regional"));
+        }
+
+        let mut sidecar_args = vec![
+            "--mode".to_owned(),
+            mode.as_str().to_owned(),
+            "--sa-token-file".to_owned(),
+            format!("{SA_TOKEN_DIR}/{}", files::SA_TOKEN),
+            "--out-dir".to_owned(),
+            SHARED_DIR.to_owned(),
+            "--exchange-url".to_owned(),
+            cfg.exchange_url.clone(),
+            "--role-arn".to_owned(),
+            role.as_str().to_owned(),
+        ];
+        if mode == Mode::Credentials {
+            sidecar_args.push("--listen".to_owned());
+            sidecar_args.push(format!("127.0.0.1:{}", cfg.credentials_port));
+        }
+        Plan {
+            cfg,
+            mode,
+            volumes,
+            app_mounts,
+            app_env,
+            sidecar_args,
+        }
+    }
+
+    /// Add our mounts and env vars to one app or init container.
+    fn container(
+        &self,
+        list: &str,
+        index: usize,
+        c: &Container,
+        patch: &mut PatchBuilder,
+        warnings: &mut Vec<String>,
+        problems: &mut Vec<String>,
+    ) {
+        let base = [Seg::Key("spec"), Seg::Key(list), Seg::Index(index)];
+        let mounts = c.volume_mounts.as_deref().unwrap_or_default();
+        let mut new_mounts = Vec::new();
+        for ours in &self.app_mounts {
+            match mounts.iter().find(|m| m.mount_path == ours.mount_path) {
+                Some(m) if m.name == ours.name => {}
+                Some(m) => problems.push(format!(
+                    "container {:?} already mounts volume {:?} at {}",
+                    c.name, m.name, m.mount_path
+                )),
+                None => new_mounts.push(to_value(ours)),
+            }
+        }
+        patch.append(
+            &[base[0], base[1], base[2], Seg::Key("volumeMounts")],
+            c.volume_mounts.is_some(),
+            new_mounts,
+        );
+
+        let existing = c.env.as_deref().unwrap_or_default();
+        let mut new_env = Vec::new();
+        for ours in &self.app_env {
+            match existing.iter().find(|e| e.name == ours.name) {
+                Some(e) if e == ours => {}
+                Some(_) => warnings.push(format!(
+                    "container {:?} sets {} itself: kept its value",
+                    c.name, ours.name
+                )),
+                None => new_env.push(to_value(ours)),
+            }
+        }
+        for static_key in ["AWS_ACCESS_KEY_ID", "AWS_PROFILE"] {
+            if existing.iter().any(|e| e.name == static_key) {
+                warnings.push(format!(
+                    "container {:?} sets {static_key}: SDKs use it before the injected role",
+                    c.name
+                ));
+            }
+        }
+        if !new_env.is_empty() && c.env_from.as_ref().is_some_and(|f| !f.is_empty()) {
+            warnings.push(format!(
+                "container {:?} uses envFrom: injected AWS_* variables take precedence over \
+                 same-named ones from it",
+                c.name
+            ));
+        }
+        patch.append(
+            &[base[0], base[1], base[2], Seg::Key("env")],
+            c.env.is_some(),
+            new_env,
+        );
+    }
+
+    /// Which sidecar containers to add, given what the pod already has.
+    fn sidecars(
+        &self,
+        spec: &k8s_openapi::api::core::v1::PodSpec,
+        problems: &mut Vec<String>,
+    ) -> SidecarPlan {
+        let mut plan = SidecarPlan {
+            image: self.cfg.sidecar_image.clone(),
+            native: None,
+            init: None,
+            regular: None,
+        };
+        if !self.mode.has_sidecar() {
+            return plan;
+        }
+        let inits = spec.init_containers.as_deref().unwrap_or_default();
+        let name = &self.cfg.sidecar_name;
+        let init_name = format!("{name}-init");
+        // Ours if the name and image match; anything else with our name is a clash.
+        let mut check = |wanted_in: &[Container], other: &[Container], n: &str| -> bool {
+            if other.iter().any(|c| c.name == n) {
+                problems.push(format!(
+                    "the pod already has a container named {n:?}; rename it or set sidecarName"
+                ));
+                return true;
+            }
+            match wanted_in.iter().find(|c| c.name == n) {
+                Some(c) if c.image.as_deref() == Some(self.cfg.sidecar_image.as_str()) => true,
+                Some(_) => {
+                    problems.push(format!(
+                        "the pod already has a container named {n:?} with another image; \
+                         rename it or set sidecarName"
+                    ));
+                    true
+                }
+                None => false,
+            }
+        };
+        match self.cfg.sidecar_style {
+            SidecarStyle::Native => {
+                if !check(inits, &spec.containers, name) {
+                    plan.native = Some(self.sidecar_container(name, true, false));
+                }
+            }
+            SidecarStyle::Classic => {
+                if !check(inits, &spec.containers, &init_name) {
+                    plan.init = Some(self.sidecar_container(&init_name, false, true));
+                }
+                if !check(&spec.containers, inits, name) {
+                    plan.regular = Some(self.sidecar_container(name, false, false));
+                }
+            }
+        }
+        plan
+    }
+
+    fn sidecar_container(&self, name: &str, native: bool, once: bool) -> Container {
+        let cfg = self.cfg;
+        let mut args = self.sidecar_args.clone();
+        if once {
+            args.push("--once".to_owned());
+        }
+        let res = &cfg.sidecar_resources;
+        let mut limits = std::collections::BTreeMap::new();
+        limits.insert("memory".to_owned(), Quantity(res.memory_limit.clone()));
+        if let Some(cpu) = &res.cpu_limit {
+            limits.insert("cpu".to_owned(), Quantity(cpu.clone()));
+        }
+        let requests = [
+            ("cpu".to_owned(), Quantity(res.cpu_request.clone())),
+            ("memory".to_owned(), Quantity(res.memory_request.clone())),
+        ]
+        .into_iter()
+        .collect();
+        Container {
+            name: name.to_owned(),
+            image: Some(cfg.sidecar_image.clone()),
+            image_pull_policy: Some(cfg.sidecar_image_pull_policy.clone()),
+            command: Some(vec![SIDECAR_BINARY.to_owned()]),
+            args: Some(args),
+            env: cfg
+                .exchange_ca_pem
+                .as_ref()
+                .map(|pem| vec![var(SIDECAR_CA_PEM_ENV, pem)]),
+            restart_policy: native.then(|| "Always".to_owned()),
+            startup_probe: native.then(|| Probe {
+                exec: Some(ExecAction {
+                    command: Some(vec![
+                        SIDECAR_BINARY.to_owned(),
+                        "probe".to_owned(),
+                        "--mode".to_owned(),
+                        self.mode.as_str().to_owned(),
+                        "--out-dir".to_owned(),
+                        SHARED_DIR.to_owned(),
+                        "--min-valid-seconds".to_owned(),
+                        cfg.sidecar_probe_min_valid_seconds.to_string(),
+                    ]),
+                }),
+                period_seconds: Some(1),
+                timeout_seconds: Some(2),
+                failure_threshold: Some(120),
+                ..Default::default()
+            }),
+            resources: Some(ResourceRequirements {
+                requests: Some(requests),
+                limits: Some(limits),
+                ..Default::default()
+            }),
+            security_context: Some(SecurityContext {
+                run_as_non_root: Some(true),
+                run_as_user: Some(cfg.sidecar_run_as_user),
+                run_as_group: Some(cfg.sidecar_run_as_user),
+                read_only_root_filesystem: Some(true),
+                allow_privilege_escalation: Some(false),
+                capabilities: Some(Capabilities {
+                    drop: Some(vec!["ALL".to_owned()]),
+                    add: None,
+                }),
+                seccomp_profile: Some(SeccompProfile {
+                    type_: "RuntimeDefault".to_owned(),
+                    localhost_profile: None,
+                }),
+                ..Default::default()
+            }),
+            volume_mounts: Some(vec![
+                mount(SA_TOKEN_VOLUME, SA_TOKEN_DIR, true),
+                mount(SHARED_VOLUME, SHARED_DIR, false),
+            ]),
+            ..Default::default()
+        }
+    }
+}
+
+/// The sidecar containers still to add.
+struct SidecarPlan {
+    image: String,
+    native: Option<Container>,
+    init: Option<Container>,
+    regular: Option<Container>,
+}
+
+impl SidecarPlan {
+    /// Whether `c` is a sidecar this webhook injected earlier (it gets no app env).
+    fn is_ours(&self, c: &Container) -> bool {
+        c.image.as_deref() == Some(self.image.as_str())
+            && c.command
+                .as_deref()
+                .is_some_and(|cmd| cmd.first().map(String::as_str) == Some(SIDECAR_BINARY))
+    }
+
+    fn emit(self, spec: &k8s_openapi::api::core::v1::PodSpec, patch: &mut PatchBuilder) {
+        let inits_path = [Seg::Key("spec"), Seg::Key("initContainers")];
+        // The native sidecar (or classic init) goes first so other init containers can use AWS.
+        if let Some(c) = self.native.or(self.init) {
+            patch.prepend(&inits_path, spec.init_containers.is_some(), to_value(&c));
+        }
+        if let Some(c) = self.regular {
+            patch.append(
+                &[Seg::Key("spec"), Seg::Key("containers")],
+                true,
+                vec![to_value(&c)],
+            );
+        }
+    }
+}
+
+/// `AWS_ROLE_SESSION_NAME` from the pod's name: AWS allows 2-64 of `[\w+=,.@-]`.
+///
+/// A pod that only has `generateName` is named by the API server after admission, so the
+/// variable then reads `metadata.name` through the downward API (generated names are at most
+/// 63 characters of `[a-z0-9.-]`, always valid). A longer static name is cut to 55 characters
+/// plus `-` and 8 hex digits of its SHA-256 so it stays unique.
+pub fn session_name(pod: &Pod) -> EnvVar {
+    match pod.metadata.name.as_deref().filter(|n| !n.is_empty()) {
+        Some(name) => var(env::AWS_ROLE_SESSION_NAME, &session_name_from(name)),
+        None => EnvVar {
+            name: env::AWS_ROLE_SESSION_NAME.to_owned(),
+            value: None,
+            value_from: Some(EnvVarSource {
+                field_ref: Some(ObjectFieldSelector {
+                    api_version: Some("v1".to_owned()),
+                    field_path: "metadata.name".to_owned(),
+                }),
+                ..Default::default()
+            }),
+        },
+    }
+}
+
+/// The static session name rule for a known pod name.
+pub fn session_name_from(name: &str) -> String {
+    let mut s: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_+=,.@-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    if s.len() > 64 {
+        let digest = Sha256::digest(name.as_bytes());
+        let hex: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+        s.truncate(55);
+        s.push('-');
+        s.push_str(&hex);
+    }
+    if s.len() < 2 {
+        s.insert_str(0, "pod-");
+    }
+    s
+}
+
+fn same_volume_kind(existing: &Volume, ours: &Volume) -> bool {
+    if ours.empty_dir.is_some() {
+        return existing.empty_dir.is_some();
+    }
+    let token_path = |v: &Volume| -> Option<String> {
+        v.projected
+            .as_ref()?
+            .sources
+            .as_ref()?
+            .iter()
+            .find_map(|s| s.service_account_token.as_ref().map(|t| t.path.clone()))
+    };
+    existing.projected.is_some() && token_path(existing) == token_path(ours)
+}
+
+fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: name.to_owned(),
+        mount_path: path.to_owned(),
+        read_only: Some(read_only),
+        ..Default::default()
+    }
+}
+
+fn var(name: &str, value: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: Some(value.to_owned()),
+        value_from: None,
+    }
+}
+
+fn to_value<T: serde::Serialize>(v: &T) -> Value {
+    // Serializing k8s-openapi types to a Value cannot fail (string keys, no custom errors).
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}

@@ -1,0 +1,260 @@
+//! HTTP edge: routes, content-type and size limits, the per-admission log line, metrics,
+//! TLS with hot reload, graceful shutdown.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum_server::Handle;
+use axum_server::tls_rustls::RustlsConfig;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::admission::{self, ReviewError};
+use crate::config::{Config, ServerConfig};
+use crate::metrics::Metrics;
+use crate::tls;
+
+/// Largest AdmissionReview body accepted (the API server's own request limit is 3 MiB).
+pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
+/// Upper bound on one request, body read included (the API server gives up after 30 s at most).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Shared state of the handlers.
+pub struct AppState {
+    /// Mutation settings.
+    pub config: Config,
+    /// Metrics and readiness.
+    pub metrics: Arc<Metrics>,
+}
+
+/// Errors that stop the server.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A listener could not be bound or failed.
+    #[error("listener {addr}: {source}")]
+    Listen {
+        /// Address.
+        addr: std::net::SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+/// All routes: `/mutate` plus health, readiness and metrics.
+pub fn router(state: Arc<AppState>) -> Router {
+    probe_routes()
+        .route("/mutate", post(mutate))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+        .with_state(state)
+}
+
+/// Health, readiness and metrics only (the plain-HTTP probe listener).
+pub fn probe_router(state: Arc<AppState>) -> Router {
+    probe_routes().with_state(state)
+}
+
+fn probe_routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+async fn readyz(State(s): State<Arc<AppState>>) -> Response {
+    if s.metrics.ready(unix_now()) {
+        "ready".into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no valid serving certificate loaded",
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(s): State<Arc<AppState>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        s.metrics.encode(),
+    )
+        .into_response()
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json"))
+}
+
+async fn mutate(
+    State(s): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let start = Instant::now();
+    if !is_json(&headers) {
+        s.metrics.bad_request("content_type");
+        tracing::warn!("refused /mutate request: content type is not application/json");
+        return (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "expected Content-Type: application/json",
+        )
+            .into_response();
+    }
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => {
+            s.metrics.bad_request("body");
+            tracing::warn!(status = e.status().as_u16(), "refused /mutate request body");
+            return (e.status(), e.body_text()).into_response();
+        }
+    };
+    match admission::review(&body, &s.config) {
+        Ok(r) => {
+            let elapsed = start.elapsed();
+            let mode = r.mode.map_or("none", |m| m.as_str());
+            s.metrics
+                .admission(r.decision.as_str(), mode, elapsed.as_secs_f64());
+            tracing::info!(
+                uid = %r.uid,
+                namespace = %r.namespace,
+                pod = %r.pod,
+                mode,
+                decision = r.decision.as_str(),
+                dry_run = r.dry_run,
+                latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+                "admission"
+            );
+            ([(header::CONTENT_TYPE, "application/json")], r.body).into_response()
+        }
+        Err(e) => {
+            s.metrics.bad_request("malformed");
+            // Log only the kind of error: serde messages can quote values from the body.
+            tracing::warn!(error = e.log_summary(), "refused /mutate request");
+            (StatusCode::BAD_REQUEST, e.to_string()).into_response()
+        }
+    }
+}
+
+impl ReviewError {
+    /// A description safe to log: no content of the request.
+    pub fn log_summary(&self) -> &'static str {
+        match self {
+            ReviewError::Malformed(_) => "body is not an AdmissionReview",
+            ReviewError::Version { .. } => "wrong apiVersion or kind",
+            ReviewError::MissingRequest => "no request",
+            ReviewError::MissingUid => "empty uid",
+        }
+    }
+}
+
+/// Serve until SIGTERM/SIGINT: waits for a valid certificate, then serves HTTPS and reloads
+/// the certificate when its files change.
+pub async fn run(cfg: ServerConfig) -> Result<(), RunError> {
+    let metrics = Arc::new(Metrics::new());
+    let state = Arc::new(AppState {
+        config: cfg.mutation.clone(),
+        metrics: metrics.clone(),
+    });
+    let handle: Handle<std::net::SocketAddr> = Handle::new();
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(shutdown_on_signal(handle.clone(), stop_tx));
+
+    if let Some(addr) = cfg.probe_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| RunError::Listen { addr, source })?;
+        let app = probe_router(state.clone());
+        tracing::info!(%addr, "probe listener (plain HTTP) started");
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "probe listener failed");
+            }
+        });
+    }
+
+    // Wait for the first valid certificate (the certs job may not have run yet).
+    let loaded = loop {
+        match tls::load(&cfg.tls_cert, &cfg.tls_key) {
+            Ok(l) => break l,
+            Err(e) => {
+                tracing::error!(error = %e, "no usable serving certificate yet; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(cfg.cert_reload) => {}
+                    _ = stop_rx.changed() => return Ok(()),
+                }
+            }
+        }
+    };
+    metrics.cert_reloaded(loaded.not_after);
+    let rustls = RustlsConfig::from_config(loaded.config);
+    tokio::spawn(tls::watch(
+        rustls.clone(),
+        cfg.tls_cert.clone(),
+        cfg.tls_key.clone(),
+        loaded.fingerprint,
+        cfg.cert_reload,
+        metrics.clone(),
+    ));
+
+    tracing::info!(addr = %cfg.listen, not_after = loaded.not_after, "serving admission webhook over TLS");
+    axum_server::bind_rustls(cfg.listen, rustls)
+        .handle(handle)
+        .serve(router(state).into_make_service())
+        .await
+        .map_err(|source| RunError::Listen {
+            addr: cfg.listen,
+            source,
+        })
+}
+
+async fn shutdown_on_signal(
+    handle: Handle<std::net::SocketAddr>,
+    stop: tokio::sync::watch::Sender<bool>,
+) {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+    let _ = stop.send(true);
+    handle.graceful_shutdown(Some(Duration::from_secs(10)));
+}

@@ -1,0 +1,156 @@
+//! Serving certificate: load from PEM files, and swap in a new one when the files change
+//! (cert-manager or tokenvend-certs rewrite the Secret; the kubelet swaps the mounted files).
+//! The swap is atomic inside axum-server, so no request fails while it happens.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum_server::tls_rustls::RustlsConfig;
+use rustls::ServerConfig;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use sha2::{Digest, Sha256};
+
+use crate::metrics::Metrics;
+
+/// Why a cert/key pair cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// A file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// Which file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The cert file has no usable PEM certificate.
+    #[error("{0}: no PEM certificate found")]
+    NoCert(PathBuf),
+    /// PEM could not be parsed.
+    #[error("{path}: {reason}")]
+    Pem {
+        /// Which file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// The certificate cannot be parsed as X.509.
+    #[error("{0}: certificate is not valid X.509")]
+    X509(PathBuf),
+    /// rustls refused the pair (e.g. the key does not match the certificate).
+    #[error("certificate and key cannot be used together: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// A loaded pair: the rustls config, when the leaf stops being valid, and a content fingerprint.
+pub struct Loaded {
+    /// Ready-to-serve rustls config (TLS 1.2 and 1.3, h2 + http/1.1).
+    pub config: Arc<ServerConfig>,
+    /// Leaf `notAfter`, seconds since the Unix epoch.
+    pub not_after: i64,
+    /// SHA-256 over both files' bytes, to notice changes.
+    pub fingerprint: [u8; 32],
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Fingerprint of both files' contents (a cheap change check).
+pub fn fingerprint(cert_path: &Path, key_path: &Path) -> Result<[u8; 32], TlsError> {
+    let mut h = Sha256::new();
+    h.update(read(cert_path)?);
+    h.update([0]);
+    h.update(read(key_path)?);
+    Ok(h.finalize().into())
+}
+
+/// Load and check a cert chain + key pair.
+pub fn load(cert_path: &Path, key_path: &Path) -> Result<Loaded, TlsError> {
+    let cert_pem = read(cert_path)?;
+    let key_pem = read(key_path)?;
+    let mut h = Sha256::new();
+    h.update(&cert_pem);
+    h.update([0]);
+    h.update(&key_pem);
+    let fingerprint = h.finalize().into();
+
+    let pem_err = |path: &Path, e: rustls_pki_types::pem::Error| TlsError::Pem {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    };
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| pem_err(cert_path, e))?;
+    let Some(leaf) = chain.first() else {
+        return Err(TlsError::NoCert(cert_path.to_owned()));
+    };
+    let not_after = x509_parser::parse_x509_certificate(leaf)
+        .map_err(|_| TlsError::X509(cert_path.to_owned()))?
+        .1
+        .validity()
+        .not_after
+        .timestamp();
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| pem_err(key_path, e))?;
+    let mut config = ServerConfig::builder_with_protocol_versions(&[
+        &rustls::version::TLS13,
+        &rustls::version::TLS12,
+    ])
+    .with_no_client_auth()
+    .with_single_cert(chain, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Loaded {
+        config: Arc::new(config),
+        not_after,
+        fingerprint,
+    })
+}
+
+/// Poll the files every `interval`; reload when their content changes and the new pair is valid.
+/// An invalid new pair (e.g. cert written, key not yet) keeps the old one and is retried.
+pub async fn watch(
+    rustls: RustlsConfig,
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    mut current: [u8; 32],
+    interval: Duration,
+    metrics: Arc<Metrics>,
+) {
+    let mut last_error: Option<[u8; 32]> = None;
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let fp = match fingerprint(&cert_path, &key_path) {
+            Ok(fp) => fp,
+            Err(e) => {
+                tracing::warn!(error = %e, "serving certificate files unreadable; keeping the loaded one");
+                continue;
+            }
+        };
+        if fp == current || last_error == Some(fp) {
+            continue;
+        }
+        match load(&cert_path, &key_path) {
+            Ok(loaded) if loaded.fingerprint == fp => {
+                rustls.reload_from_config(loaded.config);
+                current = fp;
+                last_error = None;
+                metrics.cert_reloaded(loaded.not_after);
+                tracing::info!(not_after = loaded.not_after, "reloaded serving certificate");
+            }
+            // The files changed again between the two reads: look again next tick.
+            Ok(_) => {}
+            Err(e) => {
+                last_error = Some(fp);
+                metrics.cert_reload_failed();
+                tracing::warn!(error = %e, "new serving certificate rejected; keeping the loaded one");
+            }
+        }
+    }
+}
