@@ -1,0 +1,569 @@
+//! Table-driven tests of the pure mutation: (pod, config) -> (patch, warnings) or denial.
+
+use k8s_openapi::api::core::v1::Pod;
+use serde_json::{Value, json};
+use tokenvend_core::Mode;
+use tokenvend_webhook::config::{Config, MutationArgs};
+use tokenvend_webhook::mutate::{Mutation, mutate, session_name_from};
+
+const ROLE: &str = "arn:aws:iam::123456789012:role/app";
+
+fn cfg(f: impl FnOnce(&mut MutationArgs)) -> Config {
+    let mut a = MutationArgs::default();
+    f(&mut a);
+    Config::from_args(a).expect("valid test config")
+}
+
+/// A labelled pod with one container; `extra` is merged into it (objects merged, rest replaced).
+fn pod(extra: Value) -> Value {
+    let mut base = json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "web-0",
+            "namespace": "shop",
+            "labels": {"tremolo.io/aws-role": "true"},
+            "annotations": {"tremolo.io/aws-role": ROLE, "tremolo.io/aws-mode": "web-identity"}
+        },
+        "spec": {"containers": [{"name": "app", "image": "app:1"}]}
+    });
+    merge(&mut base, extra);
+    base
+}
+
+fn merge(base: &mut Value, extra: Value) {
+    match (base, extra) {
+        (Value::Object(b), Value::Object(e)) => {
+            for (k, v) in e {
+                match b.get_mut(&k) {
+                    Some(slot) if v.is_object() && slot.is_object() => merge(slot, v),
+                    _ => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, e) => *b = e,
+    }
+}
+
+fn typed(v: &Value) -> Pod {
+    serde_json::from_value(v.clone()).expect("test pod is a Pod")
+}
+
+/// Run the mutation and apply its patch; returns (mutation, mutated pod).
+fn run(v: &Value, c: &Config) -> (Mutation, Value) {
+    let m = mutate(&typed(v), c).unwrap_or_else(|d| panic!("denied: {}", d.message));
+    let mut out = v.clone();
+    json_patch::patch(&mut out, &m.patch).expect("patch applies");
+    (m, out)
+}
+
+fn env_of(c: &Value) -> Vec<(String, Value)> {
+    c["env"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|e| {
+                    (
+                        e["name"].as_str().unwrap_or("").to_owned(),
+                        e.get("value").cloned().unwrap_or(Value::Null),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn env_names(c: &Value) -> Vec<String> {
+    env_of(c).into_iter().map(|(n, _)| n).collect()
+}
+
+fn ops(m: &Mutation) -> Vec<String> {
+    m.patch
+        .0
+        .iter()
+        .map(|op| {
+            serde_json::to_value(op).expect("op")["op"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn not_opted_in_pods_are_left_alone() {
+    let cases = [
+        (
+            json!({"metadata": {"labels": {"tremolo.io/aws-role": null}}}),
+            0,
+        ),
+        (json!({"metadata": {"labels": {"app": "x"}}}), 0),
+    ];
+    for (extra, warnings) in cases {
+        let mut p = pod(json!({}));
+        p["metadata"]["labels"] = extra["metadata"]["labels"].clone();
+        if p["metadata"]["labels"]["tremolo.io/aws-role"].is_null() {
+            p["metadata"]["labels"]
+                .as_object_mut()
+                .expect("labels")
+                .remove("tremolo.io/aws-role");
+        }
+        let (m, _) = run(&p, &Config::default());
+        assert!(m.patch.0.is_empty());
+        assert_eq!(m.warnings.len(), warnings);
+    }
+    let p = pod(json!({"metadata": {"labels": {"tremolo.io/aws-role": "yes"}}}));
+    let (m, _) = run(&p, &Config::default());
+    assert!(m.patch.0.is_empty());
+    assert!(
+        m.warnings[0].contains("only \"true\" does"),
+        "{:?}",
+        m.warnings
+    );
+}
+
+#[test]
+fn missing_or_invalid_annotations_deny_with_what_to_fix_or_warn_when_configured() {
+    let mut no_role = pod(json!({}));
+    no_role["metadata"]["annotations"]
+        .as_object_mut()
+        .expect("ann")
+        .remove("tremolo.io/aws-role");
+    let cases: Vec<(Value, &str)> = vec![
+        (
+            no_role,
+            "has no tremolo.io/aws-role annotation: set it to the IAM role ARN",
+        ),
+        (
+            pod(json!({"metadata": {"annotations": {"tremolo.io/aws-role": "my-role"}}})),
+            "is not an IAM role ARN",
+        ),
+        (
+            pod(
+                json!({"metadata": {"annotations": {"tremolo.io/aws-role": "arn:aws:iam::123:role/x"}}}),
+            ),
+            "12-digit",
+        ),
+        (
+            pod(json!({"metadata": {"annotations": {"tremolo.io/aws-mode": "irsa"}}})),
+            "expected one of web-identity, credentials, projected",
+        ),
+    ];
+    let warn_cfg = cfg(|a| a.deny_on_invalid = Some(false));
+    for (p, expected) in cases {
+        let d = mutate(&typed(&p), &Config::default()).expect_err(expected);
+        assert!(d.message.starts_with("tokenvend: "), "{}", d.message);
+        assert!(
+            d.message.contains(expected),
+            "{} lacks {expected}",
+            d.message
+        );
+        let (m, out) = run(&p, &warn_cfg);
+        assert!(m.patch.0.is_empty(), "warn mode must admit unchanged");
+        assert_eq!(out, p);
+        assert!(
+            m.warnings
+                .iter()
+                .any(|w| w.contains("did not inject") && w.contains(expected)),
+            "{:?}",
+            m.warnings
+        );
+    }
+}
+
+#[test]
+fn each_mode_injects_exactly_its_env() {
+    let region = cfg(|a| a.region = Some("eu-west-1".into()));
+    let cases: Vec<(Mode, Vec<(&str, &str)>)> = vec![
+        (
+            Mode::WebIdentity,
+            vec![
+                ("AWS_ROLE_ARN", ROLE),
+                (
+                    "AWS_WEB_IDENTITY_TOKEN_FILE",
+                    "/var/run/secrets/tremolo.io/aws/token",
+                ),
+                ("AWS_ROLE_SESSION_NAME", "web-0"),
+                ("AWS_REGION", "eu-west-1"),
+                ("AWS_DEFAULT_REGION", "eu-west-1"),
+                ("AWS_STS_REGIONAL_ENDPOINTS", "regional"),
+            ],
+        ),
+        (
+            Mode::Credentials,
+            vec![
+                (
+                    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                    "http://127.0.0.1:9911/credentials",
+                ),
+                (
+                    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+                    "/var/run/secrets/tremolo.io/aws/auth-token",
+                ),
+                ("AWS_REGION", "eu-west-1"),
+                ("AWS_DEFAULT_REGION", "eu-west-1"),
+            ],
+        ),
+        (
+            Mode::Projected,
+            vec![
+                ("AWS_ROLE_ARN", ROLE),
+                (
+                    "AWS_WEB_IDENTITY_TOKEN_FILE",
+                    "/var/run/secrets/tremolo.io/serviceaccount/token",
+                ),
+                ("AWS_ROLE_SESSION_NAME", "web-0"),
+                ("AWS_REGION", "eu-west-1"),
+                ("AWS_DEFAULT_REGION", "eu-west-1"),
+                ("AWS_STS_REGIONAL_ENDPOINTS", "regional"),
+            ],
+        ),
+    ];
+    for (mode, expected) in cases {
+        let p = pod(json!({"metadata": {"annotations": {"tremolo.io/aws-mode": mode.as_str()}}}));
+        let (m, out) = run(&p, &region);
+        assert_eq!(m.mode, Some(mode));
+        assert!(m.warnings.is_empty(), "{mode}: {:?}", m.warnings);
+        let got: Vec<(String, Value)> = env_of(&out["spec"]["containers"][0]);
+        let want: Vec<(String, Value)> = expected
+            .iter()
+            .map(|(n, v)| ((*n).to_owned(), json!(v)))
+            .collect();
+        assert_eq!(got, want, "{mode}");
+        assert!(ops(&m).iter().all(|o| o == "add"), "only add ops");
+        // The app mount is read-only; the sidecar (if any) comes first among init containers.
+        let mounts = out["spec"]["containers"][0]["volumeMounts"]
+            .as_array()
+            .expect("mounts");
+        assert_eq!(mounts.len(), 1);
+        assert_eq!(mounts[0]["readOnly"], json!(true));
+        let vols: Vec<&str> = out["spec"]["volumes"]
+            .as_array()
+            .expect("volumes")
+            .iter()
+            .map(|v| v["name"].as_str().unwrap_or(""))
+            .collect();
+        let audience = &out["spec"]["volumes"][0]["projected"]["sources"][0]["serviceAccountToken"]
+            ["audience"];
+        if mode == Mode::Projected {
+            assert_eq!(vols, ["tokenvend-sa-token"]);
+            assert_eq!(audience, &json!("sts.amazonaws.com"));
+            assert!(out["spec"].get("initContainers").is_none());
+        } else {
+            assert_eq!(vols, ["tokenvend-sa-token", "tokenvend-aws"]);
+            assert_eq!(audience, &json!("tokenvend"));
+            let sc = &out["spec"]["initContainers"][0];
+            assert_eq!(sc["name"], json!("tokenvend-sidecar"));
+            assert_eq!(sc["restartPolicy"], json!("Always"));
+            let args: Vec<&str> = sc["args"]
+                .as_array()
+                .expect("args")
+                .iter()
+                .filter_map(Value::as_str)
+                .collect();
+            assert_eq!(args[..2], ["--mode", mode.as_str()]);
+            assert_eq!(args.contains(&"--listen"), mode == Mode::Credentials);
+            assert!(args.windows(2).any(|w| w == ["--role-arn", ROLE]));
+        }
+    }
+}
+
+#[test]
+fn native_sidecar_is_hardened_and_gated_by_a_startup_probe() {
+    let (_, out) = run(&pod(json!({})), &Config::default());
+    let sc = &out["spec"]["initContainers"][0];
+    let sec = &sc["securityContext"];
+    assert_eq!(sec["runAsNonRoot"], json!(true));
+    assert_eq!(sec["readOnlyRootFilesystem"], json!(true));
+    assert_eq!(sec["allowPrivilegeEscalation"], json!(false));
+    assert_eq!(sec["capabilities"]["drop"], json!(["ALL"]));
+    assert_eq!(sec["seccompProfile"]["type"], json!("RuntimeDefault"));
+    assert_eq!(
+        sc["resources"]["requests"],
+        json!({"cpu": "10m", "memory": "16Mi"})
+    );
+    assert_eq!(
+        sc["resources"]["limits"],
+        json!({"cpu": "100m", "memory": "32Mi"})
+    );
+    let probe = &sc["startupProbe"];
+    let cmd: Vec<&str> = probe["exec"]["command"]
+        .as_array()
+        .expect("cmd")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(cmd[..2], ["/usr/local/bin/tokenvend-sidecar", "probe"]);
+    assert!(cmd.windows(2).any(|w| w == ["--min-valid-seconds", "300"]));
+    assert_eq!(probe["periodSeconds"], json!(1));
+    // The sidecar mounts the SA token read-only and the shared dir read-write; apps get no SA token.
+    let mounts = sc["volumeMounts"].as_array().expect("mounts");
+    assert_eq!(mounts[0]["readOnly"], json!(true));
+    assert_eq!(mounts[1]["readOnly"], json!(false));
+    assert!(
+        !out["spec"]["containers"][0]["volumeMounts"]
+            .to_string()
+            .contains("tokenvend-sa-token")
+    );
+    assert!(sc.get("env").is_none(), "no CA configured: no env");
+    let exp = &out["spec"]["volumes"][0]["projected"]["sources"][0]["serviceAccountToken"]["expirationSeconds"];
+    assert_eq!(exp, &json!(3600));
+    assert_eq!(
+        out["spec"]["volumes"][1]["emptyDir"],
+        json!({"medium": "Memory", "sizeLimit": "1Mi"})
+    );
+}
+
+#[test]
+fn classic_style_adds_an_init_container_and_a_regular_sidecar() {
+    let c = cfg(|a| a.sidecar_style = Some("classic".into()));
+    let p = pod(json!({"spec": {"initContainers": [{"name": "migrate", "image": "m:1"}]}}));
+    let (m, out) = run(&p, &c);
+    let inits = out["spec"]["initContainers"].as_array().expect("inits");
+    assert_eq!(inits[0]["name"], json!("tokenvend-sidecar-init"));
+    assert!(
+        inits[0]["args"]
+            .as_array()
+            .expect("args")
+            .contains(&json!("--once"))
+    );
+    assert!(inits[0].get("restartPolicy").is_none() && inits[0].get("startupProbe").is_none());
+    assert_eq!(inits[1]["name"], json!("migrate"));
+    assert!(
+        env_names(&inits[1]).contains(&"AWS_ROLE_ARN".to_owned()),
+        "user init containers get env"
+    );
+    let containers = out["spec"]["containers"].as_array().expect("containers");
+    assert_eq!(containers.len(), 2);
+    assert_eq!(containers[1]["name"], json!("tokenvend-sidecar"));
+    assert!(
+        !containers[1]["args"]
+            .as_array()
+            .expect("args")
+            .contains(&json!("--once"))
+    );
+    assert!(!m.patch.0.is_empty());
+    let (again, _) = run(&out, &c);
+    assert!(again.patch.0.is_empty(), "idempotent: {:?}", again.patch);
+}
+
+#[test]
+fn second_pass_over_own_output_is_empty_in_every_mode_and_style() {
+    for style in ["native", "classic"] {
+        for mode in Mode::ALL {
+            let c = cfg(|a| {
+                a.sidecar_style = Some(style.into());
+                a.region = Some("us-east-1".into());
+            });
+            let p = pod(json!({
+                "metadata": {"annotations": {"tremolo.io/aws-mode": mode.as_str()}},
+                "spec": {"initContainers": [{"name": "i", "image": "i"}], "volumes": [{"name": "data", "emptyDir": {}}]}
+            }));
+            let (m, out) = run(&p, &c);
+            assert!(!m.patch.0.is_empty());
+            let (again, out2) = run(&out, &c);
+            assert!(
+                again.patch.0.is_empty(),
+                "{style}/{mode}: {:?}",
+                again.patch
+            );
+            assert!(
+                again.warnings.is_empty(),
+                "{style}/{mode}: {:?}",
+                again.warnings
+            );
+            assert_eq!(out, out2);
+        }
+    }
+}
+
+#[test]
+fn user_settings_are_never_overwritten() {
+    let p = pod(json!({"spec": {"containers": [{
+        "name": "app", "image": "app:1",
+        "env": [{"name": "AWS_REGION", "value": "ap-south-1"}, {"name": "AWS_ACCESS_KEY_ID", "value": "AKIA"}],
+        "envFrom": [{"configMapRef": {"name": "settings"}}]
+    }]}}));
+    let (m, out) = run(&p, &cfg(|a| a.region = Some("eu-west-1".into())));
+    let env = env_of(&out["spec"]["containers"][0]);
+    assert_eq!(env[0], ("AWS_REGION".to_owned(), json!("ap-south-1")));
+    assert_eq!(env.iter().filter(|(n, _)| n == "AWS_REGION").count(), 1);
+    assert!(
+        env.iter()
+            .any(|(n, v)| n == "AWS_DEFAULT_REGION" && v == "eu-west-1")
+    );
+    let w = m.warnings.join("\n");
+    assert!(
+        w.contains("\"app\" sets AWS_REGION itself: kept its value"),
+        "{w}"
+    );
+    assert!(w.contains("sets AWS_ACCESS_KEY_ID"), "{w}");
+    assert!(w.contains("uses envFrom"), "{w}");
+    assert!(
+        !w.contains("AKIA") && !w.contains("ap-south-1"),
+        "warnings never echo values"
+    );
+}
+
+#[test]
+fn conflicts_deny_or_warn_and_never_clobber() {
+    let cases: Vec<(Value, &str)> = vec![
+        (
+            json!({"spec": {"volumes": [{"name": "tokenvend-aws", "hostPath": {"path": "/tmp"}}]}}),
+            "volume named \"tokenvend-aws\"",
+        ),
+        (
+            json!({"spec": {"volumes": [{"name": "tokenvend-sa-token", "secret": {"secretName": "s"}}]}}),
+            "volume named \"tokenvend-sa-token\"",
+        ),
+        (
+            json!({"spec": {"containers": [{"name": "app", "image": "a", "volumeMounts": [{"name": "data", "mountPath": "/var/run/secrets/tremolo.io/aws"}]}], "volumes": [{"name": "data", "emptyDir": {}}]}}),
+            "\"app\" already mounts volume \"data\" at /var/run/secrets/tremolo.io/aws",
+        ),
+        (
+            json!({"spec": {"initContainers": [{"name": "tokenvend-sidecar", "image": "other:1"}]}}),
+            "container named \"tokenvend-sidecar\" with another image",
+        ),
+        (
+            json!({"spec": {"containers": [{"name": "tokenvend-sidecar", "image": "x"}]}}),
+            "container named \"tokenvend-sidecar\"",
+        ),
+    ];
+    let warn_cfg = cfg(|a| a.deny_on_invalid = Some(false));
+    for (extra, expected) in cases {
+        let p = pod(extra);
+        let d = mutate(&typed(&p), &Config::default()).expect_err(expected);
+        assert!(
+            d.message.contains(expected),
+            "{} lacks {expected}",
+            d.message
+        );
+        let (m, out) = run(&p, &warn_cfg);
+        assert!(m.patch.0.is_empty());
+        assert_eq!(out, p, "nothing changed");
+        assert!(m.warnings.iter().any(|w| w.contains(expected)));
+    }
+}
+
+#[test]
+fn skip_list_ephemeral_containers_and_init_order() {
+    let p = pod(json!({
+        "metadata": {"annotations": {"tremolo.io/aws-skip-containers": " proxy , ghost,"}},
+        "spec": {
+            "containers": [{"name": "app", "image": "a"}, {"name": "proxy", "image": "p"}],
+            "initContainers": [{"name": "mesh", "image": "m", "restartPolicy": "Always"}],
+            "ephemeralContainers": [{"name": "debug", "image": "busybox"}]
+        }
+    }));
+    let (m, out) = run(&p, &Config::default());
+    let spec = &out["spec"];
+    assert!(env_names(&spec["containers"][0]).contains(&"AWS_ROLE_ARN".to_owned()));
+    assert_eq!(
+        spec["containers"][1],
+        json!({"name": "proxy", "image": "p"}),
+        "skipped container untouched"
+    );
+    assert_eq!(
+        spec["initContainers"][0]["name"],
+        json!("tokenvend-sidecar")
+    );
+    assert_eq!(spec["initContainers"][1]["name"], json!("mesh"));
+    assert!(env_names(&spec["initContainers"][1]).contains(&"AWS_ROLE_ARN".to_owned()));
+    assert_eq!(
+        spec["ephemeralContainers"],
+        json!([{"name": "debug", "image": "busybox"}])
+    );
+    let w = m.warnings.join("\n");
+    assert!(w.contains("\"ghost\", which is not a container"), "{w}");
+    assert!(w.contains("ephemeral containers are left unchanged"), "{w}");
+    assert!(!w.contains("\"proxy\", which"), "{w}");
+
+    let all = pod(json!({"metadata": {"annotations": {"tremolo.io/aws-skip-containers": "app"}}}));
+    let (m, _) = run(&all, &Config::default());
+    assert!(
+        m.warnings
+            .iter()
+            .any(|w| w.contains("skips every container"))
+    );
+}
+
+#[test]
+fn default_mode_is_announced_and_custom_prefix_is_honoured() {
+    let mut p = pod(json!({}));
+    p["metadata"]["annotations"]
+        .as_object_mut()
+        .expect("ann")
+        .remove("tremolo.io/aws-mode");
+    let (m, _) = run(&p, &cfg(|a| a.default_mode = Some("credentials".into())));
+    assert_eq!(m.mode, Some(Mode::Credentials));
+    assert!(
+        m.warnings[0].contains("using the default mode credentials"),
+        "{:?}",
+        m.warnings
+    );
+
+    let custom = cfg(|a| a.prefix = Some("aws.example.com".into()));
+    let (m, _) = run(&p, &custom);
+    assert!(
+        m.patch.0.is_empty(),
+        "tremolo.io label does not opt in under another prefix"
+    );
+    let q = json!({
+        "metadata": {"name": "x1", "labels": {"aws.example.com/aws-role": "true"},
+                     "annotations": {"aws.example.com/aws-role": ROLE, "aws.example.com/aws-mode": "projected"}},
+        "spec": {"containers": [{"name": "app", "image": "a"}]}
+    });
+    let (m, _) = run(&q, &custom);
+    assert_eq!(m.mode, Some(Mode::Projected));
+}
+
+#[test]
+fn session_name_rule() {
+    assert_eq!(session_name_from("web-0"), "web-0");
+    assert_eq!(session_name_from("a"), "pod-a");
+    let long = "x".repeat(100);
+    let s = session_name_from(&long);
+    assert_eq!(s.len(), 64);
+    assert!(s.starts_with(&"x".repeat(55)));
+    assert_ne!(
+        s,
+        session_name_from(&"x".repeat(101)),
+        "hash keeps long names distinct"
+    );
+    // generateName-only pods read their final name through the downward API.
+    let mut p = pod(json!({"metadata": {"generateName": "web-7d9f8-"}}));
+    p["metadata"].as_object_mut().expect("meta").remove("name");
+    let (_, out) = run(&p, &Config::default());
+    let env = out["spec"]["containers"][0]["env"].as_array().expect("env");
+    let session = env
+        .iter()
+        .find(|e| e["name"] == "AWS_ROLE_SESSION_NAME")
+        .expect("session var");
+    assert_eq!(
+        session["valueFrom"]["fieldRef"]["fieldPath"],
+        json!("metadata.name")
+    );
+}
+
+#[test]
+fn credentials_on_host_network_warns_and_ca_is_injected() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let ca = dir.path().join("ca.pem");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["ca".into()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("cert");
+    std::fs::write(&ca, cert.pem()).expect("write");
+    let c = cfg(|a| a.exchange_ca_file = Some(ca.clone()));
+    let p = pod(
+        json!({"metadata": {"annotations": {"tremolo.io/aws-mode": "credentials"}}, "spec": {"hostNetwork": true}}),
+    );
+    let (m, out) = run(&p, &c);
+    assert!(m.warnings.iter().any(|w| w.contains("hostNetwork")));
+    let sc_env = &out["spec"]["initContainers"][0]["env"][0];
+    assert_eq!(sc_env["name"], json!("TOKENVEND_CA_PEM"));
+    assert_eq!(sc_env["value"], json!(cert.pem()));
+}
