@@ -172,7 +172,8 @@ mod tests {
     #[test]
     fn rejects_malformed_arns_with_the_reason() {
         let long_name = format!("arn:aws:iam::123456789012:role/{}", "a".repeat(65));
-        let cases: Vec<(&str, fn(&ArnError) -> bool)> = vec![
+        type Check = fn(&ArnError) -> bool;
+        let cases: Vec<(&str, Check)> = vec![
             ("", |e| matches!(e, ArnError::Empty)),
             ("app", |e| matches!(e, ArnError::Shape(_))),
             ("arn:aws:iam::123456789012:user/app", |e| {

@@ -1,1 +1,49 @@
-fn main() {}
+//! Criterion benchmarks: the pure mutation of a realistic 3-container pod, and a whole
+//! AdmissionReview (parse, mutate, serialize) for the same pod.
+
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use k8s_openapi::api::core::v1::Pod;
+use serde_json::{Value, json};
+use tokenvend_webhook::admission::review;
+use tokenvend_webhook::config::Config;
+use tokenvend_webhook::mutate::mutate;
+
+fn fixture() -> Value {
+    let text = include_str!("pod-3-containers.yaml");
+    serde_yaml_ng::from_str(text).expect("fixture parses")
+}
+
+fn bench(c: &mut Criterion) {
+    let pod_json = fixture();
+    let pod: Pod = serde_json::from_value(pod_json.clone()).expect("fixture is a Pod");
+    let cfg = Config::default();
+    assert_eq!(pod.spec.as_ref().map(|s| s.containers.len()), Some(3));
+    assert!(!mutate(&pod, &cfg).expect("patched").patch.0.is_empty());
+    c.bench_function("mutate/3-container-pod", |b| {
+        b.iter(|| mutate(black_box(&pod), black_box(&cfg)))
+    });
+    let body = json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": "shop",
+            "operation": "CREATE",
+            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
+            "object": pod_json,
+            "dryRun": false
+        }
+    })
+    .to_string()
+    .into_bytes();
+    c.bench_function("review/3-container-pod", |b| {
+        b.iter(|| review(black_box(&body), black_box(&cfg)))
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,217 @@
+//! AdmissionReview handling: wire format (uid echo, base64 patch), what is ignored, bad input.
+
+use base64::Engine;
+use serde_json::{Value, json};
+use tokenvend_webhook::admission::{Decision, ReviewError, review};
+use tokenvend_webhook::config::Config;
+
+fn request(object: Value, extra: Value) -> Value {
+    let mut r = json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
+            "requestResource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": "shop",
+            "operation": "CREATE",
+            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller", "uid": "u", "groups": ["system:serviceaccounts"]},
+            "object": object,
+            "oldObject": null,
+            "dryRun": false,
+            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"}
+        }
+    });
+    if let (Some(req), Value::Object(extra)) = (r["request"].as_object_mut(), extra) {
+        req.extend(extra);
+    }
+    r
+}
+
+fn labelled_pod(role: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"generateName": "orders-", "namespace": "shop",
+                     "labels": {"tremolo.io/aws-role": "true"},
+                     "annotations": {"tremolo.io/aws-role": role, "tremolo.io/aws-mode": "web-identity"}},
+        "spec": {"containers": [{"name": "app", "image": "app:1"}]}
+    })
+}
+
+fn answer(body: &Value) -> (Value, Decision) {
+    let r = review(body.to_string().as_bytes(), &Config::default()).expect("valid review");
+    (
+        serde_json::from_slice(&r.body).expect("response json"),
+        r.decision,
+    )
+}
+
+#[test]
+fn patch_is_a_base64_string_and_uid_api_version_kind_are_echoed() {
+    let pod = labelled_pod("arn:aws:iam::123456789012:role/orders");
+    let (resp, decision) = answer(&request(pod.clone(), json!({})));
+    assert_eq!(decision, Decision::Patched);
+    assert_eq!(resp["apiVersion"], json!("admission.k8s.io/v1"));
+    assert_eq!(resp["kind"], json!("AdmissionReview"));
+    let r = &resp["response"];
+    assert_eq!(r["uid"], json!("705ab4f5-6393-11e8-b7cc-42010a800002"));
+    assert_eq!(r["allowed"], json!(true));
+    assert_eq!(r["patchType"], json!("JSONPatch"));
+    // The API defines patch as base64 bytes; kube-rs would serialize an array of numbers.
+    let b64 = r["patch"].as_str().expect("patch must be a string");
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .expect("base64");
+    let patch: json_patch::Patch = serde_json::from_slice(&bytes).expect("RFC 6902 patch");
+    let mut out = pod;
+    json_patch::patch(&mut out, &patch).expect("applies");
+    assert_eq!(
+        out["spec"]["initContainers"][0]["name"],
+        json!("tokenvend-sidecar")
+    );
+    assert!(
+        r.get("warnings").is_none(),
+        "no warnings when nothing was defaulted"
+    );
+    assert!(r.get("status").is_none());
+}
+
+#[test]
+fn denial_carries_the_message_and_a_403_status() {
+    let (resp, decision) = answer(&request(labelled_pod("orders"), json!({})));
+    assert_eq!(decision, Decision::Denied);
+    let r = &resp["response"];
+    assert_eq!(r["allowed"], json!(false));
+    assert_eq!(r["status"]["code"], json!(403));
+    assert!(
+        r["status"]["message"]
+            .as_str()
+            .expect("message")
+            .contains("is not an IAM role ARN")
+    );
+    assert!(r.get("patch").is_none());
+}
+
+#[test]
+fn ignored_requests_are_allowed_without_patch() {
+    let pod = labelled_pod("arn:aws:iam::123456789012:role/orders");
+    let mut unlabelled = pod.clone();
+    unlabelled["metadata"]["labels"] = json!({"app": "x"});
+    let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d", "labels": {"tremolo.io/aws-role": "true"}}, "spec": {}});
+    let cases = vec![
+        (request(unlabelled, json!({})), false),
+        (
+            request(
+                pod.clone(),
+                json!({"operation": "UPDATE", "oldObject": pod.clone()}),
+            ),
+            false,
+        ),
+        (
+            request(
+                pod.clone(),
+                json!({"operation": "DELETE", "object": null, "oldObject": pod.clone()}),
+            ),
+            false,
+        ),
+        (
+            request(pod.clone(), json!({"subResource": "status"})),
+            false,
+        ),
+        (
+            request(
+                deployment,
+                json!({"kind": {"group": "apps", "version": "v1", "kind": "Deployment"}}),
+            ),
+            true,
+        ),
+    ];
+    for (body, warns) in cases {
+        let (resp, decision) = answer(&body);
+        assert_eq!(decision, Decision::Ignored, "{body}");
+        assert_eq!(resp["response"]["allowed"], json!(true));
+        assert!(resp["response"].get("patch").is_none());
+        assert_eq!(resp["response"].get("warnings").is_some(), warns, "{resp}");
+    }
+}
+
+#[test]
+fn dry_run_gives_the_same_answer() {
+    let pod = labelled_pod("arn:aws:iam::123456789012:role/orders");
+    let (wet, _) = answer(&request(pod.clone(), json!({})));
+    let r = review(
+        request(pod, json!({"dryRun": true})).to_string().as_bytes(),
+        &Config::default(),
+    )
+    .expect("ok");
+    assert!(r.dry_run);
+    let dry: Value = serde_json::from_slice(&r.body).expect("json");
+    assert_eq!(wet, dry);
+}
+
+#[test]
+fn undecodable_labelled_pod_is_refused_with_a_message() {
+    let mut pod = labelled_pod("arn:aws:iam::123456789012:role/orders");
+    pod["spec"]["containers"] = json!("not-a-list");
+    let (resp, decision) = answer(&request(pod, json!({})));
+    assert_eq!(decision, Decision::Denied);
+    assert_eq!(resp["response"]["status"]["code"], json!(400));
+    assert!(
+        resp["response"]["status"]["message"]
+            .as_str()
+            .expect("msg")
+            .contains("cannot decode the Pod")
+    );
+}
+
+#[test]
+fn bad_bodies_are_errors_not_panics() {
+    let cfg = Config::default();
+    let pod = labelled_pod("arn:aws:iam::123456789012:role/orders");
+    let mut v1beta1 = request(pod.clone(), json!({}));
+    v1beta1["apiVersion"] = json!("admission.k8s.io/v1beta1");
+    let mut no_request = request(pod.clone(), json!({}));
+    no_request.as_object_mut().expect("obj").remove("request");
+    let mut no_uid = request(pod.clone(), json!({}));
+    no_uid["request"]
+        .as_object_mut()
+        .expect("obj")
+        .remove("uid");
+    let empty_uid = request(pod.clone(), json!({"uid": ""}));
+    let mut wrong_kind = request(pod, json!({}));
+    wrong_kind["kind"] = json!("Pod");
+    type Check = fn(&ReviewError) -> bool;
+    let cases: Vec<(Vec<u8>, Check)> = vec![
+        (b"{not json".to_vec(), |e| {
+            matches!(e, ReviewError::Malformed(_))
+        }),
+        (b"".to_vec(), |e| matches!(e, ReviewError::Malformed(_))),
+        (b"[]".to_vec(), |e| matches!(e, ReviewError::Malformed(_))),
+        (v1beta1.to_string().into_bytes(), |e| {
+            matches!(e, ReviewError::Version { .. })
+        }),
+        (wrong_kind.to_string().into_bytes(), |e| {
+            matches!(e, ReviewError::Version { .. })
+        }),
+        (no_request.to_string().into_bytes(), |e| {
+            matches!(e, ReviewError::MissingRequest)
+        }),
+        (
+            no_uid.to_string().into_bytes(),
+            |e| matches!(e, ReviewError::Malformed(m) if m.contains("uid")),
+        ),
+        (empty_uid.to_string().into_bytes(), |e| {
+            matches!(e, ReviewError::MissingUid)
+        }),
+        (vec![0xff, 0xfe, 0x00], |e| {
+            matches!(e, ReviewError::Malformed(_))
+        }),
+    ];
+    for (body, check) in cases {
+        let err = review(&body, &cfg).expect_err("must be refused");
+        assert!(check(&err), "{err:?}");
+        assert!(!err.to_string().is_empty());
+    }
+}

@@ -1,0 +1,464 @@
+//! The real `tokenvend-webhook` binary over TLS: admissions, bad requests, readiness before a
+//! certificate exists, certificate rotation mid-load with zero failed requests, SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+struct Pair {
+    ca_pem: String,
+    cert_pem: String,
+    key_pem: String,
+}
+
+fn ca(
+    name: &str,
+) -> (
+    rcgen::Certificate,
+    rcgen::KeyPair,
+    rcgen::Issuer<'static, rcgen::KeyPair>,
+) {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    p.distinguished_name.push(rcgen::DnType::CommonName, name);
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    p.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+    ];
+    let cert = p.self_signed(&key).expect("ca");
+    let issuer_key = rcgen::KeyPair::from_pem(&key.serialize_pem()).expect("key copy");
+    let issuer = rcgen::Issuer::new(p, issuer_key);
+    (cert, key, issuer)
+}
+
+fn leaf(ca_cert: &rcgen::Certificate, issuer: &rcgen::Issuer<'static, rcgen::KeyPair>) -> Pair {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut p = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
+    p.subject_alt_names
+        .push(rcgen::SanType::IpAddress("127.0.0.1".parse().expect("ip")));
+    let cert = p.signed_by(&key, issuer).expect("leaf");
+    Pair {
+        ca_pem: ca_cert.pem(),
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+/// Write both files through a temp file + rename, as the kubelet's atomic writer does.
+fn install(dir: &Path, pair: &Pair) {
+    for (name, content) in [("tls.crt", &pair.cert_pem), ("tls.key", &pair.key_pem)] {
+        let tmp = dir.join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, content).expect("write");
+        std::fs::rename(&tmp, dir.join(name)).expect("rename");
+    }
+}
+
+struct Webhook {
+    child: Child,
+    addr: SocketAddr,
+    probe: SocketAddr,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Drop for Webhook {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(dir: &Path, extra: &[&str]) -> Webhook {
+    let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let probe: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tokenvend-webhook"))
+        .args([
+            "--listen",
+            &addr.to_string(),
+            "--probe-listen",
+            &probe.to_string(),
+        ])
+        .arg("--tls-cert")
+        .arg(dir.join("tls.crt"))
+        .arg("--tls-key")
+        .arg(dir.join("tls.key"))
+        .args(["--cert-reload-seconds", "1"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start tokenvend-webhook");
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let out = child.stdout.take().expect("stdout");
+    let sink = logs.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            sink.lock().expect("logs").push(line);
+        }
+    });
+    Webhook {
+        child,
+        addr,
+        probe,
+        logs,
+    }
+}
+
+fn client(cas: &[&str], fresh_connections: bool) -> reqwest::Client {
+    let certs = cas
+        .iter()
+        .map(|pem| reqwest::Certificate::from_pem(pem.as_bytes()).expect("ca pem"));
+    let mut b = reqwest::Client::builder()
+        .tls_backend_rustls()
+        .tls_certs_only(certs)
+        .timeout(Duration::from_secs(5));
+    if fresh_connections {
+        b = b.pool_max_idle_per_host(0);
+    }
+    b.build().expect("client")
+}
+
+fn review_body(uid: &str) -> String {
+    json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": uid,
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": "shop",
+            "operation": "CREATE",
+            "userInfo": {"username": "alice"},
+            "object": {
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": "orders-1", "namespace": "shop",
+                             "labels": {"tremolo.io/aws-role": "true"},
+                             "annotations": {"tremolo.io/aws-role": "arn:aws:iam::123456789012:role/orders",
+                                             "tremolo.io/aws-mode": "credentials"}},
+                "spec": {"containers": [{"name": "app", "image": "app:1"}]}
+            },
+            "dryRun": false
+        }
+    })
+    .to_string()
+}
+
+async fn post_review(c: &reqwest::Client, addr: SocketAddr, uid: &str) -> Result<Value, String> {
+    let resp = c
+        .post(format!("https://localhost:{}/mutate", addr.port()))
+        .header("content-type", "application/json")
+        .body(review_body(uid))
+        .send()
+        .await
+        .map_err(|e| format!("{e:?}"))?;
+    if !resp.status().is_success() {
+        return Err(format!("status {}", resp.status()));
+    }
+    let v: Value = resp.json().await.map_err(|e| e.to_string())?;
+    if v["response"]["uid"] != json!(uid) || v["response"]["patch"].as_str().is_none() {
+        return Err(format!("unexpected response {v}"));
+    }
+    Ok(v)
+}
+
+async fn wait_ready(probe: SocketAddr) {
+    let plain = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = plain.get(format!("http://{probe}/readyz")).send().await
+            && r.status() == 200
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "webhook never became ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn certificate_rotation_mid_load_fails_no_request() {
+    provider();
+    let dir = tempfile::tempdir().expect("tmp");
+    let (ca1, _k1, issuer1) = ca("ca-one");
+    let (ca2, _k2, issuer2) = ca("ca-two");
+    let first = leaf(&ca1, &issuer1);
+    let second = leaf(&ca2, &issuer2);
+    let third = leaf(&ca1, &issuer1);
+    install(dir.path(), &first);
+    let wh = start(dir.path(), &[]);
+    wait_ready(wh.probe).await;
+
+    let both = [first.ca_pem.as_str(), second.ca_pem.as_str()];
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for worker in 0..4 {
+        // Half reuse keep-alive connections, half handshake on every request.
+        let c = client(&both, worker % 2 == 1);
+        let (stop, ok, failures, addr) = (stop.clone(), ok.clone(), failures.clone(), wh.addr);
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                match post_review(&c, addr, &format!("w{worker}-{n}")).await {
+                    Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
+                    Err(e) => {
+                        failures.lock().expect("f").push(e);
+                        0
+                    }
+                };
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let only_ca2 = client(&[&second.ca_pem], true);
+    assert!(
+        post_review(&only_ca2, wh.addr, "pre").await.is_err(),
+        "CA2 not served yet"
+    );
+
+    // Rotation 1, written non-atomically: a window where cert and key do not match.
+    std::fs::write(dir.path().join("tls.crt"), &second.cert_pem).expect("write");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    std::fs::write(dir.path().join("tls.key"), &second.key_pem).expect("write");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while post_review(&only_ca2, wh.addr, "probe2").await.is_err() {
+        assert!(Instant::now() < deadline, "new certificate never served");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Rotation 2, atomic rename, back to CA1.
+    install(dir.path(), &third);
+    let only_ca1 = client(&[&third.ca_pem], true);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while post_review(&only_ca2, wh.addr, "probe3").await.is_ok() {
+        assert!(Instant::now() < deadline, "third certificate never served");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    post_review(&only_ca1, wh.addr, "after")
+        .await
+        .expect("third cert serves");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await.expect("worker");
+    }
+    let failures = failures.lock().expect("f").clone();
+    let ok = ok.load(Ordering::Relaxed);
+    assert!(
+        failures.is_empty(),
+        "{} failed of {}: {:?}",
+        failures.len(),
+        ok,
+        &failures[..failures.len().min(5)]
+    );
+    assert!(ok > 50, "only {ok} requests made it");
+
+    // TLS 1.2 and 1.3 both work.
+    for (min, max) in [
+        (
+            reqwest::tls::Version::TLS_1_2,
+            reqwest::tls::Version::TLS_1_2,
+        ),
+        (
+            reqwest::tls::Version::TLS_1_3,
+            reqwest::tls::Version::TLS_1_3,
+        ),
+    ] {
+        let c = reqwest::Client::builder()
+            .tls_backend_rustls()
+            .tls_certs_only([reqwest::Certificate::from_pem(third.ca_pem.as_bytes()).expect("pem")])
+            .tls_version_min(min)
+            .tls_version_max(max)
+            .build()
+            .expect("client");
+        post_review(&c, wh.addr, "tls-version")
+            .await
+            .expect("version works");
+    }
+
+    let metrics = reqwest::get(format!("http://{}/metrics", wh.probe))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains(
+            "tokenvend_webhook_admissions_total{outcome=\"patched\",mode=\"credentials\"}"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("le=\"0.00001\""),
+        "buckets resolve tens of microseconds: {metrics}"
+    );
+    assert!(
+        metrics.contains("tokenvend_webhook_cert_reloads_total{result=\"error\"} 1"),
+        "mismatched pair rejected once: {metrics}"
+    );
+
+    // One JSON log line per admission, with uid, pod, mode, decision and latency.
+    let logs = wh.logs.lock().expect("logs").clone();
+    let line = logs
+        .iter()
+        .find(|l| l.contains("\"uid\":\"after\""))
+        .expect("log line for uid");
+    let v: Value = serde_json::from_str(line).expect("json log");
+    assert_eq!(v["decision"], json!("patched"));
+    assert_eq!(v["pod"], json!("orders-1"));
+    assert_eq!(v["namespace"], json!("shop"));
+    assert_eq!(v["mode"], json!("credentials"));
+    assert!(v["latency_us"].is_u64());
+
+    // SIGTERM: prompt, clean exit.
+    let mut wh = wh;
+    let pid = wh.child.id().to_string();
+    let t0 = Instant::now();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    loop {
+        if let Some(status) = wh.child.try_wait().expect("wait") {
+            assert!(status.success(), "exit status {status}");
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "did not exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn bad_requests_get_clear_http_errors() {
+    provider();
+    let dir = tempfile::tempdir().expect("tmp");
+    let (ca1, _k, issuer) = ca("ca");
+    let pair = leaf(&ca1, &issuer);
+    install(dir.path(), &pair);
+    let wh = start(dir.path(), &[]);
+    wait_ready(wh.probe).await;
+    let c = client(&[&pair.ca_pem], false);
+    let url = format!("https://localhost:{}/mutate", wh.addr.port());
+    let send = |ct: Option<&'static str>, body: Vec<u8>| {
+        let mut r = c.post(&url).body(body);
+        if let Some(ct) = ct {
+            r = r.header("content-type", ct);
+        }
+        r.send()
+    };
+    let r = send(Some("text/plain"), review_body("x").into_bytes())
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 415);
+    let r = send(None, review_body("x").into_bytes())
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 415);
+    let r = send(Some("application/json"), b"{\"apiVersion\":".to_vec())
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 400);
+    assert!(
+        r.text()
+            .await
+            .expect("text")
+            .contains("not an AdmissionReview")
+    );
+    let r = send(
+        Some("application/json; charset=utf-8"),
+        vec![b' '; 3 * 1024 * 1024 + 1],
+    )
+    .await
+    .expect("send");
+    assert_eq!(r.status(), 413);
+    let r = send(Some("application/json"), review_body("ok").into_bytes())
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200, "server still healthy after bad input");
+    let r = c.get(&url).send().await.expect("send");
+    assert_eq!(r.status(), 405);
+    let r = c
+        .get(format!("https://localhost:{}/healthz", wh.addr.port()))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+    let r = c
+        .get(format!("https://localhost:{}/readyz", wh.addr.port()))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test]
+async fn not_ready_until_a_certificate_exists_and_bad_config_fails_fast() {
+    provider();
+    let dir = tempfile::tempdir().expect("tmp");
+    let wh = start(dir.path(), &[]);
+    let plain = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Ok(r) = plain
+            .get(format!("http://{}/readyz", wh.probe))
+            .send()
+            .await
+        {
+            break r.status();
+        }
+        assert!(Instant::now() < deadline, "probe listener never answered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(status, 503);
+    let (ca1, _k, issuer) = ca("ca");
+    let pair = leaf(&ca1, &issuer);
+    install(dir.path(), &pair);
+    wait_ready(wh.probe).await;
+    post_review(&client(&[&pair.ca_pem], false), wh.addr, "late")
+        .await
+        .expect("serves once cert exists");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_tokenvend-webhook"))
+        .args([
+            "--tls-cert",
+            "x",
+            "--tls-key",
+            "y",
+            "--token-expiration-seconds",
+            "60",
+        ])
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("tokenExpirationSeconds")
+            && stderr.contains("TOKENVEND_TOKEN_EXPIRATION_SECONDS"),
+        "{stderr}"
+    );
+}
