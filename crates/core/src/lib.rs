@@ -4,8 +4,13 @@
 //! Keep this crate small and dependency-light: the sidecar links it too.
 
 pub mod arn;
+pub mod claims;
 pub mod contract;
+pub mod creds;
 pub mod mode;
+#[cfg(feature = "tls-server")]
+pub mod tls;
 
 pub use arn::{ArnError, RoleArn};
+pub use claims::{ClaimsError, Identity};
 pub use mode::{Mode, ParseModeError};

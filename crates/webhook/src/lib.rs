@@ -9,7 +9,6 @@ pub mod metrics;
 pub mod mutate;
 pub mod patch;
 pub mod server;
-pub mod tls;
 
 pub use config::{Cli, Config, ServerConfig};
 pub use server::run;

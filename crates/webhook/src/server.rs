@@ -18,7 +18,7 @@ use tower_http::timeout::TimeoutLayer;
 use crate::admission::{self, ReviewError};
 use crate::config::{Config, ServerConfig};
 use crate::metrics::Metrics;
-use crate::tls;
+use tokenvend_core::tls;
 
 /// Largest AdmissionReview body accepted (the API server's own request limit is 3 MiB).
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
@@ -215,7 +215,13 @@ pub async fn run(cfg: ServerConfig) -> Result<(), RunError> {
         cfg.tls_key.clone(),
         loaded.fingerprint,
         cfg.cert_reload,
-        metrics.clone(),
+        {
+            let metrics = metrics.clone();
+            move |r: Result<i64, &tls::TlsError>| match r {
+                Ok(not_after) => metrics.cert_reloaded(not_after),
+                Err(_) => metrics.cert_reload_failed(),
+            }
+        },
     ));
 
     tracing::info!(addr = %cfg.listen, not_after = loaded.not_after, "serving admission webhook over TLS");

@@ -12,8 +12,6 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest, Sha256};
 
-use crate::metrics::Metrics;
-
 /// Why a cert/key pair cannot be served.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -113,13 +111,14 @@ pub fn load(cert_path: &Path, key_path: &Path) -> Result<Loaded, TlsError> {
 
 /// Poll the files every `interval`; reload when their content changes and the new pair is valid.
 /// An invalid new pair (e.g. cert written, key not yet) keeps the old one and is retried.
+/// `on_reload` hears of every attempt: `Ok(not_after)` or the error.
 pub async fn watch(
     rustls: RustlsConfig,
     cert_path: PathBuf,
     key_path: PathBuf,
     mut current: [u8; 32],
     interval: Duration,
-    metrics: Arc<Metrics>,
+    on_reload: impl Fn(Result<i64, &TlsError>) + Send + 'static,
 ) {
     let mut last_error: Option<[u8; 32]> = None;
     let mut tick = tokio::time::interval(interval);
@@ -141,14 +140,14 @@ pub async fn watch(
                 rustls.reload_from_config(loaded.config);
                 current = fp;
                 last_error = None;
-                metrics.cert_reloaded(loaded.not_after);
+                on_reload(Ok(loaded.not_after));
                 tracing::info!(not_after = loaded.not_after, "reloaded serving certificate");
             }
             // The files changed again between the two reads: look again next tick.
             Ok(_) => {}
             Err(e) => {
                 last_error = Some(fp);
-                metrics.cert_reload_failed();
+                on_reload(Err(&e));
                 tracing::warn!(error = %e, "new serving certificate rejected; keeping the loaded one");
             }
         }

@@ -1,0 +1,229 @@
+//! Service-account identities and the JWT claims that carry them.
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+/// Prefix of a service account's username / JWT subject.
+pub const SA_USER_PREFIX: &str = "system:serviceaccount:";
+
+/// Who presented a token: a service account, and the pod it is bound to when known.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Identity {
+    /// Namespace of the service account.
+    pub namespace: String,
+    /// Service account name.
+    pub service_account: String,
+    /// Pod name, for pod-bound tokens.
+    pub pod_name: Option<String>,
+    /// Pod UID, for pod-bound tokens.
+    pub pod_uid: Option<String>,
+}
+
+/// A username or claim set that does not name a service account.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClaimsError {
+    /// Not `system:serviceaccount:<namespace>:<name>`.
+    #[error("not a service account: subject must be system:serviceaccount:<namespace>:<name>")]
+    NotServiceAccount,
+    /// The `kubernetes.io` claim disagrees with `sub`.
+    #[error("kubernetes.io claims do not match the subject")]
+    Inconsistent,
+    /// Not a JWT (three base64url parts with a JSON payload).
+    #[error("token is not a JWT")]
+    NotJwt,
+}
+
+impl Identity {
+    /// Parse `system:serviceaccount:<namespace>:<name>`.
+    pub fn from_username(username: &str) -> Result<Identity, ClaimsError> {
+        let rest = username
+            .strip_prefix(SA_USER_PREFIX)
+            .ok_or(ClaimsError::NotServiceAccount)?;
+        let (namespace, name) = rest.split_once(':').ok_or(ClaimsError::NotServiceAccount)?;
+        if namespace.is_empty() || name.is_empty() || name.contains(':') {
+            return Err(ClaimsError::NotServiceAccount);
+        }
+        Ok(Identity {
+            namespace: namespace.to_owned(),
+            service_account: name.to_owned(),
+            pod_name: None,
+            pod_uid: None,
+        })
+    }
+
+    /// `system:serviceaccount:<namespace>:<name>`.
+    pub fn subject(&self) -> String {
+        format!(
+            "{SA_USER_PREFIX}{}:{}",
+            self.namespace, self.service_account
+        )
+    }
+
+    /// Identity from verified Kubernetes service-account claims; `sub` and `kubernetes.io` must agree.
+    pub fn from_claims(claims: &SaClaims) -> Result<Identity, ClaimsError> {
+        let mut id = Identity::from_username(&claims.sub)?;
+        if let Some(k) = &claims.kubernetes {
+            if k.namespace != id.namespace || k.serviceaccount.name != id.service_account {
+                return Err(ClaimsError::Inconsistent);
+            }
+            if let Some(pod) = &k.pod {
+                id.pod_name = Some(pod.name.clone());
+                id.pod_uid = Some(pod.uid.clone());
+            }
+        }
+        Ok(id)
+    }
+}
+
+/// `aud` is a string or an array of strings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Audience {
+    /// One audience.
+    One(String),
+    /// Several.
+    Many(Vec<String>),
+}
+
+impl Audience {
+    /// Whether `aud` contains `want`.
+    pub fn contains(&self, want: &str) -> bool {
+        match self {
+            Audience::One(a) => a == want,
+            Audience::Many(v) => v.iter().any(|a| a == want),
+        }
+    }
+}
+
+/// The claims of a Kubernetes service-account token that tokenvend reads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SaClaims {
+    /// Issuer.
+    pub iss: String,
+    /// `system:serviceaccount:<ns>:<name>`.
+    pub sub: String,
+    /// Audiences.
+    pub aud: Audience,
+    /// Expiry, Unix seconds.
+    pub exp: i64,
+    /// Issued at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iat: Option<i64>,
+    /// Not before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
+    /// Token ID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
+    /// Kubernetes' private claims.
+    #[serde(
+        rename = "kubernetes.io",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub kubernetes: Option<KubernetesClaims>,
+}
+
+/// The `kubernetes.io` claim.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KubernetesClaims {
+    /// Namespace.
+    pub namespace: String,
+    /// Service account.
+    pub serviceaccount: ObjectRef,
+    /// Bound pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod: Option<ObjectRef>,
+}
+
+/// Name and UID of an object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectRef {
+    /// Name.
+    pub name: String,
+    /// UID.
+    #[serde(default)]
+    pub uid: String,
+}
+
+/// The `exp` claim of a JWT, read WITHOUT verifying it: only for bounding cache lifetimes or
+/// refresh times of a token that is verified elsewhere (or was just received from the issuer).
+pub fn unverified_exp(token: &str) -> Result<i64, ClaimsError> {
+    #[derive(Deserialize)]
+    struct Exp {
+        exp: i64,
+    }
+    let mut parts = token.split('.');
+    let (Some(_), Some(payload), Some(_), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(ClaimsError::NotJwt);
+    };
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .map_err(|_| ClaimsError::NotJwt)?;
+    serde_json::from_slice::<Exp>(&bytes)
+        .map(|e| e.exp)
+        .map_err(|_| ClaimsError::NotJwt)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames_must_be_service_accounts() {
+        let id = Identity::from_username("system:serviceaccount:shop:orders").expect("sa");
+        assert_eq!(
+            (id.namespace.as_str(), id.service_account.as_str()),
+            ("shop", "orders")
+        );
+        assert_eq!(id.subject(), "system:serviceaccount:shop:orders");
+        for bad in [
+            "alice",
+            "system:serviceaccount:",
+            "system:serviceaccount:shop",
+            "system:serviceaccount::orders",
+            "system:serviceaccount:shop:",
+            "system:serviceaccount:shop:a:b",
+            "system:node:n1",
+        ] {
+            assert_eq!(
+                Identity::from_username(bad),
+                Err(ClaimsError::NotServiceAccount),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn claims_give_pod_binding_and_must_agree_with_sub() {
+        let json = r#"{"iss":"https://k8s","sub":"system:serviceaccount:shop:orders","aud":["tokenvend"],
+            "exp":2000000000,"iat":1,"nbf":1,"jti":"x",
+            "kubernetes.io":{"namespace":"shop","serviceaccount":{"name":"orders","uid":"u1"},
+                             "pod":{"name":"orders-1","uid":"p1"},"node":{"name":"n","uid":"n1"}}}"#;
+        let c: SaClaims = serde_json::from_str(json).expect("claims");
+        assert!(c.aud.contains("tokenvend") && !c.aud.contains("other"));
+        let id = Identity::from_claims(&c).expect("identity");
+        assert_eq!(id.pod_name.as_deref(), Some("orders-1"));
+        assert_eq!(id.pod_uid.as_deref(), Some("p1"));
+        let mut bad = c.clone();
+        bad.kubernetes.as_mut().expect("k8s").namespace = "other".into();
+        assert_eq!(Identity::from_claims(&bad), Err(ClaimsError::Inconsistent));
+        let one: SaClaims = serde_json::from_str(
+            r#"{"iss":"i","sub":"system:serviceaccount:a:b","aud":"x","exp":5}"#,
+        )
+        .expect("claims");
+        assert!(one.aud.contains("x"));
+        assert_eq!(Identity::from_claims(&one).expect("id").pod_name, None);
+    }
+
+    #[test]
+    fn unverified_exp_reads_the_payload_and_rejects_non_jwts() {
+        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(br#"{"exp":1234}"#);
+        assert_eq!(unverified_exp(&format!("e30.{payload}.sig")), Ok(1234));
+        for bad in ["", "a.b", "a.b.c.d", "e30.!!!.s", "e30.e30.s"] {
+            assert_eq!(unverified_exp(bad), Err(ClaimsError::NotJwt), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,159 @@
+//! Command line and environment: the seed's plain env names plus `TOKENVEND_*` for the rest.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// `tokenvend-sts`: the token vending machine and web-identity issuer.
+#[derive(Debug, Parser)]
+#[command(name = "tokenvend-sts", version, about)]
+pub struct Cli {
+    /// One-off commands; without one the service runs.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Service settings.
+    #[command(flatten)]
+    pub serve: ServeArgs,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write the OIDC discovery document and JWKS (for upload to a public bucket) and exit.
+    IssuerDocs {
+        /// Output directory: writes .well-known/openid-configuration and keys.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Generate an ES256 (P-256) signing key as a PKCS#8 PEM file (mode 0600) and exit.
+    Keygen {
+        /// File to create (refuses to overwrite).
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+/// How service-account tokens are validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ValidationMode {
+    /// Ask the Kubernetes API (TokenReview).
+    Tokenreview,
+    /// Verify locally against the cluster's JWKS.
+    Jwks,
+}
+
+/// Log format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// JSON lines.
+    Json,
+    /// Human-readable.
+    Text,
+}
+
+/// Settings of the running service.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Listen address; overrides PORT.
+    #[arg(long, env = "TOKENVEND_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Port on 0.0.0.0 when --listen is not given.
+    #[arg(long, env = "PORT", default_value_t = 8000)]
+    pub port: u16,
+    /// Serve HTTPS with this PEM certificate chain (reloaded when it changes).
+    #[arg(long, env = "TOKENVEND_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM key for --tls-cert.
+    #[arg(long, env = "TOKENVEND_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Default role for POST /credentials (enables that endpoint).
+    #[arg(long, env = "AWS_ROLE_ARN")]
+    pub role_arn: Option<String>,
+    /// Globs of other roles a request may ask for in its body (comma-separated).
+    #[arg(long, env = "TOKENVEND_ALLOWED_ROLES", value_delimiter = ',')]
+    pub allowed_roles: Vec<String>,
+    /// AWS region of the STS client (also read by the AWS SDK itself).
+    #[arg(long, env = "AWS_REGION")]
+    pub region: Option<String>,
+    /// Jinja2 session-policy template; empty for no session policy.
+    #[arg(
+        long,
+        env = "POLICY_TEMPLATE_PATH",
+        default_value = "/etc/token-vending-machine/policy.json"
+    )]
+    pub policy_template_path: String,
+    /// DurationSeconds of assumed-role sessions (900-43200).
+    #[arg(long, env = "SESSION_DURATION_SECONDS", default_value_t = 3600)]
+    pub session_duration_seconds: i32,
+    /// Allow SESSION_DURATION_SECONDS below 900 (only for tests against moto; AWS refuses them).
+    #[arg(long, env = "TOKENVEND_ALLOW_SHORT_SESSIONS", default_value_t = false, action = clap::ArgAction::Set)]
+    pub allow_short_sessions: bool,
+    /// DEBUG, INFO, WARNING or ERROR (RUST_LOG, when set, wins).
+    #[arg(long, env = "LOG_LEVEL", default_value = "INFO")]
+    pub log_level: String,
+    /// Log format.
+    #[arg(long, env = "TOKENVEND_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
+    pub log_format: LogFormat,
+    /// Token validation mode.
+    #[arg(long, env = "TOKENVEND_VALIDATION", value_enum, default_value_t = ValidationMode::Tokenreview)]
+    pub validation: ValidationMode,
+    /// Audience service-account tokens must carry (the webhook's projected token audience).
+    #[arg(long, env = "TOKENVEND_EXPECTED_AUDIENCE", default_value = "tokenvend")]
+    pub expected_audience: String,
+    /// jwks mode: the cluster's service-account issuer (expected `iss`; discovery source).
+    #[arg(long, env = "TOKENVEND_OIDC_ISSUER")]
+    pub oidc_issuer: Option<String>,
+    /// jwks mode: a JWKS file instead of OIDC discovery.
+    #[arg(long, env = "TOKENVEND_JWKS_FILE")]
+    pub jwks_file: Option<PathBuf>,
+    /// jwks mode: PEM CA bundle for the discovery and JWKS URLs.
+    #[arg(long, env = "TOKENVEND_OIDC_CA_FILE")]
+    pub oidc_ca_file: Option<PathBuf>,
+    /// Seconds a positive validation is cached (never past the token's exp; 0 disables).
+    #[arg(long, env = "TOKENVEND_VALIDATION_CACHE_SECONDS", default_value_t = 60)]
+    pub validation_cache_seconds: u64,
+    /// Timeout of every upstream call (STS, TokenReview, JWKS), seconds.
+    #[arg(long, env = "TOKENVEND_UPSTREAM_TIMEOUT_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=120))]
+    pub upstream_timeout_seconds: u64,
+    /// YAML authorization rules (namespaces, serviceAccounts, endpoints, roles globs).
+    #[arg(long, env = "TOKENVEND_RULES_FILE")]
+    pub rules_file: Option<PathBuf>,
+    /// Public issuer URL of minted tokens (enables POST /token, /keys and discovery).
+    #[arg(long, env = "TOKENVEND_ISSUER_URL", requires = "signing_key_dir")]
+    pub issuer_url: Option<String>,
+    /// Directory of PEM signing keys; the lexicographically last one signs.
+    #[arg(long, env = "TOKENVEND_SIGNING_KEY_DIR", requires = "issuer_url")]
+    pub signing_key_dir: Option<PathBuf>,
+    /// `aud` of minted tokens.
+    #[arg(
+        long,
+        env = "TOKENVEND_ISSUED_AUDIENCE",
+        default_value = "sts.amazonaws.com"
+    )]
+    pub issued_audience: String,
+    /// Lifetime of minted tokens, seconds (60-43200).
+    #[arg(long, env = "TOKENVEND_TOKEN_TTL_SECONDS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(60..=43200))]
+    pub token_ttl_seconds: u64,
+}
+
+impl ServeArgs {
+    /// The address to bind.
+    pub fn addr(&self) -> SocketAddr {
+        self.listen
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], self.port)))
+    }
+
+    /// The seed's LOG_LEVEL as a tracing filter directive.
+    pub fn log_filter(&self) -> Result<&'static str, String> {
+        match self.log_level.to_ascii_uppercase().as_str() {
+            "DEBUG" => Ok("debug"),
+            "INFO" => Ok("info"),
+            "WARNING" | "WARN" => Ok("warn"),
+            "ERROR" => Ok("error"),
+            other => Err(format!(
+                "LOG_LEVEL {other:?}: expected DEBUG, INFO, WARNING or ERROR"
+            )),
+        }
+    }
+}

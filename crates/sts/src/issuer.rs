@@ -1,0 +1,456 @@
+//! The web-identity issuer: signing keys from a directory (the lexicographically last file
+//! signs; every file is published), JWT minting, OIDC discovery and JWKS documents.
+//! A key that leaves the directory stays in the JWKS until every token it signed has expired.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_sts::primitives::{DateTime, DateTimeFormat};
+use jsonwebtoken::jwk::{Jwk, JwkSet, PublicKeyUse, ThumbprintHash};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use tokenvend_core::Identity;
+use tokenvend_core::creds::VendedToken;
+
+/// Issuer problems.
+#[derive(Debug, thiserror::Error)]
+pub enum IssuerError {
+    /// Key directory unreadable or empty.
+    #[error("signing keys in {dir}: {reason}")]
+    Keys {
+        /// Directory.
+        dir: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Signing failed.
+    #[error("signing failed: {0}")]
+    Sign(String),
+}
+
+struct SigningKey {
+    file: String,
+    kid: String,
+    alg: Algorithm,
+    encoding: EncodingKey,
+    jwk: Jwk,
+}
+
+struct State {
+    keys: Vec<Arc<SigningKey>>,
+    /// Keys gone from the directory, published until the Unix time given.
+    retired: Vec<(Jwk, i64)>,
+    fingerprint: [u8; 32],
+}
+
+/// Issues JWTs that AWS trusts through the published discovery documents.
+pub struct Issuer {
+    url: String,
+    audience: String,
+    ttl: i64,
+    dir: PathBuf,
+    state: RwLock<State>,
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+fn rfc3339(secs: i64) -> String {
+    DateTime::from_secs(secs)
+        .fmt(DateTimeFormat::DateTime)
+        .unwrap_or_else(|_| secs.to_string())
+}
+
+/// Parses PEM into a signing key of one family.
+type KeyLoader = fn(&[u8]) -> jsonwebtoken::errors::Result<EncodingKey>;
+/// PEM files of the key directory (sorted by name) and a fingerprint of them.
+type KeyFiles = (Vec<(String, Vec<u8>)>, [u8; 32]);
+
+fn parse_key(file: &str, pem: &[u8]) -> Result<SigningKey, String> {
+    let candidates: [(Algorithm, KeyLoader); 3] = [
+        (Algorithm::ES256, EncodingKey::from_ec_pem),
+        (Algorithm::ES384, EncodingKey::from_ec_pem),
+        (Algorithm::RS256, EncodingKey::from_rsa_pem),
+    ];
+    for (alg, load) in candidates {
+        let Ok(encoding) = load(pem) else { continue };
+        let Ok(mut jwk) = Jwk::from_encoding_key(&encoding, alg) else {
+            continue;
+        };
+        let kid = jwk
+            .thumbprint(ThumbprintHash::SHA256)
+            .map_err(|e| format!("{file}: {e}"))?;
+        jwk.common.key_id = Some(kid.clone());
+        jwk.common.public_key_use = Some(PublicKeyUse::Signature);
+        // Check the key really signs with this algorithm before publishing it.
+        let mut header = Header::new(alg);
+        header.kid = Some(kid.clone());
+        if jsonwebtoken::encode(&header, &json!({"probe": 1}), &encoding).is_err() {
+            continue;
+        }
+        return Ok(SigningKey {
+            file: file.to_owned(),
+            kid,
+            alg,
+            encoding,
+            jwk,
+        });
+    }
+    Err(format!(
+        "{file}: not a PEM EC P-256/P-384 or RSA private key"
+    ))
+}
+
+impl Issuer {
+    /// An issuer at `url` (https, what AWS fetches discovery from) minting tokens for `audience`
+    /// valid `ttl`, with keys from `dir`.
+    pub fn new(
+        url: String,
+        audience: String,
+        ttl: Duration,
+        dir: PathBuf,
+    ) -> Result<Self, IssuerError> {
+        let issuer = Issuer {
+            url: url.trim_end_matches('/').to_owned(),
+            audience,
+            ttl: i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX),
+            dir,
+            state: RwLock::new(State {
+                keys: Vec::new(),
+                retired: Vec::new(),
+                fingerprint: [0; 32],
+            }),
+        };
+        issuer.reload()?;
+        Ok(issuer)
+    }
+
+    fn read_dir(dir: &Path) -> Result<KeyFiles, String> {
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(|e| e.to_string())? {
+            let entry = entry.map_err(|e| e.to_string())?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            // Kubernetes Secret mounts add ..data links and dot-directories: only *.pem files count.
+            if name.starts_with('.') || !name.ends_with(".pem") {
+                continue;
+            }
+            let bytes = std::fs::read(entry.path()).map_err(|e| format!("{name}: {e}"))?;
+            files.push((name, bytes));
+        }
+        files.sort();
+        let mut h = Sha256::new();
+        for (name, bytes) in &files {
+            h.update(name.as_bytes());
+            h.update([0]);
+            h.update(bytes);
+        }
+        Ok((files, h.finalize().into()))
+    }
+
+    /// Re-read the key directory if it changed. On error the previous keys stay in use.
+    /// Returns whether anything changed.
+    pub fn reload(&self) -> Result<bool, IssuerError> {
+        let err = |reason: String| IssuerError::Keys {
+            dir: self.dir.clone(),
+            reason,
+        };
+        let (files, fingerprint) = Self::read_dir(&self.dir).map_err(err)?;
+        if self
+            .state
+            .read()
+            .map(|s| s.fingerprint == fingerprint)
+            .unwrap_or(false)
+        {
+            return Ok(false);
+        }
+        if files.is_empty() {
+            return Err(err("no *.pem private key found".into()));
+        }
+        let keys = files
+            .iter()
+            .map(|(name, pem)| parse_key(name, pem).map(Arc::new))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(err)?;
+        let t = now();
+        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        // Keys that left the directory may have signed tokens that are still valid.
+        let until = t + self.ttl + 60;
+        let gone: Vec<(Jwk, i64)> = state
+            .keys
+            .iter()
+            .filter(|old| !keys.iter().any(|k| k.kid == old.kid))
+            .map(|old| (old.jwk.clone(), until))
+            .collect();
+        state.retired.extend(gone);
+        state.retired.retain(|(jwk, until)| {
+            *until > t
+                && !keys
+                    .iter()
+                    .any(|k| Some(&k.kid) == jwk.common.key_id.as_ref())
+        });
+        state.keys = keys;
+        state.fingerprint = fingerprint;
+        if let Some(signer) = state.keys.last() {
+            tracing::info!(kid = %signer.kid, file = %signer.file, published = state.keys.len() + state.retired.len(), "issuer signing keys loaded");
+        }
+        Ok(true)
+    }
+
+    /// Mint a web-identity JWT for `id`.
+    pub fn mint(&self, id: &Identity) -> Result<VendedToken, IssuerError> {
+        let signer = {
+            let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+            state
+                .keys
+                .last()
+                .cloned()
+                .ok_or_else(|| IssuerError::Sign("no signing key".into()))?
+        };
+        let iat = now();
+        let exp = iat + self.ttl;
+        let mut k8s =
+            json!({"namespace": id.namespace, "serviceaccount": {"name": id.service_account}});
+        if let Some(pod) = &id.pod_name {
+            k8s["pod"] = json!({"name": pod, "uid": id.pod_uid.clone().unwrap_or_default()});
+        }
+        let claims = json!({
+            "iss": self.url,
+            "aud": self.audience,
+            "sub": id.subject(),
+            "iat": iat,
+            "nbf": iat,
+            "exp": exp,
+            "jti": uuid::Uuid::new_v4().to_string(),
+            "kubernetes.io": k8s,
+        });
+        let mut header = Header::new(signer.alg);
+        header.kid = Some(signer.kid.clone());
+        let token = jsonwebtoken::encode(&header, &claims, &signer.encoding)
+            .map_err(|e| IssuerError::Sign(e.to_string()))?;
+        Ok(VendedToken {
+            token,
+            expiration: rfc3339(exp),
+        })
+    }
+
+    /// The JWKS: every key in the directory plus retired keys whose tokens may still be valid.
+    pub fn jwks(&self) -> JwkSet {
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        let t = now();
+        let mut keys: Vec<Jwk> = state.keys.iter().map(|k| k.jwk.clone()).collect();
+        keys.extend(
+            state
+                .retired
+                .iter()
+                .filter(|(_, until)| *until > t)
+                .map(|(j, _)| j.clone()),
+        );
+        JwkSet { keys }
+    }
+
+    /// The OIDC discovery document.
+    pub fn discovery(&self) -> Value {
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        let mut algs: Vec<String> = state.keys.iter().map(|k| format!("{:?}", k.alg)).collect();
+        algs.sort();
+        algs.dedup();
+        json!({
+            "issuer": self.url,
+            "jwks_uri": format!("{}/keys", self.url),
+            "response_types_supported": ["id_token"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": algs,
+            "claims_supported": ["sub", "iss", "aud", "exp", "iat", "nbf", "jti", "kubernetes.io"],
+        })
+    }
+
+    /// Write `.well-known/openid-configuration` and `keys` under `out` for a public bucket.
+    pub fn write_docs(&self, out: &Path) -> std::io::Result<Vec<PathBuf>> {
+        let well_known = out.join(".well-known");
+        std::fs::create_dir_all(&well_known)?;
+        let discovery = well_known.join("openid-configuration");
+        let keys = out.join("keys");
+        write_atomic(
+            &discovery,
+            &serde_json::to_vec_pretty(&self.discovery()).unwrap_or_default(),
+        )?;
+        write_atomic(
+            &keys,
+            &serde_json::to_vec_pretty(&self.jwks()).unwrap_or_default(),
+        )?;
+        Ok(vec![discovery, keys])
+    }
+}
+
+/// Write a file by temp + rename so readers never see a partial file.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("out")
+    ));
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Generate an ES256 (P-256) PKCS#8 PEM private key.
+pub fn generate_es256_pem() -> Result<String, IssuerError> {
+    rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .map(|k| k.serialize_pem())
+        .map_err(|e| IssuerError::Sign(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{DecodingKey, Validation};
+
+    fn issuer(dir: &Path, ttl: u64) -> Issuer {
+        Issuer::new(
+            "https://issuer.example.com/".into(),
+            "sts.amazonaws.com".into(),
+            Duration::from_secs(ttl),
+            dir.to_owned(),
+        )
+        .expect("issuer")
+    }
+
+    fn verify(iss: &Issuer, token: &str) -> Result<Value, String> {
+        let kid = jsonwebtoken::decode_header(token)
+            .map_err(|e| e.to_string())?
+            .kid
+            .ok_or("no kid")?;
+        let jwks = iss.jwks();
+        let jwk = jwks.find(&kid).ok_or("kid not in JWKS")?;
+        let key = DecodingKey::from_jwk(jwk).map_err(|e| e.to_string())?;
+        let mut v = Validation::new(Algorithm::ES256);
+        v.set_audience(&["sts.amazonaws.com"]);
+        v.set_issuer(&["https://issuer.example.com"]);
+        jsonwebtoken::decode::<Value>(token, &key, &v)
+            .map(|d| d.claims)
+            .map_err(|e| e.to_string())
+    }
+
+    fn id() -> Identity {
+        Identity {
+            namespace: "shop".into(),
+            service_account: "orders".into(),
+            pod_name: Some("orders-1".into()),
+            pod_uid: Some("u1".into()),
+        }
+    }
+
+    #[test]
+    fn minted_tokens_carry_the_claims_and_verify_against_the_jwks() {
+        let dir = tempfile::tempdir().expect("tmp");
+        std::fs::write(
+            dir.path().join("2026-01.pem"),
+            generate_es256_pem().expect("key"),
+        )
+        .expect("write");
+        let iss = issuer(dir.path(), 3600);
+        let t = iss.mint(&id()).expect("mint");
+        let c = verify(&iss, &t.token).expect("verifies");
+        assert_eq!(c["sub"], json!("system:serviceaccount:shop:orders"));
+        assert_eq!(c["iss"], json!("https://issuer.example.com"));
+        assert_eq!(c["kubernetes.io"]["pod"]["name"], json!("orders-1"));
+        assert_eq!(
+            c["exp"].as_i64().expect("exp") - c["iat"].as_i64().expect("iat"),
+            3600
+        );
+        assert!(c["jti"].as_str().is_some_and(|j| j.len() == 36));
+        assert!(t.expiration.ends_with('Z'));
+        let d = iss.discovery();
+        assert_eq!(d["jwks_uri"], json!("https://issuer.example.com/keys"));
+        assert_eq!(d["id_token_signing_alg_values_supported"], json!(["ES256"]));
+    }
+
+    #[test]
+    fn rotation_signs_with_the_newest_key_and_keeps_old_keys_published() {
+        let dir = tempfile::tempdir().expect("tmp");
+        std::fs::write(
+            dir.path().join("2026-01.pem"),
+            generate_es256_pem().expect("key"),
+        )
+        .expect("write");
+        let iss = issuer(dir.path(), 3600);
+        let old = iss.mint(&id()).expect("mint");
+        std::fs::write(
+            dir.path().join("2026-02.pem"),
+            generate_es256_pem().expect("key"),
+        )
+        .expect("write");
+        assert!(iss.reload().expect("reload"));
+        let new = iss.mint(&id()).expect("mint");
+        let kid = |t: &str| {
+            jsonwebtoken::decode_header(t)
+                .expect("header")
+                .kid
+                .expect("kid")
+        };
+        assert_ne!(kid(&old.token), kid(&new.token));
+        assert_eq!(iss.jwks().keys.len(), 2);
+        // The old key file is removed: its tokens may still be valid, so it stays published.
+        std::fs::remove_file(dir.path().join("2026-01.pem")).expect("rm");
+        assert!(iss.reload().expect("reload"));
+        assert_eq!(iss.jwks().keys.len(), 2);
+        verify(&iss, &old.token).expect("old token still verifies");
+        verify(&iss, &new.token).expect("new token verifies");
+        assert!(!iss.reload().expect("no change"));
+    }
+
+    #[test]
+    fn bad_key_dirs_are_clear_errors_and_keep_the_old_keys() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let err = Issuer::new(
+            "https://i".into(),
+            "a".into(),
+            Duration::from_secs(60),
+            dir.path().to_owned(),
+        )
+        .err()
+        .expect("empty dir");
+        assert!(err.to_string().contains("no *.pem private key"), "{err}");
+        std::fs::write(dir.path().join("a.pem"), generate_es256_pem().expect("key"))
+            .expect("write");
+        let iss = issuer(dir.path(), 60);
+        std::fs::write(dir.path().join("b.pem"), "garbage").expect("write");
+        let err = iss.reload().expect_err("garbage key");
+        assert!(err.to_string().contains("b.pem"), "{err}");
+        iss.mint(&id()).expect("old key still signs");
+        // An RSA key works too (RS256).
+        let rsa = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256);
+        if let Ok(rsa) = rsa {
+            std::fs::write(dir.path().join("b.pem"), rsa.serialize_pem()).expect("write");
+            iss.reload().expect("rsa key");
+        }
+    }
+
+    #[test]
+    fn issuer_docs_are_written_atomically() {
+        let dir = tempfile::tempdir().expect("tmp");
+        std::fs::write(dir.path().join("k.pem"), generate_es256_pem().expect("key"))
+            .expect("write");
+        let iss = issuer(dir.path(), 60);
+        let out = tempfile::tempdir().expect("out");
+        let files = iss.write_docs(out.path()).expect("write");
+        assert_eq!(files.len(), 2);
+        let disc: Value = serde_json::from_slice(
+            &std::fs::read(out.path().join(".well-known/openid-configuration")).expect("read"),
+        )
+        .expect("json");
+        assert_eq!(disc["issuer"], json!("https://issuer.example.com"));
+        let keys: JwkSet =
+            serde_json::from_slice(&std::fs::read(out.path().join("keys")).expect("read"))
+                .expect("jwks");
+        assert_eq!(keys.keys.len(), 1);
+    }
+}

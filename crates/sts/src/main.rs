@@ -1,0 +1,65 @@
+//! `tokenvend-sts`: parse config, set up logging, serve (or run a one-off subcommand).
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use tokenvend_sts::config::LogFormat;
+use tokenvend_sts::issuer::{Issuer, generate_es256_pem};
+use tokenvend_sts::{Cli, Command, run};
+use tracing_subscriber::EnvFilter;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let level = cli.serve.log_filter().map_err(anyhow::Error::msg)?;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    match cli.serve.log_format {
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .flatten_event(true)
+            .with_env_filter(filter)
+            .init(),
+        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+    }
+    rustls::crypto::aws_lc_rs::default_provider()
+        .install_default()
+        .map_err(|_| anyhow::anyhow!("a rustls crypto provider was already installed"))?;
+    match cli.command {
+        None => run(cli.serve).await?,
+        Some(Command::IssuerDocs { out }) => {
+            let (Some(url), Some(dir)) = (&cli.serve.issuer_url, &cli.serve.signing_key_dir) else {
+                anyhow::bail!(
+                    "issuer-docs needs --issuer-url and --signing-key-dir (TOKENVEND_ISSUER_URL, TOKENVEND_SIGNING_KEY_DIR)"
+                );
+            };
+            let issuer = Issuer::new(
+                url.clone(),
+                cli.serve.issued_audience.clone(),
+                Duration::from_secs(cli.serve.token_ttl_seconds),
+                dir.clone(),
+            )?;
+            for f in issuer
+                .write_docs(&out)
+                .with_context(|| format!("writing to {}", out.display()))?
+            {
+                println!("{}", f.display());
+            }
+        }
+        Some(Command::Keygen { out }) => {
+            use std::os::unix::fs::OpenOptionsExt;
+            let pem = generate_es256_pem()?;
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&out)
+                .with_context(|| format!("creating {}", out.display()))?;
+            f.write_all(pem.as_bytes())?;
+            f.sync_all()?;
+            println!("{}", out.display());
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,269 @@
+//! Session-policy templates: Jinja2 syntax (minijinja) rendered per identity into the inline
+//! policy passed to AssumeRole. Checked at start so a broken template never reaches a request.
+
+use std::path::Path;
+
+use minijinja::{Environment, UndefinedBehavior, context};
+use tokenvend_core::Identity;
+
+/// AWS limit on the plaintext of an inline session policy.
+pub const MAX_POLICY_CHARS: usize = 2048;
+
+/// Why a template cannot be used, or a rendering is not a usable policy.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// The template file could not be read.
+    #[error("policy template {path}: {source}")]
+    Read {
+        /// Path.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// `${name}` placeholders are not Jinja2 and would be sent literally.
+    #[error(
+        "policy template uses the placeholder {found}, which Jinja2 does not expand (the policy \
+         would grant a literal {found} path): write {suggestion} instead"
+    )]
+    DollarPlaceholder {
+        /// What was found.
+        found: String,
+        /// The Jinja2 spelling.
+        suggestion: String,
+    },
+    /// Jinja2 syntax or rendering error.
+    #[error("policy template: {0}")]
+    Template(String),
+    /// Rendered text is not a JSON object.
+    #[error("rendered policy is not valid JSON: {0}")]
+    NotJson(String),
+    /// Rendered policy exceeds AWS's limit.
+    #[error(
+        "rendered policy is {0} characters after removing whitespace; AWS allows {MAX_POLICY_CHARS}"
+    )]
+    TooLarge(usize),
+}
+
+/// A compiled policy template.
+#[derive(Debug)]
+pub struct PolicyTemplate {
+    env: Environment<'static>,
+}
+
+impl PolicyTemplate {
+    /// Load a template file and check it (syntax, `${...}` mistakes, a trial rendering).
+    pub fn from_file(path: &Path) -> Result<Self, PolicyError> {
+        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::from_source(text)
+    }
+
+    /// Compile and check template source.
+    pub fn from_source(source: String) -> Result<Self, PolicyError> {
+        if let Some(start) = source.find("${") {
+            let end = source[start..]
+                .find('}')
+                .map_or(source.len(), |e| start + e + 1);
+            let found = source[start..end].to_owned();
+            let name = found.trim_start_matches("${").trim_end_matches('}').trim();
+            return Err(PolicyError::DollarPlaceholder {
+                suggestion: format!("{{{{ {name} }}}}"),
+                found,
+            });
+        }
+        let mut env = Environment::new();
+        // `{% if pod_name %}` works when absent; using it bare when absent is an error, not "".
+        env.set_undefined_behavior(UndefinedBehavior::SemiStrict);
+        env.add_template_owned("policy", source)
+            .map_err(|e| PolicyError::Template(e.to_string()))?;
+        let t = PolicyTemplate { env };
+        // A trial rendering for a token without a pod binding catches errors before any request.
+        t.render(&Identity {
+            namespace: "check-namespace".into(),
+            service_account: "check-sa".into(),
+            pod_name: None,
+            pod_uid: None,
+        })
+        .map_err(|e| match e {
+            PolicyError::Template(m) => PolicyError::Template(format!(
+                "trial rendering without a pod binding failed: {m} (guard pod_name with {{% if pod_name %}})"
+            )),
+            other => other,
+        })?;
+        Ok(t)
+    }
+
+    /// Render for one identity; returns compact JSON within AWS's size limit.
+    pub fn render(&self, id: &Identity) -> Result<String, PolicyError> {
+        let tmpl = self
+            .env
+            .get_template("policy")
+            .map_err(|e| PolicyError::Template(e.to_string()))?;
+        let text = match (&id.pod_name, &id.pod_uid) {
+            (Some(pod), uid) => tmpl.render(context! {
+                namespace => &id.namespace,
+                serviceaccount => &id.service_account,
+                pod_name => pod,
+                pod_uid => uid,
+            }),
+            (None, _) => tmpl.render(context! {
+                namespace => &id.namespace,
+                serviceaccount => &id.service_account,
+            }),
+        }
+        .map_err(|e| PolicyError::Template(e.to_string()))?;
+        let value: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| PolicyError::NotJson(e.to_string()))?;
+        if !value.is_object() {
+            return Err(PolicyError::NotJson("expected a JSON object".into()));
+        }
+        let compact = value.to_string();
+        if compact.chars().count() > MAX_POLICY_CHARS {
+            return Err(PolicyError::TooLarge(compact.chars().count()));
+        }
+        Ok(compact)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn id(ns: &str, sa: &str) -> Identity {
+        Identity {
+            namespace: ns.into(),
+            service_account: sa.into(),
+            pod_name: None,
+            pod_uid: None,
+        }
+    }
+
+    const SEED_BASIC: &str = r#"{
+  "Version": "2012-10-17",
+  "Statement": [
+    {"Effect": "Allow", "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+     "Resource": ["arn:aws:s3:::my-bucket/{{ namespace }}/{{ serviceaccount }}/*"]},
+    {"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": ["arn:aws:s3:::my-bucket"],
+     "Condition": {"StringLike": {"s3:prefix": ["{{ namespace }}/{{ serviceaccount }}/*"]}}}
+  ]
+}"#;
+
+    const SEED_ADVANCED: &str = r#"{
+  "Version": "2012-10-17",
+  "Statement": [
+    {
+      "Effect": "Allow",
+      "Action": ["s3:*"],
+      "Resource": [
+        "arn:aws:s3:::{{ 'prod' if namespace == 'production' else 'dev' }}-bucket/{{ namespace }}/{{ serviceaccount }}/*"
+      ]
+    }
+    {% if namespace == "production" %},
+    {
+      "Effect": "Allow",
+      "Action": ["kms:Decrypt"],
+      "Resource": ["arn:aws:kms:*:*:key/prod-key-id"]
+    }
+    {% endif %}
+  ]
+}"#;
+
+    fn render(src: &str, id: &Identity) -> serde_json::Value {
+        let t = PolicyTemplate::from_source(src.into()).expect("template");
+        serde_json::from_str(&t.render(id).expect("render")).expect("json")
+    }
+
+    #[test]
+    fn seed_basic_example_scopes_to_the_identity() {
+        let v = render(SEED_BASIC, &id("shop", "orders"));
+        assert_eq!(
+            v["Statement"][0]["Resource"],
+            json!(["arn:aws:s3:::my-bucket/shop/orders/*"])
+        );
+        assert_eq!(
+            v["Statement"][1]["Condition"]["StringLike"]["s3:prefix"],
+            json!(["shop/orders/*"])
+        );
+    }
+
+    #[test]
+    fn seed_advanced_example_conditionals_and_expressions() {
+        let prod = render(SEED_ADVANCED, &id("production", "api"));
+        assert_eq!(prod["Statement"].as_array().map(Vec::len), Some(2));
+        assert_eq!(
+            prod["Statement"][0]["Resource"],
+            json!(["arn:aws:s3:::prod-bucket/production/api/*"])
+        );
+        assert_eq!(prod["Statement"][1]["Action"], json!(["kms:Decrypt"]));
+        let dev = render(SEED_ADVANCED, &id("staging", "api"));
+        assert_eq!(dev["Statement"].as_array().map(Vec::len), Some(1));
+        assert_eq!(
+            dev["Statement"][0]["Resource"],
+            json!(["arn:aws:s3:::dev-bucket/staging/api/*"])
+        );
+    }
+
+    #[test]
+    fn filters_and_pod_name_when_the_token_carries_it() {
+        let src = r#"{"Statement":[{"Resource":"arn:aws:s3:::b/{{ namespace | upper }}/{% if pod_name %}{{ pod_name }}{% else %}shared{% endif %}"}]}"#;
+        let mut with_pod = id("shop", "orders");
+        with_pod.pod_name = Some("orders-1".into());
+        assert_eq!(
+            render(src, &with_pod)["Statement"][0]["Resource"],
+            json!("arn:aws:s3:::b/SHOP/orders-1")
+        );
+        assert_eq!(
+            render(src, &id("shop", "orders"))["Statement"][0]["Resource"],
+            json!("arn:aws:s3:::b/SHOP/shared")
+        );
+        // Using pod_name bare when the token has none is an error, never an empty path segment.
+        let bare = PolicyTemplate::from_source(r#"{"R":"{{ namespace }}"}"#.into()).expect("ok");
+        assert!(bare.render(&id("a", "b")).is_ok());
+        let needs_pod = r#"{"R":"{{ pod_name }}"}"#;
+        assert!(matches!(
+            PolicyTemplate::from_source(needs_pod.into()),
+            Err(PolicyError::Template(_))
+        ));
+    }
+
+    #[test]
+    fn dollar_placeholders_are_refused_with_the_jinja_spelling() {
+        let err = PolicyTemplate::from_source(r#"{"R":"arn:aws:s3:::b/${namespace}/*"}"#.into())
+            .expect_err("refused");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("${namespace}") && msg.contains("{{ namespace }}"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn invalid_json_syntax_errors_and_size_limit() {
+        assert!(matches!(
+            PolicyTemplate::from_source("{\"a\": {{ namespace }}}".into()),
+            Err(PolicyError::NotJson(_))
+        ));
+        assert!(matches!(
+            PolicyTemplate::from_source("[1]".into()),
+            Err(PolicyError::NotJson(_))
+        ));
+        assert!(matches!(
+            PolicyTemplate::from_source("{% if %}".into()),
+            Err(PolicyError::Template(_))
+        ));
+        let big = format!(r#"{{"a":"{}"}}"#, "x".repeat(MAX_POLICY_CHARS));
+        assert!(matches!(
+            PolicyTemplate::from_source(big),
+            Err(PolicyError::TooLarge(_))
+        ));
+        // Whitespace does not count: a pretty template just under the limit once compacted is fine.
+        let pretty = format!(
+            "{{\n    \"a\":    \"{}\"\n}}",
+            "x".repeat(MAX_POLICY_CHARS - 8)
+        );
+        assert!(PolicyTemplate::from_source(pretty).is_ok());
+    }
+}

@@ -1,0 +1,568 @@
+//! HTTP edge of tokenvend-sts: routes, the error → status mapping (once, here), request logs
+//! without secrets, background cache sweeps and key reloads, optional TLS, graceful shutdown.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde_json::json;
+use tokenvend_core::creds::{ErrorBody, ExchangeRequest};
+use tokenvend_core::{Identity, RoleArn};
+use tower_http::timeout::TimeoutLayer;
+
+use crate::authz::{Authorizer, Endpoint};
+use crate::config::{ServeArgs, ValidationMode};
+use crate::exchange::{CacheKey, CredentialCache, Sts, role_session_name};
+use crate::issuer::Issuer;
+use crate::metrics::Metrics;
+use crate::policy::PolicyTemplate;
+use crate::validate::{
+    AuthError, CachedValidator, JwksSource, JwksValidator, TokenReviewValidator, Validator,
+};
+
+/// Largest request body (an optional `{"role_arn": ...}`).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// The `/credentials` side: STS caller, policy template, shared results.
+pub struct CredentialsEndpoint {
+    /// STS caller.
+    pub sts: Sts,
+    /// Session policy template, if any.
+    pub policy: Option<PolicyTemplate>,
+    /// AssumeRole results.
+    pub cache: CredentialCache,
+}
+
+/// Everything the handlers share.
+pub struct App {
+    /// Token validation.
+    pub validator: Arc<CachedValidator>,
+    /// Authorization.
+    pub authz: Authorizer,
+    /// `/credentials`, when a role is configured.
+    pub credentials: Option<CredentialsEndpoint>,
+    /// `/token` and discovery, when an issuer is configured.
+    pub issuer: Option<Arc<Issuer>>,
+    /// Metrics.
+    pub metrics: Metrics,
+}
+
+/// Start-up failures, each naming what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// Configuration is inconsistent or invalid.
+    #[error("{0}")]
+    Config(String),
+    /// Listener failure.
+    #[error("listener {addr}: {source}")]
+    Listen {
+        /// Address.
+        addr: std::net::SocketAddr,
+        /// Cause.
+        source: std::io::Error,
+    },
+}
+
+/// Request-level failures, mapped to HTTP once in `IntoResponse`.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 401 / 503 from validation.
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    /// 403.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// 404: the endpoint is not configured.
+    #[error("{0}")]
+    NotConfigured(&'static str),
+    /// 500.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Auth(AuthError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Auth(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::NotConfigured(_) => StatusCode::NOT_FOUND,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let mut resp = (
+            status,
+            axum::Json(ErrorBody {
+                error: self.to_string(),
+            }),
+        )
+            .into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        resp
+    }
+}
+
+/// Build the shared state from the command line (reads files, fetches the JWKS, builds clients).
+pub async fn build(args: &ServeArgs) -> Result<Arc<App>, SetupError> {
+    let cfg = |m: String| SetupError::Config(m);
+    let timeout = Duration::from_secs(args.upstream_timeout_seconds);
+
+    let validator = match args.validation {
+        ValidationMode::Tokenreview => {
+            let client = kube::Client::try_default()
+                .await
+                .map_err(|e| cfg(format!("TokenReview validation needs Kubernetes API access (in-cluster or KUBECONFIG): {e}")))?;
+            Validator::TokenReview(TokenReviewValidator::new(
+                client,
+                args.expected_audience.clone(),
+                timeout,
+            ))
+        }
+        ValidationMode::Jwks => {
+            let issuer = args
+                .oidc_issuer
+                .clone()
+                .ok_or_else(|| cfg("--validation jwks needs --oidc-issuer (TOKENVEND_OIDC_ISSUER): the cluster's service-account issuer".into()))?;
+            let source = match &args.jwks_file {
+                Some(path) => JwksSource::File(path.clone()),
+                None => JwksSource::Discovery {
+                    issuer: issuer.clone(),
+                    client: http_client(args.oidc_ca_file.as_deref(), timeout)?,
+                },
+            };
+            let v = JwksValidator::new(source, issuer, args.expected_audience.clone(), timeout)
+                .await
+                .map_err(|e| cfg(e.to_string()))?;
+            Validator::Jwks(v)
+        }
+    };
+    let validator = CachedValidator::new(
+        validator,
+        Duration::from_secs(args.validation_cache_seconds),
+    );
+
+    if let Some(role) = &args.role_arn {
+        RoleArn::parse(role).map_err(|e| cfg(format!("AWS_ROLE_ARN: {e}")))?;
+    }
+    let rules = match &args.rules_file {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .map_err(|e| cfg(format!("rules file {}: {e}", p.display())))?,
+        ),
+        None => None,
+    };
+    let authz = Authorizer::new(args.role_arn.clone(), &args.allowed_roles, rules.as_deref())
+        .map_err(|e| cfg(e.to_string()))?;
+
+    let credentials = match &args.role_arn {
+        None => None,
+        Some(_) => {
+            let min = if args.allow_short_sessions { 1 } else { 900 };
+            if !(min..=43_200).contains(&args.session_duration_seconds) {
+                return Err(cfg(format!(
+                    "SESSION_DURATION_SECONDS {} must be between 900 and 43200",
+                    args.session_duration_seconds
+                )));
+            }
+            let policy = if args.policy_template_path.is_empty() {
+                tracing::warn!(
+                    "POLICY_TEMPLATE_PATH is empty: sessions get the role's full permissions"
+                );
+                None
+            } else {
+                Some(
+                    PolicyTemplate::from_file(Path::new(&args.policy_template_path))
+                        .map_err(|e| cfg(e.to_string()))?,
+                )
+            };
+            let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
+            if let Some(region) = &args.region {
+                loader = loader.region(aws_config::Region::new(region.clone()));
+            }
+            let sdk = loader.load().await;
+            if sdk.region().is_none() {
+                return Err(cfg("no AWS region: set AWS_REGION".into()));
+            }
+            let sts = Sts::new(
+                aws_sdk_sts::Client::new(&sdk),
+                args.session_duration_seconds,
+                timeout,
+            );
+            Some(CredentialsEndpoint {
+                sts,
+                policy,
+                cache: CredentialCache::new(),
+            })
+        }
+    };
+    let issuer = match (&args.issuer_url, &args.signing_key_dir) {
+        (Some(url), Some(dir)) => {
+            if !url.starts_with("https://") && !url.starts_with("http://") {
+                return Err(cfg(format!(
+                    "TOKENVEND_ISSUER_URL {url:?} must be an https:// URL (AWS fetches discovery from it)"
+                )));
+            }
+            Some(Arc::new(
+                Issuer::new(
+                    url.clone(),
+                    args.issued_audience.clone(),
+                    Duration::from_secs(args.token_ttl_seconds),
+                    dir.clone(),
+                )
+                .map_err(|e| cfg(e.to_string()))?,
+            ))
+        }
+        _ => None,
+    };
+    if credentials.is_none() && issuer.is_none() {
+        return Err(cfg(
+            "nothing to serve: set AWS_ROLE_ARN (POST /credentials) and/or TOKENVEND_ISSUER_URL with TOKENVEND_SIGNING_KEY_DIR (POST /token)".into(),
+        ));
+    }
+    Ok(Arc::new(App {
+        validator,
+        authz,
+        credentials,
+        issuer,
+        metrics: Metrics::new(),
+    }))
+}
+
+fn http_client(ca: Option<&Path>, timeout: Duration) -> Result<reqwest::Client, SetupError> {
+    let mut b = reqwest::Client::builder().timeout(timeout);
+    if let Some(path) = ca {
+        let pem = std::fs::read(path)
+            .map_err(|e| SetupError::Config(format!("OIDC CA file {}: {e}", path.display())))?;
+        let certs = reqwest::Certificate::from_pem_bundle(&pem)
+            .map_err(|e| SetupError::Config(format!("OIDC CA file {}: {e}", path.display())))?;
+        b = b.tls_certs_merge(certs);
+    }
+    b.build()
+        .map_err(|e| SetupError::Config(format!("HTTP client: {e}")))
+}
+
+/// All routes.
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/credentials", post(credentials))
+        .route("/token", post(token))
+        .route("/.well-known/openid-configuration", get(discovery))
+        .route("/keys", get(keys))
+        .route(
+            "/healthz",
+            get(|| async { axum::Json(json!({"status": "healthy"})) }),
+        )
+        .route("/metrics", get(metrics))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(30),
+        ))
+        .with_state(app)
+}
+
+fn bearer(headers: &HeaderMap) -> Result<&str, AuthError> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or(AuthError::Missing)?;
+    let value = value.to_str().map_err(|_| AuthError::Malformed)?;
+    let (scheme, token) = value.split_once(' ').ok_or(AuthError::Malformed)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(AuthError::Malformed);
+    }
+    let token = token.trim();
+    if token.is_empty() {
+        Err(AuthError::Missing)
+    } else {
+        Ok(token)
+    }
+}
+
+fn parse_body(body: &Bytes) -> Result<ExchangeRequest, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(ExchangeRequest::default());
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::BadRequest(format!(
+            "body must be empty or {{\"role_arn\": \"...\"}}: {e}"
+        ))
+    })
+}
+
+/// Validate the caller; counts cache and failure metrics.
+async fn authenticate(app: &App, headers: &HeaderMap) -> Result<Identity, ApiError> {
+    let result = match bearer(headers) {
+        Ok(token) => app.validator.validate(token).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok((id, hit)) => {
+            app.metrics.cache("validation", hit);
+            Ok(id)
+        }
+        Err(e) => {
+            app.metrics.validation_failure(e.reason());
+            Err(e.into())
+        }
+    }
+}
+
+struct Outcome {
+    id: Option<Identity>,
+    role: Option<String>,
+    cached: Option<bool>,
+}
+
+fn finish(
+    app: &App,
+    endpoint: Endpoint,
+    start: Instant,
+    outcome: &Outcome,
+    result: Result<Response, ApiError>,
+) -> Response {
+    let resp = result.unwrap_or_else(|e| {
+        // Reasons only: never the token, never credentials.
+        tracing::warn!(endpoint = endpoint.as_str(), status = e.status().as_u16(), error = %e, "exchange refused");
+        e.into_response()
+    });
+    let status = resp.status().as_u16();
+    let elapsed = start.elapsed();
+    app.metrics
+        .request(endpoint.as_str(), status, elapsed.as_secs_f64());
+    tracing::info!(
+        endpoint = endpoint.as_str(),
+        status,
+        namespace = outcome.id.as_ref().map(|i| i.namespace.as_str()),
+        service_account = outcome.id.as_ref().map(|i| i.service_account.as_str()),
+        pod = outcome.id.as_ref().and_then(|i| i.pod_name.as_deref()),
+        role = outcome.role.as_deref(),
+        cached = outcome.cached,
+        latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+        "exchange"
+    );
+    resp
+}
+
+fn no_store(mut resp: Response) -> Response {
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+async fn credentials(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
+    let start = Instant::now();
+    let mut outcome = Outcome {
+        id: None,
+        role: None,
+        cached: None,
+    };
+    let result = credentials_inner(&app, &headers, &body, &mut outcome).await;
+    finish(&app, Endpoint::Credentials, start, &outcome, result)
+}
+
+async fn credentials_inner(
+    app: &App,
+    headers: &HeaderMap,
+    body: &Bytes,
+    outcome: &mut Outcome,
+) -> Result<Response, ApiError> {
+    let ep = app.credentials.as_ref().ok_or(ApiError::NotConfigured(
+        "POST /credentials is not enabled: set AWS_ROLE_ARN",
+    ))?;
+    let request = parse_body(body)?;
+    let id = authenticate(app, headers).await?;
+    outcome.id = Some(id.clone());
+    let role = app
+        .authz
+        .authorize(&id, Endpoint::Credentials, request.role_arn.as_deref())
+        .map_err(ApiError::Forbidden)?
+        .ok_or_else(|| ApiError::Internal("no role configured".into()))?;
+    outcome.role = Some(role.clone());
+    let policy = match &ep.policy {
+        Some(t) => Some(
+            t.render(&id)
+                .map_err(|e| ApiError::Internal(e.to_string()))?,
+        ),
+        None => None,
+    };
+    let session = role_session_name(&id);
+    let key = CacheKey::new(&role, &session, policy.as_deref());
+    let (issued, hit) = ep
+        .cache
+        .get_or_fetch(key, || async {
+            let r = ep.sts.assume_role(&role, &session, policy.as_deref()).await;
+            app.metrics.sts_call(r.is_ok());
+            r
+        })
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    app.metrics.cache("credentials", hit);
+    outcome.cached = Some(hit);
+    Ok(no_store(axum::Json(issued.creds).into_response()))
+}
+
+async fn token(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> Response {
+    let start = Instant::now();
+    let mut outcome = Outcome {
+        id: None,
+        role: None,
+        cached: None,
+    };
+    let result = token_inner(&app, &headers, &body, &mut outcome).await;
+    finish(&app, Endpoint::Token, start, &outcome, result)
+}
+
+async fn token_inner(
+    app: &App,
+    headers: &HeaderMap,
+    body: &Bytes,
+    outcome: &mut Outcome,
+) -> Result<Response, ApiError> {
+    let issuer = app.issuer.as_ref().ok_or(ApiError::NotConfigured(
+        "POST /token is not enabled: set TOKENVEND_ISSUER_URL and TOKENVEND_SIGNING_KEY_DIR",
+    ))?;
+    let request = parse_body(body)?;
+    let id = authenticate(app, headers).await?;
+    outcome.id = Some(id.clone());
+    outcome.role = app
+        .authz
+        .authorize(&id, Endpoint::Token, request.role_arn.as_deref())
+        .map_err(ApiError::Forbidden)?;
+    let t = issuer
+        .mint(&id)
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(no_store(axum::Json(t).into_response()))
+}
+
+async fn discovery(State(app): State<Arc<App>>) -> Response {
+    match &app.issuer {
+        Some(i) => axum::Json(i.discovery()).into_response(),
+        None => ApiError::NotConfigured("no issuer configured").into_response(),
+    }
+}
+
+async fn keys(State(app): State<Arc<App>>) -> Response {
+    match &app.issuer {
+        Some(i) => axum::Json(i.jwks()).into_response(),
+        None => ApiError::NotConfigured("no issuer configured").into_response(),
+    }
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        app.metrics.encode(),
+    )
+        .into_response()
+}
+
+/// Serve until SIGTERM/SIGINT.
+pub async fn run(args: ServeArgs) -> Result<(), SetupError> {
+    let app = build(&args).await?;
+    let addr = args.addr();
+    spawn_maintenance(app.clone());
+    let handle: axum_server::Handle<std::net::SocketAddr> = axum_server::Handle::new();
+    tokio::spawn(shutdown_on_signal(handle.clone()));
+    let service = router(app.clone()).into_make_service();
+    tracing::info!(
+        %addr,
+        tls = args.tls_cert.is_some(),
+        credentials = app.credentials.is_some(),
+        token = app.issuer.is_some(),
+        validation = ?args.validation,
+        "tokenvend-sts serving"
+    );
+    let listen_err = |source| SetupError::Listen { addr, source };
+    match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => {
+            use tokenvend_core::tls;
+            let loaded = tls::load(cert, key).map_err(|e| SetupError::Config(e.to_string()))?;
+            let rustls = axum_server::tls_rustls::RustlsConfig::from_config(loaded.config);
+            tokio::spawn(tls::watch(
+                rustls.clone(),
+                cert.clone(),
+                key.clone(),
+                loaded.fingerprint,
+                Duration::from_secs(5),
+                |r| {
+                    if let Err(e) = r {
+                        tracing::warn!(error = %e, "new serving certificate rejected");
+                    }
+                },
+            ));
+            axum_server::bind_rustls(addr, rustls)
+                .handle(handle)
+                .serve(service)
+                .await
+                .map_err(listen_err)
+        }
+        _ => axum_server::bind(addr)
+            .handle(handle)
+            .serve(service)
+            .await
+            .map_err(listen_err),
+    }
+}
+
+fn spawn_maintenance(app: Arc<App>) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        let mut n: u64 = 0;
+        loop {
+            tick.tick().await;
+            n += 1;
+            if let Some(issuer) = &app.issuer
+                && let Err(e) = issuer.reload()
+            {
+                tracing::error!(error = %e, "signing keys not reloaded; the previous keys stay in use");
+            }
+            if n.is_multiple_of(6) {
+                app.validator.sweep();
+                if let Some(c) = &app.credentials {
+                    c.cache.sweep();
+                }
+            }
+        }
+    });
+}
+
+async fn shutdown_on_signal(handle: axum_server::Handle<std::net::SocketAddr>) {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+    tracing::info!("shutting down");
+    handle.graceful_shutdown(Some(Duration::from_secs(10)));
+}

@@ -1,0 +1,395 @@
+//! Service-account token validation: TokenReview through the Kubernetes API, or local
+//! verification against the cluster's JWKS (from a file or OIDC discovery). Positive results
+//! are cached briefly, keyed by a hash of the token, never past the token's `exp`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
+use kube::api::PostParams;
+use sha2::{Digest, Sha256};
+use tokenvend_core::claims::{SaClaims, unverified_exp};
+use tokenvend_core::{ClaimsError, Identity};
+
+/// Why a token was not accepted. `reason()` is a metric label; `Display` is safe to log and return.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// No `Authorization: Bearer` header.
+    #[error("missing bearer token")]
+    Missing,
+    /// Not a JWT, bad base64/JSON, or too large.
+    #[error("malformed token")]
+    Malformed,
+    /// Past `exp` (or before `nbf`).
+    #[error("token expired or not yet valid")]
+    Expired,
+    /// Audience does not include the expected one.
+    #[error("token audience is not {0:?}")]
+    Audience(String),
+    /// Signature, issuer or key did not verify, or the API server said unauthenticated.
+    #[error("token rejected: {0}")]
+    Invalid(String),
+    /// Not a service-account token.
+    #[error("not a service-account token")]
+    NotServiceAccount,
+    /// TokenReview or the JWKS could not be reached.
+    #[error("token validation unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl AuthError {
+    /// Short label for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            AuthError::Missing => "missing",
+            AuthError::Malformed => "malformed",
+            AuthError::Expired => "expired",
+            AuthError::Audience(_) => "audience",
+            AuthError::Invalid(_) => "invalid",
+            AuthError::NotServiceAccount => "not_service_account",
+            AuthError::Unavailable(_) => "unavailable",
+        }
+    }
+}
+
+impl From<ClaimsError> for AuthError {
+    fn from(e: ClaimsError) -> Self {
+        match e {
+            ClaimsError::NotJwt => AuthError::Malformed,
+            ClaimsError::NotServiceAccount => AuthError::NotServiceAccount,
+            ClaimsError::Inconsistent => AuthError::Invalid(e.to_string()),
+        }
+    }
+}
+
+/// Largest token accepted (Kubernetes tokens are 1-2 KiB).
+pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Where the signing keys of the cluster come from (local verification).
+#[derive(Debug, Clone)]
+pub enum JwksSource {
+    /// A JWKS JSON file (re-read when a `kid` is unknown).
+    File(PathBuf),
+    /// OIDC discovery at `<issuer>/.well-known/openid-configuration`.
+    Discovery {
+        /// Issuer URL (also the expected `iss`).
+        issuer: String,
+        /// HTTP client (CA, timeout).
+        client: reqwest::Client,
+    },
+}
+
+/// Local JWT verification against a JWKS.
+pub struct JwksValidator {
+    source: JwksSource,
+    issuer: String,
+    audience: String,
+    keys: tokio::sync::RwLock<(JwkSet, i64)>,
+    timeout: Duration,
+}
+
+/// Minimum seconds between two JWKS refetches triggered by unknown `kid`s.
+const REFETCH_MIN_SECONDS: i64 = 10;
+/// Leeway on `exp` and `nbf`.
+pub const LEEWAY_SECONDS: u64 = 10;
+
+impl JwksValidator {
+    /// A validator expecting `iss == issuer` and `audience` in `aud`.
+    pub async fn new(
+        source: JwksSource,
+        issuer: String,
+        audience: String,
+        timeout: Duration,
+    ) -> Result<Self, AuthError> {
+        let v = JwksValidator {
+            source,
+            issuer,
+            audience,
+            keys: tokio::sync::RwLock::new((JwkSet { keys: Vec::new() }, i64::MIN)),
+            timeout,
+        };
+        v.refresh(true).await?;
+        Ok(v)
+    }
+
+    async fn fetch(&self) -> Result<JwkSet, AuthError> {
+        match &self.source {
+            JwksSource::File(path) => {
+                let text = tokio::fs::read_to_string(path).await.map_err(|e| {
+                    AuthError::Unavailable(format!("JWKS file {}: {e}", path.display()))
+                })?;
+                serde_json::from_str(&text).map_err(|e| {
+                    AuthError::Unavailable(format!("JWKS file {}: {e}", path.display()))
+                })
+            }
+            JwksSource::Discovery { issuer, client } => {
+                let unavailable =
+                    |e: String| AuthError::Unavailable(format!("OIDC discovery of {issuer}: {e}"));
+                let url = format!(
+                    "{}/.well-known/openid-configuration",
+                    issuer.trim_end_matches('/')
+                );
+                let doc: serde_json::Value = tokio::time::timeout(self.timeout, async {
+                    client
+                        .get(&url)
+                        .send()
+                        .await?
+                        .error_for_status()?
+                        .json()
+                        .await
+                })
+                .await
+                .map_err(|_| unavailable("timed out".into()))?
+                .map_err(|e| unavailable(e.to_string()))?;
+                let jwks_uri = doc["jwks_uri"]
+                    .as_str()
+                    .ok_or_else(|| unavailable("no jwks_uri in the discovery document".into()))?
+                    .to_owned();
+                tokio::time::timeout(self.timeout, async {
+                    client
+                        .get(&jwks_uri)
+                        .send()
+                        .await?
+                        .error_for_status()?
+                        .json::<JwkSet>()
+                        .await
+                })
+                .await
+                .map_err(|_| unavailable("JWKS fetch timed out".into()))?
+                .map_err(|e| unavailable(e.to_string()))
+            }
+        }
+    }
+
+    /// Refetch the keys (forced, or rate limited).
+    async fn refresh(&self, force: bool) -> Result<(), AuthError> {
+        let last = self.keys.read().await.1;
+        if !force && now() - last < REFETCH_MIN_SECONDS {
+            return Ok(());
+        }
+        let set = self.fetch().await?;
+        *self.keys.write().await = (set, now());
+        Ok(())
+    }
+
+    async fn key_for(&self, kid: Option<&str>) -> Result<DecodingKey, AuthError> {
+        for attempt in 0..2 {
+            {
+                let keys = self.keys.read().await;
+                let found = keys.0.keys.iter().find(|k| match kid {
+                    Some(kid) => k.common.key_id.as_deref() == Some(kid),
+                    None => keys.0.keys.len() == 1,
+                });
+                if let Some(jwk) = found {
+                    // jsonwebtoken refuses a key whose family does not match `alg`.
+                    return DecodingKey::from_jwk(jwk)
+                        .map_err(|e| AuthError::Invalid(format!("bad JWKS key: {e}")));
+                }
+            }
+            if attempt == 0 {
+                // A new kid: the cluster may have rotated its signing key.
+                self.refresh(false).await?;
+            }
+        }
+        Err(AuthError::Invalid("unknown signing key (kid)".into()))
+    }
+
+    /// Verify signature, `iss`, `aud`, `exp`/`nbf`; return the identity and `exp`.
+    pub async fn validate(&self, token: &str) -> Result<(Identity, i64), AuthError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
+        if !matches!(
+            header.alg,
+            Algorithm::RS256
+                | Algorithm::RS384
+                | Algorithm::RS512
+                | Algorithm::ES256
+                | Algorithm::ES384
+                | Algorithm::PS256
+        ) {
+            return Err(AuthError::Invalid(format!(
+                "algorithm {:?} not accepted",
+                header.alg
+            )));
+        }
+        let key = self.key_for(header.kid.as_deref()).await?;
+        let mut v = Validation::new(header.alg);
+        v.leeway = LEEWAY_SECONDS;
+        v.validate_nbf = true;
+        v.set_issuer(&[&self.issuer]);
+        v.set_audience(&[&self.audience]);
+        v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+        let data = jsonwebtoken::decode::<SaClaims>(token, &key, &v).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind;
+            match e.kind() {
+                ErrorKind::ExpiredSignature | ErrorKind::ImmatureSignature => AuthError::Expired,
+                ErrorKind::InvalidAudience => AuthError::Audience(self.audience.clone()),
+                ErrorKind::InvalidIssuer => AuthError::Invalid("unexpected issuer".into()),
+                ErrorKind::InvalidSignature => AuthError::Invalid("bad signature".into()),
+                ErrorKind::Base64(_)
+                | ErrorKind::Json(_)
+                | ErrorKind::Utf8(_)
+                | ErrorKind::InvalidToken => AuthError::Malformed,
+                ErrorKind::MissingRequiredClaim(c) => {
+                    AuthError::Invalid(format!("missing claim {c}"))
+                }
+                _ => AuthError::Invalid("verification failed".into()),
+            }
+        })?;
+        let id = Identity::from_claims(&data.claims)?;
+        Ok((id, data.claims.exp))
+    }
+}
+
+/// TokenReview through the Kubernetes API (`authentication.k8s.io/v1`).
+pub struct TokenReviewValidator {
+    client: kube::Client,
+    audience: String,
+    timeout: Duration,
+}
+
+impl TokenReviewValidator {
+    /// A validator asking the API server, with `spec.audiences = [audience]`.
+    pub fn new(client: kube::Client, audience: String, timeout: Duration) -> Self {
+        TokenReviewValidator {
+            client,
+            audience,
+            timeout,
+        }
+    }
+
+    /// Ask the API server; require authenticated, our audience, a service-account user.
+    pub async fn validate(&self, token: &str) -> Result<(Identity, i64), AuthError> {
+        // The review does not return `exp`; read it (unverified) only to bound the cache.
+        let exp = unverified_exp(token)?;
+        let api: kube::Api<TokenReview> = kube::Api::all(self.client.clone());
+        let review = TokenReview {
+            spec: TokenReviewSpec {
+                token: Some(token.to_owned()),
+                audiences: Some(vec![self.audience.clone()]),
+            },
+            ..Default::default()
+        };
+        let result =
+            tokio::time::timeout(self.timeout, api.create(&PostParams::default(), &review))
+                .await
+                .map_err(|_| AuthError::Unavailable("TokenReview timed out".into()))?
+                .map_err(|e| {
+                    AuthError::Unavailable(format!("TokenReview failed: {}", kube_error(&e)))
+                })?;
+        let status = result.status.unwrap_or_default();
+        if status.authenticated != Some(true) {
+            let why = status.error.unwrap_or_else(|| "unauthenticated".into());
+            if why.contains("audience") {
+                return Err(AuthError::Audience(self.audience.clone()));
+            }
+            if why.contains("expired") {
+                return Err(AuthError::Expired);
+            }
+            return Err(AuthError::Invalid(why));
+        }
+        if !status
+            .audiences
+            .unwrap_or_default()
+            .iter()
+            .any(|a| a == &self.audience)
+        {
+            return Err(AuthError::Audience(self.audience.clone()));
+        }
+        let user = status.user.unwrap_or_default();
+        let mut id = Identity::from_username(user.username.as_deref().unwrap_or_default())?;
+        let extra = user.extra.unwrap_or_default();
+        let first = |k: &str| extra.get(k).and_then(|v| v.first()).cloned();
+        id.pod_name = first("authentication.kubernetes.io/pod-name");
+        id.pod_uid = first("authentication.kubernetes.io/pod-uid");
+        Ok((id, exp))
+    }
+}
+
+fn kube_error(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(s) => format!("{} {}: {}", s.code, s.reason, s.message),
+        other => other.to_string(),
+    }
+}
+
+/// The configured validation mode.
+pub enum Validator {
+    /// TokenReview.
+    TokenReview(TokenReviewValidator),
+    /// Local JWKS.
+    Jwks(JwksValidator),
+}
+
+/// A validator with a short positive cache in front.
+pub struct CachedValidator {
+    inner: Validator,
+    ttl: i64,
+    cache: RwLock<HashMap<[u8; 32], (Identity, i64)>>,
+}
+
+/// Whether the last lookup was served from the cache.
+pub type CacheHit = bool;
+
+impl CachedValidator {
+    /// Cache positive results for `ttl` (never past the token's `exp`).
+    pub fn new(inner: Validator, ttl: Duration) -> Arc<Self> {
+        Arc::new(CachedValidator {
+            inner,
+            ttl: i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX),
+            cache: RwLock::new(HashMap::new()),
+        })
+    }
+
+    /// Validate, from cache when possible.
+    pub async fn validate(&self, token: &str) -> Result<(Identity, CacheHit), AuthError> {
+        if token.is_empty() {
+            return Err(AuthError::Missing);
+        }
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(AuthError::Malformed);
+        }
+        let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let t = now();
+        if let Ok(cache) = self.cache.read()
+            && let Some((id, until)) = cache.get(&key)
+            && t < *until
+        {
+            return Ok((id.clone(), true));
+        }
+        let (id, exp) = match &self.inner {
+            Validator::TokenReview(v) => v.validate(token).await?,
+            Validator::Jwks(v) => v.validate(token).await?,
+        };
+        if exp <= t {
+            return Err(AuthError::Expired);
+        }
+        let until = exp.min(t.saturating_add(self.ttl));
+        if self.ttl > 0
+            && let Ok(mut cache) = self.cache.write()
+        {
+            if cache.len() > 100_000 {
+                cache.retain(|_, (_, u)| *u > t);
+            }
+            cache.insert(key, (id.clone(), until));
+        }
+        Ok((id, false))
+    }
+
+    /// Drop expired entries.
+    pub fn sweep(&self) {
+        let t = now();
+        if let Ok(mut cache) = self.cache.write() {
+            cache.retain(|_, (_, u)| *u > t);
+        }
+    }
+}
