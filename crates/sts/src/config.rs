@@ -125,6 +125,9 @@ pub struct ServeArgs {
     /// Directory of PEM signing keys; the lexicographically last one signs.
     #[arg(long, env = "TOKENVEND_SIGNING_KEY_DIR", requires = "issuer_url")]
     pub signing_key_dir: Option<PathBuf>,
+    /// How often the signing-key directory is checked for changes, seconds.
+    #[arg(long, env = "TOKENVEND_KEY_RELOAD_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub key_reload_seconds: u64,
     /// `aud` of minted tokens.
     #[arg(
         long,

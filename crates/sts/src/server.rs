@@ -481,7 +481,7 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
 pub async fn run(args: ServeArgs) -> Result<(), SetupError> {
     let app = build(&args).await?;
     let addr = args.addr();
-    spawn_maintenance(app.clone());
+    spawn_maintenance(app.clone(), Duration::from_secs(args.key_reload_seconds));
     let handle: axum_server::Handle<std::net::SocketAddr> = axum_server::Handle::new();
     tokio::spawn(shutdown_on_signal(handle.clone()));
     let service = router(app.clone()).into_make_service();
@@ -525,19 +525,19 @@ pub async fn run(args: ServeArgs) -> Result<(), SetupError> {
     }
 }
 
-fn spawn_maintenance(app: Arc<App>) {
+fn spawn_maintenance(app: Arc<App>, key_reload: Duration) {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(10));
-        let mut n: u64 = 0;
+        let mut tick = tokio::time::interval(key_reload);
+        let mut last_sweep = Instant::now();
         loop {
             tick.tick().await;
-            n += 1;
             if let Some(issuer) = &app.issuer
                 && let Err(e) = issuer.reload()
             {
                 tracing::error!(error = %e, "signing keys not reloaded; the previous keys stay in use");
             }
-            if n.is_multiple_of(6) {
+            if last_sweep.elapsed() >= Duration::from_secs(60) {
+                last_sweep = Instant::now();
                 app.validator.sweep();
                 if let Some(c) = &app.credentials {
                     c.cache.sweep();

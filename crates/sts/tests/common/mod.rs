@@ -1,0 +1,488 @@
+//! Test harness: moto's real STS server, a "cluster" signing key minting service-account
+//! tokens, the real tokenvend-sts binary, and a kube-apiserver TokenReview stand-in.
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::jwk::{Jwk, JwkSet, ThumbprintHash};
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde_json::{Value, json};
+
+pub const CLUSTER_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+pub const ROLE: &str = "arn:aws:iam::123456789012:role/tvm";
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64
+}
+
+/// A child process killed on drop.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not start listening on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn moto_server_bin() -> PathBuf {
+    let candidates = [
+        std::env::var_os("VIRTUAL_ENV").map(|v| PathBuf::from(v).join("bin/moto_server")),
+        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/moto_server")),
+    ];
+    candidates
+        .into_iter()
+        .flatten()
+        .find(|p| p.exists())
+        .expect("moto_server not found: run `bash e2e/run-tests.sh` (it installs moto[server] into .venv)")
+}
+
+/// moto's STS server on loopback, with its request recorder on.
+pub struct Moto {
+    pub proc: Proc,
+    pub port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Moto {
+    pub fn start() -> Moto {
+        let dir = tempfile::tempdir().expect("tmp");
+        let port = free_port();
+        let child = Command::new(moto_server_bin())
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .current_dir(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start moto_server");
+        wait_port(port, "moto_server");
+        let m = Moto {
+            proc: Proc(child),
+            port,
+            _dir: dir,
+        };
+        m.post("/moto-api/recorder/start-recording");
+        m
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn post(&self, path: &str) {
+        let out = Command::new("curl")
+            .args(["-fsS", "-X", "POST", &format!("{}{path}", self.url())])
+            .output()
+            .expect("curl");
+        assert!(
+            out.status.success(),
+            "moto {path}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// AssumeRole calls recorded so far whose RoleSessionName is `session`.
+    pub fn assume_role_calls(&self, session: &str) -> usize {
+        use base64::Engine;
+        let out = Command::new("curl")
+            .args([
+                "-fsS",
+                &format!("{}/moto-api/recorder/download-recording", self.url()),
+            ])
+            .output()
+            .expect("curl");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter_map(|v| v["body"].as_str().map(str::to_owned))
+            .filter_map(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .filter(|b| {
+                b.contains("Action=AssumeRole&")
+                    && b.contains(&format!("RoleSessionName={session}&"))
+            })
+            .count()
+    }
+}
+
+/// The "cluster": the key the API server signs service-account tokens with.
+pub struct Cluster {
+    pub key: EncodingKey,
+    pub kid: String,
+    pub jwks: JwkSet,
+}
+
+impl Cluster {
+    pub fn new() -> Cluster {
+        let pem = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .expect("key")
+            .serialize_pem();
+        let key = EncodingKey::from_ec_pem(pem.as_bytes()).expect("ec key");
+        let mut jwk = Jwk::from_encoding_key(&key, Algorithm::ES256).expect("jwk");
+        let kid = jwk.thumbprint(ThumbprintHash::SHA256).expect("thumbprint");
+        jwk.common.key_id = Some(kid.clone());
+        Cluster {
+            key,
+            kid,
+            jwks: JwkSet { keys: vec![jwk] },
+        }
+    }
+
+    /// A token as the kubelet's TokenRequest would give it.
+    pub fn token(&self, ns: &str, sa: &str, pod: Option<&str>, aud: &str, ttl: i64) -> String {
+        self.token_with(json!({}), ns, sa, pod, aud, ttl)
+    }
+
+    pub fn token_with(
+        &self,
+        extra: Value,
+        ns: &str,
+        sa: &str,
+        pod: Option<&str>,
+        aud: &str,
+        ttl: i64,
+    ) -> String {
+        let t = now();
+        let mut k8s = json!({"namespace": ns, "serviceaccount": {"name": sa, "uid": "sa-uid"}});
+        if let Some(p) = pod {
+            k8s["pod"] = json!({"name": p, "uid": format!("{p}-uid")});
+        }
+        let mut claims = json!({
+            "iss": CLUSTER_ISSUER, "sub": format!("system:serviceaccount:{ns}:{sa}"), "aud": [aud],
+            "iat": t, "nbf": t, "exp": t + ttl, "jti": uuid::Uuid::new_v4().to_string(), "kubernetes.io": k8s,
+        });
+        if let (Some(c), Value::Object(e)) = (claims.as_object_mut(), extra) {
+            c.extend(e);
+        }
+        let mut h = Header::new(Algorithm::ES256);
+        h.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&h, &claims, &self.key).expect("sign")
+    }
+
+    /// Verify like the API server does (used by the TokenReview stand-in).
+    pub fn review(&self, token: &str, audiences: &[String]) -> Value {
+        let jwk = &self.jwks.keys[0];
+        let key = DecodingKey::from_jwk(jwk).expect("key");
+        let mut v = Validation::new(Algorithm::ES256);
+        v.set_issuer(&[CLUSTER_ISSUER]);
+        v.validate_aud = false;
+        let claims = match jsonwebtoken::decode::<Value>(token, &key, &v) {
+            Ok(d) => d.claims,
+            Err(e) => {
+                return json!({"authenticated": false, "error": format!("[invalid bearer token, {e}]")});
+            }
+        };
+        let token_aud: Vec<String> =
+            serde_json::from_value(claims["aud"].clone()).unwrap_or_default();
+        let both: Vec<&String> = token_aud.iter().filter(|a| audiences.contains(a)).collect();
+        if both.is_empty() {
+            return json!({"authenticated": false, "error": format!(
+                "[invalid bearer token, token audiences {token_aud:?} is invalid for the target audiences {audiences:?}]")});
+        }
+        let k = &claims["kubernetes.io"];
+        let ns = k["namespace"].as_str().unwrap_or_default();
+        let mut extra = json!({});
+        if let Some(pod) = k.get("pod") {
+            extra = json!({
+                "authentication.kubernetes.io/pod-name": [pod["name"]],
+                "authentication.kubernetes.io/pod-uid": [pod["uid"]],
+                "authentication.kubernetes.io/credential-id": [format!("JTI={}", claims["jti"].as_str().unwrap_or_default())],
+            });
+        }
+        json!({
+            "authenticated": true,
+            "audiences": both,
+            "user": {
+                "username": claims["sub"],
+                "uid": k["serviceaccount"]["uid"],
+                "groups": ["system:serviceaccounts", format!("system:serviceaccounts:{ns}"), "system:authenticated"],
+                "extra": extra,
+            }
+        })
+    }
+}
+
+/// STAND-IN for kube-apiserver (none can run here): answers `POST
+/// /apis/authentication.k8s.io/v1/tokenreviews` as the API server does -- verifies the token
+/// with the cluster key, intersects audiences, fills user, groups and pod extras -- and
+/// requires the bearer token of its kubeconfig.
+pub struct ApiServerStandIn {
+    pub port: u16,
+    pub reviews: Arc<Mutex<Vec<Value>>>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+pub const STANDIN_BEARER: &str = "tokenvend-sts-sa-token";
+
+impl ApiServerStandIn {
+    pub async fn start(cluster: Arc<Cluster>) -> ApiServerStandIn {
+        use axum::routing::post;
+        let reviews = Arc::new(Mutex::new(Vec::new()));
+        let seen = reviews.clone();
+        let app = axum::Router::new().route(
+            "/apis/authentication.k8s.io/v1/tokenreviews",
+            post(move |headers: axum::http::HeaderMap, body: axum::Json<Value>| {
+                let cluster = cluster.clone();
+                let seen = seen.clone();
+                async move {
+                    let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default();
+                    if auth != format!("Bearer {STANDIN_BEARER}") {
+                        return (axum::http::StatusCode::UNAUTHORIZED, axum::Json(json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Unauthorized", "code": 401, "message": "Unauthorized"})));
+                    }
+                    seen.lock().expect("lock").push(body.0.clone());
+                    let token = body["spec"]["token"].as_str().unwrap_or_default();
+                    let audiences: Vec<String> = serde_json::from_value(body["spec"]["audiences"].clone()).unwrap_or_default();
+                    let mut out = body.0.clone();
+                    out["status"] = cluster.review(token, &audiences);
+                    out["metadata"] = json!({"creationTimestamp": null});
+                    (axum::http::StatusCode::CREATED, axum::Json(out))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        ApiServerStandIn {
+            port,
+            reviews,
+            shutdown: Some(tx),
+        }
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    pub fn kubeconfig(&self, dir: &Path) -> PathBuf {
+        let path = dir.join("kubeconfig");
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: standin\n  cluster:\n    server: http://127.0.0.1:{}\ncontexts:\n- name: standin\n  context:\n    cluster: standin\n    user: sts\ncurrent-context: standin\nusers:\n- name: sts\n  user:\n    token: {STANDIN_BEARER}\n",
+            self.port
+        );
+        std::fs::write(&path, text).expect("kubeconfig");
+        path
+    }
+}
+
+/// The real tokenvend-sts binary.
+pub struct Sts {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub logs: Arc<Mutex<Vec<String>>>,
+}
+
+pub const POLICY: &str = r#"{
+  "Version": "2012-10-17",
+  "Statement": [
+    {"Effect": "Allow", "Action": ["s3:GetObject"],
+     "Resource": ["arn:aws:s3:::bucket/{{ namespace }}/{{ serviceaccount }}/{% if pod_name %}{{ pod_name }}/{% endif %}*"]}
+    {% if namespace == "huge" %}{% for i in range(200) %}, {"Effect": "Deny", "Action": ["s3:PutObject"], "Resource": ["arn:aws:s3:::b/{{ i }}"]}{% endfor %}{% endif %}
+  ]
+}"#;
+
+pub const RULES: &str = r#"
+rules:
+- namespaces: ["*"]
+  serviceAccounts: ["*"]
+  roles: ["*"]
+- namespaces: ["restricted"]
+  serviceAccounts: ["allowed"]
+"#;
+
+impl Sts {
+    /// Start with JWKS validation (or with `env` overriding anything).
+    pub fn start(moto: &Moto, cluster: &Cluster, env: &[(&str, String)]) -> Sts {
+        let dir = tempfile::tempdir().expect("tmp");
+        std::fs::write(dir.path().join("policy.json"), POLICY).expect("policy");
+        std::fs::write(
+            dir.path().join("jwks.json"),
+            serde_json::to_string(&cluster.jwks).expect("jwks"),
+        )
+        .expect("jwks");
+        std::fs::create_dir(dir.path().join("keys")).expect("keys dir");
+        std::fs::write(
+            dir.path().join("keys/2026-01.pem"),
+            rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+                .expect("key")
+                .serialize_pem(),
+        )
+        .expect("signing key");
+        let port = free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tokenvend-sts"));
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("TOKENVEND_LISTEN", addr.to_string())
+            .env("AWS_ROLE_ARN", ROLE)
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE")
+            .env(
+                "AWS_SECRET_ACCESS_KEY",
+                "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            )
+            .env("AWS_ENDPOINT_URL_STS", moto.url())
+            .env("POLICY_TEMPLATE_PATH", dir.path().join("policy.json"))
+            .env("SESSION_DURATION_SECONDS", "900")
+            .env("TOKENVEND_VALIDATION", "jwks")
+            .env("TOKENVEND_OIDC_ISSUER", CLUSTER_ISSUER)
+            .env("TOKENVEND_JWKS_FILE", dir.path().join("jwks.json"))
+            .env("TOKENVEND_ISSUER_URL", "https://issuer.example.com")
+            .env("TOKENVEND_SIGNING_KEY_DIR", dir.path().join("keys"))
+            .env("TOKENVEND_KEY_RELOAD_SECONDS", "1")
+            .env(
+                "TOKENVEND_ALLOWED_ROLES",
+                "arn:aws:iam::123456789012:role/apps/*",
+            )
+            .env("TOKENVEND_UPSTREAM_TIMEOUT_SECONDS", "3")
+            .env("LOG_LEVEL", "DEBUG");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start tokenvend-sts");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        for stream in [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let sink = logs.clone();
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(stream)
+                    .lines()
+                    .map_while(Result::ok)
+                {
+                    sink.lock().expect("logs").push(line);
+                }
+            });
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(addr).is_err() {
+            if let Ok(Some(status)) = child.try_wait() {
+                std::thread::sleep(Duration::from_millis(200));
+                panic!(
+                    "tokenvend-sts exited with {status}: {:?}",
+                    logs.lock().expect("logs")
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "tokenvend-sts did not start: {:?}",
+                logs.lock().expect("logs")
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Sts {
+            proc: Proc(child),
+            addr,
+            dir,
+            logs,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub fn all_logs(&self) -> String {
+        self.logs.lock().expect("logs").join("\n")
+    }
+}
+
+/// POST with an optional bearer token and body; returns (status, JSON body).
+pub async fn post(
+    c: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (u16, Value) {
+    let mut r = c.post(url);
+    if let Some(t) = token {
+        r = r.header("authorization", format!("Bearer {t}"));
+    }
+    if let Some(b) = body {
+        r = r
+            .header("content-type", "application/json")
+            .body(b.to_owned());
+    }
+    let resp = r.send().await.expect("request");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.expect("body");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// GetCallerIdentity with the given credentials against moto, through the AWS Rust SDK.
+pub async fn caller_arn(moto: &Moto, creds: &Value) -> String {
+    let c = aws_sdk_sts::config::Credentials::new(
+        creds["AWS_ACCESS_KEY_ID"].as_str().expect("key"),
+        creds["AWS_SECRET_ACCESS_KEY"].as_str().expect("secret"),
+        creds["AWS_SESSION_TOKEN"].as_str().map(str::to_owned),
+        None,
+        "tokenvend-test",
+    );
+    let conf = aws_sdk_sts::Config::builder()
+        .behavior_version(aws_sdk_sts::config::BehaviorVersion::latest())
+        .region(aws_sdk_sts::config::Region::new("us-east-1"))
+        .endpoint_url(moto.url())
+        .credentials_provider(c)
+        .build();
+    let out = aws_sdk_sts::Client::from_conf(conf)
+        .get_caller_identity()
+        .send()
+        .await
+        .expect("GetCallerIdentity");
+    out.arn.expect("arn")
+}

@@ -1,0 +1,531 @@
+//! The real tokenvend-sts binary against moto's real STS server: credentials that work, the
+//! cache and single flight counted with moto's recorder, every error status reached by a real
+//! request, /token JWTs verified against /keys across a key rotation, TokenReview through a
+//! kube-apiserver stand-in.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde_json::{Value, json};
+
+fn provider() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn credentials_work_are_cached_and_coalesced() {
+    provider();
+    let moto = Moto::start();
+    let cluster = Cluster::new();
+    let sts = Sts::start(&moto, &cluster, &[]);
+    let c = reqwest::Client::new();
+
+    let token = cluster.token("shop", "orders", Some("orders-1"), "tokenvend", 3600);
+    let (status, creds) = post(&c, &sts.url("/credentials"), Some(&token), None).await;
+    assert_eq!(status, 200, "{creds}");
+    for k in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "Expiration",
+    ] {
+        assert!(
+            creds[k].as_str().is_some_and(|v| !v.is_empty()),
+            "{k} in {creds}"
+        );
+    }
+    assert!(creds["Expiration"].as_str().expect("exp").ends_with('Z'));
+    let arn = caller_arn(&moto, &creds).await;
+    assert_eq!(
+        arn,
+        "arn:aws:sts::123456789012:assumed-role/tvm/shop.orders"
+    );
+
+    // Same identity again: served from the cache, no second STS call.
+    let (_, again) = post(&c, &sts.url("/credentials"), Some(&token), Some("")).await;
+    assert_eq!(again["AWS_ACCESS_KEY_ID"], creds["AWS_ACCESS_KEY_ID"]);
+    assert_eq!(moto.assume_role_calls("shop.orders"), 1);
+
+    // 50 concurrent identical requests for a fresh identity: one STS call.
+    let mut tasks = Vec::new();
+    for _ in 0..50 {
+        let (c, url) = (c.clone(), sts.url("/credentials"));
+        let t = cluster.token("batch", "worker", None, "tokenvend", 3600);
+        tasks.push(tokio::spawn(
+            async move { post(&c, &url, Some(&t), None).await },
+        ));
+    }
+    let mut keys = std::collections::HashSet::new();
+    for t in tasks {
+        let (status, body) = t.await.expect("task");
+        assert_eq!(status, 200, "{body}");
+        keys.insert(body["AWS_ACCESS_KEY_ID"].as_str().expect("key").to_owned());
+    }
+    assert_eq!(keys.len(), 1, "all 50 share one AssumeRole result");
+    assert_eq!(moto.assume_role_calls("batch.worker"), 1);
+
+    // An allowed other role through the body.
+    let (status, other) = post(
+        &c,
+        &sts.url("/credentials"),
+        Some(&token),
+        Some(r#"{"role_arn":"arn:aws:iam::123456789012:role/apps/reader"}"#),
+    )
+    .await;
+    assert_eq!(status, 200, "{other}");
+    assert_eq!(
+        caller_arn(&moto, &other).await,
+        "arn:aws:sts::123456789012:assumed-role/reader/shop.orders"
+    );
+
+    let metrics = c
+        .get(sts.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("tokenvend_sts_sts_calls_total{reason=\"ok\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tokenvend_sts_cache_total{cache=\"credentials\",result=\"hit\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .contains("tokenvend_sts_requests_total{endpoint=\"credentials\",status=\"200\"} 53"),
+        "{metrics}"
+    );
+    let health: Value = c
+        .get(sts.url("/healthz"))
+        .send()
+        .await
+        .expect("healthz")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(health, json!({"status": "healthy"}));
+
+    // Logs never carry a token or a secret.
+    let logs = sts.all_logs();
+    assert!(logs.contains("\"message\":\"exchange\""), "{logs}");
+    for secret in [
+        token.as_str(),
+        creds["AWS_SECRET_ACCESS_KEY"].as_str().expect("s"),
+        creds["AWS_SESSION_TOKEN"].as_str().expect("t"),
+    ] {
+        assert!(!logs.contains(secret), "a secret leaked into the logs");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_status_is_reached() {
+    provider();
+    let moto = Moto::start();
+    let cluster = Cluster::new();
+    let rules = tempfile::NamedTempFile::new().expect("tmp");
+    std::fs::write(
+        rules.path(),
+        RULES.replace("namespaces: [\"*\"]", "namespaces: [\"shop\", \"huge\"]"),
+    )
+    .expect("rules");
+    let sts = Sts::start(
+        &moto,
+        &cluster,
+        &[("TOKENVEND_RULES_FILE", rules.path().display().to_string())],
+    );
+    let c = reqwest::Client::new();
+    let url = sts.url("/credentials");
+    let ok = cluster.token("shop", "orders", None, "tokenvend", 3600);
+    let other_cluster = Cluster::new();
+    let cases: Vec<(Option<String>, Option<&str>, u16, &str)> = vec![
+        (None, None, 401, "missing bearer token"),
+        (Some("not-a-jwt".into()), None, 401, "malformed"),
+        (
+            Some(cluster.token("shop", "orders", None, "tokenvend", -60)),
+            None,
+            401,
+            "expired",
+        ),
+        (
+            Some(cluster.token("shop", "orders", None, "sts.amazonaws.com", 3600)),
+            None,
+            401,
+            "audience",
+        ),
+        (
+            Some(cluster.token_with(
+                json!({"sub": "alice", "kubernetes.io": null}),
+                "shop",
+                "orders",
+                None,
+                "tokenvend",
+                3600,
+            )),
+            None,
+            401,
+            "not a service-account token",
+        ),
+        (
+            Some(other_cluster.token("shop", "orders", None, "tokenvend", 3600)),
+            None,
+            401,
+            "unknown signing key",
+        ),
+        (
+            Some(cluster.token_with(
+                json!({"iss": "https://evil"}),
+                "shop",
+                "orders",
+                None,
+                "tokenvend",
+                3600,
+            )),
+            None,
+            401,
+            "issuer",
+        ),
+        (
+            Some(ok.clone()),
+            Some("{not json"),
+            400,
+            "body must be empty",
+        ),
+        (
+            Some(ok.clone()),
+            Some(r#"{"role_arn":"arn:aws:iam::123456789012:role/admin"}"#),
+            403,
+            "not among the allowed roles",
+        ),
+        (
+            Some(cluster.token("restricted", "other", None, "tokenvend", 3600)),
+            None,
+            403,
+            "may not use /credentials",
+        ),
+        (
+            Some(cluster.token("huge", "sa", None, "tokenvend", 3600)),
+            None,
+            500,
+            "AWS allows 2048",
+        ),
+    ];
+    for (token, body, want, text) in cases {
+        let (status, resp) = post(&c, &url, token.as_deref(), body).await;
+        assert_eq!(status, want, "{text}: {resp}");
+        assert!(
+            resp["error"].as_str().is_some_and(|e| e.contains(text)),
+            "{text}: {resp}"
+        );
+    }
+    let (status, _) = post(
+        &c,
+        &url,
+        Some(&cluster.token("restricted", "allowed", None, "tokenvend", 3600)),
+        None,
+    )
+    .await;
+    assert_eq!(
+        status, 200,
+        "the restricted namespace's allowed account passes"
+    );
+    let resp = c
+        .post(&url)
+        .header("authorization", format!("Bearer {}", "a".repeat(20_000)))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 401, "oversized token");
+    assert_eq!(
+        resp.headers()
+            .get("www-authenticate")
+            .and_then(|v| v.to_str().ok()),
+        Some("Bearer")
+    );
+    let resp = c
+        .post(&url)
+        .header("authorization", format!("Bearer {ok}"))
+        .body(vec![b' '; 70_000])
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 413, "oversized body");
+
+    // STS down: 500 with the reason, promptly (upstream timeout 3 s).
+    drop(moto);
+    let t0 = Instant::now();
+    let (status, resp) = post(
+        &c,
+        &url,
+        Some(&cluster.token("shop", "fresh", None, "tokenvend", 3600)),
+        None,
+    )
+    .await;
+    assert_eq!(status, 500, "{resp}");
+    assert!(
+        resp["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("STS AssumeRole failed")),
+        "{resp}"
+    );
+    assert!(t0.elapsed() < Duration::from_secs(10));
+
+    let metrics = c
+        .get(sts.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for reason in [
+        "missing",
+        "malformed",
+        "expired",
+        "audience",
+        "not_service_account",
+        "invalid",
+    ] {
+        assert!(
+            metrics.contains(&format!(
+                "tokenvend_sts_validation_failures_total{{reason=\"{reason}\"}}"
+            )),
+            "{reason}: {metrics}"
+        );
+    }
+}
+
+fn verify(jwks: &JwkSet, token: &str) -> Result<Value, String> {
+    let kid = jsonwebtoken::decode_header(token)
+        .map_err(|e| e.to_string())?
+        .kid
+        .ok_or("no kid")?;
+    let jwk = jwks.find(&kid).ok_or("kid not in /keys")?;
+    let key = DecodingKey::from_jwk(jwk).map_err(|e| e.to_string())?;
+    let mut v = Validation::new(Algorithm::ES256);
+    v.set_audience(&["sts.amazonaws.com"]);
+    v.set_issuer(&["https://issuer.example.com"]);
+    jsonwebtoken::decode::<Value>(token, &key, &v)
+        .map(|d| d.claims)
+        .map_err(|e| e.to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_endpoint_jwts_verify_across_key_rotation() {
+    provider();
+    let moto = Moto::start();
+    let cluster = Cluster::new();
+    let sts = Sts::start(&moto, &cluster, &[]);
+    let c = reqwest::Client::new();
+    let sa = cluster.token("shop", "orders", Some("orders-1"), "tokenvend", 3600);
+    let (status, first) = post(&c, &sts.url("/token"), Some(&sa), None).await;
+    assert_eq!(status, 200, "{first}");
+    let first = first["token"].as_str().expect("token").to_owned();
+    let jwks: JwkSet = c
+        .get(sts.url("/keys"))
+        .send()
+        .await
+        .expect("keys")
+        .json()
+        .await
+        .expect("jwks");
+    let claims = verify(&jwks, &first).expect("verifies");
+    assert_eq!(claims["sub"], json!("system:serviceaccount:shop:orders"));
+    assert_eq!(claims["kubernetes.io"]["pod"]["name"], json!("orders-1"));
+    let disc: Value = c
+        .get(sts.url("/.well-known/openid-configuration"))
+        .send()
+        .await
+        .expect("disc")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(disc["jwks_uri"], json!("https://issuer.example.com/keys"));
+
+    // Rotate: a newer key file signs; the old one is removed but stays published.
+    std::fs::write(
+        sts.dir.path().join("keys/2026-02.pem"),
+        rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .expect("key")
+            .serialize_pem(),
+    )
+    .expect("new key");
+    let kid = |t: &str| {
+        jsonwebtoken::decode_header(t)
+            .expect("header")
+            .kid
+            .expect("kid")
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let second = loop {
+        let (_, t) = post(&c, &sts.url("/token"), Some(&sa), None).await;
+        let t = t["token"].as_str().expect("token").to_owned();
+        if kid(&t) != kid(&first) {
+            break t;
+        }
+        assert!(Instant::now() < deadline, "new key never used");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    std::fs::remove_file(sts.dir.path().join("keys/2026-01.pem")).expect("rm old key");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let jwks: JwkSet = c
+        .get(sts.url("/keys"))
+        .send()
+        .await
+        .expect("keys")
+        .json()
+        .await
+        .expect("jwks");
+    assert_eq!(jwks.keys.len(), 2);
+    verify(&jwks, &first).expect("token of the removed key still verifies");
+    verify(&jwks, &second).expect("new token verifies");
+
+    // AWS's side of the exchange, with moto: AssumeRoleWithWebIdentity accepts the token.
+    let conf = aws_sdk_sts::Config::builder()
+        .behavior_version(aws_sdk_sts::config::BehaviorVersion::latest())
+        .region(aws_sdk_sts::config::Region::new("us-east-1"))
+        .endpoint_url(moto.url())
+        .build();
+    let out = aws_sdk_sts::Client::from_conf(conf)
+        .assume_role_with_web_identity()
+        .role_arn(ROLE)
+        .role_session_name("orders-1")
+        .web_identity_token(second)
+        .send()
+        .await
+        .expect("AssumeRoleWithWebIdentity");
+    assert!(out.credentials.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokenreview_through_the_apiserver_stand_in() {
+    provider();
+    let moto = Moto::start();
+    let cluster = Arc::new(Cluster::new());
+    let mut standin = ApiServerStandIn::start(cluster.clone()).await;
+    let kdir = tempfile::tempdir().expect("tmp");
+    let kubeconfig = standin.kubeconfig(kdir.path());
+    let sts = Sts::start(
+        &moto,
+        &cluster,
+        &[
+            ("TOKENVEND_VALIDATION", "tokenreview".into()),
+            ("KUBECONFIG", kubeconfig.display().to_string()),
+            ("TOKENVEND_VALIDATION_CACHE_SECONDS", "30".into()),
+        ],
+    );
+    let c = reqwest::Client::new();
+    let token = cluster.token("shop", "orders", Some("orders-7"), "tokenvend", 3600);
+    let (status, creds) = post(&c, &sts.url("/credentials"), Some(&token), None).await;
+    assert_eq!(status, 200, "{creds} {}", sts.all_logs());
+    assert_eq!(
+        caller_arn(&moto, &creds).await,
+        "arn:aws:sts::123456789012:assumed-role/tvm/shop.orders"
+    );
+    {
+        let reviews = standin.reviews.lock().expect("reviews");
+        assert_eq!(reviews.len(), 1);
+        assert_eq!(reviews[0]["spec"]["audiences"], json!(["tokenvend"]));
+        assert_eq!(reviews[0]["apiVersion"], json!("authentication.k8s.io/v1"));
+    }
+    // Cached: the second request does not review again.
+    post(&c, &sts.url("/credentials"), Some(&token), None).await;
+    assert_eq!(standin.reviews.lock().expect("reviews").len(), 1);
+
+    let (status, resp) = post(
+        &c,
+        &sts.url("/credentials"),
+        Some(&cluster.token("shop", "orders", None, "other", 3600)),
+        None,
+    )
+    .await;
+    assert_eq!(status, 401, "{resp}");
+    assert!(
+        resp["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("audience")),
+        "{resp}"
+    );
+
+    standin.stop();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (status, resp) = post(
+        &c,
+        &sts.url("/credentials"),
+        Some(&cluster.token("shop", "new", None, "tokenvend", 3600)),
+        None,
+    )
+    .await;
+    assert_eq!(status, 503, "{resp}");
+    assert!(
+        resp["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("unavailable")),
+        "{resp}"
+    );
+}
+
+#[test]
+fn bad_configuration_fails_at_start_naming_the_setting() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let policy = dir.path().join("p.json");
+    std::fs::write(&policy, r#"{"R":"arn:aws:s3:::b/${namespace}/*"}"#).expect("write");
+    let run = |env: &[(&str, &str)]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tokenvend-sts"))
+            .env_clear()
+            .envs(env.iter().copied())
+            .output()
+            .expect("run");
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let jwks = dir.path().join("jwks.json");
+    std::fs::write(&jwks, r#"{"keys":[]}"#).expect("write");
+    let base = [
+        ("TOKENVEND_VALIDATION", "jwks"),
+        ("TOKENVEND_OIDC_ISSUER", "https://k8s"),
+        ("TOKENVEND_JWKS_FILE", jwks.to_str().expect("path")),
+        ("AWS_REGION", "us-east-1"),
+    ];
+    let with = |extra: &[(&'static str, &'static str)]| {
+        base.iter()
+            .copied()
+            .chain(extra.iter().copied())
+            .collect::<Vec<_>>()
+    };
+    let p = policy.to_str().expect("path").to_owned();
+    let p: &'static str = Box::leak(p.into_boxed_str());
+    let err = run(&with(&[
+        ("AWS_ROLE_ARN", ROLE),
+        ("POLICY_TEMPLATE_PATH", p),
+    ]));
+    assert!(
+        err.contains("${namespace}") && err.contains("{{ namespace }}"),
+        "{err}"
+    );
+    let err = run(&with(&[("AWS_ROLE_ARN", "tvm")]));
+    assert!(err.contains("AWS_ROLE_ARN"), "{err}");
+    let err = run(&with(&[]));
+    assert!(err.contains("nothing to serve"), "{err}");
+    let err = run(&with(&[
+        ("AWS_ROLE_ARN", ROLE),
+        ("POLICY_TEMPLATE_PATH", ""),
+        ("SESSION_DURATION_SECONDS", "60"),
+    ]));
+    assert!(err.contains("SESSION_DURATION_SECONDS"), "{err}");
+    let err = run(&with(&[
+        ("AWS_ROLE_ARN", ROLE),
+        ("POLICY_TEMPLATE_PATH", "/nonexistent/policy.json"),
+    ]));
+    assert!(err.contains("/nonexistent/policy.json"), "{err}");
+    let err = run(&with(&[("LOG_LEVEL", "LOUD")]));
+    assert!(err.contains("LOG_LEVEL"), "{err}");
+}
