@@ -58,7 +58,9 @@ fn main() -> anyhow::Result<()> {
     if let Some(out) = &a.jwks_out {
         std::fs::write(out, serde_json::to_vec(&JwkSet { keys: vec![jwk] })?)?;
     }
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs() as i64;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs() as i64;
     let mut k8s = json!({"namespace": a.namespace, "serviceaccount": {"name": a.service_account, "uid": "00000000-0000-0000-0000-000000000001"}});
     if let Some(p) = &a.pod {
         k8s["pod"] = json!({"name": p, "uid": "00000000-0000-0000-0000-000000000002"});
