@@ -86,7 +86,8 @@ pub struct ServeArgs {
     /// DurationSeconds of assumed-role sessions (900-43200).
     #[arg(long, env = "SESSION_DURATION_SECONDS", default_value_t = 3600)]
     pub session_duration_seconds: i32,
-    /// Allow SESSION_DURATION_SECONDS below 900 (only for tests against moto; AWS refuses them).
+    /// Allow SESSION_DURATION_SECONDS below 900 and TOKENVEND_TOKEN_TTL_SECONDS below 60 (only for
+    /// tests against moto: AWS refuses such sessions).
     #[arg(long, env = "TOKENVEND_ALLOW_SHORT_SESSIONS", default_value_t = false, action = clap::ArgAction::Set)]
     pub allow_short_sessions: bool,
     /// DEBUG, INFO, WARNING or ERROR (RUST_LOG, when set, wins).
@@ -135,8 +136,8 @@ pub struct ServeArgs {
         default_value = "sts.amazonaws.com"
     )]
     pub issued_audience: String,
-    /// Lifetime of minted tokens, seconds (60-43200).
-    #[arg(long, env = "TOKENVEND_TOKEN_TTL_SECONDS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(60..=43200))]
+    /// Lifetime of minted tokens, seconds (60-43200; shorter only with TOKENVEND_ALLOW_SHORT_SESSIONS).
+    #[arg(long, env = "TOKENVEND_TOKEN_TTL_SECONDS", default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=43200))]
     pub token_ttl_seconds: u64,
 }
 
@@ -147,10 +148,11 @@ impl ServeArgs {
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], self.port)))
     }
 
-    /// The seed's LOG_LEVEL as a tracing filter directive.
+    /// The seed's LOG_LEVEL as a tracing filter directive. DEBUG applies to tokenvend's own
+    /// code only: third-party debug output (SDK internals, TLS) is not needed and is kept out.
     pub fn log_filter(&self) -> Result<&'static str, String> {
         match self.log_level.to_ascii_uppercase().as_str() {
-            "DEBUG" => Ok("debug"),
+            "DEBUG" => Ok("info,tokenvend_sts=debug,tokenvend_core=debug"),
             "INFO" => Ok("info"),
             "WARNING" | "WARN" => Ok("warn"),
             "ERROR" => Ok("error"),

@@ -215,6 +215,12 @@ pub async fn build(args: &ServeArgs) -> Result<Arc<App>, SetupError> {
     };
     let issuer = match (&args.issuer_url, &args.signing_key_dir) {
         (Some(url), Some(dir)) => {
+            if args.token_ttl_seconds < 60 && !args.allow_short_sessions {
+                return Err(cfg(format!(
+                    "TOKENVEND_TOKEN_TTL_SECONDS {} must be between 60 and 43200",
+                    args.token_ttl_seconds
+                )));
+            }
             if !url.starts_with("https://") && !url.starts_with("http://") {
                 return Err(cfg(format!(
                     "TOKENVEND_ISSUER_URL {url:?} must be an https:// URL (AWS fetches discovery from it)"

@@ -3,15 +3,13 @@
 //! request, /token JWTs verified against /keys across a key rotation, TokenReview through a
 //! kube-apiserver stand-in.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::*;
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Value, json};
+use tokenvend_testkit::*;
 
 fn provider() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();

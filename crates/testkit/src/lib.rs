@@ -1,6 +1,7 @@
-//! Test harness: moto's real STS server, a "cluster" signing key minting service-account
-//! tokens, the real tokenvend-sts binary, and a kube-apiserver TokenReview stand-in.
-#![allow(dead_code)]
+//! Test harness shared by the integration tests: moto's real STS server, a "cluster" signing
+//! key minting service-account tokens, the real tokenvend binaries, and a kube-apiserver
+//! TokenReview stand-in. Test code: panics on setup failure are the point.
+#![allow(missing_docs, clippy::unwrap_used)]
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -14,6 +15,22 @@ use serde_json::{Value, json};
 
 pub const CLUSTER_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 pub const ROLE: &str = "arn:aws:iam::123456789012:role/tvm";
+
+/// A binary built by this workspace (`target/<profile>/NAME`, next to the test's own `deps/`).
+pub fn workspace_bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let bin = profile_dir.join(name);
+    assert!(
+        bin.exists(),
+        "{} not built: run `cargo build --workspace --all-targets` first",
+        bin.display()
+    );
+    bin
+}
 
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -51,16 +68,25 @@ fn wait_port(port: u16, what: &str) {
     }
 }
 
-fn moto_server_bin() -> PathBuf {
+/// A tool from the project's Python venv (moto_server, python, aws), installed by the test command.
+pub fn venv_bin(name: &str) -> PathBuf {
     let candidates = [
-        std::env::var_os("VIRTUAL_ENV").map(|v| PathBuf::from(v).join("bin/moto_server")),
-        Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/moto_server")),
+        std::env::var_os("VIRTUAL_ENV").map(|v| PathBuf::from(v).join("bin").join(name)),
+        Some(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../.venv/bin")
+                .join(name),
+        ),
     ];
     candidates
         .into_iter()
         .flatten()
         .find(|p| p.exists())
-        .expect("moto_server not found: run `bash e2e/run-tests.sh` (it installs moto[server] into .venv)")
+        .unwrap_or_else(|| panic!("{name} not found: run `bash e2e/run-tests.sh` (it installs .ci/requirements.txt into .venv)"))
+}
+
+fn moto_server_bin() -> PathBuf {
+    venv_bin("moto_server")
 }
 
 /// moto's STS server on loopback, with its request recorder on.
@@ -136,6 +162,12 @@ pub struct Cluster {
     pub key: EncodingKey,
     pub kid: String,
     pub jwks: JwkSet,
+}
+
+impl Default for Cluster {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl Cluster {
@@ -345,9 +377,11 @@ impl Sts {
                 .serialize_pem(),
         )
         .expect("signing key");
-        let port = free_port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tokenvend-sts"));
+        let addr: SocketAddr = match env.iter().find(|(k, _)| *k == "TOKENVEND_LISTEN") {
+            Some((_, a)) => a.parse().expect("TOKENVEND_LISTEN"),
+            None => format!("127.0.0.1:{}", free_port()).parse().expect("addr"),
+        };
+        let mut cmd = Command::new(workspace_bin("tokenvend-sts"));
         cmd.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("TOKENVEND_LISTEN", addr.to_string())

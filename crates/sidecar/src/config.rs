@@ -1,0 +1,212 @@
+//! Command line; every flag also reads `TOKENVEND_<FLAG>`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use tokenvend_core::Mode;
+use tokenvend_core::contract::CREDENTIALS_PATH;
+
+/// `tokenvend-sidecar`: keeps the shared web-identity token or credentials fresh.
+#[derive(Debug, Parser)]
+#[command(
+    name = "tokenvend-sidecar",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    /// `probe` for the startupProbe; without a subcommand the refresher runs.
+    #[command(subcommand)]
+    pub command: Option<Cmd>,
+    /// Refresher settings.
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Cmd {
+    /// Exit 0 only if the current file exists and stays valid for at least --min-valid-seconds.
+    Probe(ProbeArgs),
+}
+
+/// `probe` settings.
+#[derive(Debug, Clone, Args)]
+pub struct ProbeArgs {
+    /// web-identity or credentials.
+    #[arg(long, env = "TOKENVEND_MODE")]
+    pub mode: Mode,
+    /// The shared directory.
+    #[arg(long, env = "TOKENVEND_OUT_DIR")]
+    pub out_dir: PathBuf,
+    /// Required remaining validity, seconds.
+    #[arg(long, env = "TOKENVEND_MIN_VALID_SECONDS", default_value_t = 300)]
+    pub min_valid_seconds: i64,
+}
+
+/// Refresher settings.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// web-identity (POST /token) or credentials (POST /credentials).
+    #[arg(long, env = "TOKENVEND_MODE", required = false)]
+    pub mode: Option<Mode>,
+    /// The projected service-account token (re-read on every exchange).
+    #[arg(long, env = "TOKENVEND_SA_TOKEN_FILE")]
+    pub sa_token_file: Option<PathBuf>,
+    /// The shared in-memory directory to write into.
+    #[arg(long, env = "TOKENVEND_OUT_DIR")]
+    pub out_dir: Option<PathBuf>,
+    /// Base URL of tokenvend-sts.
+    #[arg(long, env = "TOKENVEND_EXCHANGE_URL")]
+    pub exchange_url: Option<String>,
+    /// PEM CA bundle file for the exchange URL.
+    #[arg(long, env = "TOKENVEND_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// PEM CA bundle content for the exchange URL (what the webhook injects).
+    #[arg(long, env = "TOKENVEND_CA_PEM", hide_env_values = true)]
+    pub ca_pem: Option<String>,
+    /// Role to ask tokenvend-sts for (the pod's annotation).
+    #[arg(long, env = "TOKENVEND_ROLE_ARN")]
+    pub role_arn: Option<String>,
+    /// Loopback address of the credentials endpoint (credentials mode).
+    #[arg(long, env = "TOKENVEND_LISTEN", default_value = "127.0.0.1:9911")]
+    pub listen: SocketAddr,
+    /// HTTP path of the credentials endpoint.
+    #[arg(long, env = "TOKENVEND_CREDENTIALS_PATH", default_value = CREDENTIALS_PATH)]
+    pub credentials_path: String,
+    /// Refresh after this share of the lifetime (0.1-0.9).
+    #[arg(long, env = "TOKENVEND_REFRESH_SHARE", default_value_t = 0.5)]
+    pub refresh_share: f64,
+    /// Refresh at least this long before expiry when the lifetime allows, seconds.
+    #[arg(long, env = "TOKENVEND_MIN_REMAINING_SECONDS", default_value_t = 1200)]
+    pub min_remaining_seconds: i64,
+    /// Timeout of each exchange call, seconds.
+    #[arg(long, env = "TOKENVEND_TIMEOUT_SECONDS", default_value_t = 10)]
+    pub timeout_seconds: u64,
+    /// Mode of the written files, octal.
+    #[arg(long, env = "TOKENVEND_FILE_MODE", default_value = "0644")]
+    pub file_mode: String,
+    /// Write the first file and exit (the classic init container).
+    #[arg(long, env = "TOKENVEND_ONCE")]
+    pub once: bool,
+    /// With --once: give up after this many seconds.
+    #[arg(long, env = "TOKENVEND_ONCE_DEADLINE_SECONDS", default_value_t = 120)]
+    pub once_deadline_seconds: u64,
+    /// Log level: error, warn, info, debug.
+    #[arg(long, env = "TOKENVEND_LOG_LEVEL", default_value = "info")]
+    pub log_level: String,
+}
+
+/// Validated refresher settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Mode (never projected).
+    pub mode: Mode,
+    /// SA token path.
+    pub sa_token_file: PathBuf,
+    /// Shared directory.
+    pub out_dir: PathBuf,
+    /// Exchange base URL.
+    pub exchange_url: String,
+    /// CA PEM bytes.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Role.
+    pub role_arn: Option<String>,
+    /// Endpoint address.
+    pub listen: SocketAddr,
+    /// Endpoint path.
+    pub credentials_path: String,
+    /// Refresh policy.
+    pub policy: crate::refresh::Policy,
+    /// Per-call timeout.
+    pub timeout: std::time::Duration,
+    /// File mode.
+    pub file_mode: u32,
+    /// One-shot.
+    pub once: bool,
+    /// One-shot deadline.
+    pub once_deadline: std::time::Duration,
+}
+
+impl RunArgs {
+    /// Check and convert; errors name the flag.
+    pub fn validate(self) -> Result<Config, String> {
+        let mode = self.mode.ok_or("--mode (TOKENVEND_MODE) is required")?;
+        if mode == Mode::Projected {
+            return Err(
+                "--mode projected needs no sidecar: use web-identity or credentials".into(),
+            );
+        }
+        let sa_token_file = self
+            .sa_token_file
+            .ok_or("--sa-token-file (TOKENVEND_SA_TOKEN_FILE) is required")?;
+        let out_dir = self
+            .out_dir
+            .ok_or("--out-dir (TOKENVEND_OUT_DIR) is required")?;
+        let exchange_url = self
+            .exchange_url
+            .ok_or("--exchange-url (TOKENVEND_EXCHANGE_URL) is required")?;
+        if !exchange_url.starts_with("https://") && !exchange_url.starts_with("http://") {
+            return Err(format!(
+                "--exchange-url {exchange_url:?} must be an http:// or https:// URL"
+            ));
+        }
+        let ca_pem = match (self.ca_file, self.ca_pem) {
+            (Some(f), _) => {
+                Some(std::fs::read(&f).map_err(|e| format!("--ca-file {}: {e}", f.display()))?)
+            }
+            (None, Some(p)) if !p.trim().is_empty() => Some(p.into_bytes()),
+            _ => None,
+        };
+        if !(0.1..=0.9).contains(&self.refresh_share) {
+            return Err(format!(
+                "--refresh-share {} must be between 0.1 and 0.9",
+                self.refresh_share
+            ));
+        }
+        if self.min_remaining_seconds < 0 {
+            return Err("--min-remaining-seconds must not be negative".into());
+        }
+        if !(1..=300).contains(&self.timeout_seconds) {
+            return Err(format!(
+                "--timeout-seconds {} must be between 1 and 300",
+                self.timeout_seconds
+            ));
+        }
+        let file_mode = u32::from_str_radix(self.file_mode.trim_start_matches("0o"), 8)
+            .ok()
+            .filter(|m| *m <= 0o777 && m & 0o400 != 0)
+            .ok_or_else(|| {
+                format!(
+                    "--file-mode {:?} must be an octal mode like 0644 that the owner can read",
+                    self.file_mode
+                )
+            })?;
+        if !self.credentials_path.starts_with('/') {
+            return Err(format!(
+                "--credentials-path {:?} must start with /",
+                self.credentials_path
+            ));
+        }
+        Ok(Config {
+            mode,
+            sa_token_file,
+            out_dir,
+            exchange_url,
+            ca_pem,
+            role_arn: self.role_arn.filter(|r| !r.is_empty()),
+            listen: self.listen,
+            credentials_path: self.credentials_path,
+            policy: crate::refresh::Policy {
+                share: self.refresh_share,
+                min_remaining: self.min_remaining_seconds,
+                jitter: 0.1,
+            },
+            timeout: std::time::Duration::from_secs(self.timeout_seconds),
+            file_mode,
+            once: self.once,
+            once_deadline: std::time::Duration::from_secs(self.once_deadline_seconds),
+        })
+    }
+}

@@ -1,0 +1,296 @@
+//! One exchange with tokenvend-sts: read the projected SA token (fresh each time: the kubelet
+//! rotates it by swapping a symlink), POST it, check the answer before anything is written.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokenvend_core::Mode;
+use tokenvend_core::claims::unverified_exp;
+use tokenvend_core::creds::{ErrorBody, ExchangeRequest, VendedCredentials, VendedToken};
+
+/// A fresh value from the exchange.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Value {
+    /// A web-identity JWT.
+    Token(VendedToken),
+    /// Scoped credentials.
+    Credentials(VendedCredentials),
+}
+
+impl std::fmt::Debug for Value {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Value::Token(t) => t.fmt(f),
+            Value::Credentials(c) => c.fmt(f),
+        }
+    }
+}
+
+/// Why an exchange failed (safe to log: no token, no secret).
+#[derive(Debug, thiserror::Error)]
+pub enum ExchangeError {
+    /// The SA token file could not be read or is empty.
+    #[error("service-account token {path}: {reason}")]
+    SaToken {
+        /// Path.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// Network, TLS or timeout.
+    #[error("exchange request failed: {0}")]
+    Transport(String),
+    /// Non-200 answer.
+    #[error("exchange answered HTTP {status}: {reason}")]
+    Status {
+        /// HTTP status.
+        status: u16,
+        /// The service's reason.
+        reason: String,
+    },
+    /// 200 but not a usable value.
+    #[error("exchange answer unusable: {0}")]
+    Invalid(String),
+}
+
+/// Unix seconds now.
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// Parse RFC 3339 to Unix seconds.
+pub fn parse_time(s: &str) -> Option<i64> {
+    let t =
+        humantime::parse_rfc3339_weak(s.trim_end_matches('Z').trim_end_matches("+00:00")).ok()?;
+    let secs = t.duration_since(UNIX_EPOCH).ok()?.as_secs();
+    i64::try_from(secs).ok()
+}
+
+/// Format Unix seconds as RFC 3339 UTC.
+pub fn format_time(secs: i64) -> String {
+    let t = UNIX_EPOCH + Duration::from_secs(u64::try_from(secs.max(0)).unwrap_or(0));
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+impl Value {
+    /// Expiry, Unix seconds.
+    pub fn expires_at(&self) -> Option<i64> {
+        match self {
+            Value::Token(t) => unverified_exp(&t.token).ok(),
+            Value::Credentials(c) => parse_time(&c.expiration),
+        }
+    }
+
+    /// Check a value before it may replace the current one.
+    pub fn check(self, now: i64) -> Result<Value, ExchangeError> {
+        match &self {
+            Value::Token(t) => {
+                if t.token.is_empty()
+                    || t.token.chars().any(|c| c.is_whitespace() || c.is_control())
+                {
+                    return Err(ExchangeError::Invalid(
+                        "token is empty or contains whitespace".into(),
+                    ));
+                }
+                if unverified_exp(&t.token).is_err() {
+                    return Err(ExchangeError::Invalid("token is not a JWT with exp".into()));
+                }
+            }
+            Value::Credentials(c) => {
+                if [&c.access_key_id, &c.secret_access_key, &c.session_token]
+                    .iter()
+                    .any(|v| v.is_empty())
+                {
+                    return Err(ExchangeError::Invalid(
+                        "credentials with an empty field".into(),
+                    ));
+                }
+                if parse_time(&c.expiration).is_none() {
+                    return Err(ExchangeError::Invalid(format!(
+                        "Expiration {:?} is not RFC 3339",
+                        c.expiration
+                    )));
+                }
+            }
+        }
+        match self.expires_at() {
+            Some(exp) if exp > now => Ok(self),
+            _ => Err(ExchangeError::Invalid("value is already expired".into())),
+        }
+    }
+}
+
+/// HTTP client of the exchange.
+pub struct Exchanger {
+    client: reqwest::Client,
+    url: String,
+    mode: Mode,
+    role_arn: Option<String>,
+}
+
+/// Largest answer accepted from the exchange.
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
+
+impl Exchanger {
+    /// Client for `base_url` trusting `ca_pem` (or the system roots), `timeout` per call.
+    pub fn new(
+        base_url: &str,
+        mode: Mode,
+        role_arn: Option<String>,
+        ca_pem: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<Self, String> {
+        let mut b = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .user_agent(concat!("tokenvend-sidecar/", env!("CARGO_PKG_VERSION")));
+        if let Some(pem) = ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| format!("CA bundle: {e}"))?;
+            if certs.is_empty() {
+                return Err("CA bundle has no certificate".into());
+            }
+            b = b.tls_certs_only(certs);
+        }
+        let client = b.build().map_err(|e| format!("HTTP client: {e}"))?;
+        let path = match mode {
+            Mode::Credentials => "/credentials",
+            _ => "/token",
+        };
+        Ok(Exchanger {
+            client,
+            url: format!("{}{path}", base_url.trim_end_matches('/')),
+            mode,
+            role_arn,
+        })
+    }
+
+    /// One exchange.
+    pub async fn fetch(&self, sa_token_file: &Path) -> Result<Value, ExchangeError> {
+        let sa_err = |reason: String| ExchangeError::SaToken {
+            path: sa_token_file.display().to_string(),
+            reason,
+        };
+        let token = tokio::fs::read_to_string(sa_token_file)
+            .await
+            .map_err(|e| sa_err(e.to_string()))?;
+        let token = token.trim();
+        if token.is_empty() {
+            return Err(sa_err("empty".into()));
+        }
+        let body = ExchangeRequest {
+            role_arn: self.role_arn.clone(),
+        };
+        let mut resp = self
+            .client
+            .post(&self.url)
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .map_err(|e| ExchangeError::Transport(error_chain(&e)))?;
+        let status = resp.status().as_u16();
+        let mut bytes = Vec::new();
+        while let Some(chunk) = resp
+            .chunk()
+            .await
+            .map_err(|e| ExchangeError::Transport(error_chain(&e)))?
+        {
+            bytes.extend_from_slice(&chunk);
+            if bytes.len() > MAX_ANSWER_BYTES {
+                return Err(ExchangeError::Invalid("answer larger than 64 KiB".into()));
+            }
+        }
+        if status != 200 {
+            let reason = serde_json::from_slice::<ErrorBody>(&bytes)
+                .map(|e| e.error)
+                .unwrap_or_else(|_| {
+                    String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned()
+                });
+            return Err(ExchangeError::Status { status, reason });
+        }
+        let value = match self.mode {
+            Mode::Credentials => serde_json::from_slice(&bytes).map(Value::Credentials),
+            _ => serde_json::from_slice(&bytes).map(Value::Token),
+        }
+        .map_err(|e| ExchangeError::Invalid(format!("not the expected JSON: {e}")))?;
+        value.check(now())
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jwt(exp: i64) -> String {
+        use base64::Engine;
+        let p =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{{\"exp\":{exp}}}"));
+        format!("eyJhbGciOiJFUzI1NiJ9.{p}.c2ln")
+    }
+
+    #[test]
+    fn times_round_trip_rfc3339() {
+        assert_eq!(parse_time("2026-11-24T05:45:47Z"), Some(1_795_499_147));
+        assert_eq!(parse_time("2026-11-24T05:45:47+00:00"), Some(1_795_499_147));
+        assert_eq!(format_time(1_795_499_147), "2026-11-24T05:45:47Z");
+        assert_eq!(parse_time("tomorrow"), None);
+    }
+
+    #[test]
+    fn values_are_checked_before_use() {
+        let ok = Value::Token(VendedToken {
+            token: jwt(2000),
+            expiration: String::new(),
+        });
+        assert!(ok.clone().check(1000).is_ok());
+        assert_eq!(ok.expires_at(), Some(2000));
+        assert!(ok.check(3000).is_err(), "expired");
+        for bad in ["", "a.b", "x y.z.w", "garbage"] {
+            assert!(
+                Value::Token(VendedToken {
+                    token: bad.into(),
+                    expiration: String::new()
+                })
+                .check(0)
+                .is_err(),
+                "{bad}"
+            );
+        }
+        let creds = |k: &str, exp: &str| {
+            Value::Credentials(VendedCredentials {
+                access_key_id: k.into(),
+                secret_access_key: "s".into(),
+                session_token: "t".into(),
+                expiration: exp.into(),
+            })
+        };
+        assert!(
+            creds("AK", "2026-11-24T05:45:47Z")
+                .check(1_795_499_000)
+                .is_ok()
+        );
+        assert!(creds("", "2026-11-24T05:45:47Z").check(0).is_err());
+        assert!(creds("AK", "soon").check(0).is_err());
+        assert!(
+            creds("AK", "2026-11-24T05:45:47Z")
+                .check(1_795_499_200)
+                .is_err()
+        );
+        let dbg = format!("{:?}", creds("AK", "x"));
+        assert!(!dbg.contains("\"s\"") && !dbg.contains("\"t\""), "{dbg}");
+    }
+}

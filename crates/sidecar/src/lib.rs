@@ -1,0 +1,156 @@
+//! tokenvend-sidecar: exchanges the pod's projected service-account token at tokenvend-sts
+//! and keeps the shared web-identity token or credentials fresh, atomically, well before expiry.
+
+pub mod config;
+pub mod exchange;
+pub mod files;
+pub mod outputs;
+pub mod refresh;
+pub mod serve;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokenvend_core::Mode;
+
+use crate::config::{Config, ProbeArgs};
+use crate::exchange::{Exchanger, Value, now};
+use crate::files::random01;
+
+/// `probe`: Ok when the file is present and valid long enough, else the reason.
+pub fn probe(a: &ProbeArgs) -> Result<i64, String> {
+    let existing = outputs::read_value(&a.out_dir, a.mode)?;
+    let exp = existing.value.expires_at().ok_or("no expiry in the file")?;
+    let left = exp - now();
+    if left < a.min_valid_seconds {
+        return Err(format!(
+            "valid for {left} s, less than the required {} s",
+            a.min_valid_seconds
+        ));
+    }
+    Ok(left)
+}
+
+/// Run the refresher until SIGTERM (or, with `--once`, until the first file is written).
+pub async fn run(cfg: Config) -> Result<(), String> {
+    std::fs::create_dir_all(&cfg.out_dir)
+        .map_err(|e| format!("--out-dir {}: {e}", cfg.out_dir.display()))?;
+    let exchanger = Exchanger::new(
+        &cfg.exchange_url,
+        cfg.mode,
+        cfg.role_arn.clone(),
+        cfg.ca_pem.as_deref(),
+        cfg.timeout,
+    )?;
+    let (tx, rx) = tokio::sync::watch::channel::<Option<Value>>(None);
+
+    // Reuse a still-valid value from a previous run (container restart) and refresh when due.
+    let mut issued = now();
+    match outputs::read_value(&cfg.out_dir, cfg.mode) {
+        Ok(e) if e.value.expires_at().is_some_and(|x| x > now()) => {
+            tracing::info!(
+                expires_at = e.value.expires_at(),
+                "reusing the value a previous run wrote"
+            );
+            issued = e.written_at.min(now());
+            let _ = tx.send(Some(e.value));
+        }
+        Ok(_) => tracing::info!("the existing file has expired; exchanging now"),
+        Err(_) => {}
+    }
+    if cfg.once && tx.borrow().is_some() {
+        return Ok(());
+    }
+
+    let mut server = None;
+    if cfg.mode == Mode::Credentials && !cfg.once {
+        let auth_token = outputs::ensure_auth_token(&cfg.out_dir, cfg.file_mode)
+            .map_err(|e| format!("auth-token file: {e}"))?;
+        let listener = serve::bind(cfg.listen).await?;
+        tracing::info!(addr = %cfg.listen, path = %cfg.credentials_path, "credentials endpoint listening");
+        let served = Arc::new(serve::Served {
+            auth_token,
+            path: cfg.credentials_path.clone(),
+            current: rx.clone(),
+        });
+        server = Some(tokio::spawn(serve::serve(listener, served)));
+    } else if cfg.mode == Mode::Credentials {
+        outputs::ensure_auth_token(&cfg.out_dir, cfg.file_mode)
+            .map_err(|e| format!("auth-token file: {e}"))?;
+    }
+
+    let deadline = tokio::time::Instant::now() + cfg.once_deadline;
+    let mut failures: u32 = 0;
+    let mut term = signal_stream()?;
+    loop {
+        let wait = match &*tx.borrow() {
+            Some(v) if failures == 0 => {
+                let exp = v.expires_at().unwrap_or(0);
+                refresh::refresh_delay(now(), issued, exp, &cfg.policy, random01())
+            }
+            Some(_) | None if failures > 0 => refresh::backoff(failures - 1, random01()),
+            _ => Duration::ZERO,
+        };
+        // --once never sleeps past its deadline.
+        let wait = if cfg.once {
+            wait.min(deadline.saturating_duration_since(tokio::time::Instant::now()))
+        } else {
+            wait
+        };
+        if !wait.is_zero() {
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                _ = term.recv() => break,
+            }
+        }
+        if cfg.once && tokio::time::Instant::now() >= deadline {
+            return Err(format!(
+                "no value from {} within {:?}",
+                cfg.exchange_url, cfg.once_deadline
+            ));
+        }
+        let result = tokio::select! {
+            r = exchanger.fetch(&cfg.sa_token_file) => r,
+            _ = term.recv() => break,
+        };
+        let written = result.map_err(|e| e.to_string()).and_then(|v| {
+            outputs::write_value(&cfg.out_dir, &v, cfg.file_mode)
+                .map_err(|e| format!("writing {}: {e}", cfg.out_dir.display()))?;
+            Ok(v)
+        });
+        match written {
+            Ok(v) => {
+                issued = now();
+                tracing::info!(
+                    expires_at = v.expires_at(),
+                    after_failures = failures,
+                    "refreshed"
+                );
+                failures = 0;
+                let _ = tx.send(Some(v));
+                if cfg.once {
+                    return Ok(());
+                }
+            }
+            Err(reason) => {
+                failures = failures.saturating_add(1);
+                let valid_for = tx
+                    .borrow()
+                    .as_ref()
+                    .and_then(Value::expires_at)
+                    .map(|e| e - now());
+                tracing::warn!(error = %reason, failures, current_valid_for_s = valid_for, "refresh failed; keeping the last good value while it is valid");
+            }
+        }
+    }
+    tracing::info!("SIGTERM: exiting");
+    if let Some(s) = server {
+        s.abort();
+    }
+    Ok(())
+}
+
+fn signal_stream() -> Result<tokio::signal::unix::Signal, String> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| format!("SIGTERM handler: {e}"))
+}

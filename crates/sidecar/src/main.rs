@@ -1,0 +1,57 @@
+//! `tokenvend-sidecar`: parse flags, set up logging, refresh (or probe).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tokenvend_sidecar::config::{Cli, Cmd};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(Cmd::Probe(p)) = &cli.command {
+        return match tokenvend_sidecar::probe(p) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("probe: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let level = match cli.run.log_level.to_ascii_lowercase().as_str() {
+        "error" => tracing::Level::ERROR,
+        "warn" | "warning" => tracing::Level::WARN,
+        "debug" => tracing::Level::DEBUG,
+        _ => tracing::Level::INFO,
+    };
+    tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_max_level(level)
+        .init();
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let cfg = match cli.run.validate() {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "invalid configuration");
+            eprintln!("tokenvend-sidecar: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tokenvend-sidecar: runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(tokenvend_sidecar::run(cfg)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "exiting");
+            eprintln!("tokenvend-sidecar: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! What the sidecar writes into the shared directory, and reads back at start and in `probe`.
+
+use std::path::Path;
+use std::time::UNIX_EPOCH;
+
+use serde::{Deserialize, Serialize};
+use tokenvend_core::Mode;
+use tokenvend_core::claims::unverified_exp;
+use tokenvend_core::contract::files;
+use tokenvend_core::creds::{VendedCredentials, VendedToken};
+
+use crate::exchange::{Value, parse_time};
+use crate::files::write_atomic;
+
+/// `credential_process` output format (Version 1).
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CredentialProcess {
+    /// Always 1.
+    pub version: u8,
+    /// Access key ID.
+    pub access_key_id: String,
+    /// Secret.
+    pub secret_access_key: String,
+    /// Session token.
+    pub session_token: String,
+    /// RFC 3339.
+    pub expiration: String,
+}
+
+/// Write the value's file(s): the JWT (no trailing newline) or the credential_process JSON.
+pub fn write_value(dir: &Path, value: &Value, mode: u32) -> std::io::Result<()> {
+    match value {
+        Value::Token(t) => write_atomic(dir, files::WEB_IDENTITY_TOKEN, t.token.as_bytes(), mode),
+        Value::Credentials(c) => {
+            let doc = CredentialProcess {
+                version: 1,
+                access_key_id: c.access_key_id.clone(),
+                secret_access_key: c.secret_access_key.clone(),
+                session_token: c.session_token.clone(),
+                expiration: c.expiration.clone(),
+            };
+            let bytes = serde_json::to_vec(&doc).map_err(std::io::Error::other)?;
+            write_atomic(dir, files::CREDENTIAL_PROCESS, &bytes, mode)
+        }
+    }
+}
+
+/// A value found on disk, with the time its file was written.
+pub struct Existing {
+    /// The value.
+    pub value: Value,
+    /// File mtime, Unix seconds (taken as the issue time).
+    pub written_at: i64,
+}
+
+/// Read back what a previous run wrote (for reuse at start and for `probe`).
+pub fn read_value(dir: &Path, mode: Mode) -> Result<Existing, String> {
+    let name = match mode {
+        Mode::Credentials => files::CREDENTIAL_PROCESS,
+        _ => files::WEB_IDENTITY_TOKEN,
+    };
+    let path = dir.join(name);
+    let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let written_at = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .and_then(|d| i64::try_from(d.as_secs()).ok())
+        .unwrap_or(0);
+    let value = match mode {
+        Mode::Credentials => {
+            let c: CredentialProcess =
+                serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+            if parse_time(&c.expiration).is_none() {
+                return Err(format!("{}: Expiration is not RFC 3339", path.display()));
+            }
+            Value::Credentials(VendedCredentials {
+                access_key_id: c.access_key_id,
+                secret_access_key: c.secret_access_key,
+                session_token: c.session_token,
+                expiration: c.expiration,
+            })
+        }
+        _ => {
+            let token =
+                String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8", path.display()))?;
+            unverified_exp(&token).map_err(|e| format!("{}: {e}", path.display()))?;
+            Value::Token(VendedToken {
+                token,
+                expiration: String::new(),
+            })
+        }
+    };
+    Ok(Existing { value, written_at })
+}
+
+/// The auth-token file: reuse a previous run's, else create a random one (no trailing newline).
+pub fn ensure_auth_token(dir: &Path, mode: u32) -> std::io::Result<String> {
+    let path = dir.join(files::AUTH_TOKEN);
+    if let Ok(existing) = std::fs::read_to_string(&path)
+        && existing.len() >= 32
+        && existing.bytes().all(|b| b.is_ascii_alphanumeric())
+    {
+        return Ok(existing);
+    }
+    let token = crate::files::random_hex(32)?;
+    write_atomic(dir, files::AUTH_TOKEN, token.as_bytes(), mode)?;
+    Ok(token)
+}

@@ -1,0 +1,136 @@
+//! When to refresh and how long to back off: pure functions of (now, validity, policy, a random
+//! draw), so the schedule is tested without clocks.
+
+use std::time::Duration;
+
+/// Refresh policy.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Policy {
+    /// Share of the lifetime after which to refresh (0.1-0.9).
+    pub share: f64,
+    /// Refresh no later than this many seconds before expiry, when the lifetime allows it
+    /// (boto3 starts its own refresh 15 minutes before expiry).
+    pub min_remaining: i64,
+    /// Up to this share of the wait is taken off at random, so pods do not refresh in lockstep.
+    pub jitter: f64,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            share: 0.5,
+            min_remaining: 20 * 60,
+            jitter: 0.1,
+        }
+    }
+}
+
+/// The Unix time at which a value valid from `issued` to `expires` is due for refresh (before jitter).
+pub fn due_at(issued: i64, expires: i64, p: &Policy) -> i64 {
+    let life = (expires - issued).max(0);
+    let at = issued + (life as f64 * p.share) as i64;
+    if life > p.min_remaining {
+        // A fresher value has more than `min_remaining` left: never keep ours past that point.
+        at.min(expires - p.min_remaining)
+    } else {
+        at
+    }
+}
+
+/// How long to wait from `now` before refreshing; `rand01` in [0, 1) draws the jitter.
+pub fn refresh_delay(now: i64, issued: i64, expires: i64, p: &Policy, rand01: f64) -> Duration {
+    let wait = (due_at(issued, expires, p) - now).max(0) as f64;
+    let jittered = wait * (1.0 - p.jitter * rand01.clamp(0.0, 1.0));
+    Duration::from_secs_f64(jittered.max(0.0))
+}
+
+/// First retry cap (seconds).
+pub const BACKOFF_BASE: f64 = 1.0;
+/// Largest retry cap (seconds).
+pub const BACKOFF_MAX: f64 = 60.0;
+
+/// Exponential backoff with full jitter: uniform in [0, min(60 s, 1 s * 2^attempt)).
+/// `attempt` counts failures so far, starting at 0.
+pub fn backoff(attempt: u32, rand01: f64) -> Duration {
+    let cap = (BACKOFF_BASE * 2f64.powi(attempt.min(16) as i32)).min(BACKOFF_MAX);
+    Duration::from_secs_f64(cap * rand01.clamp(0.0, 1.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HOUR: i64 = 3600;
+
+    #[test]
+    fn one_hour_values_refresh_at_half_life() {
+        let p = Policy::default();
+        assert_eq!(due_at(0, HOUR, &p), 1800);
+        assert_eq!(
+            refresh_delay(0, 0, HOUR, &p, 0.0),
+            Duration::from_secs(1800)
+        );
+        // Jitter only brings the refresh forward, by at most 10% of the wait.
+        let d = refresh_delay(0, 0, HOUR, &p, 0.999);
+        assert!(
+            d < Duration::from_secs(1800) && d >= Duration::from_secs(1620),
+            "{d:?}"
+        );
+    }
+
+    #[test]
+    fn never_keeps_a_value_with_less_than_20_minutes_left_when_a_fresher_one_has_more() {
+        let p = Policy {
+            share: 0.9,
+            ..Policy::default()
+        };
+        // 12-hour credentials at share 0.9 would leave 72 min; 1-hour ones would leave 6 min.
+        assert_eq!(due_at(0, 12 * HOUR, &p), (0.9 * 12.0 * HOUR as f64) as i64);
+        assert_eq!(due_at(0, HOUR, &p), HOUR - 1200);
+        for life in [1300, 1800, HOUR, 6 * HOUR, 12 * HOUR] {
+            for share in [0.1, 0.5, 0.9] {
+                let p = Policy {
+                    share,
+                    ..Policy::default()
+                };
+                assert!(
+                    life - due_at(0, life, &p) >= 1200,
+                    "life {life} share {share}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn short_lifetimes_refresh_at_their_share() {
+        let p = Policy::default();
+        // 15-minute credentials cannot have 20 minutes left: refresh half-way.
+        assert_eq!(due_at(100, 1000, &p), 550);
+        assert_eq!(due_at(0, 60, &p), 30);
+    }
+
+    #[test]
+    fn overdue_or_expired_values_refresh_now() {
+        let p = Policy::default();
+        assert_eq!(refresh_delay(5000, 0, HOUR, &p, 0.5), Duration::ZERO);
+        assert_eq!(refresh_delay(10, 0, 0, &p, 0.5), Duration::ZERO);
+        assert_eq!(refresh_delay(0, 0, -5, &p, 0.5), Duration::ZERO);
+    }
+
+    #[test]
+    fn backoff_is_full_jitter_doubling_from_1s_to_60s() {
+        assert_eq!(backoff(0, 0.0), Duration::ZERO);
+        assert!(backoff(0, 0.999) < Duration::from_secs(1));
+        assert!(
+            backoff(3, 0.999) < Duration::from_secs(8)
+                && backoff(3, 0.999) > Duration::from_secs(7)
+        );
+        for attempt in [6, 7, 20, u32::MAX] {
+            let d = backoff(attempt, 0.999);
+            assert!(
+                d <= Duration::from_secs(60) && d > Duration::from_secs(59),
+                "{attempt}: {d:?}"
+            );
+        }
+    }
+}

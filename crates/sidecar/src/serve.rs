@@ -1,0 +1,132 @@
+//! The loopback container-credentials endpoint (credentials mode): `GET <path>` with the
+//! auth token in `Authorization` → `{AccessKeyId, SecretAccessKey, Token, Expiration}`.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response, StatusCode};
+use serde_json::json;
+use tokio::sync::watch;
+
+use crate::exchange::{Value, now};
+
+/// What the endpoint serves from.
+pub struct Served {
+    /// Expected `Authorization` value.
+    pub auth_token: String,
+    /// HTTP path.
+    pub path: String,
+    /// The current value.
+    pub current: watch::Receiver<Option<Value>>,
+}
+
+fn json_response(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// Equal-length comparison that does not stop at the first difference.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Answer one request.
+pub fn answer(s: &Served, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+    if req.uri().path() != s.path {
+        return json_response(StatusCode::NOT_FOUND, json!({"error": "not found"}));
+    }
+    if req.method() != hyper::Method::GET {
+        return json_response(StatusCode::METHOD_NOT_ALLOWED, json!({"error": "GET only"}));
+    }
+    let auth = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .map(|v| v.as_bytes())
+        .unwrap_or_default();
+    if !same(auth, s.auth_token.as_bytes()) {
+        return json_response(
+            StatusCode::UNAUTHORIZED,
+            json!({"error": "missing or wrong Authorization"}),
+        );
+    }
+    match &*s.current.borrow() {
+        Some(v @ Value::Credentials(c)) if v.expires_at().is_some_and(|e| e > now()) => {
+            json_response(
+                StatusCode::OK,
+                json!({
+                    "AccessKeyId": c.access_key_id,
+                    "SecretAccessKey": c.secret_access_key,
+                    "Token": c.session_token,
+                    "Expiration": c.expiration,
+                }),
+            )
+        }
+        _ => json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({"error": "no valid credentials yet"}),
+        ),
+    }
+}
+
+/// Serve on `addr` (loopback) until the task is dropped.
+pub async fn serve(listener: tokio::net::TcpListener, served: Arc<Served>) {
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let served = served.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let r = answer(&served, &req);
+                if r.status() != StatusCode::OK {
+                    tracing::warn!(status = r.status().as_u16(), %peer, "credentials request refused");
+                }
+                async move { Ok::<_, Infallible>(r) }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(5))
+                .serve_connection(io, svc);
+            let _ = conn.await;
+        });
+    }
+}
+
+/// Bind the endpoint; only loopback addresses are accepted.
+pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, String> {
+    if !addr.ip().is_loopback() {
+        return Err(format!(
+            "--listen {addr}: the credentials endpoint must be on a loopback address"
+        ));
+    }
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("--listen {addr}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_compare() {
+        assert!(same(b"abc", b"abc"));
+        assert!(!same(b"abc", b"abd"));
+        assert!(!same(b"abc", b"ab"));
+        assert!(!same(b"", b"a"));
+    }
+}

@@ -1,0 +1,690 @@
+//! The real tokenvend-sidecar binary against the real tokenvend-sts and moto (and, to inject
+//! failures the real service never produces, a local server that follows its API): first write,
+//! refresh across expiry, SA-token rotation by symlink swap, upstream outages, garbage, 500s
+//! and hangs without a partial file, SIGTERM, --once, probe, and unmodified AWS clients.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokenvend_testkit::*;
+
+/// A projected-token directory laid out as the kubelet does: `token -> ..data/token`, with
+/// `..data` a symlink to a timestamped directory that is swapped on rotation.
+struct ProjectedToken {
+    dir: tempfile::TempDir,
+    generation: usize,
+}
+
+impl ProjectedToken {
+    fn new(token: &str) -> Self {
+        let mut p = ProjectedToken {
+            dir: tempfile::tempdir().expect("tmp"),
+            generation: 0,
+        };
+        p.rotate(token);
+        std::os::unix::fs::symlink("..data/token", p.dir.path().join("token")).expect("symlink");
+        p
+    }
+
+    /// Swap in a new token: new timestamped dir, then an atomic rename of the `..data` link.
+    fn rotate(&mut self, token: &str) {
+        self.generation += 1;
+        let gen_dir = format!("..2026_11_24_{:04}", self.generation);
+        std::fs::create_dir(self.dir.path().join(&gen_dir)).expect("gen dir");
+        std::fs::write(self.dir.path().join(&gen_dir).join("token"), token).expect("token");
+        let tmp = self.dir.path().join("..data_tmp");
+        let _ = std::fs::remove_file(&tmp);
+        std::os::unix::fs::symlink(&gen_dir, &tmp).expect("symlink");
+        std::fs::rename(&tmp, self.dir.path().join("..data")).expect("swap");
+    }
+
+    fn path(&self) -> PathBuf {
+        self.dir.path().join("token")
+    }
+}
+
+struct Sidecar {
+    child: Child,
+    out: tempfile::TempDir,
+    logs: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn sidecar_cmd(mode: &str, sa: &Path, out: &Path, url: &str, extra: &[&str]) -> Command {
+    let mut c = Command::new(workspace_bin("tokenvend-sidecar"));
+    c.env_clear()
+        .args([
+            "--mode",
+            mode,
+            "--exchange-url",
+            url,
+            "--refresh-share",
+            "0.5",
+            "--timeout-seconds",
+            "2",
+        ])
+        .arg("--sa-token-file")
+        .arg(sa)
+        .arg("--out-dir")
+        .arg(out)
+        .args(extra);
+    c
+}
+
+fn start_sidecar(mode: &str, sa: &Path, url: &str, extra: &[&str]) -> Sidecar {
+    let out = tempfile::tempdir().expect("out");
+    let mut child = sidecar_cmd(mode, sa, out.path(), url, extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start sidecar");
+    let logs = Arc::new(std::sync::Mutex::new(Vec::new()));
+    for stream in [
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stream)
+                .lines()
+                .map_while(Result::ok)
+            {
+                sink.lock().expect("logs").push(line);
+            }
+        });
+    }
+    Sidecar { child, out, logs }
+}
+
+impl Sidecar {
+    fn logs(&self) -> String {
+        self.logs.lock().expect("logs").join("\n")
+    }
+    fn file(&self, name: &str) -> PathBuf {
+        self.out.path().join(name)
+    }
+    fn wait_file(&self, name: &str) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !self.file(name).exists() {
+            assert!(
+                Instant::now() < deadline,
+                "{name} never written: {}",
+                self.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+fn jwt_exp(token: &str) -> i64 {
+    use base64::Engine;
+    let payload = token.split('.').nth(1).expect("payload");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("b64");
+    serde_json::from_slice::<Value>(&bytes).expect("json")["exp"]
+        .as_i64()
+        .expect("exp")
+}
+
+/// Reads `path` in a loop until stopped; counts reads that are not a complete value.
+fn reader_loop(
+    path: PathBuf,
+    check: fn(&[u8]) -> bool,
+) -> (
+    Arc<AtomicBool>,
+    Arc<AtomicUsize>,
+    Arc<AtomicUsize>,
+    std::thread::JoinHandle<()>,
+) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (bad, reads) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (s, b, r) = (stop.clone(), bad.clone(), reads.clone());
+    let h = std::thread::spawn(move || {
+        while !s.load(Ordering::Relaxed) {
+            if let Ok(bytes) = std::fs::read(&path) {
+                r.fetch_add(1, Ordering::Relaxed);
+                if !check(&bytes) {
+                    b.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    });
+    (stop, bad, reads, h)
+}
+
+fn complete_jwt(b: &[u8]) -> bool {
+    let s = String::from_utf8_lossy(b);
+    !s.ends_with('\n')
+        && s.split('.').count() == 3
+        && std::panic::catch_unwind(|| jwt_exp(&s)).is_ok()
+}
+
+fn complete_credential_process(b: &[u8]) -> bool {
+    serde_json::from_slice::<Value>(b).is_ok_and(|v| {
+        v["Version"] == 1 && v["SessionToken"].as_str().is_some_and(|t| !t.is_empty())
+    })
+}
+
+fn sigterm(child: &mut Child) -> Duration {
+    let t0 = Instant::now();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            assert!(status.success(), "exit status {status}");
+            return t0.elapsed();
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "no exit after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn short_sts(moto: &Moto, cluster: &Cluster, ttl: &str) -> tokenvend_testkit::Sts {
+    tokenvend_testkit::Sts::start(
+        moto,
+        cluster,
+        &[
+            ("TOKENVEND_ALLOW_SHORT_SESSIONS", "true".into()),
+            ("TOKENVEND_TOKEN_TTL_SECONDS", ttl.into()),
+            ("SESSION_DURATION_SECONDS", ttl.into()),
+            ("TOKENVEND_VALIDATION_CACHE_SECONDS", "0".into()),
+        ],
+    )
+}
+
+#[test]
+fn web_identity_refreshes_across_expiry_follows_token_rotation_and_never_shows_a_partial_file() {
+    let moto = Moto::start();
+    let cluster = Cluster::new();
+    let sts = short_sts(&moto, &cluster, "6");
+    // The first SA token expires in 8 s: refreshes after that only work if the rotation is seen.
+    let mut sa =
+        ProjectedToken::new(&cluster.token("shop", "orders", Some("orders-1"), "tokenvend", 8));
+    let mut sc = start_sidecar(
+        "web-identity",
+        &sa.path(),
+        &format!("http://{}", sts.addr),
+        &[],
+    );
+    sc.wait_file("token");
+    let first = std::fs::read_to_string(sc.file("token")).expect("token");
+    assert!(!first.ends_with('\n'), "no trailing newline");
+    let (stop, bad, reads, reader) = reader_loop(sc.file("token"), complete_jwt);
+    std::thread::sleep(Duration::from_secs(3));
+    sa.rotate(&cluster.token("shop", "orders", Some("orders-1"), "tokenvend", 3600));
+    // Three 6-second lifetimes: each value is replaced before it expires.
+    let mut seen = std::collections::BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(18);
+    while Instant::now() < deadline {
+        let t = std::fs::read_to_string(sc.file("token")).expect("token");
+        assert!(
+            jwt_exp(&t) > now(),
+            "served an expired token: {}",
+            sc.logs()
+        );
+        seen.insert(jwt_exp(&t));
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    stop.store(true, Ordering::Relaxed);
+    reader.join().expect("reader");
+    assert_eq!(
+        bad.load(Ordering::Relaxed),
+        0,
+        "partial reads out of {}",
+        reads.load(Ordering::Relaxed)
+    );
+    assert!(reads.load(Ordering::Relaxed) > 1000);
+    assert!(seen.len() >= 5, "refreshes seen: {seen:?}\n{}", sc.logs());
+    assert!(!sc.logs().contains("refresh failed"), "{}", sc.logs());
+    let took = sigterm(&mut sc.child);
+    assert!(took < Duration::from_secs(2), "{took:?}");
+}
+
+#[test]
+fn credentials_endpoint_survives_an_sts_outage_and_recovers() {
+    let moto = Moto::start();
+    let cluster = Cluster::new();
+    // 12-second credentials: due for refresh after ~6 s, so the 10-second outage spans a refresh.
+    let mut sts = short_sts(&moto, &cluster, "12");
+    let sa = ProjectedToken::new(&cluster.token("shop", "orders", None, "tokenvend", 3600));
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let sc = start_sidecar(
+        "credentials",
+        &sa.path(),
+        &format!("http://{}", sts.addr),
+        &["--listen", &listen],
+    );
+    sc.wait_file("credentials.json");
+    let auth = std::fs::read_to_string(sc.file("auth-token")).expect("auth token");
+    assert!(auth.len() >= 64 && !auth.ends_with('\n'));
+    let get = |auth: Option<&str>| -> (u16, Value) {
+        let mut args = vec![
+            "-s".to_owned(),
+            "-w".into(),
+            "\n%{http_code}".into(),
+            format!("http://{listen}/credentials"),
+        ];
+        if let Some(a) = auth {
+            args.push("-H".into());
+            args.push(format!("Authorization: {a}"));
+        }
+        let out = Command::new("curl").args(&args).output().expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').expect("code");
+        (
+            code.parse().expect("code"),
+            serde_json::from_str(body).unwrap_or(Value::Null),
+        )
+    };
+    assert_eq!(get(None).0, 401);
+    assert_eq!(get(Some("wrong")).0, 401);
+    let (code, first) = get(Some(&auth));
+    assert_eq!(code, 200, "{first}");
+    for k in ["AccessKeyId", "SecretAccessKey", "Token", "Expiration"] {
+        assert!(first[k].as_str().is_some_and(|v| !v.is_empty()), "{k}");
+    }
+    let (stop, bad, _, reader) =
+        reader_loop(sc.file("credentials.json"), complete_credential_process);
+
+    // Outage: kill tokenvend-sts. The last good credentials keep being served while valid.
+    let addr: SocketAddr = sts.addr;
+    drop(std::mem::replace(
+        &mut sts.proc,
+        Proc(Command::new("true").spawn().expect("true")),
+    ));
+    let outage_end = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < outage_end {
+        let (code, c) = get(Some(&auth));
+        assert_eq!(
+            code, 200,
+            "endpoint failed during the outage while the credentials were valid: {c}"
+        );
+        assert_eq!(c["AccessKeyId"], first["AccessKeyId"]);
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(
+        sc.logs().contains("refresh failed"),
+        "failures are logged: {}",
+        sc.logs()
+    );
+    // Recovery: a new tokenvend-sts on the same address.
+    let sts2 = tokenvend_testkit::Sts::start(
+        &moto,
+        &cluster,
+        &[
+            ("TOKENVEND_LISTEN", addr.to_string()),
+            ("TOKENVEND_ALLOW_SHORT_SESSIONS", "true".into()),
+            ("SESSION_DURATION_SECONDS", "12".into()),
+            ("TOKENVEND_VALIDATION_CACHE_SECONDS", "0".into()),
+        ],
+    );
+    // Recovery: fresh credentials follow (after expiry the endpoint says 503, never stale keys).
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        let (code, c) = get(Some(&auth));
+        assert!(code == 200 || code == 503, "{code}");
+        if code == 200 && c["AccessKeyId"] != first["AccessKeyId"] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no recovery: {}", sc.logs());
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    stop.store(true, Ordering::Relaxed);
+    reader.join().expect("reader");
+    assert_eq!(bad.load(Ordering::Relaxed), 0);
+    let logs = sc.logs();
+    for secret in [
+        first["SecretAccessKey"].as_str().expect("s"),
+        first["Token"].as_str().expect("t"),
+        auth.as_str(),
+    ] {
+        assert!(!logs.contains(secret), "secret in sidecar logs");
+    }
+    drop(sts2);
+}
+
+/// A local server following tokenvend-sts's API, scripted to misbehave.
+async fn scripted_upstream(
+    script: Arc<std::sync::Mutex<Vec<&'static str>>>,
+    exp_secs: i64,
+) -> SocketAddr {
+    use axum::routing::post;
+    let app = axum::Router::new().route(
+        "/token",
+        post(move || {
+            let script = script.clone();
+            async move {
+                let step = {
+                    let mut s = script.lock().expect("script");
+                    if s.len() > 1 { s.remove(0) } else { s[0] }
+                };
+                let good = || {
+                    use base64::Engine;
+                    let p = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                        .encode(format!("{{\"exp\":{}}}", now() + exp_secs));
+                    format!("{{\"token\":\"eyJhbGciOiJFUzI1NiJ9.{p}.c2ln\",\"expiration\":\"x\"}}")
+                };
+                match step {
+                    "good" => (axum::http::StatusCode::OK, good()),
+                    "garbage" => (axum::http::StatusCode::OK, "{\"token\": \"half".to_owned()),
+                    "notjwt" => (
+                        axum::http::StatusCode::OK,
+                        "{\"token\":\"notajwt\",\"expiration\":\"x\"}".to_owned(),
+                    ),
+                    "500" => (
+                        axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                        "{\"error\":\"STS AssumeRole failed: boom\"}".to_owned(),
+                    ),
+                    _ => {
+                        tokio::time::sleep(Duration::from_secs(30)).await;
+                        (axum::http::StatusCode::OK, good())
+                    }
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_500s_and_hangs_never_replace_the_good_file() {
+    let script = Arc::new(std::sync::Mutex::new(vec![
+        "good", "garbage", "notjwt", "500", "hang", "good",
+    ]));
+    let addr = scripted_upstream(script.clone(), 4).await;
+    let sa = ProjectedToken::new("sa-token");
+    let sc = start_sidecar("web-identity", &sa.path(), &format!("http://{addr}"), &[]);
+    sc.wait_file("token");
+    let good = std::fs::read_to_string(sc.file("token")).expect("token");
+    let (stop, bad, reads, reader) = reader_loop(sc.file("token"), complete_jwt);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let t = std::fs::read_to_string(sc.file("token")).expect("token");
+        if t != good {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never recovered: {}", sc.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    reader.join().expect("reader");
+    assert_eq!(
+        bad.load(Ordering::Relaxed),
+        0,
+        "of {} reads",
+        reads.load(Ordering::Relaxed)
+    );
+    let logs = sc.logs();
+    for want in [
+        "not the expected JSON",
+        "token is not a JWT",
+        "HTTP 500: STS AssumeRole failed: boom",
+        "exchange request failed",
+    ] {
+        assert!(logs.contains(want), "{want} not logged: {logs}");
+    }
+    let names: Vec<String> = std::fs::read_dir(sc.out.path())
+        .expect("ls")
+        .map(|e| e.expect("e").file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, vec!["token".to_owned()], "no temp files left");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_probe_and_start_up_reuse() {
+    let script = Arc::new(std::sync::Mutex::new(vec!["good"]));
+    let addr = scripted_upstream(script, 3600).await;
+    let sa = ProjectedToken::new("sa-token");
+    let out = tempfile::tempdir().expect("out");
+    let url = format!("http://{addr}");
+    let probe = |min: &str| {
+        Command::new(workspace_bin("tokenvend-sidecar"))
+            .args([
+                "probe",
+                "--mode",
+                "web-identity",
+                "--min-valid-seconds",
+                min,
+            ])
+            .arg("--out-dir")
+            .arg(out.path())
+            .output()
+            .expect("probe")
+    };
+    let p = probe("300");
+    assert!(!p.status.success(), "no file yet");
+    assert!(
+        String::from_utf8_lossy(&p.stderr).contains("No such file"),
+        "{}",
+        String::from_utf8_lossy(&p.stderr)
+    );
+    let once = sidecar_cmd("web-identity", &sa.path(), out.path(), &url, &["--once"])
+        .output()
+        .expect("once");
+    assert!(
+        once.status.success(),
+        "{}",
+        String::from_utf8_lossy(&once.stderr)
+    );
+    assert!(probe("300").status.success());
+    let p = probe("7200");
+    assert!(!p.status.success());
+    assert!(String::from_utf8_lossy(&p.stderr).contains("less than the required 7200 s"));
+    // A second --once reuses the still-valid file without calling the upstream (now down).
+    let written = std::fs::metadata(out.path().join("token"))
+        .expect("meta")
+        .modified()
+        .expect("mtime");
+    let again = sidecar_cmd(
+        "web-identity",
+        &sa.path(),
+        out.path(),
+        "http://127.0.0.1:9",
+        &["--once"],
+    )
+    .output()
+    .expect("once");
+    assert!(again.status.success());
+    assert_eq!(
+        std::fs::metadata(out.path().join("token"))
+            .expect("meta")
+            .modified()
+            .expect("mtime"),
+        written
+    );
+    // --once against a dead upstream with nothing to reuse fails after its deadline, clearly.
+    let empty = tempfile::tempdir().expect("empty");
+    let t0 = Instant::now();
+    let fail = sidecar_cmd(
+        "web-identity",
+        &sa.path(),
+        empty.path(),
+        "http://127.0.0.1:9",
+        &["--once", "--once-deadline-seconds", "3"],
+    )
+    .output()
+    .expect("once");
+    assert!(!fail.status.success());
+    assert!(t0.elapsed() < Duration::from_secs(8));
+    assert!(
+        String::from_utf8_lossy(&fail.stderr)
+            .contains("no value from http://127.0.0.1:9 within 3s"),
+        "{}",
+        String::from_utf8_lossy(&fail.stderr)
+    );
+    // Bad flags are refused by name.
+    let bad = sidecar_cmd("projected", &sa.path(), empty.path(), &url, &[])
+        .output()
+        .expect("run");
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--mode projected"));
+    let bad = sidecar_cmd(
+        "credentials",
+        &sa.path(),
+        empty.path(),
+        &url,
+        &["--listen", "0.0.0.0:9911"],
+    )
+    .output()
+    .expect("run");
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("loopback"),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
+}
+
+/// Run an unmodified client with exactly `env` (plus PATH and a private HOME); returns its ARN.
+fn client_arn(client: &str, env: &[(&str, String)]) -> String {
+    let home = tempfile::tempdir().expect("home");
+    let mut cmd = match client {
+        "boto3" => {
+            let mut c = Command::new(venv_bin("python"));
+            c.args([
+                "-c",
+                "import boto3; print(boto3.client('sts').get_caller_identity()['Arn'])",
+            ]);
+            c
+        }
+        _ => {
+            let mut c = Command::new(venv_bin("aws"));
+            c.args([
+                "sts",
+                "get-caller-identity",
+                "--query",
+                "Arn",
+                "--output",
+                "text",
+            ]);
+            c
+        }
+    };
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home.path());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("client");
+    assert!(
+        out.status.success(),
+        "{client}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+#[test]
+fn unmodified_boto3_and_aws_cli_use_every_sidecar_output() {
+    let moto = Moto::start();
+    let cluster = Cluster::new();
+    let sts = tokenvend_testkit::Sts::start(&moto, &cluster, &[]);
+    let sa =
+        ProjectedToken::new(&cluster.token("shop", "orders", Some("orders-1"), "tokenvend", 3600));
+    let url = format!("http://{}", sts.addr);
+    let web = start_sidecar("web-identity", &sa.path(), &url, &[]);
+    let listen = format!("127.0.0.1:{}", free_port());
+    let creds = start_sidecar("credentials", &sa.path(), &url, &["--listen", &listen]);
+    web.wait_file("token");
+    creds.wait_file("credentials.json");
+    let config = tempfile::NamedTempFile::new().expect("config");
+    std::fs::write(
+        config.path(),
+        format!(
+            "[default]\ncredential_process = cat {}\n",
+            creds.file("credentials.json").display()
+        ),
+    )
+    .expect("write");
+    let common = |extra: Vec<(&'static str, String)>| {
+        let mut v = vec![
+            ("AWS_DEFAULT_REGION", "us-east-1".to_owned()),
+            ("AWS_REGION", "us-east-1".to_owned()),
+            ("AWS_ENDPOINT_URL_STS", moto.url()),
+        ];
+        v.extend(extra);
+        v
+    };
+    let cases = [
+        (
+            "web-identity file",
+            common(vec![
+                (
+                    "AWS_ROLE_ARN",
+                    "arn:aws:iam::123456789012:role/orders-writer".into(),
+                ),
+                (
+                    "AWS_WEB_IDENTITY_TOKEN_FILE",
+                    web.file("token").display().to_string(),
+                ),
+                ("AWS_ROLE_SESSION_NAME", "orders-1".into()),
+            ]),
+            "arn:aws:sts::123456789012:assumed-role/orders-writer/orders-1",
+        ),
+        (
+            "container-credentials endpoint",
+            common(vec![
+                (
+                    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+                    format!("http://{listen}/credentials"),
+                ),
+                (
+                    "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+                    creds.file("auth-token").display().to_string(),
+                ),
+            ]),
+            "arn:aws:sts::123456789012:assumed-role/tvm/shop.orders",
+        ),
+        (
+            "credential_process file",
+            common(vec![(
+                "AWS_CONFIG_FILE",
+                config.path().display().to_string(),
+            )]),
+            "arn:aws:sts::123456789012:assumed-role/tvm/shop.orders",
+        ),
+    ];
+    for (what, env, want) in &cases {
+        for client in ["boto3", "aws-cli"] {
+            assert_eq!(&client_arn(client, env), want, "{client} via {what}");
+        }
+    }
+}
