@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Size and memory of tokenvend-sidecar as shipped: the size-optimised `sidecar` profile
+# (opt-level z, fat LTO, panic=abort, stripped), running against the real tokenvend-sts and moto
+# in both modes. Prints the stripped binary size and the steady RSS after SECONDS.
+#   bash e2e/measure-sidecar.sh [SECONDS]
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+SECS=${1:-20}
+ensure_debs
+ensure_venv
+
+step "builds: sidecar profile (size) and the workspace (sts, token minting tool)"
+cargo build --profile sidecar -p tokenvend-sidecar --locked -q
+cargo build --release --workspace --bins --examples --locked -q
+SIDECAR=$ROOT/target/sidecar/tokenvend-sidecar
+BIN=$ROOT/target/release
+RUN=$WORK/measure-sidecar
+rm -rf "$RUN" && mkdir -p "$RUN/keys" "$RUN/web" "$RUN/creds"
+PIDS=()
+trap 'kill "${PIDS[@]}" 2>/dev/null || true' EXIT
+
+(cd "$RUN" && exec moto_server -H 127.0.0.1 -p 18600 >"$RUN/moto.log" 2>&1) &
+PIDS+=($!)
+wait_http http://127.0.0.1:18600/moto-api/ 30
+"$BIN/examples/mint-sa-token" --key "$RUN/cluster.pem" --create-key --jwks-out "$RUN/jwks.json" \
+  --namespace shop --service-account orders --pod orders-1 >"$RUN/sa-token"
+"$BIN/tokenvend-sts" keygen --out "$RUN/keys/k1.pem" >/dev/null
+env AWS_ROLE_ARN=arn:aws:iam::123456789012:role/tvm AWS_REGION=us-east-1 \
+  AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE AWS_SECRET_ACCESS_KEY=example AWS_ENDPOINT_URL_STS=http://127.0.0.1:18600 \
+  POLICY_TEMPLATE_PATH= TOKENVEND_LISTEN=127.0.0.1:18601 LOG_LEVEL=ERROR \
+  TOKENVEND_VALIDATION=jwks TOKENVEND_OIDC_ISSUER=https://kubernetes.default.svc.cluster.local \
+  TOKENVEND_JWKS_FILE="$RUN/jwks.json" TOKENVEND_ISSUER_URL=https://issuer.example.com \
+  TOKENVEND_SIGNING_KEY_DIR="$RUN/keys" "$BIN/tokenvend-sts" >"$RUN/sts.log" 2>&1 &
+PIDS+=($!)
+wait_http http://127.0.0.1:18601/healthz 30
+
+"$SIDECAR" --mode web-identity --sa-token-file "$RUN/sa-token" --out-dir "$RUN/web" \
+  --exchange-url http://127.0.0.1:18601 >"$RUN/web.log" 2>&1 &
+WEB=$!; PIDS+=($WEB)
+"$SIDECAR" --mode credentials --sa-token-file "$RUN/sa-token" --out-dir "$RUN/creds" \
+  --exchange-url http://127.0.0.1:18601 --listen 127.0.0.1:18602 >"$RUN/creds.log" 2>&1 &
+CREDS=$!; PIDS+=($CREDS)
+sleep 2
+# Serve the endpoint a little, as SDKs would.
+for _ in $(seq 20); do
+  curl -fsS -o /dev/null -H "Authorization: $(cat "$RUN/creds/auth-token")" http://127.0.0.1:18602/credentials
+done
+sleep "$SECS"
+rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+hwm() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
+size=$(stat -c %s "$SIDECAR")
+step "result"
+printf '   stripped binary: %s bytes (%.2f MB)\n' "$size" "$(awk -v s="$size" 'BEGIN { print s / 1e6 }')"
+printf '   web-identity: RSS %s KiB (peak %s KiB) after %ss\n' "$(rss $WEB)" "$(hwm $WEB)" "$SECS"
+printf '   credentials:  RSS %s KiB (peak %s KiB) after %ss\n' "$(rss $CREDS)" "$(hwm $CREDS)" "$SECS"
