@@ -260,13 +260,173 @@ impl Cluster {
     }
 }
 
-/// STAND-IN for kube-apiserver (none can run here): answers `POST
-/// /apis/authentication.k8s.io/v1/tokenreviews` as the API server does -- verifies the token
-/// with the cluster key, intersects audiences, fills user, groups and pod extras -- and
-/// requires the bearer token of its kubeconfig.
+/// Objects the stand-in API server holds, as JSON, keyed like the real API.
+#[derive(Default)]
+pub struct Store {
+    /// Existing namespaces.
+    pub namespaces: std::collections::BTreeSet<String>,
+    /// Secrets by (namespace, name).
+    pub secrets: std::collections::BTreeMap<(String, String), Value>,
+    /// MutatingWebhookConfigurations by name.
+    pub mwcs: std::collections::BTreeMap<String, Value>,
+    /// (verb, resource) pairs answered with 403, as RBAC would.
+    pub forbidden: std::collections::BTreeSet<(String, String)>,
+    /// Every write, for assertions on ordering: (verb, resource, name).
+    pub writes: Vec<(String, String, String)>,
+    version: u64,
+}
+
+fn status(code: u16, reason: &str, message: String) -> (axum::http::StatusCode, axum::Json<Value>) {
+    (
+        axum::http::StatusCode::from_u16(code).expect("status"),
+        axum::Json(
+            json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message, "reason": reason, "code": code}),
+        ),
+    )
+}
+
+type Reply = (axum::http::StatusCode, axum::Json<Value>);
+
+impl Store {
+    fn next_version(&mut self) -> String {
+        self.version += 1;
+        self.version.to_string()
+    }
+
+    fn deny(&self, verb: &str, resource: &str) -> Option<Reply> {
+        self.forbidden.contains(&(verb.to_owned(), resource.to_owned())).then(|| {
+            status(403, "Forbidden", format!("{resource} is forbidden: User \"system:serviceaccount:tokenvend:tokenvend-certs\" cannot {verb} resource \"{resource}\""))
+        })
+    }
+
+    fn get_secret(&self, ns: &str, name: &str) -> Reply {
+        if let Some(r) = self.deny("get", "secrets") {
+            return r;
+        }
+        match self.secrets.get(&(ns.to_owned(), name.to_owned())) {
+            Some(v) => (axum::http::StatusCode::OK, axum::Json(v.clone())),
+            None => status(404, "NotFound", format!("secrets \"{name}\" not found")),
+        }
+    }
+
+    fn create_secret(&mut self, ns: &str, mut body: Value) -> Reply {
+        if let Some(r) = self.deny("create", "secrets") {
+            return r;
+        }
+        if !self.namespaces.contains(ns) {
+            return status(404, "NotFound", format!("namespaces \"{ns}\" not found"));
+        }
+        let name = body["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if self.secrets.contains_key(&(ns.to_owned(), name.clone())) {
+            return status(
+                409,
+                "AlreadyExists",
+                format!("secrets \"{name}\" already exists"),
+            );
+        }
+        body["metadata"]["resourceVersion"] = json!(self.next_version());
+        body["metadata"]["namespace"] = json!(ns);
+        body["apiVersion"] = json!("v1");
+        body["kind"] = json!("Secret");
+        self.writes
+            .push(("create".into(), "secrets".into(), name.clone()));
+        self.secrets.insert((ns.to_owned(), name), body.clone());
+        (axum::http::StatusCode::CREATED, axum::Json(body))
+    }
+
+    fn replace_secret(&mut self, ns: &str, name: &str, mut body: Value) -> Reply {
+        if let Some(r) = self.deny("update", "secrets") {
+            return r;
+        }
+        let key = (ns.to_owned(), name.to_owned());
+        let Some(existing) = self.secrets.get(&key) else {
+            return status(404, "NotFound", format!("secrets \"{name}\" not found"));
+        };
+        if body["metadata"]["resourceVersion"] != existing["metadata"]["resourceVersion"] {
+            return status(
+                409,
+                "Conflict",
+                format!(
+                    "Operation cannot be fulfilled on secrets \"{name}\": the object has been modified"
+                ),
+            );
+        }
+        body["metadata"]["resourceVersion"] = json!(self.next_version());
+        self.writes
+            .push(("update".into(), "secrets".into(), name.to_owned()));
+        self.secrets.insert(key, body.clone());
+        (axum::http::StatusCode::OK, axum::Json(body))
+    }
+
+    fn get_mwc(&self, name: &str) -> Reply {
+        if let Some(r) = self.deny("get", "mutatingwebhookconfigurations") {
+            return r;
+        }
+        match self.mwcs.get(name) {
+            Some(v) => (axum::http::StatusCode::OK, axum::Json(v.clone())),
+            None => status(
+                404,
+                "NotFound",
+                format!(
+                    "mutatingwebhookconfigurations.admissionregistration.k8s.io \"{name}\" not found"
+                ),
+            ),
+        }
+    }
+
+    fn patch_mwc(&mut self, name: &str, content_type: &str, patch: Value) -> Reply {
+        if let Some(r) = self.deny("patch", "mutatingwebhookconfigurations") {
+            return r;
+        }
+        if content_type != "application/json-patch+json" {
+            return status(
+                415,
+                "UnsupportedMediaType",
+                format!("the body of the request was in an unknown format: {content_type}"),
+            );
+        }
+        let version = self.next_version();
+        let Some(obj) = self.mwcs.get_mut(name) else {
+            return status(
+                404,
+                "NotFound",
+                format!(
+                    "mutatingwebhookconfigurations.admissionregistration.k8s.io \"{name}\" not found"
+                ),
+            );
+        };
+        let Ok(p) = serde_json::from_value::<json_patch::Patch>(patch) else {
+            return status(400, "BadRequest", "not a JSON patch".into());
+        };
+        let mut next = obj.clone();
+        if let Err(e) = json_patch::patch(&mut next, &p) {
+            return status(422, "Invalid", e.to_string());
+        }
+        next["metadata"]["resourceVersion"] = json!(version);
+        *obj = next.clone();
+        self.writes.push((
+            "patch".into(),
+            "mutatingwebhookconfigurations".into(),
+            name.to_owned(),
+        ));
+        (axum::http::StatusCode::OK, axum::Json(next))
+    }
+}
+
+/// STAND-IN for kube-apiserver (none can run here). It follows the real API contract for what
+/// tokenvend uses: `POST /apis/authentication.k8s.io/v1/tokenreviews` (verifies the token with
+/// the cluster key, intersects audiences, fills user, groups and pod extras), Secrets (get,
+/// create with namespace check, update with resourceVersion conflicts) and
+/// MutatingWebhookConfigurations (get, JSON patch), `Status` errors with the real codes and
+/// reasons, 403 for (verb, resource) pairs listed in `store.forbidden` as RBAC would, and the
+/// bearer token of its kubeconfig.
 pub struct ApiServerStandIn {
     pub port: u16,
     pub reviews: Arc<Mutex<Vec<Value>>>,
+    pub store: Arc<Mutex<Store>>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -274,29 +434,112 @@ pub const STANDIN_BEARER: &str = "tokenvend-sts-sa-token";
 
 impl ApiServerStandIn {
     pub async fn start(cluster: Arc<Cluster>) -> ApiServerStandIn {
-        use axum::routing::post;
+        use axum::extract::{Path as P, State};
+        use axum::http::HeaderMap;
+        use axum::routing::{get, post};
+        type St = (Arc<Mutex<Store>>, Arc<Mutex<Vec<Value>>>, Arc<Cluster>);
+        fn authorized(h: &HeaderMap) -> bool {
+            h.get("authorization").and_then(|v| v.to_str().ok())
+                == Some(&format!("Bearer {STANDIN_BEARER}"))
+        }
+        fn unauthorized() -> Reply {
+            status(401, "Unauthorized", "Unauthorized".into())
+        }
         let reviews = Arc::new(Mutex::new(Vec::new()));
-        let seen = reviews.clone();
-        let app = axum::Router::new().route(
-            "/apis/authentication.k8s.io/v1/tokenreviews",
-            post(move |headers: axum::http::HeaderMap, body: axum::Json<Value>| {
-                let cluster = cluster.clone();
-                let seen = seen.clone();
-                async move {
-                    let auth = headers.get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default();
-                    if auth != format!("Bearer {STANDIN_BEARER}") {
-                        return (axum::http::StatusCode::UNAUTHORIZED, axum::Json(json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "reason": "Unauthorized", "code": 401, "message": "Unauthorized"})));
-                    }
-                    seen.lock().expect("lock").push(body.0.clone());
-                    let token = body["spec"]["token"].as_str().unwrap_or_default();
-                    let audiences: Vec<String> = serde_json::from_value(body["spec"]["audiences"].clone()).unwrap_or_default();
-                    let mut out = body.0.clone();
-                    out["status"] = cluster.review(token, &audiences);
-                    out["metadata"] = json!({"creationTimestamp": null});
-                    (axum::http::StatusCode::CREATED, axum::Json(out))
-                }
-            }),
-        );
+        let store = Arc::new(Mutex::new(Store::default()));
+        let state: St = (store.clone(), reviews.clone(), cluster);
+        let app = axum::Router::new()
+            .route(
+                "/apis/authentication.k8s.io/v1/tokenreviews",
+                post(
+                    |State((_, seen, cluster)): State<St>,
+                     h: HeaderMap,
+                     body: axum::Json<Value>| async move {
+                        if !authorized(&h) {
+                            return unauthorized();
+                        }
+                        seen.lock().expect("lock").push(body.0.clone());
+                        let token = body["spec"]["token"].as_str().unwrap_or_default();
+                        let audiences: Vec<String> =
+                            serde_json::from_value(body["spec"]["audiences"].clone())
+                                .unwrap_or_default();
+                        let mut out = body.0.clone();
+                        out["status"] = cluster.review(token, &audiences);
+                        out["metadata"] = json!({"creationTimestamp": null});
+                        (axum::http::StatusCode::CREATED, axum::Json(out))
+                    },
+                ),
+            )
+            .route(
+                "/api/v1/namespaces/{ns}/secrets",
+                post(
+                    |State((store, _, _)): State<St>,
+                     h: HeaderMap,
+                     P(ns): P<String>,
+                     body: axum::Json<Value>| async move {
+                        if !authorized(&h) {
+                            return unauthorized();
+                        }
+                        store.lock().expect("lock").create_secret(&ns, body.0)
+                    },
+                ),
+            )
+            .route(
+                "/api/v1/namespaces/{ns}/secrets/{name}",
+                get(
+                    |State((store, _, _)): State<St>,
+                     h: HeaderMap,
+                     P((ns, name)): P<(String, String)>| async move {
+                        if !authorized(&h) {
+                            return unauthorized();
+                        }
+                        store.lock().expect("lock").get_secret(&ns, &name)
+                    },
+                )
+                .put(
+                    |State((store, _, _)): State<St>,
+                     h: HeaderMap,
+                     P((ns, name)): P<(String, String)>,
+                     body: axum::Json<Value>| async move {
+                        if !authorized(&h) {
+                            return unauthorized();
+                        }
+                        store
+                            .lock()
+                            .expect("lock")
+                            .replace_secret(&ns, &name, body.0)
+                    },
+                ),
+            )
+            .route(
+                "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations/{name}",
+                get(
+                    |State((store, _, _)): State<St>, h: HeaderMap, P(name): P<String>| async move {
+                        if !authorized(&h) {
+                            return unauthorized();
+                        }
+                        store.lock().expect("lock").get_mwc(&name)
+                    },
+                )
+                .patch(
+                    |State((store, _, _)): State<St>,
+                     h: HeaderMap,
+                     P(name): P<String>,
+                     body: axum::body::Bytes| async move {
+                        if !authorized(&h) {
+                            return unauthorized();
+                        }
+                        let ct = h
+                            .get("content-type")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_owned();
+                        let patch: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                        store.lock().expect("lock").patch_mwc(&name, &ct, patch)
+                    },
+                ),
+            )
+            .with_state(state);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
@@ -312,6 +555,7 @@ impl ApiServerStandIn {
         ApiServerStandIn {
             port,
             reviews,
+            store,
             shutdown: Some(tx),
         }
     }

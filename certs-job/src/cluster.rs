@@ -1,0 +1,279 @@
+//! The in-cluster side: read the Secrets and the MutatingWebhookConfiguration, then write the
+//! trust bundle into every webhook's caBundle first and the Secrets second, so the API server
+//! trusts whichever certificate the webhook serves at every moment.
+
+use std::collections::BTreeMap;
+
+use base64::Engine;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+
+use crate::plan::{Decision, Material, Settings, apply, decide};
+
+/// Failures, each saying what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// 403 from the API server.
+    #[error(
+        "RBAC: the job's service account may not {verb} {what}: {message} (grant it in the certs job's Role/ClusterRole)"
+    )]
+    Forbidden {
+        /// Verb.
+        verb: &'static str,
+        /// Object.
+        what: String,
+        /// API server message.
+        message: String,
+    },
+    /// The namespace of the Secret does not exist.
+    #[error(
+        "namespace {0:?} does not exist: create it (kubectl apply -k manifests/...) before running the job"
+    )]
+    MissingNamespace(String),
+    /// The webhook configuration does not exist.
+    #[error(
+        "MutatingWebhookConfiguration {0:?} not found: apply the manifests first, or fix --webhook-config"
+    )]
+    MissingWebhookConfig(String),
+    /// Anything else from the API.
+    #[error("{verb} {what}: {message}")]
+    Api {
+        /// Verb.
+        verb: &'static str,
+        /// Object.
+        what: String,
+        /// Cause.
+        message: String,
+    },
+    /// Certificate generation failed.
+    #[error(transparent)]
+    Pki(#[from] crate::pki::PkiError),
+}
+
+fn api_err(verb: &'static str, what: &str, e: kube::Error) -> ClusterError {
+    match e {
+        kube::Error::Api(s) if s.code == 403 => ClusterError::Forbidden {
+            verb,
+            what: what.to_owned(),
+            message: s.message,
+        },
+        kube::Error::Api(s) => ClusterError::Api {
+            verb,
+            what: what.to_owned(),
+            message: format!("{} {}: {}", s.code, s.reason, s.message),
+        },
+        other => ClusterError::Api {
+            verb,
+            what: what.to_owned(),
+            message: other.to_string(),
+        },
+    }
+}
+
+/// What one run did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// The decision taken.
+    pub decision: Decision,
+    /// Webhook entries whose caBundle was updated.
+    pub webhooks_patched: usize,
+    /// Whether the Secrets were written.
+    pub secrets_written: bool,
+}
+
+fn text(data: &BTreeMap<String, ByteString>, key: &str) -> String {
+    data.get(key)
+        .map(|b| String::from_utf8_lossy(&b.0).into_owned())
+        .unwrap_or_default()
+}
+
+/// One reconciliation.
+pub async fn reconcile(
+    client: Client,
+    namespace: &str,
+    secret: &str,
+    webhook_config: &str,
+    s: &Settings,
+    now: i64,
+) -> Result<Report, ClusterError> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let mwcs: Api<MutatingWebhookConfiguration> = Api::all(client);
+    let ca_secret = format!("{secret}-ca");
+
+    let mwc_what = format!("mutatingwebhookconfigurations/{webhook_config}");
+    let mwc = mwcs
+        .get_opt(webhook_config)
+        .await
+        .map_err(|e| api_err("get", &mwc_what, e))?
+        .ok_or_else(|| ClusterError::MissingWebhookConfig(webhook_config.to_owned()))?;
+    let tls_what = format!("secrets/{secret} in {namespace}");
+    let ca_what = format!("secrets/{ca_secret} in {namespace}");
+    let tls = secrets
+        .get_opt(secret)
+        .await
+        .map_err(|e| api_err("get", &tls_what, e))?;
+    let ca = secrets
+        .get_opt(&ca_secret)
+        .await
+        .map_err(|e| api_err("get", &ca_what, e))?;
+
+    let current = ca.as_ref().map(|ca| {
+        let ca_data = ca.data.clone().unwrap_or_default();
+        let tls_data = tls
+            .as_ref()
+            .and_then(|t| t.data.clone())
+            .unwrap_or_default();
+        Material {
+            ca_bundle: text(&ca_data, "ca.crt"),
+            ca_key: text(&ca_data, "ca.key"),
+            tls_crt: text(&tls_data, "tls.crt"),
+            tls_key: text(&tls_data, "tls.key"),
+        }
+    });
+    let decision = decide(now, current.as_ref(), s);
+    let desired = apply(now, current.as_ref(), &decision, s)?;
+
+    // 1. Trust first: every webhook's caBundle gets the bundle (new and old CA during a rotation).
+    let mut ops = Vec::new();
+    for (i, w) in mwc
+        .webhooks
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .enumerate()
+    {
+        let have = w
+            .client_config
+            .ca_bundle
+            .as_ref()
+            .map(|b| b.0.as_slice())
+            .unwrap_or_default();
+        if have != desired.ca_bundle.as_bytes() {
+            ops.push(json_patch::PatchOperation::Add(json_patch::AddOperation {
+                path: json_patch::jsonptr::PointerBuf::from_tokens([
+                    "webhooks",
+                    &i.to_string(),
+                    "clientConfig",
+                    "caBundle",
+                ]),
+                value: serde_json::Value::String(
+                    base64::engine::general_purpose::STANDARD.encode(&desired.ca_bundle),
+                ),
+            }));
+        }
+    }
+    let webhooks_patched = ops.len();
+    if !ops.is_empty() {
+        mwcs.patch(
+            webhook_config,
+            &PatchParams::default(),
+            &Patch::Json::<()>(json_patch::Patch(ops)),
+        )
+        .await
+        .map_err(|e| api_err("patch", &mwc_what, e))?;
+    }
+
+    // 2. Then the Secrets: the CA (with its key, never mounted by anything) and the serving pair.
+    let mut written = false;
+    let ca_data = BTreeMap::from([
+        (
+            "ca.crt".to_owned(),
+            ByteString(desired.ca_bundle.clone().into_bytes()),
+        ),
+        (
+            "ca.key".to_owned(),
+            ByteString(desired.ca_key.clone().into_bytes()),
+        ),
+    ]);
+    written |= upsert(
+        &secrets,
+        namespace,
+        &ca_secret,
+        "Opaque",
+        ca_data,
+        ca.as_ref(),
+        &ca_what,
+    )
+    .await?;
+    let tls_data = BTreeMap::from([
+        (
+            "ca.crt".to_owned(),
+            ByteString(desired.ca_bundle.into_bytes()),
+        ),
+        (
+            "tls.crt".to_owned(),
+            ByteString(desired.tls_crt.into_bytes()),
+        ),
+        (
+            "tls.key".to_owned(),
+            ByteString(desired.tls_key.into_bytes()),
+        ),
+    ]);
+    written |= upsert(
+        &secrets,
+        namespace,
+        secret,
+        "kubernetes.io/tls",
+        tls_data,
+        tls.as_ref(),
+        &tls_what,
+    )
+    .await?;
+    Ok(Report {
+        decision,
+        webhooks_patched,
+        secrets_written: written,
+    })
+}
+
+async fn upsert(
+    api: &Api<Secret>,
+    namespace: &str,
+    name: &str,
+    type_: &str,
+    data: BTreeMap<String, ByteString>,
+    existing: Option<&Secret>,
+    what: &str,
+) -> Result<bool, ClusterError> {
+    match existing {
+        Some(s) if s.data.as_ref() == Some(&data) && s.type_.as_deref() == Some(type_) => Ok(false),
+        Some(s) => {
+            let mut updated = s.clone();
+            updated.data = Some(data);
+            updated.string_data = None;
+            // The resourceVersion from our read makes a concurrent writer fail instead of being overwritten.
+            api.replace(name, &PostParams::default(), &updated)
+                .await
+                .map_err(|e| api_err("update", what, e))?;
+            Ok(true)
+        }
+        None => {
+            let secret = Secret {
+                metadata: kube::api::ObjectMeta {
+                    name: Some(name.to_owned()),
+                    namespace: Some(namespace.to_owned()),
+                    labels: Some(BTreeMap::from([(
+                        "app.kubernetes.io/managed-by".to_owned(),
+                        "tokenvend-certs".to_owned(),
+                    )])),
+                    ..Default::default()
+                },
+                type_: Some(type_.to_owned()),
+                data: Some(data),
+                ..Default::default()
+            };
+            api.create(&PostParams::default(), &secret)
+                .await
+                .map_err(|e| match e {
+                    kube::Error::Api(s) if s.code == 404 => {
+                        ClusterError::MissingNamespace(namespace.to_owned())
+                    }
+                    other => api_err("create", what, other),
+                })?;
+            Ok(true)
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! `--out-dir`: the same decisions against files, for local runs and the e2e harness.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+
+use crate::plan::{Decision, Material, Settings, apply, decide};
+
+/// Read what a previous run wrote, if anything.
+pub fn read(dir: &Path) -> Option<Material> {
+    let r = |name: &str| std::fs::read_to_string(dir.join(name)).ok();
+    Some(Material {
+        ca_bundle: r("ca.crt")?,
+        ca_key: r("ca.key")?,
+        tls_crt: r("tls.crt").unwrap_or_default(),
+        tls_key: r("tls.key").unwrap_or_default(),
+    })
+}
+
+fn write(dir: &Path, name: &str, content: &str, mode: u32) -> std::io::Result<()> {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(mode)
+        .open(&tmp)?;
+    f.write_all(content.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, dir.join(name))
+}
+
+/// Create or renew `ca.crt` (trust bundle), `ca.key`, `tls.crt`, `tls.key` in `dir`.
+pub fn reconcile(dir: &Path, s: &Settings, now: i64) -> Result<Decision, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let current = read(dir);
+    let decision = decide(now, current.as_ref(), s);
+    if decision == Decision::Keep
+        && current
+            .as_ref()
+            .is_some_and(|c| apply(now, Some(c), &Decision::Keep, s).ok().as_ref() == Some(c))
+    {
+        return Ok(decision);
+    }
+    let m = apply(now, current.as_ref(), &decision, s).map_err(|e| e.to_string())?;
+    // Keys first, so no certificate is ever next to a key it does not match for long.
+    for (name, content, mode) in [
+        ("ca.key", &m.ca_key, 0o600),
+        ("ca.crt", &m.ca_bundle, 0o644),
+        ("tls.key", &m.tls_key, 0o600),
+        ("tls.crt", &m.tls_crt, 0o644),
+    ] {
+        write(dir, name, content, mode)
+            .map_err(|e| format!("{}: {e}", dir.join(name).display()))?;
+    }
+    Ok(decision)
+}

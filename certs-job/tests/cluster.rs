@@ -1,0 +1,320 @@
+//! tokenvend-certs against a kube-apiserver STAND-IN (tokenvend_testkit::ApiServerStandIn: no
+//! API server can run here) that follows the Kubernetes API for Secrets and
+//! MutatingWebhookConfigurations, and the real binary's --out-dir mode.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use serde_json::{Value, json};
+use tokenvend_certs::cluster::{ClusterError, reconcile};
+use tokenvend_certs::pki::{parse_bundle, service_sans};
+use tokenvend_certs::plan::{Decision, Settings};
+use tokenvend_testkit::{ApiServerStandIn, Cluster};
+
+const DAY: i64 = 86_400;
+const NOW: i64 = 1_800_000_000;
+
+fn settings() -> Settings {
+    Settings {
+        sans: service_sans("tokenvend-webhook", "tokenvend"),
+        ca_name: "tokenvend-webhook-ca".into(),
+        ca_validity: Duration::from_secs(3650 * DAY as u64),
+        serving_validity: Duration::from_secs(365 * DAY as u64),
+        renew_before: Duration::from_secs(30 * DAY as u64),
+        ca_renew_before: Duration::from_secs(365 * DAY as u64),
+        ca_overlap: Duration::from_secs(7 * DAY as u64),
+    }
+}
+
+async fn standin() -> (ApiServerStandIn, kube::Client, tempfile::TempDir) {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let s = ApiServerStandIn::start(Arc::new(Cluster::new())).await;
+    {
+        let mut st = s.store.lock().expect("store");
+        st.namespaces.insert("tokenvend".into());
+        st.mwcs.insert(
+            "tokenvend".into(),
+            json!({
+                "apiVersion": "admissionregistration.k8s.io/v1", "kind": "MutatingWebhookConfiguration",
+                "metadata": {"name": "tokenvend", "resourceVersion": "1"},
+                "webhooks": [
+                    {"name": "pods.tokenvend.io", "admissionReviewVersions": ["v1"], "sideEffects": "None",
+                     "clientConfig": {"service": {"name": "tokenvend-webhook", "namespace": "tokenvend", "path": "/mutate"}}},
+                    {"name": "pods-dryrun.tokenvend.io", "admissionReviewVersions": ["v1"], "sideEffects": "None",
+                     "clientConfig": {"service": {"name": "tokenvend-webhook", "namespace": "tokenvend", "path": "/mutate"}, "caBundle": "c3RhbGU="}}
+                ]
+            }),
+        );
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let path = s.kubeconfig(dir.path());
+    let kc = kube::config::Kubeconfig::read_from(&path).expect("kubeconfig");
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+        .await
+        .expect("config");
+    let client = kube::Client::try_from(cfg).expect("client");
+    (s, client, dir)
+}
+
+fn bundles(s: &ApiServerStandIn) -> Vec<String> {
+    let st = s.store.lock().expect("store");
+    st.mwcs["tokenvend"]["webhooks"]
+        .as_array()
+        .expect("webhooks")
+        .iter()
+        .map(|w| {
+            String::from_utf8(
+                base64::engine::general_purpose::STANDARD
+                    .decode(w["clientConfig"]["caBundle"].as_str().unwrap_or_default())
+                    .expect("b64"),
+            )
+            .expect("utf8")
+        })
+        .collect()
+}
+
+fn secret(s: &ApiServerStandIn, name: &str) -> Value {
+    s.store.lock().expect("store").secrets[&("tokenvend".to_owned(), name.to_owned())].clone()
+}
+
+fn data(secret: &Value, key: &str) -> String {
+    String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(secret["data"][key].as_str().expect(key))
+            .expect("b64"),
+    )
+    .expect("utf8")
+}
+
+fn writes(s: &ApiServerStandIn) -> Vec<(String, String, String)> {
+    s.store.lock().expect("store").writes.clone()
+}
+
+#[tokio::test]
+async fn bootstrap_keep_renew_and_rotate_with_overlap() {
+    let (s, client, _dir) = standin().await;
+    let set = settings();
+
+    // Bootstrap: caBundle of every webhook entry first, then the Secrets.
+    let r = reconcile(
+        client.clone(),
+        "tokenvend",
+        "tokenvend-webhook-tls",
+        "tokenvend",
+        &set,
+        NOW,
+    )
+    .await
+    .expect("bootstrap");
+    assert!(matches!(r.decision, Decision::Create(_)));
+    assert_eq!(r.webhooks_patched, 2);
+    let w = writes(&s);
+    assert_eq!(w[0].0, "patch", "trust before secrets: {w:?}");
+    let tls = secret(&s, "tokenvend-webhook-tls");
+    assert_eq!(tls["type"], json!("kubernetes.io/tls"));
+    let ca = secret(&s, "tokenvend-webhook-tls-ca");
+    assert_eq!(ca["type"], json!("Opaque"));
+    assert!(
+        tls["data"].get("ca.key").is_none(),
+        "the CA key is never in the mounted Secret"
+    );
+    assert_eq!(bundles(&s), vec![data(&tls, "ca.crt"); 2]);
+    let serving = &parse_bundle(&data(&tls, "tls.crt")).expect("serving")[0];
+    assert!(serving.issued_by(&parse_bundle(&data(&ca, "ca.crt")).expect("ca")[0]));
+    assert_eq!(serving.dns_names.len(), 4);
+
+    // Idempotent: nothing written on a second run.
+    let before = writes(&s).len();
+    let r = reconcile(
+        client.clone(),
+        "tokenvend",
+        "tokenvend-webhook-tls",
+        "tokenvend",
+        &set,
+        NOW + DAY,
+    )
+    .await
+    .expect("keep");
+    assert_eq!(
+        r,
+        tokenvend_certs::cluster::Report {
+            decision: Decision::Keep,
+            webhooks_patched: 0,
+            secrets_written: false
+        }
+    );
+    assert_eq!(writes(&s).len(), before);
+
+    // 336 days on: the serving certificate is renewed; the CA and caBundle stay.
+    let r = reconcile(
+        client.clone(),
+        "tokenvend",
+        "tokenvend-webhook-tls",
+        "tokenvend",
+        &set,
+        NOW + 336 * DAY,
+    )
+    .await
+    .expect("renew");
+    assert!(matches!(r.decision, Decision::IssueServing(_)));
+    assert_eq!(r.webhooks_patched, 0);
+    let renewed = secret(&s, "tokenvend-webhook-tls");
+    assert_ne!(data(&renewed, "tls.crt"), data(&tls, "tls.crt"));
+    assert_eq!(data(&renewed, "ca.crt"), data(&tls, "ca.crt"));
+
+    // Nine years on: CA rotation; old and new CA both in every caBundle before the new cert lands.
+    let rot = NOW + (9 * 365 + 1) * DAY;
+    let before = writes(&s).len();
+    let r = reconcile(
+        client.clone(),
+        "tokenvend",
+        "tokenvend-webhook-tls",
+        "tokenvend",
+        &set,
+        rot,
+    )
+    .await
+    .expect("rotate");
+    assert!(matches!(r.decision, Decision::RotateCa(_)));
+    let w = writes(&s)[before..].to_vec();
+    assert_eq!(
+        w.iter().map(|x| x.0.as_str()).collect::<Vec<_>>(),
+        ["patch", "update", "update"],
+        "{w:?}"
+    );
+    for b in bundles(&s) {
+        assert_eq!(parse_bundle(&b).expect("bundle").len(), 2);
+    }
+    let rotated = secret(&s, "tokenvend-webhook-tls");
+    let trust = parse_bundle(&data(&rotated, "ca.crt")).expect("trust");
+    assert!(parse_bundle(&data(&rotated, "tls.crt")).expect("serving")[0].issued_by(&trust[0]));
+    assert_eq!(
+        trust[1],
+        parse_bundle(&data(&tls, "ca.crt")).expect("old")[0]
+    );
+
+    // After the overlap the old CA leaves the caBundles and the Secrets.
+    let r = reconcile(
+        client.clone(),
+        "tokenvend",
+        "tokenvend-webhook-tls",
+        "tokenvend",
+        &set,
+        rot + 8 * DAY,
+    )
+    .await
+    .expect("prune");
+    assert_eq!(r.decision, Decision::Keep);
+    assert_eq!(r.webhooks_patched, 2);
+    for b in bundles(&s) {
+        assert_eq!(parse_bundle(&b).expect("bundle").len(), 1);
+    }
+    assert_eq!(
+        parse_bundle(&data(&secret(&s, "tokenvend-webhook-tls"), "ca.crt"))
+            .expect("trust")
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn clear_errors_for_missing_config_namespace_and_rbac() {
+    let (s, client, _dir) = standin().await;
+    let set = settings();
+    let err = reconcile(client.clone(), "tokenvend", "t", "nope", &set, NOW)
+        .await
+        .expect_err("missing mwc");
+    assert!(
+        matches!(err, ClusterError::MissingWebhookConfig(_)),
+        "{err}"
+    );
+    assert!(err.to_string().contains("apply the manifests first"));
+
+    let err = reconcile(client.clone(), "elsewhere", "t", "tokenvend", &set, NOW)
+        .await
+        .expect_err("missing ns");
+    assert!(matches!(err, ClusterError::MissingNamespace(_)), "{err}");
+
+    s.store
+        .lock()
+        .expect("store")
+        .forbidden
+        .insert(("get".into(), "secrets".into()));
+    let err = reconcile(client.clone(), "tokenvend", "t", "tokenvend", &set, NOW)
+        .await
+        .expect_err("rbac");
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with("RBAC: the job's service account may not get secrets/t in tokenvend"),
+        "{msg}"
+    );
+    s.store.lock().expect("store").forbidden.clear();
+    s.store
+        .lock()
+        .expect("store")
+        .forbidden
+        .insert(("patch".into(), "mutatingwebhookconfigurations".into()));
+    let err = reconcile(client, "tokenvend", "t", "tokenvend", &set, NOW)
+        .await
+        .expect_err("rbac");
+    assert!(
+        err.to_string()
+            .contains("may not patch mutatingwebhookconfigurations/tokenvend"),
+        "{err}"
+    );
+    assert!(
+        s.store.lock().expect("store").secrets.is_empty(),
+        "no Secret written when the caBundle could not be"
+    );
+}
+
+#[test]
+fn out_dir_mode_writes_usable_files_and_keeps_them() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let dir = tempfile::tempdir().expect("tmp");
+    let run = || {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tokenvend-certs"))
+            .args([
+                "--service",
+                "tokenvend-webhook",
+                "--namespace",
+                "tokenvend",
+                "--out-dir",
+            ])
+            .arg(dir.path())
+            .output()
+            .expect("run");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run();
+    let read = |n: &str| std::fs::read(dir.path().join(n)).expect(n);
+    let first = (read("ca.crt"), read("tls.crt"), read("tls.key"));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(dir.path().join("tls.key"))
+            .expect("meta")
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
+    tokenvend_core::tls::load(&dir.path().join("tls.crt"), &dir.path().join("tls.key"))
+        .expect("the webhook can serve these");
+    run();
+    assert_eq!(
+        (read("ca.crt"), read("tls.crt"), read("tls.key")),
+        first,
+        "kept on the second run"
+    );
+    let bad = std::process::Command::new(env!("CARGO_BIN_EXE_tokenvend-certs"))
+        .args(["--service", "s", "--namespace", "n", "--secret", "x"])
+        .output()
+        .expect("run");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--webhook-config"));
+}
