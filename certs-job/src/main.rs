@@ -11,9 +11,15 @@ use tokenvend_certs::plan::Settings;
 #[derive(Debug, Parser)]
 #[command(name = "tokenvend-certs", version, about)]
 struct Cli {
-    /// Service name of the webhook.
-    #[arg(long, env = "TOKENVEND_SERVICE")]
-    service: String,
+    /// Service name(s) the certificate serves, comma-separated (the first names the CA); each gets
+    /// `<svc>`, `<svc>.<ns>`, `<svc>.<ns>.svc`, `<svc>.<ns>.svc.cluster.local`.
+    #[arg(
+        long,
+        env = "TOKENVEND_SERVICE",
+        value_delimiter = ',',
+        required = true
+    )]
+    service: Vec<String>,
     /// Namespace of the Service and Secrets.
     #[arg(long, env = "TOKENVEND_NAMESPACE")]
     namespace: String,
@@ -67,8 +73,12 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     let settings = Settings {
-        sans: service_sans(&cli.service, &cli.namespace),
-        ca_name: format!("{}-ca", cli.service),
+        sans: cli
+            .service
+            .iter()
+            .flat_map(|svc| service_sans(svc, &cli.namespace))
+            .collect(),
+        ca_name: format!("{}-ca", cli.service[0]),
         ca_validity: Duration::from_secs(cli.ca_validity_days * DAY),
         serving_validity: Duration::from_secs(cli.serving_validity_days * DAY),
         renew_before: Duration::from_secs(cli.renew_before_days * DAY),

@@ -18,11 +18,19 @@ pub struct Cli {
     #[arg(long, env = "TOKENVEND_LISTEN", default_value = "0.0.0.0:8443")]
     pub listen: SocketAddr,
     /// PEM serving certificate (chain); reloaded when it changes.
-    #[arg(long, env = "TOKENVEND_TLS_CERT")]
-    pub tls_cert: PathBuf,
+    #[arg(
+        long,
+        env = "TOKENVEND_TLS_CERT",
+        required_unless_present = "check_config"
+    )]
+    pub tls_cert: Option<PathBuf>,
     /// PEM private key of the serving certificate; reloaded when it changes.
-    #[arg(long, env = "TOKENVEND_TLS_KEY")]
-    pub tls_key: PathBuf,
+    #[arg(
+        long,
+        env = "TOKENVEND_TLS_KEY",
+        required_unless_present = "check_config"
+    )]
+    pub tls_key: Option<PathBuf>,
     /// Optional plain-HTTP listener for /healthz, /readyz and /metrics (answers before a cert exists).
     #[arg(long, env = "TOKENVEND_PROBE_LISTEN")]
     pub probe_listen: Option<SocketAddr>,
@@ -35,6 +43,9 @@ pub struct Cli {
     /// Optional YAML file with the mutation settings below (flags and env vars win over it).
     #[arg(long, env = "TOKENVEND_CONFIG")]
     pub config: Option<PathBuf>,
+    /// Validate the configuration, print the effective mutation settings and exit.
+    #[arg(long)]
+    pub check_config: bool,
     /// Mutation settings.
     #[command(flatten)]
     pub mutation: MutationArgs,
@@ -460,8 +471,8 @@ impl Cli {
         Ok(ServerConfig {
             listen: self.listen,
             probe_listen: self.probe_listen,
-            tls_cert: self.tls_cert,
-            tls_key: self.tls_key,
+            tls_cert: self.tls_cert.unwrap_or_default(),
+            tls_key: self.tls_key.unwrap_or_default(),
             cert_reload: Duration::from_secs(self.cert_reload_seconds),
             mutation: Config::from_args(from_file.overlay(self.mutation))?,
         })

@@ -20,7 +20,12 @@ async fn main() -> anyhow::Result<()> {
     rustls::crypto::aws_lc_rs::default_provider()
         .install_default()
         .map_err(|_| anyhow::anyhow!("a rustls crypto provider was already installed"))?;
+    let check_only = cli.check_config;
     let config = cli.into_server_config()?;
+    if check_only {
+        println!("configuration is valid: {:#?}", config.mutation);
+        return Ok(());
+    }
     run(config).await?;
     Ok(())
 }
