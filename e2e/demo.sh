@@ -4,6 +4,7 @@
 # role annotation. (The full chain -- sts, sidecar, moto and real SDKs -- joins as those
 # components land; see README.)
 set -euo pipefail
+# shellcheck source=e2e/lib.sh
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 ensure_debs

@@ -1,8 +1,9 @@
+# shellcheck shell=bash
 # Shared helpers of the e2e scripts (sourced, not run).
 # Everything a script needs is installed here, so both README commands work on a fresh machine.
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-WORK=$ROOT/e2e/.work
+export WORK=$ROOT/e2e/.work
 
 step() { printf '\n==> %s\n' "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }

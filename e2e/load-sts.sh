@@ -4,6 +4,7 @@
 # run, for GET /healthz as a baseline of the HTTP stack alone.
 #   bash e2e/load-sts.sh [SECONDS] [CONNECTIONS]
 set -euo pipefail
+# shellcheck source=e2e/lib.sh
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 DURATION=${1:-10}

@@ -4,6 +4,7 @@
 # in both modes. Prints the stripped binary size and the steady RSS after SECONDS.
 #   bash e2e/measure-sidecar.sh [SECONDS]
 set -euo pipefail
+# shellcheck source=e2e/lib.sh
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 SECS=${1:-20}
@@ -37,10 +38,10 @@ wait_http http://127.0.0.1:18601/healthz 30
 
 "$SIDECAR" --mode web-identity --sa-token-file "$RUN/sa-token" --out-dir "$RUN/web" \
   --exchange-url http://127.0.0.1:18601 >"$RUN/web.log" 2>&1 &
-WEB=$!; PIDS+=($WEB)
+WEB=$!; PIDS+=("$WEB")
 "$SIDECAR" --mode credentials --sa-token-file "$RUN/sa-token" --out-dir "$RUN/creds" \
   --exchange-url http://127.0.0.1:18601 --listen 127.0.0.1:18602 >"$RUN/creds.log" 2>&1 &
-CREDS=$!; PIDS+=($CREDS)
+CREDS=$!; PIDS+=("$CREDS")
 sleep 2
 # Serve the endpoint a little, as SDKs would.
 for _ in $(seq 20); do

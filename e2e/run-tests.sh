@@ -3,6 +3,7 @@
 # one debug build reused by every stage, unit/golden/integration tests, and the golden pods
 # checked with real kubectl and kubernetes-validate.
 set -euo pipefail
+# shellcheck source=e2e/lib.sh
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 
@@ -25,3 +26,23 @@ cargo nextest run --workspace --locked --no-fail-fast
 
 step "golden pods: kubectl patch --local and kubernetes-validate --strict (1.30, 1.34)"
 python3 crates/webhook/tests/check_golden.py
+
+step "manifests: kubectl kustomize + kubernetes-validate --strict (1.30, 1.34) + webhook --check-config"
+bash manifests/check.sh
+
+step "shellcheck (scripts) and hadolint (Dockerfiles)"
+shellcheck -x e2e/*.sh e2e/kind/run.sh .ci/run .ci/build-static.sh manifests/check.sh
+hadolint Dockerfile.webhook Dockerfile.sidecar
+echo "shellcheck and hadolint clean"
+
+step "static musl builds, exactly as the Dockerfiles run them"
+bash .ci/build-static.sh control-plane
+bash .ci/build-static.sh sidecar
+for bin in release/tokenvend-webhook release/tokenvend-sts release/tokenvend-certs sidecar/tokenvend-sidecar; do
+  path=target/x86_64-unknown-linux-musl/$bin
+  if readelf -l "$path" | grep -q "program interpreter"; then die "$path is not statically linked"; fi
+  "$path" --version
+done
+size=$(stat -c %s target/x86_64-unknown-linux-musl/sidecar/tokenvend-sidecar)
+echo "static sidecar: $size bytes (budget 6 MB)"
+((size <= 6000000)) || die "the sidecar binary grew past its 6 MB budget"
