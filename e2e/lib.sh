@@ -13,6 +13,9 @@ ensure_debs() {
   local missing=()
   command -v openssl >/dev/null || missing+=(openssl)
   command -v curl >/dev/null || missing+=(curl)
+  command -v ip >/dev/null || missing+=(iproute2)
+  command -v nsenter >/dev/null || missing+=(util-linux)
+  command -v node >/dev/null || missing+=(nodejs npm)
   python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
   if ((${#missing[@]})); then
     step "installing Debian packages: ${missing[*]}"
@@ -34,6 +37,15 @@ ensure_venv() {
   "$ROOT/.venv/bin/pip" install -q --disable-pip-version-check -r "$ROOT/.ci/requirements.txt"
   export VIRTUAL_ENV=$ROOT/.venv
   export PATH=$ROOT/.venv/bin:$PATH
+}
+
+# The pinned AWS JS SDK v3 in $WORK/node (from e2e/clients/package.json).
+ensure_node() {
+  mkdir -p "$WORK/node"
+  cp "$ROOT/e2e/clients/package.json" "$WORK/node/package.json"
+  if [ ! -d "$WORK/node/node_modules/@aws-sdk/client-sts" ]; then
+    npm install --prefix "$WORK/node" --no-audit --no-fund --loglevel=error >/dev/null
+  fi
 }
 
 # wait_http URL [seconds]: until URL answers 200.

@@ -1,0 +1,16 @@
+"""E2E client: unmodified boto3. Prints GetCallerIdentity as JSON; `--loop N` repeats every second."""
+import json
+import sys
+import time
+
+import boto3
+
+loop_for = int(sys.argv[sys.argv.index("--loop") + 1]) if "--loop" in sys.argv else 0
+sts = boto3.client("sts")
+start = time.time()
+while True:
+    out = sts.get_caller_identity()
+    print(json.dumps({"Arn": out["Arn"], "Account": out["Account"]}), flush=True)
+    if time.time() - start >= loop_for:
+        break
+    time.sleep(1)
