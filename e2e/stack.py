@@ -483,7 +483,7 @@ def images(bin_dir, node_modules, venv):
         SIDECAR_IMAGE: sidecar,
         "e2e/aws-cli": Image(entrypoint=[f"{venv}/bin/aws"], cmd=["sts", "get-caller-identity", "--output", "json"], env=base),
         "e2e/boto3": Image(entrypoint=[f"{venv}/bin/python", f"{ROOT}/e2e/clients/boto3_caller.py"], env=base),
-        "e2e/js-sdk-v3": Image(entrypoint=[shutil.which("node") or "node", f"{ROOT}/e2e/clients/js_caller.mjs"],
+        "e2e/js-sdk-v3": Image(entrypoint=[shutil.which("node") or "node", f"{ROOT}/e2e/clients/js_caller.cjs"],
                                env={**base, "NODE_PATH": node_modules}),
         "e2e/rust-sdk": Image(entrypoint=[f"{bin_dir}/examples/caller-identity"], env=base),
     }

@@ -1,0 +1,159 @@
+"""End to end on one machine: every tokenvend binary for real, moto as AWS STS, real AWS SDKs;
+stand-ins only for the API server's admission call and the kubelet (see stack.py).
+
+- {web-identity, credentials, projected} x {boto3, AWS CLI v1, AWS JS SDK v3, AWS Rust SDK}: each
+  gets the expected assumed-role identity.
+- Refresh across expiry with short lifetimes: a long-running client keeps working across at
+  least three refreshes, and a reader loop never sees a partial file.
+- tokenvend-sts down during a refresh and back: the app never sees an error.
+- An invalid role annotation: the denial message the user would see.
+"""
+import json
+import os
+import threading
+import time
+
+import pytest
+
+from stack import ROOT, PodRunner, Stack, images
+
+BIN = os.path.join(ROOT, "target", "debug")
+WORK = os.path.join(ROOT, "e2e", ".work", "pytest")
+VENV = os.environ.get("VIRTUAL_ENV", os.path.join(ROOT, ".venv"))
+NODE = os.path.join(ROOT, "e2e", ".work", "node", "node_modules")
+MOTO = "http://moto.aws-standin.svc:5000"
+CLIENTS = {"boto3": "e2e/boto3", "aws-cli-v1": "e2e/aws-cli", "js-sdk-v3": "e2e/js-sdk-v3", "rust-sdk": "e2e/rust-sdk"}
+
+
+@pytest.fixture(scope="module")
+def stack():
+    s = Stack(WORK, BIN, log=lambda m: None)
+    yield s
+    s.close()
+
+
+def deployment(name, mode, role, image, args=None, sa="app"):
+    c = {"name": "app", "image": image, "env": [{"name": "AWS_ENDPOINT_URL_STS", "value": MOTO}]}
+    if args:
+        c["args"] = args
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "namespace": "e2e"},
+        "spec": {"selector": {"matchLabels": {"app": name}}, "template": {
+            "metadata": {"labels": {"app": name, "tremolo.io/aws-role": "true"},
+                         "annotations": {"tremolo.io/aws-role": role, "tremolo.io/aws-mode": mode}},
+            "spec": {"serviceAccountName": sa, "containers": [c]}}},
+    }
+
+
+def run_pod(stack, dep, rotate_after=None, during=None):
+    answer, pod = stack.admit(stack.pod_from_deployment(dep))
+    assert answer["allowed"], answer
+    runner = PodRunner(stack, pod, images(BIN, NODE, VENV), rotate_after=rotate_after, log=lambda m: None)
+    try:
+        if during:
+            threading.Thread(target=during, args=(runner,), daemon=True).start()
+        results = runner.run(timeout=240)
+        return runner, results["app"]
+    finally:
+        runner.stop()
+
+
+def arns(output):
+    try:
+        return [json.loads(output)["Arn"]]  # the AWS CLI prints one pretty-printed object
+    except ValueError:
+        pass
+    return [json.loads(line)["Arn"] for line in output.splitlines() if line.startswith("{") and '"Arn"' in line]
+
+
+@pytest.mark.parametrize("client", list(CLIENTS))
+@pytest.mark.parametrize("mode", ["web-identity", "credentials", "projected"])
+def test_every_mode_with_every_sdk(stack, mode, client):
+    role = f"arn:aws:iam::123456789012:role/e2e-{client}"
+    runner, (rc, out) = run_pod(stack, deployment(f"{client}-{mode[:4]}", mode, role, CLIENTS[client]))
+    assert rc == 0, f"{out}\n--- sidecar ---\n{runner.logs('tokenvend-sidecar') if mode != 'projected' else ''}"
+    session = "e2e.app" if mode == "credentials" else runner.name
+    assert arns(out) == [f"arn:aws:sts::123456789012:assumed-role/e2e-{client}/{session}"], out
+    if mode == "projected":
+        assert "tokenvend-sidecar" not in runner.procs
+
+
+def reader_loop(path, valid, stop, counts):
+    while not stop.is_set():
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            continue
+        counts["reads"] += 1
+        if not valid(data):
+            counts["bad"] += 1
+
+
+def jwt_ok(b):
+    s = b.decode(errors="replace")
+    return not s.endswith("\n") and s.count(".") == 2
+
+
+def creds_ok(b):
+    try:
+        return json.loads(b)["Version"] == 1
+    except ValueError:
+        return False
+
+
+@pytest.mark.parametrize("mode", ["web-identity", "credentials"])
+def test_long_running_client_across_three_refreshes(stack, mode):
+    stack.restart_sts(session_seconds=16, token_ttl=16)
+    try:
+        stop, counts = threading.Event(), {"reads": 0, "bad": 0}
+        name = "token" if mode == "web-identity" else "credentials.json"
+
+        def watch(runner):
+            path = os.path.join(runner.volumes["tokenvend-aws"], name)
+            reader_loop(path, jwt_ok if mode == "web-identity" else creds_ok, stop, counts)
+
+        dep = deployment(f"long-{mode[:4]}", mode, "arn:aws:iam::123456789012:role/e2e-long", "e2e/boto3", ["--loop", "40"])
+        runner, (rc, out) = run_pod(stack, dep, rotate_after=10, during=watch)
+        stop.set()
+        sidecar = runner.logs("tokenvend-sidecar")
+        assert rc == 0, f"{out}\n{sidecar}"
+        assert len(arns(out)) >= 38, out
+        refreshes = sidecar.count('"message":"refreshed"')
+        assert refreshes >= 4, sidecar  # the first value plus at least three refreshes
+        assert runner.rotations >= 3, "the kubelet stand-in rotated the SA token"
+        assert counts["bad"] == 0 and counts["reads"] > 100, counts
+    finally:
+        stack.restart_sts(session_seconds=3600, token_ttl=3600)
+
+
+def test_sts_down_during_a_refresh_is_invisible_to_the_app(stack):
+    stack.restart_sts(session_seconds=30)
+    try:
+        def outage(runner):
+            time.sleep(4)
+            stack.stop_sts()
+            time.sleep(14)  # the refresh due after ~15 s fails; the 30-s credentials stay valid
+            stack.start_sts()
+
+        dep = deployment("outage", "credentials", "arn:aws:iam::123456789012:role/e2e-outage", "e2e/boto3", ["--loop", "35"])
+        runner, (rc, out) = run_pod(stack, dep, during=outage)
+        sidecar = runner.logs("tokenvend-sidecar")
+        assert rc == 0, f"{out}\n{sidecar}"
+        assert len(arns(out)) >= 33, out
+        assert "refresh failed" in sidecar, sidecar
+        assert '"after_failures":' in sidecar and sidecar.rfind('"message":"refreshed"') > sidecar.find("refresh failed"), sidecar
+    finally:
+        if "sts" not in stack.procs:
+            stack.start_sts()
+        stack.restart_sts(session_seconds=3600)
+
+
+def test_invalid_role_annotation_is_denied_with_what_to_fix(stack):
+    dep = deployment("typo", "web-identity", "orders-writer", "e2e/aws-cli")
+    answer, pod = stack.admit(stack.pod_from_deployment(dep))
+    assert pod is None and not answer["allowed"]
+    assert answer["status"]["code"] == 403
+    assert answer["status"]["message"] == (
+        'tokenvend: annotation tremolo.io/aws-role: "orders-writer" is not an IAM role ARN: '
+        "expected arn:<partition>:iam::<12-digit account>:role/<name>")
