@@ -11,6 +11,7 @@ step "tools"
 ensure_debs
 ensure_rust_tools
 ensure_venv
+ensure_node
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -26,6 +27,9 @@ cargo nextest run --workspace --locked --no-fail-fast
 
 step "golden pods: kubectl patch --local and kubernetes-validate --strict (1.30, 1.34)"
 python3 crates/webhook/tests/check_golden.py
+
+step "end to end: every binary for real, moto, boto3 / AWS CLI / JS SDK v3 / Rust SDK (pytest)"
+python3 -m pytest -p no:cacheprovider -q e2e/test_e2e.py
 
 step "manifests: kubectl kustomize + kubernetes-validate --strict (1.30, 1.34) + webhook --check-config"
 bash manifests/check.sh

@@ -27,7 +27,8 @@ CLIENTS = {"boto3": "e2e/boto3", "aws-cli-v1": "e2e/aws-cli", "js-sdk-v3": "e2e/
 
 @pytest.fixture(scope="module")
 def stack():
-    s = Stack(WORK, BIN, log=lambda m: None)
+    # Short-lived values in the refresh tests: the startupProbe asks for 5 s of validity, not 300.
+    s = Stack(WORK, BIN, log=lambda m: None, webhook_config={"sidecarProbeMinValidSeconds": 5})
     yield s
     s.close()
 
