@@ -22,8 +22,14 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo build (debug, all targets)"
 cargo build --workspace --all-targets --locked
 
-step "cargo nextest (unit, golden, admission, real binary over TLS)"
-cargo nextest run --workspace --locked --no-fail-fast
+step "cargo nextest (unit, golden, admission, integration with the real binaries)"
+cargo nextest run --workspace --locked --no-fail-fast -E 'not test(/^fuzz_/)'
+
+step "fuzzing (proptest, time-bounded: 15 s per property, executions reported)"
+mkdir -p "$WORK"
+TOKENVEND_FUZZ_SECONDS=15 cargo nextest run --workspace --locked --no-fail-fast -E 'test(/^fuzz_/)' \
+  --no-capture 2>&1 | tee "$WORK/fuzz.log" | grep -E '^fuzz |Summary|FAIL|panicked'
+grep -q 'FAIL\|panicked' "$WORK/fuzz.log" && die "a fuzz property failed (see $WORK/fuzz.log)"
 
 step "golden pods: kubectl patch --local and kubernetes-validate --strict (1.30, 1.34)"
 python3 crates/webhook/tests/check_golden.py

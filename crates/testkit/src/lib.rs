@@ -764,3 +764,44 @@ pub async fn caller_arn(moto: &Moto, creds: &Value) -> String {
         .expect("GetCallerIdentity");
     out.arn.expect("arn")
 }
+
+/// Seconds each fuzz target runs (`TOKENVEND_FUZZ_SECONDS`, default 3; the test command uses 60).
+pub fn fuzz_budget() -> Duration {
+    Duration::from_secs(
+        std::env::var("TOKENVEND_FUZZ_SECONDS")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(3),
+    )
+}
+
+/// Run a proptest property on values of `strategy` until the fuzz budget is spent; panics with
+/// the shrunk failing input; prints and returns the number of executions.
+pub fn fuzz<S: proptest::strategy::Strategy>(
+    name: &str,
+    strategy: S,
+    test: impl Fn(S::Value) -> Result<(), proptest::test_runner::TestCaseError>,
+) -> u64
+where
+    S::Value: std::fmt::Debug,
+{
+    use proptest::test_runner::{Config, TestRunner};
+    let start = Instant::now();
+    let mut runs = 0u64;
+    while start.elapsed() < fuzz_budget() {
+        let mut runner = TestRunner::new(Config {
+            cases: 128,
+            failure_persistence: None,
+            ..Config::default()
+        });
+        if let Err(e) = runner.run(&strategy, &test) {
+            panic!("{name}: {e}");
+        }
+        runs += 128;
+    }
+    println!(
+        "fuzz {name}: {runs} executions in {:.1} s",
+        start.elapsed().as_secs_f64()
+    );
+    runs
+}

@@ -13,6 +13,9 @@ use serde_json::{Value, json};
 use tokenvend_webhook::config::{Config, read_file};
 use tokenvend_webhook::mutate::mutate;
 
+mod common;
+use common::contained;
+
 fn cases() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(&root)
@@ -22,34 +25,6 @@ fn cases() -> Vec<PathBuf> {
         .collect();
     dirs.sort();
     dirs
-}
-
-/// `old` is contained in `new`: objects keep every member, arrays keep every element in order
-/// (possibly with others inserted), scalars are equal.
-fn contained(old: &Value, new: &Value, at: &str) -> Result<(), String> {
-    match (old, new) {
-        (Value::Object(o), Value::Object(n)) => o.iter().try_for_each(|(k, v)| match n.get(k) {
-            Some(nv) => contained(v, nv, &format!("{at}/{k}")),
-            None => Err(format!("{at}/{k} was removed")),
-        }),
-        (Value::Array(o), Value::Array(n)) => {
-            let mut j = 0;
-            for (i, v) in o.iter().enumerate() {
-                loop {
-                    let Some(nv) = n.get(j) else {
-                        return Err(format!("{at}/{i} was changed or removed"));
-                    };
-                    j += 1;
-                    if contained(v, nv, &format!("{at}/{i}")).is_ok() {
-                        break;
-                    }
-                }
-            }
-            Ok(())
-        }
-        (o, n) if o == n => Ok(()),
-        (o, n) => Err(format!("{at} changed from {o} to {n}")),
-    }
 }
 
 fn check_or_update(path: &Path, actual: &Value) -> Result<(), String> {

@@ -1,0 +1,298 @@
+//! Property-based fuzzing of the webhook (proptest), time-bounded: `TOKENVEND_FUZZ_SECONDS` per
+//! target (default 3; the test command runs about a minute each and prints the executions).
+//! - any generated labelled pod, under any generated config: no panic; when allowed, the patch
+//!   applies, the result is a valid pod (decodes; unique container and volume names; every mount
+//!   names a volume; unique mount paths), a second pass is empty, and no existing field changed;
+//! - AdmissionReview parsing of arbitrary bytes and of mangled reviews: no panic, an answer or an error.
+
+mod common;
+
+use k8s_openapi::api::core::v1::Pod;
+use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
+use serde_json::{Value, json};
+use tokenvend_webhook::admission::review;
+use tokenvend_webhook::config::{Config, MutationArgs};
+use tokenvend_webhook::mutate::mutate;
+
+use tokenvend_testkit::fuzz;
+
+const NAMES: &[&str] = &[
+    "app",
+    "web",
+    "proxy",
+    "worker",
+    "tokenvend-sidecar",
+    "tokenvend-sidecar-init",
+    "a1",
+];
+const PATHS: &[&str] = &[
+    "/data",
+    "/var/run/secrets/tremolo.io/aws",
+    "/var/run/secrets/tremolo.io/serviceaccount",
+    "/tmp/x",
+    "/etc/cfg",
+];
+const VOLUMES: &[&str] = &["data", "cache", "tokenvend-aws", "tokenvend-sa-token"];
+const ENV: &[&str] = &[
+    "AWS_REGION",
+    "AWS_ROLE_ARN",
+    "AWS_ACCESS_KEY_ID",
+    "FOO",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_STS_REGIONAL_ENDPOINTS",
+];
+
+fn container(name: &'static str, volumes: Vec<&'static str>) -> impl Strategy<Value = Value> {
+    let mounts = proptest::sample::subsequence(PATHS.to_vec(), 0..3).prop_flat_map(move |paths| {
+        let vols = volumes.clone();
+        let n = paths.len();
+        (
+            Just(paths),
+            proptest::collection::vec(
+                proptest::sample::select(if vols.is_empty() { vec!["data"] } else { vols }),
+                n,
+            ),
+            proptest::collection::vec(any::<bool>(), n),
+        )
+    });
+    (
+        mounts,
+        proptest::sample::subsequence(ENV.to_vec(), 0..4),
+        "[a-z0-9/~._-]{0,12}",
+        any::<bool>(),
+        any::<bool>(),
+        proptest::option::of(proptest::sample::select(vec![
+            "app:1",
+            "ghcr.io/tokenvend/tokenvend-sidecar:0.1.0",
+        ])),
+    )
+        .prop_map(
+            move |((paths, vols, ro), env, value, env_from, native, image)| {
+                let mut c = json!({"name": name, "image": image.unwrap_or("app:1")});
+                if !paths.is_empty() {
+                    c["volumeMounts"] = Value::Array(
+                        paths
+                            .iter()
+                            .zip(&vols)
+                            .zip(&ro)
+                            .map(|((p, v), r)| json!({"name": v, "mountPath": p, "readOnly": r}))
+                            .collect(),
+                    );
+                }
+                if !env.is_empty() {
+                    c["env"] = Value::Array(
+                        env.iter()
+                            .map(|e| json!({"name": e, "value": value}))
+                            .collect(),
+                    );
+                }
+                if env_from {
+                    c["envFrom"] = json!([{"configMapRef": {"name": "cfg"}}]);
+                }
+                if native {
+                    c["restartPolicy"] = json!("Always");
+                }
+                c
+            },
+        )
+}
+
+fn pod() -> impl Strategy<Value = Value> {
+    (
+        proptest::sample::subsequence(VOLUMES.to_vec(), 0..3),
+        proptest::sample::subsequence(NAMES.to_vec(), 1..5),
+        1usize..4,
+        proptest::sample::select(vec!["arn:aws:iam::123456789012:role/app", "arn:aws-cn:iam::123456789012:role/p/q", "role", ""]),
+        proptest::option::of(proptest::sample::select(vec!["web-identity", "credentials", "projected", "bogus"])),
+        proptest::option::of("[a-z,\\- ]{0,20}"),
+        proptest::option::of("[a-z0-9-]{1,70}"),
+        any::<bool>(),
+    )
+        .prop_flat_map(|(volumes, names, split, role, mode, skip, name, empty_dir)| {
+            let split = split.min(names.len());
+            let (apps, inits) = names.split_at(split);
+            let apps: Vec<_> = apps.iter().map(|n| container(n, volumes.clone()).boxed()).collect();
+            let inits: Vec<_> = inits.iter().map(|n| container(n, volumes.clone()).boxed()).collect();
+            (apps, inits, Just((volumes, role, mode, skip, name, empty_dir)))
+        })
+        .prop_map(|(apps, inits, (volumes, role, mode, skip, name, empty_dir))| {
+            let mut ann = json!({"tremolo.io/aws-role": role});
+            if let Some(m) = mode {
+                ann["tremolo.io/aws-mode"] = json!(m);
+            }
+            if let Some(s) = skip {
+                ann["tremolo.io/aws-skip-containers"] = json!(s);
+            }
+            let mut meta = json!({"namespace": "ns", "labels": {"tremolo.io/aws-role": "true"}, "annotations": ann});
+            match name {
+                Some(n) => meta["name"] = json!(n),
+                None => meta["generateName"] = json!("web-"),
+            }
+            let mut spec = json!({"containers": apps});
+            if !inits.is_empty() {
+                spec["initContainers"] = Value::Array(inits);
+            }
+            if !volumes.is_empty() {
+                spec["volumes"] = Value::Array(
+                    volumes
+                        .iter()
+                        .map(|v| if empty_dir { json!({"name": v, "emptyDir": {}}) } else { json!({"name": v, "configMap": {"name": v}}) })
+                        .collect(),
+                );
+            }
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": spec})
+        })
+}
+
+fn config() -> impl Strategy<Value = Config> {
+    (
+        any::<bool>(),
+        any::<bool>(),
+        proptest::option::of(proptest::sample::select(vec!["eu-west-1", "us-gov-west-1"])),
+        proptest::sample::select(vec!["web-identity", "credentials", "projected"]),
+    )
+        .prop_map(|(deny, classic, region, mode)| {
+            Config::from_args(MutationArgs {
+                deny_on_invalid: Some(deny),
+                sidecar_style: Some(if classic { "classic" } else { "native" }.into()),
+                region: region.map(str::to_owned),
+                default_mode: Some(mode.into()),
+                ..Default::default()
+            })
+            .expect("valid config")
+        })
+}
+
+/// The Kubernetes validation rules our patch could break.
+fn valid_pod(v: &Value) -> Result<(), String> {
+    let pod: Pod = serde_json::from_value(v.clone()).map_err(|e| format!("not a Pod: {e}"))?;
+    let spec = pod.spec.ok_or("no spec")?;
+    let volumes: Vec<String> = spec
+        .volumes
+        .unwrap_or_default()
+        .into_iter()
+        .map(|v| v.name)
+        .collect();
+    let mut uniq = volumes.clone();
+    uniq.sort();
+    uniq.dedup();
+    if uniq.len() != volumes.len() {
+        return Err(format!("duplicate volume names {volumes:?}"));
+    }
+    let all: Vec<_> = spec
+        .containers
+        .iter()
+        .chain(spec.init_containers.iter().flatten())
+        .collect();
+    let mut names: Vec<&str> = all.iter().map(|c| c.name.as_str()).collect();
+    names.sort();
+    let n = names.len();
+    names.dedup();
+    if names.len() != n {
+        return Err("duplicate container names".into());
+    }
+    for c in all {
+        let mut paths = Vec::new();
+        for m in c.volume_mounts.iter().flatten() {
+            if !volumes.contains(&m.name) && m.name.starts_with("tokenvend") {
+                return Err(format!("{} mounts missing volume {}", c.name, m.name));
+            }
+            paths.push(m.mount_path.clone());
+        }
+        let k = paths.len();
+        paths.sort();
+        paths.dedup();
+        if paths.len() != k {
+            return Err(format!("{} has duplicate mount paths", c.name));
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn fuzz_mutation_properties() {
+    let runs = fuzz("mutation", (pod(), config()), |(pod_json, cfg)| {
+        // Generated pods may themselves be invalid (duplicate names are not generated; a mount of
+        // a missing user volume can be): we only require we do not make them worse.
+        let pod: Pod = serde_json::from_value(pod_json.clone())
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let before_valid = valid_pod(&pod_json).is_ok();
+        match mutate(&pod, &cfg) {
+            Err(d) => prop_assert!(d.message.starts_with("tokenvend: ")),
+            Ok(m) => {
+                let mut out = pod_json.clone();
+                json_patch::patch(&mut out, &m.patch)
+                    .map_err(|e| TestCaseError::fail(format!("patch does not apply: {e}")))?;
+                common::contained(&pod_json, &out, "").map_err(TestCaseError::fail)?;
+                if before_valid {
+                    valid_pod(&out)
+                        .map_err(|e| TestCaseError::fail(format!("{e}\npatch: {:?}", m.patch)))?;
+                }
+                let again: Pod = serde_json::from_value(out.clone())
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                match mutate(&again, &cfg) {
+                    Ok(m2) => prop_assert!(
+                        m2.patch.0.is_empty(),
+                        "second pass not empty: {:?}",
+                        m2.patch
+                    ),
+                    Err(d) => {
+                        return Err(TestCaseError::fail(format!(
+                            "second pass denied: {}",
+                            d.message
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(())
+    });
+    assert!(runs > 0);
+}
+
+#[test]
+fn fuzz_admission_review_parsing() {
+    let cfg = Config::default();
+    let base = json!({
+        "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+        "request": {"uid": "u", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                    "resource": {"group": "", "version": "v1", "resource": "pods"},
+                    "operation": "CREATE", "userInfo": {},
+                    "object": {"metadata": {"labels": {"tremolo.io/aws-role": "true"}, "annotations": {"tremolo.io/aws-role": "arn:aws:iam::123456789012:role/a"}},
+                               "spec": {"containers": [{"name": "a"}]}}}
+    })
+    .to_string()
+    .into_bytes();
+    let runs = fuzz(
+        "admission-review",
+        prop_oneof![
+            proptest::collection::vec(any::<u8>(), 0..512),
+            // Mangle a valid review: flip, drop and insert bytes.
+            proptest::collection::vec((0..base.len(), any::<u8>(), 0u8..3), 1..8).prop_map(
+                move |edits| {
+                    let mut b = base.clone();
+                    for (i, byte, op) in edits {
+                        let i = i.min(b.len().saturating_sub(1));
+                        match op {
+                            0 => b[i] = byte,
+                            1 => {
+                                b.remove(i);
+                            }
+                            _ => b.insert(i, byte),
+                        }
+                    }
+                    b
+                }
+            ),
+        ],
+        |body| {
+            // Never a panic: an answer or an error.
+            if let Ok(r) = review(&body, &cfg) {
+                prop_assert!(serde_json::from_slice::<Value>(&r.body).is_ok());
+            }
+            Ok(())
+        },
+    );
+    assert!(runs > 0);
+}
