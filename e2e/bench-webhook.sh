@@ -47,7 +47,7 @@ rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 idle=$(rss "$WEBHOOK")
 load() { # URL extra-args...
   local url=$1; shift
-  oha --no-tui --json -z "${SECS}s" -c 16 -m POST -H 'Content-Type: application/json' -D "$RUN/review.json" \
+  oha --no-tui --output-format json -z "${SECS}s" -c 16 -m POST -H 'Content-Type: application/json' -D "$RUN/review.json" \
     --cacert "$RUN/certs/ca.crt" "$@" "$url"
 }
 step "full speed, 16 keep-alive connections, ${SECS}s each"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Size and memory of tokenvend-sidecar as shipped: the size-optimised `sidecar` profile
+# Size, memory, idle CPU and start-up time of tokenvend-sidecar as shipped: the size-optimised `sidecar` profile
 # (opt-level z, fat LTO, panic=abort, stripped), running against the real tokenvend-sts and moto
 # in both modes. Prints the stripped binary size and the steady RSS after SECONDS.
 #   bash e2e/measure-sidecar.sh [SECONDS]
@@ -29,29 +29,46 @@ wait_http http://127.0.0.1:18600/moto-api/ 30
 "$BIN/tokenvend-sts" keygen --out "$RUN/keys/k1.pem" >/dev/null
 env AWS_ROLE_ARN=arn:aws:iam::123456789012:role/tvm AWS_REGION=us-east-1 \
   AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE AWS_SECRET_ACCESS_KEY=example AWS_ENDPOINT_URL_STS=http://127.0.0.1:18600 \
-  POLICY_TEMPLATE_PATH= TOKENVEND_LISTEN=127.0.0.1:18601 LOG_LEVEL=ERROR \
+  POLICY_TEMPLATE_PATH= TOKENVEND_LISTEN=127.0.0.1:18601 LOG_LEVEL=INFO \
   TOKENVEND_VALIDATION=jwks TOKENVEND_OIDC_ISSUER=https://kubernetes.default.svc.cluster.local \
   TOKENVEND_JWKS_FILE="$RUN/jwks.json" TOKENVEND_ISSUER_URL=https://issuer.example.com \
   TOKENVEND_SIGNING_KEY_DIR="$RUN/keys" "$BIN/tokenvend-sts" >"$RUN/sts.log" 2>&1 &
 PIDS+=($!)
 wait_http http://127.0.0.1:18601/healthz 30
 
+first_file() { # FILE START_NS: milliseconds from START_NS until FILE exists
+  until [ -e "$1" ]; do sleep 0.002; done
+  echo $(( ($(date +%s%N) - $2) / 1000000 ))
+}
+t0=$(date +%s%N)
 "$SIDECAR" --mode web-identity --sa-token-file "$RUN/sa-token" --out-dir "$RUN/web" \
   --exchange-url http://127.0.0.1:18601 >"$RUN/web.log" 2>&1 &
 WEB=$!; PIDS+=("$WEB")
+web_ms=$(first_file "$RUN/web/token" "$t0")
+t0=$(date +%s%N)
 "$SIDECAR" --mode credentials --sa-token-file "$RUN/sa-token" --out-dir "$RUN/creds" \
   --exchange-url http://127.0.0.1:18601 --listen 127.0.0.1:18602 >"$RUN/creds.log" 2>&1 &
 CREDS=$!; PIDS+=("$CREDS")
+creds_ms=$(first_file "$RUN/creds/credentials.json" "$t0")
+# The upstream's own share of that time: tokenvend-sts's latency for those two exchanges.
+upstream_us=$(grep '"message":"exchange"' "$RUN/sts.log" | sed 's/.*"latency_us":\([0-9]*\).*/\1/' | head -2 | paste -sd' ')
 sleep 2
 # Serve the endpoint a little, as SDKs would.
 for _ in $(seq 20); do
   curl -fsS -o /dev/null -H "Authorization: $(cat "$RUN/creds/auth-token")" http://127.0.0.1:18602/credentials
 done
+cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+web_cpu0=$(cpu "$WEB"); creds_cpu0=$(cpu "$CREDS")
 sleep "$SECS"
+hz=$(getconf CLK_TCK)
+web_cpu=$(( $(cpu "$WEB") - web_cpu0 )); creds_cpu=$(( $(cpu "$CREDS") - creds_cpu0 ))
 rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 hwm() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
 size=$(stat -c %s "$SIDECAR")
 step "result"
 printf '   stripped binary: %s bytes (%.2f MB)\n' "$size" "$(awk -v s="$size" 'BEGIN { print s / 1e6 }')"
-printf '   web-identity: RSS %s KiB (peak %s KiB) after %ss\n' "$(rss $WEB)" "$(hwm $WEB)" "$SECS"
+printf "   web-identity: RSS %s KiB (peak %s KiB) after %ss\n" "$(rss "$WEB")" "$(hwm "$WEB")" "$SECS"
 printf '   credentials:  RSS %s KiB (peak %s KiB) after %ss\n' "$(rss $CREDS)" "$(hwm $CREDS)" "$SECS"
+printf '   idle CPU over %ss: web-identity %s ticks, credentials %s ticks (%s ticks = 1 s)\n' "$SECS" "$web_cpu" "$creds_cpu" "$hz"
+printf '   start to first file: web-identity %s ms, credentials %s ms; tokenvend-sts latency of those exchanges: %s us\n' \
+  "$web_ms" "$creds_ms" "$upstream_us"

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# Soak: 60 s at 500 requests/s on tokenvend-webhook while its serving certificate is rotated
+# twice (tokenvend-certs renewals swapped in by rename, as the kubelet swaps Secret files), and
+# 60 s at 500 requests/s on tokenvend-sts POST /token while its signing key is rotated twice.
+# Both must end with zero failed requests. Load tool: oha.
+#   bash e2e/soak.sh [SECONDS]
+set -euo pipefail
+# shellcheck source=e2e/lib.sh
+source "$(dirname "$0")/lib.sh"
+cd "$ROOT"
+SECS=${1:-60}
+ensure_debs
+ensure_venv
+command -v oha >/dev/null || cargo install --locked oha@1.16.0
+step "release build"
+cargo build --release --workspace --bins --examples --locked -q
+BIN=$ROOT/target/release
+RUN=$WORK/soak
+rm -rf "$RUN" && mkdir -p "$RUN/keys" "$RUN/serving"
+PIDS=()
+trap 'kill "${PIDS[@]}" 2>/dev/null || true' EXIT
+certs() { "$BIN/tokenvend-certs" --service localhost --namespace soak --out-dir "$RUN/certs" "$@" >/dev/null 2>&1; }
+certs --serving-validity-days 1 --renew-before-days 0
+install_serving() { # temp + rename, so the webhook never reads a half-written file
+  cp "$RUN/certs/tls.key" "$RUN/serving/.tls.key" && mv "$RUN/serving/.tls.key" "$RUN/serving/tls.key"
+  cp "$RUN/certs/tls.crt" "$RUN/serving/.tls.crt" && mv "$RUN/serving/.tls.crt" "$RUN/serving/tls.crt"
+}
+install_serving
+python3 - "$RUN/review.json" <<'PY'
+import json, sys, yaml
+pod = yaml.safe_load(open("crates/webhook/benches/pod-3-containers.yaml"))
+json.dump({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+           "request": {"uid": "u1", "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                       "resource": {"group": "", "version": "v1", "resource": "pods"}, "namespace": "shop",
+                       "operation": "CREATE", "userInfo": {}, "object": pod, "dryRun": False}}, open(sys.argv[1], "w"))
+PY
+"$BIN/tokenvend-webhook" --listen 127.0.0.1:18443 --probe-listen 127.0.0.1:18080 --cert-reload-seconds 1 \
+  --tls-cert "$RUN/serving/tls.crt" --tls-key "$RUN/serving/tls.key" >"$RUN/webhook.log" 2>&1 &
+PIDS+=($!)
+wait_http http://127.0.0.1:18080/readyz 30
+
+step "webhook: ${SECS}s at 500 req/s, serving certificate rotated at 1/3 and 2/3"
+oha --no-tui --output-format json -n $((SECS * 500)) -q 500 -c 8 -m POST -H 'Content-Type: application/json' -D "$RUN/review.json" \
+  --cacert "$RUN/certs/ca.crt" https://localhost:18443/mutate >"$RUN/webhook.json" &
+LOAD=$!
+for n in 1 2; do
+  sleep $((SECS / 3))
+  # The current certificate has n days left: renewing n days before expiry issues a new one
+  # (valid n+1 days) from the same CA, as the CronJob does 30 days before expiry.
+  certs --serving-validity-days $((n + 1)) --renew-before-days "$n"
+  install_serving
+done
+wait "$LOAD"
+
+step "tokenvend-sts: ${SECS}s at 500 req/s on POST /token, signing key rotated at 1/3 and 2/3"
+(cd "$RUN" && exec moto_server -H 127.0.0.1 -p 18700 >"$RUN/moto.log" 2>&1) &
+PIDS+=($!)
+TOKEN=$("$BIN/examples/mint-sa-token" --key "$RUN/cluster.pem" --create-key --jwks-out "$RUN/jwks.json" \
+  --namespace shop --service-account orders --ttl 3600)
+"$BIN/tokenvend-sts" keygen --out "$RUN/keys/k1.pem" >/dev/null
+env TOKENVEND_LISTEN=127.0.0.1:18701 LOG_LEVEL=ERROR TOKENVEND_VALIDATION=jwks \
+  TOKENVEND_OIDC_ISSUER=https://kubernetes.default.svc.cluster.local TOKENVEND_JWKS_FILE="$RUN/jwks.json" \
+  TOKENVEND_ISSUER_URL=https://issuer.example.com TOKENVEND_SIGNING_KEY_DIR="$RUN/keys" TOKENVEND_KEY_RELOAD_SECONDS=1 \
+  "$BIN/tokenvend-sts" >"$RUN/sts.log" 2>&1 &
+PIDS+=($!)
+wait_http http://127.0.0.1:18701/healthz 30
+oha --no-tui --output-format json -n $((SECS * 500)) -q 500 -c 8 -m POST -H "Authorization: Bearer $TOKEN" \
+  http://127.0.0.1:18701/token >"$RUN/sts.json" &
+LOAD=$!
+for n in 2 3; do
+  sleep $((SECS / 3))
+  "$BIN/tokenvend-sts" keygen --out "$RUN/keys/k$n.pem" >/dev/null
+done
+wait "$LOAD"
+keys=$(curl -fsS http://127.0.0.1:18701/keys | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["keys"]))')
+
+step "result"
+python3 - "$RUN" "$keys" <<'PY'
+import json, sys
+run, keys = sys.argv[1], sys.argv[2]
+bad = 0
+for name, what in [("webhook", "webhook, 2 certificate rotations"), ("sts", f"sts /token, 2 signing-key rotations ({keys} keys published)")]:
+    d = json.load(open(f"{run}/{name}.json"))
+    codes = d.get("statusCodeDistribution", {})
+    errors = d.get("errorDistribution", {})
+    ok = codes.get("200", 0)
+    failed = sum(v for k, v in codes.items() if k != "200") + sum(errors.values())
+    bad += failed
+    p = d["latencyPercentiles"]
+    print(f"   {what}: {ok} ok, {failed} failed, {d['summary']['requestsPerSec']:.0f} req/s, "
+          f"p50 {p['p50'] * 1000:.2f} ms, p99 {p['p99'] * 1000:.2f} ms")
+sys.exit(1 if bad else 0)
+PY
