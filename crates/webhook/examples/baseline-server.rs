@@ -26,8 +26,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let rustls = axum_server::tls_rustls::RustlsConfig::from_config(loaded.config);
     let app = Router::new().route(
         "/mutate",
-        post(move |_body: axum::body::Bytes| async move { ([(header::CONTENT_TYPE, "application/json")], body) }),
+        post(move |_body: axum::body::Bytes| async move {
+            ([(header::CONTENT_TYPE, "application/json")], body)
+        }),
     );
-    axum_server::bind_rustls(addr, rustls).serve(app.into_make_service()).await?;
+    axum_server::bind_rustls(addr, rustls)
+        .serve(app.into_make_service())
+        .await?;
     Ok(())
 }

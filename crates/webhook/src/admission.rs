@@ -1,11 +1,12 @@
 //! AdmissionReview `admission.k8s.io/v1` in, AdmissionReview out: request checks, the call into
 //! the pure mutation, and the wire format of the response (base64 `patch`).
 
+use std::collections::BTreeMap;
+
 use base64::Engine;
 use k8s_openapi::api::core::v1::Pod;
-use kube::core::DynamicObject;
-use kube::core::admission::{AdmissionRequest, AdmissionReview, Operation};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
 use tokenvend_core::Mode;
 use tokenvend_core::contract::{self, ROLE_KEY};
 
@@ -83,6 +84,62 @@ pub struct Reviewed {
     pub dry_run: bool,
 }
 
+/// The parts of an incoming AdmissionReview this webhook reads. The object stays raw JSON until
+/// it is known to be an opted-in Pod, and is then decoded once, straight into the typed Pod.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReviewIn<'a> {
+    api_version: String,
+    kind: String,
+    #[serde(borrow, default)]
+    request: Option<RequestIn<'a>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RequestIn<'a> {
+    uid: String,
+    kind: Gvk,
+    #[serde(default)]
+    sub_resource: Option<String>,
+    #[serde(default)]
+    namespace: Option<String>,
+    operation: String,
+    #[serde(default)]
+    dry_run: Option<bool>,
+    #[serde(borrow, default)]
+    object: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct Gvk {
+    #[serde(default)]
+    group: String,
+    #[serde(default)]
+    version: String,
+    #[serde(default)]
+    kind: String,
+}
+
+/// Only what the opt-in check and the log line need; every other field is skipped unparsed.
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct MetaOnly {
+    #[serde(default)]
+    metadata: MetaLite,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+struct MetaLite {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    generate_name: Option<String>,
+    #[serde(default)]
+    labels: Option<BTreeMap<String, String>>,
+}
+
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct ReviewOut<'a> {
@@ -116,24 +173,31 @@ struct StatusOut {
 
 /// Answer one AdmissionReview body. Pure: no I/O, no clock.
 pub fn review(body: &[u8], cfg: &Config) -> Result<Reviewed, ReviewError> {
-    let review: AdmissionReview<DynamicObject> =
+    let review: ReviewIn<'_> =
         serde_json::from_slice(body).map_err(|e| ReviewError::Malformed(e.to_string()))?;
-    if review.types.api_version != API_VERSION || review.types.kind != "AdmissionReview" {
+    if review.api_version != API_VERSION || review.kind != "AdmissionReview" {
         return Err(ReviewError::Version {
-            api_version: review.types.api_version,
-            kind: review.types.kind,
+            api_version: review.api_version,
+            kind: review.kind,
         });
     }
-    let request: AdmissionRequest<DynamicObject> =
-        review.try_into().map_err(|_| ReviewError::MissingRequest)?;
+    let request = review.request.ok_or(ReviewError::MissingRequest)?;
     if request.uid.is_empty() {
         return Err(ReviewError::MissingUid);
     }
+    let meta: MetaLite = match request.object {
+        // An object without usable metadata is simply not opted in.
+        Some(raw) => serde_json::from_str::<MetaOnly>(raw.get())
+            .map(|m| m.metadata)
+            .unwrap_or_default(),
+        None => MetaLite::default(),
+    };
     let namespace = request.namespace.clone().unwrap_or_default();
-    let meta = request.object.as_ref().map(|o| &o.metadata);
     let pod_name = meta
-        .and_then(|m| m.name.clone().filter(|n| !n.is_empty()))
-        .or_else(|| meta.and_then(|m| m.generate_name.clone()))
+        .name
+        .clone()
+        .filter(|n| !n.is_empty())
+        .or_else(|| meta.generate_name.clone())
         .unwrap_or_default();
     let mut out = Reviewed {
         body: Vec::new(),
@@ -142,11 +206,11 @@ pub fn review(body: &[u8], cfg: &Config) -> Result<Reviewed, ReviewError> {
         pod: pod_name,
         mode: None,
         decision: Decision::Ignored,
-        dry_run: request.dry_run,
+        dry_run: request.dry_run.unwrap_or(false),
     };
 
     let is_pod = request.kind.group.is_empty() && request.kind.kind == "Pod";
-    let is_create = matches!(request.operation, Operation::Create);
+    let is_create = request.operation == "CREATE";
     let has_subresource = request
         .sub_resource
         .as_deref()
@@ -180,8 +244,7 @@ pub fn review(body: &[u8], cfg: &Config) -> Result<Reviewed, ReviewError> {
     };
     // Cheap opt-in check before decoding the whole pod.
     let role_key = contract::key(&cfg.prefix, ROLE_KEY);
-    if object
-        .metadata
+    if meta
         .labels
         .as_ref()
         .is_none_or(|l| !l.contains_key(&role_key))
@@ -189,7 +252,7 @@ pub fn review(body: &[u8], cfg: &Config) -> Result<Reviewed, ReviewError> {
         out.body = respond(&request.uid, true, None, None, &[]);
         return Ok(out);
     }
-    let pod: Pod = match object.try_parse() {
+    let pod: Pod = match serde_json::from_str(object.get()) {
         Ok(p) => p,
         Err(e) => {
             out.decision = Decision::Denied;
