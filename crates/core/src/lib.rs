@@ -8,6 +8,7 @@ pub mod claims;
 pub mod contract;
 pub mod creds;
 pub mod mode;
+pub mod session;
 #[cfg(feature = "tls-server")]
 pub mod tls;
 

@@ -89,31 +89,7 @@ fn start_sidecar(mode: &str, sa: &Path, url: &str, extra: &[&str]) -> Sidecar {
         .stderr(Stdio::piped())
         .spawn()
         .expect("start sidecar");
-    let logs = Arc::new(std::sync::Mutex::new(Vec::new()));
-    for stream in [
-        child
-            .stdout
-            .take()
-            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-        child
-            .stderr
-            .take()
-            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        let sink = logs.clone();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(stream)
-                .lines()
-                .map_while(Result::ok)
-            {
-                sink.lock().expect("logs").push(line);
-            }
-        });
-    }
+    let logs = capture_output(&mut child);
     Sidecar { child, out, logs }
 }
 

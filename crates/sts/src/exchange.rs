@@ -100,28 +100,9 @@ fn sdk_error<E: std::error::Error + 'static>(e: &aws_sdk_sts::error::SdkError<E>
     }
 }
 
-/// `RoleSessionName` for an identity: `<namespace>.<serviceaccount>`, AWS charset
-/// `[\w+=,.@-]`, at most 64 characters (longer: cut to 55 + `-` + 8 hex of its SHA-256).
+/// `RoleSessionName` for an identity: `<namespace>.<serviceaccount>` made valid for AWS.
 pub fn role_session_name(id: &Identity) -> String {
-    let raw = format!("{}.{}", id.namespace, id.service_account);
-    let mut s: String = raw
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "_+=,.@-".contains(c) {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    if s.len() > 64 {
-        let digest = Sha256::digest(raw.as_bytes());
-        let hex: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
-        s.truncate(55);
-        s.push('-');
-        s.push_str(&hex);
-    }
-    s
+    tokenvend_core::session::session_name(&format!("{}.{}", id.namespace, id.service_account))
 }
 
 fn now() -> i64 {

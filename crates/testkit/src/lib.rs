@@ -16,6 +16,34 @@ use serde_json::{Value, json};
 pub const CLUSTER_ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 pub const ROLE: &str = "arn:aws:iam::123456789012:role/tvm";
 
+/// Collect a child's piped stdout and stderr, line by line, as they come.
+pub fn capture_output(child: &mut Child) -> Arc<Mutex<Vec<String>>> {
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let streams: [Option<Box<dyn std::io::Read + Send>>; 2] = [
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+    ];
+    for stream in streams.into_iter().flatten() {
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stream)
+                .lines()
+                .map_while(Result::ok)
+            {
+                sink.lock().expect("logs").push(line);
+            }
+        });
+    }
+    logs
+}
+
 /// A binary built by this workspace (`target/<profile>/NAME`, next to the test's own `deps/`).
 pub fn workspace_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
@@ -659,31 +687,7 @@ impl Sts {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start tokenvend-sts");
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        for stream in [
-            child
-                .stdout
-                .take()
-                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-            child
-                .stderr
-                .take()
-                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            let sink = logs.clone();
-            std::thread::spawn(move || {
-                use std::io::BufRead;
-                for line in std::io::BufReader::new(stream)
-                    .lines()
-                    .map_while(Result::ok)
-                {
-                    sink.lock().expect("logs").push(line);
-                }
-            });
-        }
+        let logs = capture_output(&mut child);
         let deadline = Instant::now() + Duration::from_secs(30);
         while std::net::TcpStream::connect(addr).is_err() {
             if let Ok(Some(status)) = child.try_wait() {

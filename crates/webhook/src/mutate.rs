@@ -14,7 +14,6 @@ use k8s_openapi::api::core::v1::{
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use tokenvend_core::contract::{
     self, AWS_STS_AUDIENCE, CREDENTIALS_PATH, MODE_KEY, OPT_IN_VALUE, ROLE_KEY, SA_TOKEN_DIR,
     SA_TOKEN_VOLUME, SHARED_DIR, SHARED_VOLUME, SIDECAR_BINARY, SIDECAR_CA_PEM_ENV,
@@ -586,29 +585,9 @@ pub fn session_name(pod: &Pod) -> EnvVar {
     }
 }
 
-/// The static session name rule for a known pod name.
+/// The static session name rule for a known pod name (see [`tokenvend_core::session::session_name`]).
 pub fn session_name_from(name: &str) -> String {
-    let mut s: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "_+=,.@-".contains(c) {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    if s.len() > 64 {
-        let digest = Sha256::digest(name.as_bytes());
-        let hex: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
-        s.truncate(55);
-        s.push('-');
-        s.push_str(&hex);
-    }
-    if s.len() < 2 {
-        s.insert_str(0, "pod-");
-    }
-    s
+    tokenvend_core::session::session_name(name)
 }
 
 fn same_volume_kind(existing: &Volume, ours: &Volume) -> bool {
