@@ -20,19 +20,7 @@ rm -rf "$RUN" && mkdir -p "$RUN"
 PIDS=()
 trap 'kill "${PIDS[@]}" 2>/dev/null || true' EXIT
 "$BIN/tokenvend-certs" --service localhost --namespace bench --out-dir "$RUN/certs" >/dev/null 2>&1
-# The request: the benchmark fixture pod inside an AdmissionReview v1.
-python3 - "$RUN/review.json" <<'PY'
-import json, sys, yaml
-pod = yaml.safe_load(open("crates/webhook/benches/pod-3-containers.yaml"))
-review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-          "request": {"uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
-                      "kind": {"group": "", "version": "v1", "kind": "Pod"},
-                      "resource": {"group": "", "version": "v1", "resource": "pods"},
-                      "namespace": "shop", "operation": "CREATE",
-                      "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
-                      "object": pod, "dryRun": False}}
-json.dump(review, open(sys.argv[1], "w"))
-PY
+write_review_json "$RUN/review.json"
 "$BIN/tokenvend-webhook" --listen 127.0.0.1:18443 --probe-listen 127.0.0.1:18080 --log-format json \
   --tls-cert "$RUN/certs/tls.crt" --tls-key "$RUN/certs/tls.key" >"$RUN/webhook.log" 2>&1 &
 WEBHOOK=$!; PIDS+=("$WEBHOOK")

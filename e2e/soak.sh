@@ -26,14 +26,7 @@ install_serving() { # temp + rename, so the webhook never reads a half-written f
   cp "$RUN/certs/tls.crt" "$RUN/serving/.tls.crt" && mv "$RUN/serving/.tls.crt" "$RUN/serving/tls.crt"
 }
 install_serving
-python3 - "$RUN/review.json" <<'PY'
-import json, sys, yaml
-pod = yaml.safe_load(open("crates/webhook/benches/pod-3-containers.yaml"))
-json.dump({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-           "request": {"uid": "u1", "kind": {"group": "", "version": "v1", "kind": "Pod"},
-                       "resource": {"group": "", "version": "v1", "resource": "pods"}, "namespace": "shop",
-                       "operation": "CREATE", "userInfo": {}, "object": pod, "dryRun": False}}, open(sys.argv[1], "w"))
-PY
+write_review_json "$RUN/review.json"
 "$BIN/tokenvend-webhook" --listen 127.0.0.1:18443 --probe-listen 127.0.0.1:18080 --cert-reload-seconds 1 \
   --tls-cert "$RUN/serving/tls.crt" --tls-key "$RUN/serving/tls.key" >"$RUN/webhook.log" 2>&1 &
 PIDS+=($!)

@@ -26,6 +26,23 @@ pub struct Settings {
     pub ca_overlap: Duration,
 }
 
+impl Settings {
+    /// The documented defaults (CA 10 years, serving 1 year, renew 30 days before expiry, rotate
+    /// the CA a year before, 7 days of overlap) for these SANs.
+    pub fn defaults(sans: Vec<String>, ca_name: &str) -> Settings {
+        const DAY: u64 = 86_400;
+        Settings {
+            sans,
+            ca_name: ca_name.to_owned(),
+            ca_validity: Duration::from_secs(3650 * DAY),
+            serving_validity: Duration::from_secs(365 * DAY),
+            renew_before: Duration::from_secs(30 * DAY),
+            ca_renew_before: Duration::from_secs(365 * DAY),
+            ca_overlap: Duration::from_secs(7 * DAY),
+        }
+    }
+}
+
 /// What exists: the CA bundle (current CA first, then previous CAs still trusted), its key, and
 /// the serving pair, all PEM.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -191,15 +208,10 @@ mod tests {
     const DAY: i64 = 86_400;
 
     fn settings() -> Settings {
-        Settings {
-            sans: service_sans("tokenvend-webhook", "tokenvend"),
-            ca_name: "tokenvend-webhook-ca".into(),
-            ca_validity: Duration::from_secs(3650 * DAY as u64),
-            serving_validity: Duration::from_secs(365 * DAY as u64),
-            renew_before: Duration::from_secs(30 * DAY as u64),
-            ca_renew_before: Duration::from_secs(365 * DAY as u64),
-            ca_overlap: Duration::from_secs(7 * DAY as u64),
-        }
+        Settings::defaults(
+            service_sans("tokenvend-webhook", "tokenvend"),
+            "tokenvend-webhook-ca",
+        )
     }
 
     fn fresh(now: i64) -> Material {

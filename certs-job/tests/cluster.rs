@@ -3,7 +3,6 @@
 //! MutatingWebhookConfigurations, and the real binary's --out-dir mode.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use base64::Engine;
 use serde_json::{Value, json};
@@ -16,15 +15,10 @@ const DAY: i64 = 86_400;
 const NOW: i64 = 1_800_000_000;
 
 fn settings() -> Settings {
-    Settings {
-        sans: service_sans("tokenvend-webhook", "tokenvend"),
-        ca_name: "tokenvend-webhook-ca".into(),
-        ca_validity: Duration::from_secs(3650 * DAY as u64),
-        serving_validity: Duration::from_secs(365 * DAY as u64),
-        renew_before: Duration::from_secs(30 * DAY as u64),
-        ca_renew_before: Duration::from_secs(365 * DAY as u64),
-        ca_overlap: Duration::from_secs(7 * DAY as u64),
-    }
+    Settings::defaults(
+        service_sans("tokenvend-webhook", "tokenvend"),
+        "tokenvend-webhook-ca",
+    )
 }
 
 async fn standin() -> (ApiServerStandIn, kube::Client, tempfile::TempDir) {
