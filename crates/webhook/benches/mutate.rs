@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 use tokenvend_webhook::admission::review;
 use tokenvend_webhook::config::Config;
 use tokenvend_webhook::mutate::mutate;
+use tokenvend_webhook::pod::PodView;
 
 fn fixture() -> Value {
     let text = include_str!("pod-3-containers.yaml");
@@ -17,7 +18,8 @@ fn fixture() -> Value {
 
 fn bench(c: &mut Criterion) {
     let pod_json = fixture();
-    let pod: Pod = serde_json::from_value(pod_json.clone()).expect("fixture is a Pod");
+    let _: Pod = serde_json::from_value(pod_json.clone()).expect("fixture is a Pod");
+    let pod: PodView = serde_json::from_value(pod_json.clone()).expect("fixture decodes");
     let cfg = Config::default();
     assert_eq!(pod.spec.as_ref().map(|s| s.containers.len()), Some(3));
     assert!(!mutate(&pod, &cfg).expect("patched").patch.0.is_empty());
@@ -40,6 +42,17 @@ fn bench(c: &mut Criterion) {
     })
     .to_string()
     .into_bytes();
+    let object = pod_json.to_string();
+    c.bench_function("decode/k8s-openapi-pod", |b| {
+        b.iter(|| serde_json::from_str::<Pod>(black_box(&object)))
+    });
+    c.bench_function("decode/pod-view", |b| {
+        b.iter(|| serde_json::from_str::<PodView>(black_box(&object)))
+    });
+    let m = mutate(&pod, &cfg).expect("patched");
+    c.bench_function("serialize/patch", |b| {
+        b.iter(|| serde_json::to_vec(black_box(&m.patch)))
+    });
     c.bench_function("review/3-container-pod", |b| {
         b.iter(|| review(black_box(&body), black_box(&cfg)))
     });

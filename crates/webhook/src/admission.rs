@@ -1,10 +1,7 @@
 //! AdmissionReview `admission.k8s.io/v1` in, AdmissionReview out: request checks, the call into
 //! the pure mutation, and the wire format of the response (base64 `patch`).
 
-use std::collections::BTreeMap;
-
 use base64::Engine;
-use k8s_openapi::api::core::v1::Pod;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokenvend_core::Mode;
@@ -12,6 +9,7 @@ use tokenvend_core::contract::{self, ROLE_KEY};
 
 use crate::config::Config;
 use crate::mutate::{Denial, mutate};
+use crate::pod::{MetaView, PodView};
 
 /// The only AdmissionReview version served.
 pub const API_VERSION: &str = "admission.k8s.io/v1";
@@ -85,7 +83,7 @@ pub struct Reviewed {
 }
 
 /// The parts of an incoming AdmissionReview this webhook reads. The object stays raw JSON until
-/// it is known to be an opted-in Pod, and is then decoded once, straight into the typed Pod.
+/// the request is known to be a Pod, and is then decoded once, into the fields the mutation reads.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ReviewIn<'a> {
@@ -121,23 +119,11 @@ struct Gvk {
     kind: String,
 }
 
-/// Only what the opt-in check and the log line need; every other field is skipped unparsed.
+/// Only what the opt-in check and the log line need, for objects that are not a decodable Pod.
 #[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
 struct MetaOnly {
     #[serde(default)]
-    metadata: MetaLite,
-}
-
-#[derive(Deserialize, Default)]
-#[serde(rename_all = "camelCase")]
-struct MetaLite {
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    generate_name: Option<String>,
-    #[serde(default)]
-    labels: Option<BTreeMap<String, String>>,
+    metadata: MetaView,
 }
 
 #[derive(Serialize)]
@@ -185,36 +171,40 @@ pub fn review(body: &[u8], cfg: &Config) -> Result<Reviewed, ReviewError> {
     if request.uid.is_empty() {
         return Err(ReviewError::MissingUid);
     }
-    let meta: MetaLite = match request.object {
-        // An object without usable metadata is simply not opted in.
-        Some(raw) => serde_json::from_str::<MetaOnly>(raw.get())
-            .map(|m| m.metadata)
-            .unwrap_or_default(),
-        None => MetaLite::default(),
-    };
-    let namespace = request.namespace.clone().unwrap_or_default();
-    let pod_name = meta
-        .name
-        .clone()
-        .filter(|n| !n.is_empty())
-        .or_else(|| meta.generate_name.clone())
-        .unwrap_or_default();
-    let mut out = Reviewed {
-        body: Vec::new(),
-        uid: request.uid.clone(),
-        namespace,
-        pod: pod_name,
-        mode: None,
-        decision: Decision::Ignored,
-        dry_run: request.dry_run.unwrap_or(false),
-    };
-
     let is_pod = request.kind.group.is_empty() && request.kind.kind == "Pod";
     let is_create = request.operation == "CREATE";
     let has_subresource = request
         .sub_resource
         .as_deref()
         .is_some_and(|s| !s.is_empty());
+    // One decoding of the object: as a Pod when it is a Pod being created; otherwise (or when
+    // that fails) only its metadata, and an object without usable metadata is not opted in.
+    let pod: Option<Result<PodView, serde_json::Error>> = request
+        .object
+        .filter(|_| is_pod && is_create && !has_subresource)
+        .map(|raw| serde_json::from_str(raw.get()));
+    let fallback_meta;
+    let meta: &MetaView = match &pod {
+        Some(Ok(p)) => &p.metadata,
+        _ => {
+            fallback_meta = request
+                .object
+                .and_then(|raw| serde_json::from_str::<MetaOnly>(raw.get()).ok())
+                .map(|m| m.metadata)
+                .unwrap_or_default();
+            &fallback_meta
+        }
+    };
+    let mut out = Reviewed {
+        body: Vec::new(),
+        uid: request.uid.clone(),
+        namespace: request.namespace.clone().unwrap_or_default(),
+        pod: meta.display_name().to_owned(),
+        mode: None,
+        decision: Decision::Ignored,
+        dry_run: request.dry_run.unwrap_or(false),
+    };
+
     if !is_pod || has_subresource {
         let warnings = if is_pod {
             Vec::new()
@@ -231,7 +221,7 @@ pub fn review(body: &[u8], cfg: &Config) -> Result<Reviewed, ReviewError> {
         out.body = respond(&request.uid, true, None, None, &[]);
         return Ok(out);
     }
-    let Some(object) = request.object else {
+    let Some(pod) = &pod else {
         out.decision = Decision::Denied;
         out.body = respond(
             &request.uid,
@@ -242,7 +232,6 @@ pub fn review(body: &[u8], cfg: &Config) -> Result<Reviewed, ReviewError> {
         );
         return Ok(out);
     };
-    // Cheap opt-in check before decoding the whole pod.
     let role_key = contract::key(&cfg.prefix, ROLE_KEY);
     if meta
         .labels
@@ -252,7 +241,7 @@ pub fn review(body: &[u8], cfg: &Config) -> Result<Reviewed, ReviewError> {
         out.body = respond(&request.uid, true, None, None, &[]);
         return Ok(out);
     }
-    let pod: Pod = match serde_json::from_str(object.get()) {
+    let pod = match pod {
         Ok(p) => p,
         Err(e) => {
             out.decision = Decision::Denied;
@@ -269,7 +258,7 @@ pub fn review(body: &[u8], cfg: &Config) -> Result<Reviewed, ReviewError> {
             return Ok(out);
         }
     };
-    match mutate(&pod, cfg) {
+    match mutate(pod, cfg) {
         Ok(m) => {
             out.mode = m.mode;
             let patch = if m.patch.0.is_empty() {

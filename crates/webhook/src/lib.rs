@@ -8,6 +8,7 @@ pub mod config;
 pub mod metrics;
 pub mod mutate;
 pub mod patch;
+pub mod pod;
 pub mod server;
 
 pub use config::{Cli, Config, ServerConfig};

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use json_patch::Patch;
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction,
-    ObjectFieldSelector, Pod, Probe, ProjectedVolumeSource, ResourceRequirements, SeccompProfile,
+    ObjectFieldSelector, Probe, ProjectedVolumeSource, ResourceRequirements, SeccompProfile,
     SecurityContext, ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
@@ -23,6 +23,7 @@ use tokenvend_core::{Mode, RoleArn};
 
 use crate::config::{Config, SidecarStyle};
 use crate::patch::{PatchBuilder, Seg};
+use crate::pod::{ContainerView, PodSpecView, PodView, VolumeView};
 
 /// What the webhook does with an admitted pod.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,7 +59,7 @@ impl Mutation {
 }
 
 /// Decide what to add to `pod` under `cfg`.
-pub fn mutate(pod: &Pod, cfg: &Config) -> Result<Mutation, Denial> {
+pub fn mutate(pod: &PodView, cfg: &Config) -> Result<Mutation, Denial> {
     let role_key = contract::key(&cfg.prefix, ROLE_KEY);
     match pod.metadata.labels.as_ref().and_then(|l| l.get(&role_key)) {
         None => return Ok(Mutation::unchanged(Vec::new(), None)),
@@ -237,7 +238,7 @@ struct Plan<'a> {
 }
 
 impl<'a> Plan<'a> {
-    fn new(pod: &Pod, cfg: &'a Config, mode: Mode, role: &RoleArn) -> Self {
+    fn new(pod: &PodView, cfg: &'a Config, mode: Mode, role: &RoleArn) -> Self {
         let audience = match mode {
             Mode::Projected => AWS_STS_AUDIENCE,
             _ => cfg.token_audience.as_str(),
@@ -338,7 +339,7 @@ impl<'a> Plan<'a> {
         &self,
         list: &str,
         index: usize,
-        c: &Container,
+        c: &ContainerView,
         patch: &mut PatchBuilder,
         warnings: &mut Vec<String>,
         problems: &mut Vec<String>,
@@ -397,11 +398,7 @@ impl<'a> Plan<'a> {
     }
 
     /// Which sidecar containers to add, given what the pod already has.
-    fn sidecars(
-        &self,
-        spec: &k8s_openapi::api::core::v1::PodSpec,
-        problems: &mut Vec<String>,
-    ) -> SidecarPlan {
+    fn sidecars(&self, spec: &PodSpecView, problems: &mut Vec<String>) -> SidecarPlan {
         let mut plan = SidecarPlan {
             image: self.cfg.sidecar_image.clone(),
             native: None,
@@ -415,7 +412,7 @@ impl<'a> Plan<'a> {
         let name = &self.cfg.sidecar_name;
         let init_name = format!("{name}-init");
         // Ours if the name and image match; anything else with our name is a clash.
-        let mut check = |wanted_in: &[Container], other: &[Container], n: &str| -> bool {
+        let mut check = |wanted_in: &[ContainerView], other: &[ContainerView], n: &str| -> bool {
             if other.iter().any(|c| c.name == n) {
                 problems.push(format!(
                     "the pod already has a container named {n:?}; rename it or set sidecarName"
@@ -539,14 +536,14 @@ struct SidecarPlan {
 
 impl SidecarPlan {
     /// Whether `c` is a sidecar this webhook injected earlier (it gets no app env).
-    fn is_ours(&self, c: &Container) -> bool {
+    fn is_ours(&self, c: &ContainerView) -> bool {
         c.image.as_deref() == Some(self.image.as_str())
             && c.command
                 .as_deref()
                 .is_some_and(|cmd| cmd.first().map(String::as_str) == Some(SIDECAR_BINARY))
     }
 
-    fn emit(self, spec: &k8s_openapi::api::core::v1::PodSpec, patch: &mut PatchBuilder) {
+    fn emit(self, spec: &PodSpecView, patch: &mut PatchBuilder) {
         let inits_path = [Seg::Key("spec"), Seg::Key("initContainers")];
         // The native sidecar (or classic init) goes first so other init containers can use AWS.
         if let Some(c) = self.native.or(self.init) {
@@ -568,7 +565,7 @@ impl SidecarPlan {
 /// variable then reads `metadata.name` through the downward API (generated names are at most
 /// 63 characters of `[a-z0-9.-]`, always valid). A longer static name is cut to 55 characters
 /// plus `-` and 8 hex digits of its SHA-256 so it stays unique.
-pub fn session_name(pod: &Pod) -> EnvVar {
+pub fn session_name(pod: &PodView) -> EnvVar {
     match pod.metadata.name.as_deref().filter(|n| !n.is_empty()) {
         Some(name) => var(env::AWS_ROLE_SESSION_NAME, &session_name_from(name)),
         None => EnvVar {
@@ -590,19 +587,23 @@ pub fn session_name_from(name: &str) -> String {
     tokenvend_core::session::session_name(name)
 }
 
-fn same_volume_kind(existing: &Volume, ours: &Volume) -> bool {
+fn same_volume_kind(existing: &VolumeView, ours: &Volume) -> bool {
     if ours.empty_dir.is_some() {
         return existing.empty_dir.is_some();
     }
-    let token_path = |v: &Volume| -> Option<String> {
-        v.projected
-            .as_ref()?
-            .sources
-            .as_ref()?
-            .iter()
-            .find_map(|s| s.service_account_token.as_ref().map(|t| t.path.clone()))
-    };
-    existing.projected.is_some() && token_path(existing) == token_path(ours)
+    let ours_path = ours
+        .projected
+        .as_ref()
+        .and_then(|p| p.sources.as_ref())
+        .and_then(|s| s.iter().find_map(|s| s.service_account_token.as_ref()))
+        .map(|t| t.path.as_str());
+    let existing_path = existing
+        .projected
+        .as_ref()
+        .and_then(|p| p.sources.as_ref())
+        .and_then(|s| s.iter().find_map(|s| s.service_account_token.as_ref()))
+        .map(|t| t.path.as_str());
+    existing.projected.is_some() && existing_path == ours_path
 }
 
 fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {

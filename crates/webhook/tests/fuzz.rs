@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use tokenvend_webhook::admission::review;
 use tokenvend_webhook::config::{Config, MutationArgs};
 use tokenvend_webhook::mutate::mutate;
+use tokenvend_webhook::pod::PodView;
 
 use tokenvend_testkit::fuzz;
 
@@ -215,7 +216,9 @@ fn fuzz_mutation_properties() {
     let runs = fuzz("mutation", (pod(), config()), |(pod_json, cfg)| {
         // Generated pods may themselves be invalid (duplicate names are not generated; a mount of
         // a missing user volume can be): we only require we do not make them worse.
-        let pod: Pod = serde_json::from_value(pod_json.clone())
+        let _: Pod = serde_json::from_value(pod_json.clone())
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let pod: PodView = serde_json::from_value(pod_json.clone())
             .map_err(|e| TestCaseError::fail(e.to_string()))?;
         let before_valid = valid_pod(&pod_json).is_ok();
         match mutate(&pod, &cfg) {
@@ -229,7 +232,9 @@ fn fuzz_mutation_properties() {
                     valid_pod(&out)
                         .map_err(|e| TestCaseError::fail(format!("{e}\npatch: {:?}", m.patch)))?;
                 }
-                let again: Pod = serde_json::from_value(out.clone())
+                let _: Pod = serde_json::from_value(out.clone())
+                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let again: PodView = serde_json::from_value(out.clone())
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
                 match mutate(&again, &cfg) {
                     Ok(m2) => prop_assert!(

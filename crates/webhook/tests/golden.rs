@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
 use tokenvend_webhook::config::{Config, read_file};
 use tokenvend_webhook::mutate::mutate;
+use tokenvend_webhook::pod::PodView;
 
 mod common;
 use common::contained;
@@ -69,7 +70,8 @@ fn golden_cases() {
         } else {
             Config::default()
         };
-        let pod: Pod = serde_json::from_value(original.clone()).expect("pod.yaml is a Pod");
+        let _: Pod = serde_json::from_value(original.clone()).expect("pod.yaml is a Pod");
+        let pod: PodView = serde_json::from_value(original.clone()).expect("pod.yaml decodes");
         let mut mutated = original.clone();
         let result = match mutate(&pod, &cfg) {
             Ok(m) => {
@@ -85,7 +87,8 @@ fn golden_cases() {
         };
         check(contained(&original, &mutated, ""));
         if result["allowed"] == json!(true) {
-            let again: Pod = serde_json::from_value(mutated.clone()).expect("mutated pod is a Pod");
+            let _: Pod = serde_json::from_value(mutated.clone()).expect("mutated pod is a Pod");
+            let again: PodView = serde_json::from_value(mutated.clone()).expect("decodes");
             match mutate(&again, &cfg) {
                 Ok(m) if m.patch.0.is_empty() => {}
                 Ok(m) => check(Err(format!("second pass not empty: {:?}", m.patch))),

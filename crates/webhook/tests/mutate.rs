@@ -1,10 +1,10 @@
 //! Table-driven tests of the pure mutation: (pod, config) -> (patch, warnings) or denial.
 
-use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
 use tokenvend_core::Mode;
 use tokenvend_webhook::config::{Config, MutationArgs};
 use tokenvend_webhook::mutate::{Mutation, mutate, session_name_from};
+use tokenvend_webhook::pod::PodView;
 
 const ROLE: &str = "arn:aws:iam::123456789012:role/app";
 
@@ -47,8 +47,8 @@ fn merge(base: &mut Value, extra: Value) {
     }
 }
 
-fn typed(v: &Value) -> Pod {
-    serde_json::from_value(v.clone()).expect("test pod is a Pod")
+fn typed(v: &Value) -> PodView {
+    serde_json::from_value(v.clone()).expect("test pod decodes")
 }
 
 /// Run the mutation and apply its patch; returns (mutation, mutated pod).
