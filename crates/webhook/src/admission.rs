@@ -2,6 +2,7 @@
 //! the pure mutation, and the wire format of the response (base64 `patch`).
 
 use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokenvend_core::Mode;
@@ -9,6 +10,7 @@ use tokenvend_core::contract::{self, ROLE_KEY};
 
 use crate::config::Config;
 use crate::mutate::{Denial, mutate};
+use crate::patch::Patch;
 use crate::pod::{MetaView, PodView};
 
 /// The only AdmissionReview version served.
@@ -36,6 +38,9 @@ pub enum ReviewError {
     /// Empty `request.uid`.
     #[error("AdmissionReview request has an empty uid")]
     MissingUid,
+    /// The answer could not be rendered (a bug, never the caller's fault: HTTP 500).
+    #[error("cannot render the admission response: {0}")]
+    Render(String),
 }
 
 /// What happened to one admission, for the log line and metrics.
@@ -143,7 +148,7 @@ struct ResponseOut<'a> {
     status: Option<StatusOut>,
     /// Base64 of the JSON patch, as the admission API defines it (kube-rs would emit numbers).
     #[serde(skip_serializing_if = "Option::is_none")]
-    patch: Option<String>,
+    patch: Option<Box<RawValue>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     patch_type: Option<&'static str>,
     #[serde(skip_serializing_if = "<[String]>::is_empty")]
@@ -272,10 +277,7 @@ pub fn review(body: &[u8], cfg: &Config) -> Result<Reviewed, ReviewError> {
                 None
             } else {
                 out.decision = Decision::Patched;
-                // A Patch of plain JSON values always serializes.
-                let json = serde_json::to_vec(&m.patch)
-                    .map_err(|e| ReviewError::Malformed(e.to_string()))?;
-                Some(base64::engine::general_purpose::STANDARD.encode(json))
+                Some(patch_field(&m.patch).map_err(|e| ReviewError::Render(e.to_string()))?)
             };
             out.body = respond(&request.uid, true, None, patch, &m.warnings);
         }
@@ -310,11 +312,22 @@ fn status(code: u16, message: String) -> StatusOut {
     }
 }
 
+/// The `patch` member: a JSON string holding the base64 of the JSON patch, encoded straight
+/// into place (base64 needs no JSON escaping, so the string is not scanned for it again).
+fn patch_field(patch: &Patch) -> Result<Box<RawValue>, serde_json::Error> {
+    let json = serde_json::to_vec(patch)?;
+    let mut quoted = String::with_capacity(json.len().div_ceil(3) * 4 + 2);
+    quoted.push('"');
+    STANDARD.encode_string(&json, &mut quoted);
+    quoted.push('"');
+    RawValue::from_string(quoted)
+}
+
 fn respond(
     uid: &str,
     allowed: bool,
     status: Option<StatusOut>,
-    patch: Option<String>,
+    patch: Option<Box<RawValue>>,
     warnings: &[String],
 ) -> Vec<u8> {
     let out = ReviewOut {

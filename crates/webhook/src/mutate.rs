@@ -6,14 +6,12 @@
 
 use std::collections::BTreeSet;
 
-use json_patch::Patch;
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction,
     ObjectFieldSelector, Probe, ProjectedVolumeSource, ResourceRequirements, SeccompProfile,
     SecurityContext, ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use serde_json::Value;
 use tokenvend_core::contract::{
     self, AWS_STS_AUDIENCE, CREDENTIALS_PATH, MODE_KEY, OPT_IN_VALUE, ROLE_KEY, SA_TOKEN_DIR,
     SA_TOKEN_VOLUME, SHARED_DIR, SHARED_VOLUME, SIDECAR_BINARY, SIDECAR_CA_PEM_ENV,
@@ -22,7 +20,7 @@ use tokenvend_core::contract::{
 use tokenvend_core::{Mode, RoleArn};
 
 use crate::config::{Config, SidecarStyle};
-use crate::patch::{PatchBuilder, Seg};
+use crate::patch::{Patch, PatchBuilder, Seg};
 use crate::pod::{ContainerView, PodSpecView, PodView, VolumeView};
 
 /// What the webhook does with an admitted pod.
@@ -163,13 +161,13 @@ pub fn mutate(pod: &PodView, cfg: &Config) -> Result<Mutation, Denial> {
                 "the pod already has a volume named {:?} with other content; rename it",
                 ours.name
             )),
-            None => new_volumes.push(to_value(ours)),
+            None => new_volumes.push(ours),
         }
     }
     patch.append(
         &[Seg::Key("spec"), Seg::Key("volumes")],
         spec.volumes.is_some(),
-        new_volumes,
+        &new_volumes,
     );
 
     // Sidecars: which of ours are already there, and which names clash.
@@ -199,11 +197,19 @@ pub fn mutate(pod: &PodView, cfg: &Config) -> Result<Mutation, Denial> {
         return refuse(cfg, problems.join("; "), warnings, Some(mode));
     }
     sidecar_plan.emit(spec, &mut patch);
-    Ok(Mutation {
-        patch: patch.build(),
-        warnings,
-        mode: Some(mode),
-    })
+    match patch.build() {
+        Ok(patch) => Ok(Mutation {
+            patch,
+            warnings,
+            mode: Some(mode),
+        }),
+        Err(e) => refuse(
+            cfg,
+            format!("internal error rendering the patch: {e}"),
+            warnings,
+            Some(mode),
+        ),
+    }
 }
 
 /// Invalid input or a conflict: deny, or admit unchanged with a warning, as configured.
@@ -354,13 +360,13 @@ impl<'a> Plan<'a> {
                     "container {:?} already mounts volume {:?} at {}",
                     c.name, m.name, m.mount_path
                 )),
-                None => new_mounts.push(to_value(ours)),
+                None => new_mounts.push(ours),
             }
         }
         patch.append(
             &[base[0], base[1], base[2], Seg::Key("volumeMounts")],
             c.volume_mounts.is_some(),
-            new_mounts,
+            &new_mounts,
         );
 
         let existing = c.env.as_deref().unwrap_or_default();
@@ -372,7 +378,7 @@ impl<'a> Plan<'a> {
                     "container {:?} sets {} itself: kept its value",
                     c.name, ours.name
                 )),
-                None => new_env.push(to_value(ours)),
+                None => new_env.push(ours),
             }
         }
         for static_key in ["AWS_ACCESS_KEY_ID", "AWS_PROFILE"] {
@@ -393,7 +399,7 @@ impl<'a> Plan<'a> {
         patch.append(
             &[base[0], base[1], base[2], Seg::Key("env")],
             c.env.is_some(),
-            new_env,
+            &new_env,
         );
     }
 
@@ -547,14 +553,10 @@ impl SidecarPlan {
         let inits_path = [Seg::Key("spec"), Seg::Key("initContainers")];
         // The native sidecar (or classic init) goes first so other init containers can use AWS.
         if let Some(c) = self.native.or(self.init) {
-            patch.prepend(&inits_path, spec.init_containers.is_some(), to_value(&c));
+            patch.prepend(&inits_path, spec.init_containers.is_some(), &c);
         }
         if let Some(c) = self.regular {
-            patch.append(
-                &[Seg::Key("spec"), Seg::Key("containers")],
-                true,
-                vec![to_value(&c)],
-            );
+            patch.append(&[Seg::Key("spec"), Seg::Key("containers")], true, &[c]);
         }
     }
 }
@@ -621,9 +623,4 @@ fn var(name: &str, value: &str) -> EnvVar {
         value: Some(value.to_owned()),
         value_from: None,
     }
-}
-
-fn to_value<T: serde::Serialize>(v: &T) -> Value {
-    // Serializing k8s-openapi types to a Value cannot fail (string keys, no custom errors).
-    serde_json::to_value(v).unwrap_or(Value::Null)
 }

@@ -1,18 +1,28 @@
 //! RFC 6902 patch building: per-field `add` operations only, arrays created when absent,
-//! every path segment JSON-pointer escaped.
+//! every path segment JSON-pointer escaped. Values are rendered to JSON text once, straight from
+//! the typed Kubernetes objects, and written into the patch verbatim (no intermediate JSON tree).
 
-use json_patch::jsonptr::{PointerBuf, Token};
-use json_patch::{AddOperation, Patch, PatchOperation};
-use serde_json::Value;
+use serde::Serialize;
+use serde::ser::SerializeStruct;
+use serde_json::value::RawValue;
 
 /// A JSON pointer built from unescaped segments (each one is escaped on the way in).
-pub fn pointer<'a>(segments: impl IntoIterator<Item = Seg<'a>>) -> PointerBuf {
-    let mut p = PointerBuf::new();
+pub fn pointer<'a>(segments: impl IntoIterator<Item = Seg<'a>>) -> String {
+    let mut p = String::new();
     for s in segments {
+        p.push('/');
         match s {
-            Seg::Key(k) => p.push_back(Token::new(k)),
-            Seg::Index(i) => p.push_back(i),
-            Seg::End => p.push_back("-"),
+            Seg::Key(k) => {
+                for ch in k.chars() {
+                    match ch {
+                        '~' => p.push_str("~0"),
+                        '/' => p.push_str("~1"),
+                        c => p.push(c),
+                    }
+                }
+            }
+            Seg::Index(i) => p.push_str(&i.to_string()),
+            Seg::End => p.push('-'),
         }
     }
     p
@@ -29,10 +39,50 @@ pub enum Seg<'a> {
     End,
 }
 
+/// One RFC 6902 `add` operation; its value is JSON text.
+#[derive(Debug, Clone)]
+pub struct AddOp {
+    /// JSON pointer to the target location.
+    pub path: String,
+    /// The value to add.
+    pub value: Box<RawValue>,
+}
+
+impl PartialEq for AddOp {
+    fn eq(&self, other: &Self) -> bool {
+        self.path == other.path && self.value.get() == other.value.get()
+    }
+}
+
+impl Serialize for AddOp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut op = s.serialize_struct("AddOp", 3)?;
+        op.serialize_field("op", "add")?;
+        op.serialize_field("path", &self.path)?;
+        op.serialize_field("value", &self.value)?;
+        op.end()
+    }
+}
+
+/// An RFC 6902 JSON patch made of `add` operations; serializes as the JSON array.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+#[serde(transparent)]
+pub struct Patch(pub Vec<AddOp>);
+
+impl Patch {
+    /// The same patch as the `json_patch` crate's type, e.g. to apply it to a document.
+    pub fn to_json_patch(&self) -> Result<json_patch::Patch, serde_json::Error> {
+        serde_json::from_str(&serde_json::to_string(self)?)
+    }
+}
+
 /// Accumulates `add` operations in application order.
 #[derive(Debug, Default)]
 pub struct PatchBuilder {
-    ops: Vec<PatchOperation>,
+    ops: Vec<AddOp>,
+    /// The first value that failed to render (k8s-openapi objects always render; a failure
+    /// must still never turn into a wrong patch).
+    error: Option<serde_json::Error>,
 }
 
 impl PatchBuilder {
@@ -42,14 +92,18 @@ impl PatchBuilder {
     }
 
     /// `add` a value at a path.
-    pub fn add(&mut self, path: PointerBuf, value: Value) {
-        self.ops
-            .push(PatchOperation::Add(AddOperation { path, value }));
+    pub fn add<T: Serialize + ?Sized>(&mut self, path: String, value: &T) {
+        match serde_json::value::to_raw_value(value) {
+            Ok(value) => self.ops.push(AddOp { path, value }),
+            Err(e) => {
+                self.error.get_or_insert(e);
+            }
+        }
     }
 
     /// Append items to the array at `array`; when the array does not exist yet, create it with
     /// all items at once (RFC 6902 cannot append to a missing array).
-    pub fn append(&mut self, array: &[Seg<'_>], exists: bool, items: Vec<Value>) {
+    pub fn append<T: Serialize>(&mut self, array: &[Seg<'_>], exists: bool, items: &[T]) {
         if items.is_empty() {
             return;
         }
@@ -58,16 +112,16 @@ impl PatchBuilder {
                 self.add(pointer(array.iter().copied().chain([Seg::End])), item);
             }
         } else {
-            self.add(pointer(array.iter().copied()), Value::Array(items));
+            self.add(pointer(array.iter().copied()), items);
         }
     }
 
     /// Insert one item at the front of the array at `array`, creating the array if needed.
-    pub fn prepend(&mut self, array: &[Seg<'_>], exists: bool, item: Value) {
+    pub fn prepend<T: Serialize>(&mut self, array: &[Seg<'_>], exists: bool, item: &T) {
         if exists {
             self.add(pointer(array.iter().copied().chain([Seg::Index(0)])), item);
         } else {
-            self.add(pointer(array.iter().copied()), Value::Array(vec![item]));
+            self.add(pointer(array.iter().copied()), &[item]);
         }
     }
 
@@ -81,9 +135,12 @@ impl PatchBuilder {
         self.ops.is_empty()
     }
 
-    /// The finished patch.
-    pub fn build(self) -> Patch {
-        Patch(self.ops)
+    /// The finished patch, or the first rendering error.
+    pub fn build(self) -> Result<Patch, serde_json::Error> {
+        match self.error {
+            Some(e) => Err(e),
+            None => Ok(Patch(self.ops)),
+        }
     }
 }
 
@@ -99,7 +156,7 @@ mod tests {
             Seg::Key("annotations"),
             Seg::Key("a.io/b~c"),
         ]);
-        assert_eq!(p.as_str(), "/metadata/annotations/a.io~1b~0c");
+        assert_eq!(p, "/metadata/annotations/a.io~1b~0c");
         let p = pointer([
             Seg::Key("spec"),
             Seg::Key("containers"),
@@ -107,59 +164,45 @@ mod tests {
             Seg::Key("env"),
             Seg::End,
         ]);
-        assert_eq!(p.as_str(), "/spec/containers/3/env/-");
+        assert_eq!(p, "/spec/containers/3/env/-");
     }
 
     #[test]
     fn append_creates_missing_arrays_and_appends_to_existing_ones() {
         let mut b = PatchBuilder::new();
-        b.append(
-            &[Seg::Key("spec"), Seg::Key("volumes")],
-            false,
-            vec![json!(1), json!(2)],
-        );
-        b.append(
-            &[Seg::Key("spec"), Seg::Key("containers")],
-            true,
-            vec![json!(3), json!(4)],
-        );
-        b.prepend(
-            &[Seg::Key("spec"), Seg::Key("initContainers")],
-            true,
-            json!(5),
-        );
-        b.append(&[Seg::Key("x")], true, vec![]);
-        let patch = serde_json::to_value(b.build()).expect("serialize");
+        b.append(&[Seg::Key("spec"), Seg::Key("volumes")], false, &[1, 2]);
+        b.append(&[Seg::Key("spec"), Seg::Key("containers")], true, &[3, 4]);
+        b.prepend(&[Seg::Key("spec"), Seg::Key("initContainers")], true, &5);
+        b.prepend(&[Seg::Key("spec"), Seg::Key("ephemeral")], false, &"e");
+        b.append::<i32>(&[Seg::Key("x")], true, &[]);
+        assert_eq!(b.len(), 5);
+        let patch = b.build().expect("renders");
         assert_eq!(
-            patch,
+            serde_json::to_value(&patch).expect("serialize"),
             json!([
                 {"op": "add", "path": "/spec/volumes", "value": [1, 2]},
                 {"op": "add", "path": "/spec/containers/-", "value": 3},
                 {"op": "add", "path": "/spec/containers/-", "value": 4},
                 {"op": "add", "path": "/spec/initContainers/0", "value": 5},
+                {"op": "add", "path": "/spec/ephemeral", "value": ["e"]},
             ])
         );
         let mut doc = json!({"spec": {"containers": [0], "initContainers": [9]}});
-        let mut b = PatchBuilder::new();
-        b.append(
-            &[Seg::Key("spec"), Seg::Key("volumes")],
-            false,
-            vec![json!(1)],
-        );
-        b.append(
-            &[Seg::Key("spec"), Seg::Key("containers")],
-            true,
-            vec![json!(3)],
-        );
-        b.prepend(
-            &[Seg::Key("spec"), Seg::Key("initContainers")],
-            true,
-            json!(5),
-        );
-        json_patch::patch(&mut doc, &b.build()).expect("applies");
+        json_patch::patch(&mut doc, &patch.to_json_patch().expect("parses")).expect("applies");
         assert_eq!(
             doc,
-            json!({"spec": {"containers": [0, 3], "initContainers": [5, 9], "volumes": [1]}})
+            json!({"spec": {"containers": [0, 3, 4], "initContainers": [5, 9],
+                            "volumes": [1, 2], "ephemeral": ["e"]}})
         );
+    }
+
+    #[test]
+    fn a_value_that_cannot_render_fails_the_build() {
+        // JSON object keys must be strings: a map with tuple keys cannot render.
+        let bad: std::collections::BTreeMap<(u8, u8), u8> = [((1, 2), 3)].into_iter().collect();
+        let mut b = PatchBuilder::new();
+        b.add(pointer([Seg::Key("a")]), &1);
+        b.add(pointer([Seg::Key("b")]), &bad);
+        assert!(b.build().is_err());
     }
 }

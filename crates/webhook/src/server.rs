@@ -148,6 +148,11 @@ async fn mutate(
             );
             ([(header::CONTENT_TYPE, "application/json")], r.body).into_response()
         }
+        Err(e @ ReviewError::Render(_)) => {
+            s.metrics.bad_request("render");
+            tracing::error!(error = %e, "could not answer a /mutate request");
+            (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response()
+        }
         Err(e) => {
             s.metrics.bad_request("malformed");
             // Log only the kind of error: serde messages can quote values from the body.
@@ -165,6 +170,7 @@ impl ReviewError {
             ReviewError::Version { .. } => "wrong apiVersion or kind",
             ReviewError::MissingRequest => "no request",
             ReviewError::MissingUid => "empty uid",
+            ReviewError::Render(_) => "response could not be rendered",
         }
     }
 }

@@ -225,7 +225,11 @@ fn fuzz_mutation_properties() {
             Err(d) => prop_assert!(d.message.starts_with("tokenvend: ")),
             Ok(m) => {
                 let mut out = pod_json.clone();
-                json_patch::patch(&mut out, &m.patch)
+                let applied = m
+                    .patch
+                    .to_json_patch()
+                    .map_err(|e| TestCaseError::fail(format!("patch is not JSON patch: {e}")))?;
+                json_patch::patch(&mut out, &applied)
                     .map_err(|e| TestCaseError::fail(format!("patch does not apply: {e}")))?;
                 common::contained(&pod_json, &out, "").map_err(TestCaseError::fail)?;
                 if before_valid {

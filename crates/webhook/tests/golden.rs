@@ -75,7 +75,8 @@ fn golden_cases() {
         let mut mutated = original.clone();
         let result = match mutate(&pod, &cfg) {
             Ok(m) => {
-                json_patch::patch(&mut mutated, &m.patch).expect("patch applies");
+                let applied = m.patch.to_json_patch().expect("patch is a JSON patch");
+                json_patch::patch(&mut mutated, &applied).expect("patch applies");
                 json!({"allowed": true, "warnings": m.warnings, "patch": m.patch})
             }
             Err(d) => json!({"allowed": false, "message": d.message, "warnings": d.warnings}),

@@ -55,7 +55,8 @@ fn typed(v: &Value) -> PodView {
 fn run(v: &Value, c: &Config) -> (Mutation, Value) {
     let m = mutate(&typed(v), c).unwrap_or_else(|d| panic!("denied: {}", d.message));
     let mut out = v.clone();
-    json_patch::patch(&mut out, &m.patch).expect("patch applies");
+    let applied = m.patch.to_json_patch().expect("patch is a JSON patch");
+    json_patch::patch(&mut out, &applied).expect("patch applies");
     (m, out)
 }
 
