@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::Pod;
 use serde_json::{Value, json};
 use tokenvend_webhook::admission::review;
 use tokenvend_webhook::config::Config;
-use tokenvend_webhook::mutate::mutate;
+use tokenvend_webhook::mutate::{Injector, mutate};
 use tokenvend_webhook::pod::PodView;
 
 fn fixture() -> Value {
@@ -23,8 +23,9 @@ fn bench(c: &mut Criterion) {
     let cfg = Config::default();
     assert_eq!(pod.spec.as_ref().map(|s| s.containers.len()), Some(3));
     assert!(!mutate(&pod, &cfg).expect("patched").patch.0.is_empty());
+    let injector = Injector::new(cfg.clone()).expect("renders");
     c.bench_function("mutate/3-container-pod", |b| {
-        b.iter(|| mutate(black_box(&pod), black_box(&cfg)))
+        b.iter(|| injector.mutate(black_box(&pod)))
     });
     let body = json!({
         "apiVersion": "admission.k8s.io/v1",
@@ -54,7 +55,7 @@ fn bench(c: &mut Criterion) {
         b.iter(|| serde_json::to_vec(black_box(&m.patch)))
     });
     c.bench_function("review/3-container-pod", |b| {
-        b.iter(|| review(black_box(&body), black_box(&cfg)))
+        b.iter(|| review(black_box(&body), black_box(&injector)))
     });
 }
 

@@ -6,10 +6,8 @@ use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokenvend_core::Mode;
-use tokenvend_core::contract::{self, ROLE_KEY};
 
-use crate::config::Config;
-use crate::mutate::{Denial, mutate};
+use crate::mutate::{Denial, Injector};
 use crate::patch::Patch;
 use crate::pod::{MetaView, PodView};
 
@@ -163,7 +161,7 @@ struct StatusOut {
 }
 
 /// Answer one AdmissionReview body. Pure: no I/O, no clock.
-pub fn review(body: &[u8], cfg: &Config) -> Result<Reviewed, ReviewError> {
+pub fn review(body: &[u8], injector: &Injector) -> Result<Reviewed, ReviewError> {
     let review: ReviewIn<'_> =
         serde_json::from_slice(body).map_err(|e| ReviewError::Malformed(e.to_string()))?;
     if review.api_version != API_VERSION || review.kind != "AdmissionReview" {
@@ -237,11 +235,10 @@ pub fn review(body: &[u8], cfg: &Config) -> Result<Reviewed, ReviewError> {
         );
         return Ok(out);
     };
-    let role_key = contract::key(&cfg.prefix, ROLE_KEY);
     if meta
         .labels
         .as_ref()
-        .is_none_or(|l| !l.contains_key(&role_key))
+        .is_none_or(|l| !l.contains_key(injector.role_key()))
     {
         out.body = respond(&request.uid, true, None, None, &[]);
         return Ok(out);
@@ -263,7 +260,7 @@ pub fn review(body: &[u8], cfg: &Config) -> Result<Reviewed, ReviewError> {
             return Ok(out);
         }
     };
-    match mutate(pod, cfg) {
+    match injector.mutate(pod) {
         Ok(m) => {
             out.mode = m.mode;
             let patch = if m.patch.0.is_empty() {

@@ -14,13 +14,24 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // One line per admission: written by a dedicated thread so handlers never wait on stdout,
+    // batched into one write per burst, never dropped (a full queue slows the handlers instead).
+    // The guard flushes what is queued when main returns.
+    let (log_writer, _log_guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("log-writer")
+        .finish(std::io::BufWriter::new(std::io::stdout()));
     match cli.log_format {
         LogFormat::Json => tracing_subscriber::fmt()
             .json()
             .flatten_event(true)
             .with_env_filter(filter)
+            .with_writer(log_writer)
             .init(),
-        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(log_writer)
+            .init(),
     }
     rustls::crypto::aws_lc_rs::default_provider()
         .install_default()

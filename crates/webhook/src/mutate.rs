@@ -1,9 +1,14 @@
 //! The webhook's heart: a pure function from (pod, config) to (JSON patch, warnings).
 //!
+//! Everything that depends only on the config (per mode: volumes, mounts, fixed env vars, the
+//! sidecar containers) is built once by [`Injector::new`], typed for comparing with what a pod
+//! already has and rendered to JSON for the patch; a pod then costs lookups and copies.
+//!
 //! It only ever emits `add` operations for fields it owns, so every field of the pod that this
 //! code does not know survives, and it recognises its own earlier output so a second pass over
 //! an already-mutated pod yields an empty patch (`reinvocationPolicy: IfNeeded`).
 
+use std::borrow::Cow;
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::core::v1::{
@@ -12,6 +17,8 @@ use k8s_openapi::api::core::v1::{
     SecurityContext, ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use serde::Serialize;
+use serde_json::value::RawValue;
 use tokenvend_core::contract::{
     self, AWS_STS_AUDIENCE, CREDENTIALS_PATH, MODE_KEY, OPT_IN_VALUE, ROLE_KEY, SA_TOKEN_DIR,
     SA_TOKEN_VOLUME, SHARED_DIR, SHARED_VOLUME, SIDECAR_BINARY, SIDECAR_CA_PEM_ENV,
@@ -56,362 +63,319 @@ impl Mutation {
     }
 }
 
-/// Decide what to add to `pod` under `cfg`.
+/// Decide what to add to `pod` under `cfg` (builds an [`Injector`] for this one call; a server
+/// builds it once and calls [`Injector::mutate`]).
 pub fn mutate(pod: &PodView, cfg: &Config) -> Result<Mutation, Denial> {
-    let role_key = contract::key(&cfg.prefix, ROLE_KEY);
-    match pod.metadata.labels.as_ref().and_then(|l| l.get(&role_key)) {
-        None => return Ok(Mutation::unchanged(Vec::new(), None)),
-        Some(v) if v != OPT_IN_VALUE => {
-            return Ok(Mutation::unchanged(
-                vec![format!(
-                    "label {role_key}={v:?} does not opt in (only \"true\" does): pod left unchanged"
-                )],
-                None,
-            ));
-        }
-        Some(_) => {}
-    }
-    let mut warnings = Vec::new();
-    let annotations = pod.metadata.annotations.as_ref();
-    let annotation =
-        |suffix: &str| annotations.and_then(|a| a.get(&contract::key(&cfg.prefix, suffix)));
-
-    let role = match annotation(ROLE_KEY) {
-        None => {
-            return refuse(
-                cfg,
-                format!(
-                    "pod is labelled {role_key}=true but has no {role_key} annotation: \
-                     set it to the IAM role ARN to assume, e.g. arn:aws:iam::123456789012:role/my-app"
-                ),
-                warnings,
-                None,
-            );
-        }
-        Some(s) => match RoleArn::parse(s) {
-            Ok(r) => r,
-            Err(e) => return refuse(cfg, format!("annotation {role_key}: {e}"), warnings, None),
-        },
-    };
-    let mode_key = contract::key(&cfg.prefix, MODE_KEY);
-    let mode = match annotation(MODE_KEY) {
-        None => {
-            warnings.push(format!(
-                "no {mode_key} annotation: using the default mode {}",
-                cfg.default_mode
-            ));
-            cfg.default_mode
-        }
-        Some(s) => match s.parse::<Mode>() {
-            Ok(m) => m,
-            Err(e) => return refuse(cfg, format!("annotation {mode_key}: {e}"), warnings, None),
-        },
-    };
-    let Some(spec) = pod.spec.as_ref() else {
-        return refuse(cfg, "pod has no spec".to_owned(), warnings, Some(mode));
-    };
-
-    let skip_key = contract::key(&cfg.prefix, SKIP_CONTAINERS_KEY);
-    let skip: BTreeSet<&str> = annotation(SKIP_CONTAINERS_KEY)
-        .map(|s| {
-            s.split(',')
-                .map(str::trim)
-                .filter(|n| !n.is_empty())
-                .collect()
-        })
-        .unwrap_or_default();
-    let init_containers = spec.init_containers.as_deref().unwrap_or_default();
-    let all_names: BTreeSet<&str> = spec
-        .containers
-        .iter()
-        .chain(init_containers)
-        .map(|c| c.name.as_str())
-        .collect();
-    for name in skip.difference(&all_names) {
-        warnings.push(format!(
-            "{skip_key} names {name:?}, which is not a container of this pod"
-        ));
-    }
-    if spec
-        .ephemeral_containers
-        .as_ref()
-        .is_some_and(|e| !e.is_empty())
-    {
-        warnings.push("ephemeral containers are left unchanged".to_owned());
-    }
-    if mode == Mode::Credentials && spec.host_network == Some(true) {
-        warnings.push(format!(
-            "hostNetwork pod: the credentials endpoint 127.0.0.1:{} is shared with the node \
-             (still guarded by its auth token)",
-            cfg.credentials_port
-        ));
-    }
-
-    let plan = Plan::new(pod, cfg, mode, &role);
-    let mut problems = Vec::new();
-    let mut patch = PatchBuilder::new();
-
-    // Volumes.
-    let existing_volumes = spec.volumes.as_deref().unwrap_or_default();
-    let mut new_volumes = Vec::new();
-    for ours in &plan.volumes {
-        match existing_volumes.iter().find(|v| v.name == ours.name) {
-            Some(v) if same_volume_kind(v, ours) => {}
-            Some(_) => problems.push(format!(
-                "the pod already has a volume named {:?} with other content; rename it",
-                ours.name
-            )),
-            None => new_volumes.push(ours),
-        }
-    }
-    patch.append(
-        &[Seg::Key("spec"), Seg::Key("volumes")],
-        spec.volumes.is_some(),
-        &new_volumes,
-    );
-
-    // Sidecars: which of ours are already there, and which names clash.
-    let sidecar_plan = plan.sidecars(spec, &mut problems);
-
-    // App containers, then existing init containers (before any insertion at index 0 shifts them).
-    let mut targeted = 0;
-    for (list, containers) in [
-        ("containers", spec.containers.as_slice()),
-        ("initContainers", init_containers),
-    ] {
-        for (i, c) in containers.iter().enumerate() {
-            if skip.contains(c.name.as_str()) || sidecar_plan.is_ours(c) {
-                continue;
-            }
-            targeted += 1;
-            plan.container(list, i, c, &mut patch, &mut warnings, &mut problems);
-        }
-    }
-    if targeted == 0 {
-        warnings.push(format!(
-            "{skip_key} skips every container: no container gets AWS credentials"
-        ));
-    }
-
-    if !problems.is_empty() {
-        return refuse(cfg, problems.join("; "), warnings, Some(mode));
-    }
-    sidecar_plan.emit(spec, &mut patch);
-    match patch.build() {
-        Ok(patch) => Ok(Mutation {
-            patch,
-            warnings,
-            mode: Some(mode),
-        }),
+    match Injector::new(cfg.clone()) {
+        Ok(injector) => injector.mutate(pod),
         Err(e) => refuse(
             cfg,
-            format!("internal error rendering the patch: {e}"),
-            warnings,
-            Some(mode),
+            format!("internal error rendering the injected objects: {e}"),
+            Vec::new(),
+            None,
         ),
     }
 }
 
-/// Invalid input or a conflict: deny, or admit unchanged with a warning, as configured.
-fn refuse(
-    cfg: &Config,
-    message: String,
-    mut warnings: Vec<String>,
-    mode: Option<Mode>,
-) -> Result<Mutation, Denial> {
-    if cfg.deny_on_invalid {
-        Err(Denial {
-            message: format!("tokenvend: {message}"),
-            warnings,
-            mode,
-        })
-    } else {
-        warnings.push(format!(
-            "tokenvend did not inject AWS credentials: {message}"
-        ));
-        Ok(Mutation::unchanged(warnings, mode))
-    }
+/// A [`Config`] with everything that does not depend on the pod built and rendered once.
+#[derive(Debug)]
+pub struct Injector {
+    cfg: Config,
+    role_key: String,
+    mode_key: String,
+    skip_key: String,
+    web_identity: Prepared,
+    credentials: Prepared,
+    projected: Prepared,
 }
 
-/// Everything this pod should get, computed once from (pod, config).
-struct Plan<'a> {
-    cfg: &'a Config,
+/// What one mode injects under the config.
+#[derive(Debug)]
+struct Prepared {
     mode: Mode,
-    volumes: Vec<Volume>,
-    app_mounts: Vec<VolumeMount>,
-    app_env: Vec<EnvVar>,
-    sidecar_args: Vec<String>,
+    volumes: Vec<Rendered<Volume>>,
+    app_mounts: Vec<Rendered<VolumeMount>>,
+    app_env: Vec<EnvSlot>,
+    native: Option<SidecarTemplate>,
+    init: Option<SidecarTemplate>,
+    regular: Option<SidecarTemplate>,
 }
 
-impl<'a> Plan<'a> {
-    fn new(pod: &PodView, cfg: &'a Config, mode: Mode, role: &RoleArn) -> Self {
-        let audience = match mode {
-            Mode::Projected => AWS_STS_AUDIENCE,
-            _ => cfg.token_audience.as_str(),
-        };
-        let mut volumes = vec![Volume {
-            name: SA_TOKEN_VOLUME.to_owned(),
-            projected: Some(ProjectedVolumeSource {
-                // Set explicitly: the API server would default it, and a second pass compares.
-                default_mode: Some(0o644),
-                sources: Some(vec![VolumeProjection {
-                    service_account_token: Some(ServiceAccountTokenProjection {
-                        audience: Some(audience.to_owned()),
-                        expiration_seconds: Some(cfg.token_expiration_seconds),
-                        path: files::SA_TOKEN.to_owned(),
-                    }),
-                    ..Default::default()
-                }]),
+/// A value and its JSON text.
+#[derive(Debug, Clone)]
+struct Rendered<T> {
+    value: T,
+    json: Box<RawValue>,
+}
+
+impl<T: Serialize> Rendered<T> {
+    fn new(value: T) -> Result<Self, serde_json::Error> {
+        let json = serde_json::value::to_raw_value(&value)?;
+        Ok(Rendered { value, json })
+    }
+}
+
+/// One injected env var: fixed by the config, or taken from the pod.
+#[derive(Debug)]
+enum EnvSlot {
+    Fixed(Box<Rendered<EnvVar>>),
+    RoleArn,
+    SessionName,
+}
+
+/// A rendered sidecar container with its role ARN argument cut out: `before` + the role as a
+/// JSON string + `after` is the container.
+#[derive(Debug)]
+struct SidecarTemplate {
+    before: String,
+    after: String,
+}
+
+/// Stands for the role ARN while a sidecar is rendered; control characters never occur in a
+/// validated ARN or config value, and the rendering must hold it exactly once.
+const ROLE_PLACEHOLDER: &str = "\u{1}role-arn\u{1}";
+
+impl SidecarTemplate {
+    fn new(container: &Container) -> Result<Self, serde_json::Error> {
+        let json = serde_json::to_string(container)?;
+        let marker = serde_json::to_string(ROLE_PLACEHOLDER)?;
+        let mut parts = json.split(&marker);
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some(before), Some(after), None) => Ok(SidecarTemplate {
+                before: before.to_owned(),
+                after: after.to_owned(),
             }),
-            ..Default::default()
-        }];
-        if mode.has_sidecar() {
-            volumes.push(Volume {
-                name: SHARED_VOLUME.to_owned(),
-                empty_dir: Some(EmptyDirVolumeSource {
-                    medium: Some("Memory".to_owned()),
-                    size_limit: Some(Quantity("1Mi".to_owned())),
-                }),
-                ..Default::default()
-            });
-        }
-        let (mount_volume, mount_path) = match mode {
-            Mode::Projected => (SA_TOKEN_VOLUME, SA_TOKEN_DIR),
-            _ => (SHARED_VOLUME, SHARED_DIR),
-        };
-        let app_mounts = vec![mount(mount_volume, mount_path, true)];
-
-        let mut app_env = Vec::new();
-        match mode {
-            Mode::WebIdentity | Mode::Projected => {
-                let token_file = match mode {
-                    Mode::Projected => format!("{SA_TOKEN_DIR}/{}", files::SA_TOKEN),
-                    _ => format!("{SHARED_DIR}/{}", files::WEB_IDENTITY_TOKEN),
-                };
-                app_env.push(var(env::AWS_ROLE_ARN, role.as_str()));
-                app_env.push(var(env::AWS_WEB_IDENTITY_TOKEN_FILE, &token_file));
-                app_env.push(session_name(pod));
-            }
-            Mode::Credentials => {
-                app_env.push(var(
-                    env::AWS_CONTAINER_CREDENTIALS_FULL_URI,
-                    &format!(
-                        "http://127.0.0.1:{}{CREDENTIALS_PATH}",
-                        cfg.credentials_port
-                    ),
-                ));
-                app_env.push(var(
-                    env::AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE,
-                    &format!("{SHARED_DIR}/{}", files::AUTH_TOKEN),
-                ));
-            }
-        }
-        if let Some(region) = &cfg.region {
-            app_env.push(var(env::AWS_REGION, region));
-            app_env.push(var(env::AWS_DEFAULT_REGION, region));
-        }
-        if mode != Mode::Credentials {
-            app_env.push(var(env::AWS_STS_REGIONAL_ENDPOINTS, "regional"));
-        }
-
-        let mut sidecar_args = vec![
-            "--mode".to_owned(),
-            mode.as_str().to_owned(),
-            "--sa-token-file".to_owned(),
-            format!("{SA_TOKEN_DIR}/{}", files::SA_TOKEN),
-            "--out-dir".to_owned(),
-            SHARED_DIR.to_owned(),
-            "--exchange-url".to_owned(),
-            cfg.exchange_url.clone(),
-            "--role-arn".to_owned(),
-            role.as_str().to_owned(),
-        ];
-        if mode == Mode::Credentials {
-            sidecar_args.push("--listen".to_owned());
-            sidecar_args.push(format!("127.0.0.1:{}", cfg.credentials_port));
-        }
-        Plan {
-            cfg,
-            mode,
-            volumes,
-            app_mounts,
-            app_env,
-            sidecar_args,
+            _ => Err(serde::ser::Error::custom(
+                "the sidecar's role argument is not unique in its rendering",
+            )),
         }
     }
 
-    /// Add our mounts and env vars to one app or init container.
-    fn container(
-        &self,
-        list: &str,
-        index: usize,
-        c: &ContainerView,
-        patch: &mut PatchBuilder,
-        warnings: &mut Vec<String>,
-        problems: &mut Vec<String>,
-    ) {
-        let base = [Seg::Key("spec"), Seg::Key(list), Seg::Index(index)];
-        let mounts = c.volume_mounts.as_deref().unwrap_or_default();
-        let mut new_mounts = Vec::new();
-        for ours in &self.app_mounts {
-            match mounts.iter().find(|m| m.mount_path == ours.mount_path) {
-                Some(m) if m.name == ours.name => {}
-                Some(m) => problems.push(format!(
-                    "container {:?} already mounts volume {:?} at {}",
-                    c.name, m.name, m.mount_path
-                )),
-                None => new_mounts.push(ours),
-            }
-        }
-        patch.append(
-            &[base[0], base[1], base[2], Seg::Key("volumeMounts")],
-            c.volume_mounts.is_some(),
-            &new_mounts,
-        );
+    fn with_role(&self, role: &RoleArn) -> Result<Box<RawValue>, serde_json::Error> {
+        let role = serde_json::to_string(role.as_str())?;
+        let mut json = String::with_capacity(self.before.len() + role.len() + self.after.len());
+        json.push_str(&self.before);
+        json.push_str(&role);
+        json.push_str(&self.after);
+        RawValue::from_string(json)
+    }
+}
 
-        let existing = c.env.as_deref().unwrap_or_default();
-        let mut new_env = Vec::new();
-        for ours in &self.app_env {
-            match existing.iter().find(|e| e.name == ours.name) {
-                Some(e) if e == ours => {}
-                Some(_) => warnings.push(format!(
-                    "container {:?} sets {} itself: kept its value",
-                    c.name, ours.name
-                )),
-                None => new_env.push(ours),
-            }
-        }
-        for static_key in ["AWS_ACCESS_KEY_ID", "AWS_PROFILE"] {
-            if existing.iter().any(|e| e.name == static_key) {
-                warnings.push(format!(
-                    "container {:?} sets {static_key}: SDKs use it before the injected role",
-                    c.name
+impl Injector {
+    /// Build and render everything the config injects, for every mode.
+    pub fn new(cfg: Config) -> Result<Self, serde_json::Error> {
+        Ok(Injector {
+            role_key: contract::key(&cfg.prefix, ROLE_KEY),
+            mode_key: contract::key(&cfg.prefix, MODE_KEY),
+            skip_key: contract::key(&cfg.prefix, SKIP_CONTAINERS_KEY),
+            web_identity: Prepared::new(&cfg, Mode::WebIdentity)?,
+            credentials: Prepared::new(&cfg, Mode::Credentials)?,
+            projected: Prepared::new(&cfg, Mode::Projected)?,
+            cfg,
+        })
+    }
+
+    /// The config this injector was built from.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The opt-in label key (and role annotation key), e.g. `tremolo.io/aws-role`.
+    pub fn role_key(&self) -> &str {
+        &self.role_key
+    }
+
+    /// Decide what to add to `pod`.
+    pub fn mutate(&self, pod: &PodView) -> Result<Mutation, Denial> {
+        let cfg = &self.cfg;
+        let role_key = &self.role_key;
+        match pod.metadata.labels.as_ref().and_then(|l| l.get(role_key)) {
+            None => return Ok(Mutation::unchanged(Vec::new(), None)),
+            Some(v) if v != OPT_IN_VALUE => {
+                return Ok(Mutation::unchanged(
+                    vec![format!(
+                        "label {role_key}={v:?} does not opt in (only \"true\" does): pod left unchanged"
+                    )],
+                    None,
                 ));
             }
+            Some(_) => {}
         }
-        if !new_env.is_empty() && c.env_from.as_ref().is_some_and(|f| !f.is_empty()) {
+        let mut warnings = Vec::new();
+        let annotations = pod.metadata.annotations.as_ref();
+        let annotation = |key: &str| annotations.and_then(|a| a.get(key));
+
+        let role = match annotation(role_key) {
+            None => {
+                return refuse(
+                    cfg,
+                    format!(
+                        "pod is labelled {role_key}=true but has no {role_key} annotation: \
+                         set it to the IAM role ARN to assume, e.g. arn:aws:iam::123456789012:role/my-app"
+                    ),
+                    warnings,
+                    None,
+                );
+            }
+            Some(s) => match RoleArn::parse(s) {
+                Ok(r) => r,
+                Err(e) => {
+                    return refuse(cfg, format!("annotation {role_key}: {e}"), warnings, None);
+                }
+            },
+        };
+        let mode_key = &self.mode_key;
+        let mode = match annotation(mode_key) {
+            None => {
+                warnings.push(format!(
+                    "no {mode_key} annotation: using the default mode {}",
+                    cfg.default_mode
+                ));
+                cfg.default_mode
+            }
+            Some(s) => match s.parse::<Mode>() {
+                Ok(m) => m,
+                Err(e) => {
+                    return refuse(cfg, format!("annotation {mode_key}: {e}"), warnings, None);
+                }
+            },
+        };
+        let Some(spec) = pod.spec.as_ref() else {
+            return refuse(cfg, "pod has no spec".to_owned(), warnings, Some(mode));
+        };
+
+        let skip_key = &self.skip_key;
+        let skip: BTreeSet<&str> = annotation(skip_key)
+            .map(|s| {
+                s.split(',')
+                    .map(str::trim)
+                    .filter(|n| !n.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let init_containers = spec.init_containers.as_deref().unwrap_or_default();
+        let all_names: BTreeSet<&str> = spec
+            .containers
+            .iter()
+            .chain(init_containers)
+            .map(|c| c.name.as_str())
+            .collect();
+        for name in skip.difference(&all_names) {
             warnings.push(format!(
-                "container {:?} uses envFrom: injected AWS_* variables take precedence over \
-                 same-named ones from it",
-                c.name
+                "{skip_key} names {name:?}, which is not a container of this pod"
             ));
         }
+        if spec
+            .ephemeral_containers
+            .as_ref()
+            .is_some_and(|e| !e.is_empty())
+        {
+            warnings.push("ephemeral containers are left unchanged".to_owned());
+        }
+        if mode == Mode::Credentials && spec.host_network == Some(true) {
+            warnings.push(format!(
+                "hostNetwork pod: the credentials endpoint 127.0.0.1:{} is shared with the node \
+                 (still guarded by its auth token)",
+                cfg.credentials_port
+            ));
+        }
+
+        let prepared = self.prepared(mode);
+        let app_env = match prepared.env_for(pod, &role) {
+            Ok(env) => env,
+            Err(e) => return render_failure(cfg, e, warnings, mode),
+        };
+        let mut problems = Vec::new();
+        let mut patch = PatchBuilder::new();
+
+        // Volumes.
+        let existing_volumes = spec.volumes.as_deref().unwrap_or_default();
+        let mut new_volumes = Vec::new();
+        for ours in &prepared.volumes {
+            match existing_volumes.iter().find(|v| v.name == ours.value.name) {
+                Some(v) if same_volume_kind(v, &ours.value) => {}
+                Some(_) => problems.push(format!(
+                    "the pod already has a volume named {:?} with other content; rename it",
+                    ours.value.name
+                )),
+                None => new_volumes.push(&*ours.json),
+            }
+        }
         patch.append(
-            &[base[0], base[1], base[2], Seg::Key("env")],
-            c.env.is_some(),
-            &new_env,
+            &[Seg::Key("spec"), Seg::Key("volumes")],
+            spec.volumes.is_some(),
+            &new_volumes,
         );
+
+        // Sidecars: which of ours are already there, and which names clash.
+        let sidecar_plan = self.sidecars(prepared, spec, &mut problems);
+
+        // App containers, then existing init containers (before any insertion at index 0 shifts them).
+        let mut targeted = 0;
+        for (list, containers) in [
+            ("containers", spec.containers.as_slice()),
+            ("initContainers", init_containers),
+        ] {
+            for (i, c) in containers.iter().enumerate() {
+                if skip.contains(c.name.as_str()) || self.is_our_sidecar(c) {
+                    continue;
+                }
+                targeted += 1;
+                let target = Target { list, index: i, c };
+                target.inject(prepared, &app_env, &mut patch, &mut warnings, &mut problems);
+            }
+        }
+        if targeted == 0 {
+            warnings.push(format!(
+                "{skip_key} skips every container: no container gets AWS credentials"
+            ));
+        }
+
+        if !problems.is_empty() {
+            return refuse(cfg, problems.join("; "), warnings, Some(mode));
+        }
+        if let Err(e) = sidecar_plan.emit(spec, &role, &mut patch) {
+            return render_failure(cfg, e, warnings, mode);
+        }
+        match patch.build() {
+            Ok(patch) => Ok(Mutation {
+                patch,
+                warnings,
+                mode: Some(mode),
+            }),
+            Err(e) => render_failure(cfg, e, warnings, mode),
+        }
+    }
+
+    fn prepared(&self, mode: Mode) -> &Prepared {
+        match mode {
+            Mode::WebIdentity => &self.web_identity,
+            Mode::Credentials => &self.credentials,
+            Mode::Projected => &self.projected,
+        }
+    }
+
+    /// Whether `c` is a sidecar this webhook injected earlier (it gets no app env).
+    fn is_our_sidecar(&self, c: &ContainerView) -> bool {
+        c.image.as_deref() == Some(self.cfg.sidecar_image.as_str())
+            && c.command
+                .as_deref()
+                .is_some_and(|cmd| cmd.first().map(String::as_str) == Some(SIDECAR_BINARY))
     }
 
     /// Which sidecar containers to add, given what the pod already has.
-    fn sidecars(&self, spec: &PodSpecView, problems: &mut Vec<String>) -> SidecarPlan {
+    fn sidecars<'p>(
+        &self,
+        prepared: &'p Prepared,
+        spec: &PodSpecView,
+        problems: &mut Vec<String>,
+    ) -> SidecarPlan<'p> {
         let mut plan = SidecarPlan {
-            image: self.cfg.sidecar_image.clone(),
             native: None,
             init: None,
             regular: None,
         };
-        if !self.mode.has_sidecar() {
+        if !prepared.mode.has_sidecar() {
             return plan;
         }
         let inits = spec.init_containers.as_deref().unwrap_or_default();
@@ -440,124 +404,378 @@ impl<'a> Plan<'a> {
         match self.cfg.sidecar_style {
             SidecarStyle::Native => {
                 if !check(inits, &spec.containers, name) {
-                    plan.native = Some(self.sidecar_container(name, true, false));
+                    plan.native = prepared.native.as_ref();
                 }
             }
             SidecarStyle::Classic => {
                 if !check(inits, &spec.containers, &init_name) {
-                    plan.init = Some(self.sidecar_container(&init_name, false, true));
+                    plan.init = prepared.init.as_ref();
                 }
                 if !check(&spec.containers, inits, name) {
-                    plan.regular = Some(self.sidecar_container(name, false, false));
+                    plan.regular = prepared.regular.as_ref();
                 }
             }
         }
         plan
     }
+}
 
-    fn sidecar_container(&self, name: &str, native: bool, once: bool) -> Container {
-        let cfg = self.cfg;
-        let mut args = self.sidecar_args.clone();
-        if once {
-            args.push("--once".to_owned());
-        }
-        let res = &cfg.sidecar_resources;
-        let mut limits = std::collections::BTreeMap::new();
-        limits.insert("memory".to_owned(), Quantity(res.memory_limit.clone()));
-        if let Some(cpu) = &res.cpu_limit {
-            limits.insert("cpu".to_owned(), Quantity(cpu.clone()));
-        }
-        let requests = [
-            ("cpu".to_owned(), Quantity(res.cpu_request.clone())),
-            ("memory".to_owned(), Quantity(res.memory_request.clone())),
-        ]
-        .into_iter()
-        .collect();
-        Container {
-            name: name.to_owned(),
-            image: Some(cfg.sidecar_image.clone()),
-            image_pull_policy: Some(cfg.sidecar_image_pull_policy.clone()),
-            command: Some(vec![SIDECAR_BINARY.to_owned()]),
-            args: Some(args),
-            env: cfg
-                .exchange_ca_pem
-                .as_ref()
-                .map(|pem| vec![var(SIDECAR_CA_PEM_ENV, pem)]),
-            restart_policy: native.then(|| "Always".to_owned()),
-            startup_probe: native.then(|| Probe {
-                exec: Some(ExecAction {
-                    command: Some(vec![
-                        SIDECAR_BINARY.to_owned(),
-                        "probe".to_owned(),
-                        "--mode".to_owned(),
-                        self.mode.as_str().to_owned(),
-                        "--out-dir".to_owned(),
-                        SHARED_DIR.to_owned(),
-                        "--min-valid-seconds".to_owned(),
-                        cfg.sidecar_probe_min_valid_seconds.to_string(),
-                    ]),
-                }),
-                period_seconds: Some(1),
-                timeout_seconds: Some(2),
-                failure_threshold: Some(120),
-                ..Default::default()
+/// A rendering failure: never a wrong patch; deny, or admit unchanged with a warning.
+fn render_failure(
+    cfg: &Config,
+    e: serde_json::Error,
+    warnings: Vec<String>,
+    mode: Mode,
+) -> Result<Mutation, Denial> {
+    refuse(
+        cfg,
+        format!("internal error rendering the patch: {e}"),
+        warnings,
+        Some(mode),
+    )
+}
+
+/// Invalid input or a conflict: deny, or admit unchanged with a warning, as configured.
+fn refuse(
+    cfg: &Config,
+    message: String,
+    mut warnings: Vec<String>,
+    mode: Option<Mode>,
+) -> Result<Mutation, Denial> {
+    if cfg.deny_on_invalid {
+        Err(Denial {
+            message: format!("tokenvend: {message}"),
+            warnings,
+            mode,
+        })
+    } else {
+        warnings.push(format!(
+            "tokenvend did not inject AWS credentials: {message}"
+        ));
+        Ok(Mutation::unchanged(warnings, mode))
+    }
+}
+
+impl Prepared {
+    /// Everything `mode` injects under `cfg`.
+    fn new(cfg: &Config, mode: Mode) -> Result<Self, serde_json::Error> {
+        let audience = match mode {
+            Mode::Projected => AWS_STS_AUDIENCE,
+            _ => cfg.token_audience.as_str(),
+        };
+        let mut volumes = vec![Rendered::new(Volume {
+            name: SA_TOKEN_VOLUME.to_owned(),
+            projected: Some(ProjectedVolumeSource {
+                // Set explicitly: the API server would default it, and a second pass compares.
+                default_mode: Some(0o644),
+                sources: Some(vec![VolumeProjection {
+                    service_account_token: Some(ServiceAccountTokenProjection {
+                        audience: Some(audience.to_owned()),
+                        expiration_seconds: Some(cfg.token_expiration_seconds),
+                        path: files::SA_TOKEN.to_owned(),
+                    }),
+                    ..Default::default()
+                }]),
             }),
-            resources: Some(ResourceRequirements {
-                requests: Some(requests),
-                limits: Some(limits),
-                ..Default::default()
-            }),
-            security_context: Some(SecurityContext {
-                run_as_non_root: Some(true),
-                run_as_user: Some(cfg.sidecar_run_as_user),
-                run_as_group: Some(cfg.sidecar_run_as_user),
-                read_only_root_filesystem: Some(true),
-                allow_privilege_escalation: Some(false),
-                capabilities: Some(Capabilities {
-                    drop: Some(vec!["ALL".to_owned()]),
-                    add: None,
-                }),
-                seccomp_profile: Some(SeccompProfile {
-                    type_: "RuntimeDefault".to_owned(),
-                    localhost_profile: None,
-                }),
-                ..Default::default()
-            }),
-            volume_mounts: Some(vec![
-                mount(SA_TOKEN_VOLUME, SA_TOKEN_DIR, true),
-                mount(SHARED_VOLUME, SHARED_DIR, false),
-            ]),
             ..Default::default()
+        })?];
+        if mode.has_sidecar() {
+            volumes.push(Rendered::new(Volume {
+                name: SHARED_VOLUME.to_owned(),
+                empty_dir: Some(EmptyDirVolumeSource {
+                    medium: Some("Memory".to_owned()),
+                    size_limit: Some(Quantity("1Mi".to_owned())),
+                }),
+                ..Default::default()
+            })?);
         }
+        let (mount_volume, mount_path) = match mode {
+            Mode::Projected => (SA_TOKEN_VOLUME, SA_TOKEN_DIR),
+            _ => (SHARED_VOLUME, SHARED_DIR),
+        };
+        let app_mounts = vec![Rendered::new(mount(mount_volume, mount_path, true))?];
+
+        let fixed = |name: &str, value: &str| {
+            Rendered::new(var(name, value)).map(|r| EnvSlot::Fixed(Box::new(r)))
+        };
+        let mut app_env = Vec::new();
+        match mode {
+            Mode::WebIdentity | Mode::Projected => {
+                let token_file = match mode {
+                    Mode::Projected => format!("{SA_TOKEN_DIR}/{}", files::SA_TOKEN),
+                    _ => format!("{SHARED_DIR}/{}", files::WEB_IDENTITY_TOKEN),
+                };
+                app_env.push(EnvSlot::RoleArn);
+                app_env.push(fixed(env::AWS_WEB_IDENTITY_TOKEN_FILE, &token_file)?);
+                app_env.push(EnvSlot::SessionName);
+            }
+            Mode::Credentials => {
+                app_env.push(fixed(
+                    env::AWS_CONTAINER_CREDENTIALS_FULL_URI,
+                    &format!(
+                        "http://127.0.0.1:{}{CREDENTIALS_PATH}",
+                        cfg.credentials_port
+                    ),
+                )?);
+                app_env.push(fixed(
+                    env::AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE,
+                    &format!("{SHARED_DIR}/{}", files::AUTH_TOKEN),
+                )?);
+            }
+        }
+        if let Some(region) = &cfg.region {
+            app_env.push(fixed(env::AWS_REGION, region)?);
+            app_env.push(fixed(env::AWS_DEFAULT_REGION, region)?);
+        }
+        if mode != Mode::Credentials {
+            app_env.push(fixed(env::AWS_STS_REGIONAL_ENDPOINTS, "regional")?);
+        }
+
+        let mut prepared = Prepared {
+            mode,
+            volumes,
+            app_mounts,
+            app_env,
+            native: None,
+            init: None,
+            regular: None,
+        };
+        if mode.has_sidecar() {
+            let name = &cfg.sidecar_name;
+            let sidecar = |name: &str, native: bool, once: bool| {
+                SidecarTemplate::new(&sidecar_container(cfg, mode, name, native, once))
+            };
+            match cfg.sidecar_style {
+                SidecarStyle::Native => prepared.native = Some(sidecar(name, true, false)?),
+                SidecarStyle::Classic => {
+                    prepared.init = Some(sidecar(&format!("{name}-init"), false, true)?);
+                    prepared.regular = Some(sidecar(name, false, false)?);
+                }
+            }
+        }
+        Ok(prepared)
+    }
+
+    /// The env vars for this pod, in injection order.
+    fn env_for(
+        &self,
+        pod: &PodView,
+        role: &RoleArn,
+    ) -> Result<Vec<Cow<'_, Rendered<EnvVar>>>, serde_json::Error> {
+        self.app_env
+            .iter()
+            .map(|slot| match slot {
+                EnvSlot::Fixed(r) => Ok(Cow::Borrowed(&**r)),
+                EnvSlot::RoleArn => {
+                    Rendered::new(var(env::AWS_ROLE_ARN, role.as_str())).map(Cow::Owned)
+                }
+                EnvSlot::SessionName => Rendered::new(session_name(pod)).map(Cow::Owned),
+            })
+            .collect()
+    }
+}
+
+/// One app or init container that gets our mounts and env.
+struct Target<'a> {
+    list: &'static str,
+    index: usize,
+    c: &'a ContainerView,
+}
+
+impl Target<'_> {
+    /// Add our mounts and env vars to the container.
+    fn inject(
+        &self,
+        prepared: &Prepared,
+        app_env: &[Cow<'_, Rendered<EnvVar>>],
+        patch: &mut PatchBuilder,
+        warnings: &mut Vec<String>,
+        problems: &mut Vec<String>,
+    ) {
+        let c = self.c;
+        let base = [
+            Seg::Key("spec"),
+            Seg::Key(self.list),
+            Seg::Index(self.index),
+        ];
+        let mounts = c.volume_mounts.as_deref().unwrap_or_default();
+        let mut new_mounts = Vec::new();
+        for ours in &prepared.app_mounts {
+            match mounts
+                .iter()
+                .find(|m| m.mount_path == ours.value.mount_path)
+            {
+                Some(m) if m.name == ours.value.name => {}
+                Some(m) => problems.push(format!(
+                    "container {:?} already mounts volume {:?} at {}",
+                    c.name, m.name, m.mount_path
+                )),
+                None => new_mounts.push(&*ours.json),
+            }
+        }
+        patch.append(
+            &[base[0], base[1], base[2], Seg::Key("volumeMounts")],
+            c.volume_mounts.is_some(),
+            &new_mounts,
+        );
+
+        let existing = c.env.as_deref().unwrap_or_default();
+        let mut new_env = Vec::new();
+        for ours in app_env {
+            match existing.iter().find(|e| e.name == ours.value.name) {
+                Some(e) if *e == ours.value => {}
+                Some(_) => warnings.push(format!(
+                    "container {:?} sets {} itself: kept its value",
+                    c.name, ours.value.name
+                )),
+                None => new_env.push(&*ours.json),
+            }
+        }
+        for static_key in ["AWS_ACCESS_KEY_ID", "AWS_PROFILE"] {
+            if existing.iter().any(|e| e.name == static_key) {
+                warnings.push(format!(
+                    "container {:?} sets {static_key}: SDKs use it before the injected role",
+                    c.name
+                ));
+            }
+        }
+        if !new_env.is_empty() && c.env_from.as_ref().is_some_and(|f| !f.is_empty()) {
+            warnings.push(format!(
+                "container {:?} uses envFrom: injected AWS_* variables take precedence over \
+                 same-named ones from it",
+                c.name
+            ));
+        }
+        patch.append(
+            &[base[0], base[1], base[2], Seg::Key("env")],
+            c.env.is_some(),
+            &new_env,
+        );
+    }
+}
+
+/// The sidecar container for `mode`; its `--role-arn` argument is [`ROLE_PLACEHOLDER`].
+fn sidecar_container(cfg: &Config, mode: Mode, name: &str, native: bool, once: bool) -> Container {
+    let mut args = vec![
+        "--mode".to_owned(),
+        mode.as_str().to_owned(),
+        "--sa-token-file".to_owned(),
+        format!("{SA_TOKEN_DIR}/{}", files::SA_TOKEN),
+        "--out-dir".to_owned(),
+        SHARED_DIR.to_owned(),
+        "--exchange-url".to_owned(),
+        cfg.exchange_url.clone(),
+        "--role-arn".to_owned(),
+        ROLE_PLACEHOLDER.to_owned(),
+    ];
+    if mode == Mode::Credentials {
+        args.push("--listen".to_owned());
+        args.push(format!("127.0.0.1:{}", cfg.credentials_port));
+    }
+    if once {
+        args.push("--once".to_owned());
+    }
+    let res = &cfg.sidecar_resources;
+    let mut limits = std::collections::BTreeMap::new();
+    limits.insert("memory".to_owned(), Quantity(res.memory_limit.clone()));
+    if let Some(cpu) = &res.cpu_limit {
+        limits.insert("cpu".to_owned(), Quantity(cpu.clone()));
+    }
+    let requests = [
+        ("cpu".to_owned(), Quantity(res.cpu_request.clone())),
+        ("memory".to_owned(), Quantity(res.memory_request.clone())),
+    ]
+    .into_iter()
+    .collect();
+    Container {
+        name: name.to_owned(),
+        image: Some(cfg.sidecar_image.clone()),
+        image_pull_policy: Some(cfg.sidecar_image_pull_policy.clone()),
+        command: Some(vec![SIDECAR_BINARY.to_owned()]),
+        args: Some(args),
+        env: cfg
+            .exchange_ca_pem
+            .as_ref()
+            .map(|pem| vec![var(SIDECAR_CA_PEM_ENV, pem)]),
+        restart_policy: native.then(|| "Always".to_owned()),
+        startup_probe: native.then(|| Probe {
+            exec: Some(ExecAction {
+                command: Some(vec![
+                    SIDECAR_BINARY.to_owned(),
+                    "probe".to_owned(),
+                    "--mode".to_owned(),
+                    mode.as_str().to_owned(),
+                    "--out-dir".to_owned(),
+                    SHARED_DIR.to_owned(),
+                    "--min-valid-seconds".to_owned(),
+                    cfg.sidecar_probe_min_valid_seconds.to_string(),
+                ]),
+            }),
+            period_seconds: Some(1),
+            timeout_seconds: Some(2),
+            failure_threshold: Some(120),
+            ..Default::default()
+        }),
+        resources: Some(ResourceRequirements {
+            requests: Some(requests),
+            limits: Some(limits),
+            ..Default::default()
+        }),
+        security_context: Some(SecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(cfg.sidecar_run_as_user),
+            run_as_group: Some(cfg.sidecar_run_as_user),
+            read_only_root_filesystem: Some(true),
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".to_owned()]),
+                add: None,
+            }),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".to_owned(),
+                localhost_profile: None,
+            }),
+            ..Default::default()
+        }),
+        volume_mounts: Some(vec![
+            mount(SA_TOKEN_VOLUME, SA_TOKEN_DIR, true),
+            mount(SHARED_VOLUME, SHARED_DIR, false),
+        ]),
+        ..Default::default()
     }
 }
 
 /// The sidecar containers still to add.
-struct SidecarPlan {
-    image: String,
-    native: Option<Container>,
-    init: Option<Container>,
-    regular: Option<Container>,
+struct SidecarPlan<'p> {
+    native: Option<&'p SidecarTemplate>,
+    init: Option<&'p SidecarTemplate>,
+    regular: Option<&'p SidecarTemplate>,
 }
 
-impl SidecarPlan {
-    /// Whether `c` is a sidecar this webhook injected earlier (it gets no app env).
-    fn is_ours(&self, c: &ContainerView) -> bool {
-        c.image.as_deref() == Some(self.image.as_str())
-            && c.command
-                .as_deref()
-                .is_some_and(|cmd| cmd.first().map(String::as_str) == Some(SIDECAR_BINARY))
-    }
-
-    fn emit(self, spec: &PodSpecView, patch: &mut PatchBuilder) {
+impl SidecarPlan<'_> {
+    fn emit(
+        self,
+        spec: &PodSpecView,
+        role: &RoleArn,
+        patch: &mut PatchBuilder,
+    ) -> Result<(), serde_json::Error> {
         let inits_path = [Seg::Key("spec"), Seg::Key("initContainers")];
         // The native sidecar (or classic init) goes first so other init containers can use AWS.
-        if let Some(c) = self.native.or(self.init) {
-            patch.prepend(&inits_path, spec.init_containers.is_some(), &c);
+        if let Some(t) = self.native.or(self.init) {
+            patch.prepend(
+                &inits_path,
+                spec.init_containers.is_some(),
+                &t.with_role(role)?,
+            );
         }
-        if let Some(c) = self.regular {
-            patch.append(&[Seg::Key("spec"), Seg::Key("containers")], true, &[c]);
+        if let Some(t) = self.regular {
+            patch.append(
+                &[Seg::Key("spec"), Seg::Key("containers")],
+                true,
+                &[t.with_role(role)?],
+            );
         }
+        Ok(())
     }
 }
 
@@ -622,5 +840,70 @@ fn var(name: &str, value: &str) -> EnvVar {
         name: name.to_owned(),
         value: Some(value.to_owned()),
         value_from: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::MutationArgs;
+    use serde_json::Value;
+
+    fn role() -> RoleArn {
+        RoleArn::parse("arn:aws:iam::123456789012:role/team/app+x=y,z.a@b-c").expect("valid ARN")
+    }
+
+    #[test]
+    fn sidecar_templates_render_exactly_like_the_container_with_the_role() {
+        for (style, name) in [
+            (SidecarStyle::Native, "native"),
+            (SidecarStyle::Classic, "classic"),
+        ] {
+            let cfg = Config::from_args(MutationArgs {
+                sidecar_style: Some(name.to_owned()),
+                region: Some("eu-west-1".to_owned()),
+                ..Default::default()
+            })
+            .expect("valid config");
+            let injector = Injector::new(cfg.clone()).expect("renders");
+            for mode in [Mode::WebIdentity, Mode::Credentials] {
+                let p = injector.prepared(mode);
+                let name = &cfg.sidecar_name;
+                let cases = [
+                    (p.native.as_ref(), name.clone(), true, false),
+                    (p.init.as_ref(), format!("{name}-init"), false, true),
+                    (p.regular.as_ref(), name.clone(), false, false),
+                ];
+                let mut seen = 0;
+                for (template, name, native, once) in cases {
+                    let Some(template) = template else { continue };
+                    seen += 1;
+                    let mut expected = sidecar_container(&cfg, mode, &name, native, once);
+                    for arg in expected.args.iter_mut().flatten() {
+                        if arg == ROLE_PLACEHOLDER {
+                            *arg = role().as_str().to_owned();
+                        }
+                    }
+                    let got: Value =
+                        serde_json::from_str(template.with_role(&role()).expect("renders").get())
+                            .expect("JSON");
+                    assert_eq!(got, serde_json::to_value(&expected).expect("renders"));
+                }
+                assert_eq!(seen, if style == SidecarStyle::Native { 1 } else { 2 });
+            }
+            assert!(injector.prepared(Mode::Projected).native.is_none());
+        }
+    }
+
+    #[test]
+    fn a_template_needs_the_role_placeholder_exactly_once() {
+        let cfg = Config::default();
+        let mut c = sidecar_container(&cfg, Mode::WebIdentity, "s", true, false);
+        assert!(SidecarTemplate::new(&c).is_ok());
+        c.image = Some(ROLE_PLACEHOLDER.to_owned());
+        assert!(SidecarTemplate::new(&c).is_err(), "twice");
+        c.image = None;
+        c.args = None;
+        assert!(SidecarTemplate::new(&c).is_err(), "never");
     }
 }

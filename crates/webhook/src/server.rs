@@ -16,8 +16,9 @@ use axum_server::tls_rustls::RustlsConfig;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::admission::{self, ReviewError};
-use crate::config::{Config, ServerConfig};
+use crate::config::ServerConfig;
 use crate::metrics::Metrics;
+use crate::mutate::Injector;
 use tokenvend_core::tls;
 
 /// Largest AdmissionReview body accepted (the API server's own request limit is 3 MiB).
@@ -27,8 +28,8 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Shared state of the handlers.
 pub struct AppState {
-    /// Mutation settings.
-    pub config: Config,
+    /// The mutation, prepared from the settings.
+    pub injector: Injector,
     /// Metrics and readiness.
     pub metrics: Arc<Metrics>,
 }
@@ -36,6 +37,9 @@ pub struct AppState {
 /// Errors that stop the server.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
+    /// The injected objects could not be rendered from the configuration.
+    #[error("cannot render the injected objects from the configuration: {0}")]
+    Prepare(String),
     /// A listener could not be bound or failed.
     #[error("listener {addr}: {source}")]
     Listen {
@@ -130,7 +134,7 @@ async fn mutate(
             return (e.status(), e.body_text()).into_response();
         }
     };
-    match admission::review(&body, &s.config) {
+    match admission::review(&body, &s.injector) {
         Ok(r) => {
             let elapsed = start.elapsed();
             let mode = r.mode.map_or("none", |m| m.as_str());
@@ -179,8 +183,10 @@ impl ReviewError {
 /// the certificate when its files change.
 pub async fn run(cfg: ServerConfig) -> Result<(), RunError> {
     let metrics = Arc::new(Metrics::new());
+    let injector =
+        Injector::new(cfg.mutation.clone()).map_err(|e| RunError::Prepare(e.to_string()))?;
     let state = Arc::new(AppState {
-        config: cfg.mutation.clone(),
+        injector,
         metrics: metrics.clone(),
     });
     let handle: Handle<std::net::SocketAddr> = Handle::new();

@@ -4,6 +4,7 @@ use base64::Engine;
 use serde_json::{Value, json};
 use tokenvend_webhook::admission::{Decision, ReviewError, review};
 use tokenvend_webhook::config::Config;
+use tokenvend_webhook::mutate::Injector;
 
 fn request(object: Value, extra: Value) -> Value {
     let mut r = json!({
@@ -40,8 +41,12 @@ fn labelled_pod(role: &str) -> Value {
     })
 }
 
+fn injector() -> Injector {
+    Injector::new(Config::default()).expect("default config renders")
+}
+
 fn answer(body: &Value) -> (Value, Decision) {
-    let r = review(body.to_string().as_bytes(), &Config::default()).expect("valid review");
+    let r = review(body.to_string().as_bytes(), &injector()).expect("valid review");
     (
         serde_json::from_slice(&r.body).expect("response json"),
         r.decision,
@@ -143,7 +148,7 @@ fn dry_run_gives_the_same_answer() {
     let (wet, _) = answer(&request(pod.clone(), json!({})));
     let r = review(
         request(pod, json!({"dryRun": true})).to_string().as_bytes(),
-        &Config::default(),
+        &injector(),
     )
     .expect("ok");
     assert!(r.dry_run);
@@ -168,7 +173,7 @@ fn undecodable_labelled_pod_is_refused_with_a_message() {
 
 #[test]
 fn bad_bodies_are_errors_not_panics() {
-    let cfg = Config::default();
+    let cfg = injector();
     let pod = labelled_pod("arn:aws:iam::123456789012:role/orders");
     let mut v1beta1 = request(pod.clone(), json!({}));
     v1beta1["apiVersion"] = json!("admission.k8s.io/v1beta1");

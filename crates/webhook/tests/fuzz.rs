@@ -13,7 +13,7 @@ use proptest::test_runner::TestCaseError;
 use serde_json::{Value, json};
 use tokenvend_webhook::admission::review;
 use tokenvend_webhook::config::{Config, MutationArgs};
-use tokenvend_webhook::mutate::mutate;
+use tokenvend_webhook::mutate::{Injector, mutate};
 use tokenvend_webhook::pod::PodView;
 
 use tokenvend_testkit::fuzz;
@@ -262,7 +262,7 @@ fn fuzz_mutation_properties() {
 
 #[test]
 fn fuzz_admission_review_parsing() {
-    let cfg = Config::default();
+    let cfg = Injector::new(Config::default()).expect("default config renders");
     let base = json!({
         "apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
         "request": {"uid": "u", "kind": {"group": "", "version": "v1", "kind": "Pod"},
