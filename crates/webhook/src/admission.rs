@@ -85,20 +85,20 @@ pub struct Reviewed {
     pub dry_run: bool,
 }
 
-/// The parts of an incoming AdmissionReview this webhook reads. The object stays raw JSON until
-/// the request is known to be a Pod, and is then decoded once, into the fields the mutation reads.
+/// The parts of an incoming AdmissionReview this webhook reads; `O` is how the object is
+/// decoded: straight into a [`PodView`] (one pass over the body, the usual case), or kept raw.
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct ReviewIn<'a> {
+struct ReviewIn<O> {
     api_version: String,
     kind: String,
-    #[serde(borrow, default)]
-    request: Option<RequestIn<'a>>,
+    #[serde(default = "none")]
+    request: Option<RequestIn<O>>,
 }
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct RequestIn<'a> {
+struct RequestIn<O> {
     uid: String,
     kind: Gvk,
     #[serde(default)]
@@ -108,8 +108,48 @@ struct RequestIn<'a> {
     operation: String,
     #[serde(default)]
     dry_run: Option<bool>,
-    #[serde(borrow, default)]
-    object: Option<&'a RawValue>,
+    #[serde(default = "none")]
+    object: Option<O>,
+}
+
+fn none<T>() -> Option<T> {
+    None
+}
+
+impl<O> ReviewIn<O> {
+    /// The request, once the envelope is known to be a usable AdmissionReview v1.
+    fn into_request(self) -> Result<RequestIn<O>, ReviewError> {
+        if self.api_version != API_VERSION || self.kind != "AdmissionReview" {
+            return Err(ReviewError::Version {
+                api_version: self.api_version,
+                kind: self.kind,
+            });
+        }
+        let request = self.request.ok_or(ReviewError::MissingRequest)?;
+        if request.uid.is_empty() {
+            return Err(ReviewError::MissingUid);
+        }
+        Ok(request)
+    }
+}
+
+impl<O> RequestIn<O> {
+    fn is_pod(&self) -> bool {
+        self.kind.group.is_empty() && self.kind.kind == "Pod"
+    }
+
+    fn is_create(&self) -> bool {
+        self.operation == "CREATE"
+    }
+
+    fn has_subresource(&self) -> bool {
+        self.sub_resource.as_deref().is_some_and(|s| !s.is_empty())
+    }
+
+    /// A Pod being created (not a subresource): the only requests that can be mutated.
+    fn is_pod_creation(&self) -> bool {
+        self.is_pod() && self.is_create() && !self.has_subresource()
+    }
 }
 
 #[derive(Deserialize)]
@@ -162,42 +202,48 @@ struct StatusOut {
 
 /// Answer one AdmissionReview body. Pure: no I/O, no clock.
 pub fn review(body: &[u8], injector: &Injector) -> Result<Reviewed, ReviewError> {
-    let review: ReviewIn<'_> =
+    // Nearly every request is a Pod that decodes: one pass over the body.
+    if let Ok(review) = serde_json::from_slice::<ReviewIn<PodView>>(body) {
+        let request = review.into_request()?;
+        let pod = request.object.as_ref().map(Ok);
+        let meta = request.object.as_ref().map(|p| &p.metadata);
+        return answer(
+            &request,
+            pod,
+            meta.unwrap_or(&MetaView::default()),
+            injector,
+        );
+    }
+    // Anything else: the envelope with the object kept raw; then the object as a Pod (to say
+    // why it does not decode) or, when it is no Pod being created, only its metadata.
+    let review: ReviewIn<&RawValue> =
         serde_json::from_slice(body).map_err(|e| ReviewError::Malformed(e.to_string()))?;
-    if review.api_version != API_VERSION || review.kind != "AdmissionReview" {
-        return Err(ReviewError::Version {
-            api_version: review.api_version,
-            kind: review.kind,
-        });
-    }
-    let request = review.request.ok_or(ReviewError::MissingRequest)?;
-    if request.uid.is_empty() {
-        return Err(ReviewError::MissingUid);
-    }
-    let is_pod = request.kind.group.is_empty() && request.kind.kind == "Pod";
-    let is_create = request.operation == "CREATE";
-    let has_subresource = request
-        .sub_resource
-        .as_deref()
-        .is_some_and(|s| !s.is_empty());
-    // One decoding of the object: as a Pod when it is a Pod being created; otherwise (or when
-    // that fails) only its metadata, and an object without usable metadata is not opted in.
-    let pod: Option<Result<PodView, serde_json::Error>> = request
+    let request = review.into_request()?;
+    let pod = request
         .object
-        .filter(|_| is_pod && is_create && !has_subresource)
-        .map(|raw| serde_json::from_str(raw.get()));
-    let fallback_meta;
-    let meta: &MetaView = match &pod {
-        Some(Ok(p)) => &p.metadata,
-        _ => {
-            fallback_meta = request
-                .object
-                .and_then(|raw| serde_json::from_str::<MetaOnly>(raw.get()).ok())
-                .map(|m| m.metadata)
-                .unwrap_or_default();
-            &fallback_meta
-        }
+        .filter(|_| request.is_pod_creation())
+        .map(|raw| serde_json::from_str::<PodView>(raw.get()));
+    let meta = match &pod {
+        Some(Ok(p)) => p.metadata.clone(),
+        // An object without usable metadata is simply not opted in.
+        _ => request
+            .object
+            .and_then(|raw| serde_json::from_str::<MetaOnly>(raw.get()).ok())
+            .map(|m| m.metadata)
+            .unwrap_or_default(),
     };
+    answer(&request, pod.as_ref().map(Result::as_ref), &meta, injector)
+}
+
+/// The answer to a well-formed request. `pod` is the object decoded as a Pod (or why that
+/// failed), `meta` its metadata for the opt-in check and the log line.
+fn answer<O>(
+    request: &RequestIn<O>,
+    pod: Option<Result<&PodView, &serde_json::Error>>,
+    meta: &MetaView,
+    injector: &Injector,
+) -> Result<Reviewed, ReviewError> {
+    let is_pod = request.is_pod();
     let mut out = Reviewed {
         body: Vec::new(),
         uid: request.uid.clone(),
@@ -208,7 +254,7 @@ pub fn review(body: &[u8], injector: &Injector) -> Result<Reviewed, ReviewError>
         dry_run: request.dry_run.unwrap_or(false),
     };
 
-    if !is_pod || has_subresource {
+    if !is_pod || request.has_subresource() {
         let warnings = if is_pod {
             Vec::new()
         } else {
@@ -220,11 +266,11 @@ pub fn review(body: &[u8], injector: &Injector) -> Result<Reviewed, ReviewError>
         out.body = respond(&request.uid, true, None, None, &warnings);
         return Ok(out);
     }
-    if !is_create {
+    if !request.is_create() {
         out.body = respond(&request.uid, true, None, None, &[]);
         return Ok(out);
     }
-    let Some(pod) = &pod else {
+    let Some(pod) = pod else {
         out.decision = Decision::Denied;
         out.body = respond(
             &request.uid,

@@ -220,3 +220,43 @@ fn bad_bodies_are_errors_not_panics() {
         assert!(!err.to_string().is_empty());
     }
 }
+
+#[test]
+fn the_logged_name_comes_from_the_object_however_it_decodes() {
+    let pod = labelled_pod("arn:aws:iam::123456789012:role/orders");
+    let mut broken = pod.clone();
+    broken["metadata"]["name"] = json!("orders-0");
+    broken["spec"]["containers"] = json!([{"image": "no-name"}]);
+    let deployment = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"}, "spec": {}});
+    let cases = [
+        (request(pod, json!({})), "orders-", Decision::Patched),
+        (request(broken, json!({})), "orders-0", Decision::Denied),
+        (
+            request(
+                deployment,
+                json!({"kind": {"group": "apps", "version": "v1", "kind": "Deployment"}}),
+            ),
+            "d",
+            Decision::Ignored,
+        ),
+    ];
+    for (body, name, decision) in cases {
+        let r = review(body.to_string().as_bytes(), &injector()).expect("answered");
+        assert_eq!((r.pod.as_str(), r.decision), (name, decision), "{body}");
+        assert_eq!(r.namespace, "shop");
+    }
+}
+
+#[test]
+fn deeply_nested_fields_the_mutation_does_not_read_are_skipped_not_refused() {
+    // serde_json refuses more than 128 levels of what it decodes; skipped content has no such
+    // limit, so a pod is not refused for the shape of fields it does not need.
+    let mut pod = labelled_pod("arn:aws:iam::123456789012:role/orders");
+    pod["spec"]["x"] = json!("NESTED");
+    let nested = format!("{}{}", "[".repeat(1000), "]".repeat(1000));
+    let body = request(pod, json!({}))
+        .to_string()
+        .replace("\"NESTED\"", &nested);
+    let r = review(body.as_bytes(), &injector()).expect("answered");
+    assert_eq!(r.decision, Decision::Patched);
+}
