@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Webhook over TLS, keep-alive, a realistic 3-container Deployment pod: throughput and latency
-# of the real tokenvend-webhook next to a baseline server with the same TLS stack answering a
-# fixed response (crates/webhook/examples/baseline-server.rs), in the same run; then a fixed
-# 500 requests/s for p99; RSS idle and under load. Load tool: oha (cargo install, pinned).
+# of the real tokenvend-webhook next to two baselines with the same stack, in the same run
+# (crates/webhook/examples/baseline-server.rs): one answers a fixed response without parsing,
+# one decodes the body into a generic JSON value first; then a fixed 500 requests/s for p99;
+# RSS idle and under load; server CPU per request. Load tool: oha (cargo install, pinned).
 #   bash e2e/bench-webhook.sh [SECONDS]
 set -euo pipefail
 # shellcheck source=e2e/lib.sh
@@ -25,40 +26,57 @@ write_review_json "$RUN/review.json"
   --tls-cert "$RUN/certs/tls.crt" --tls-key "$RUN/certs/tls.key" >"$RUN/webhook.log" 2>&1 &
 WEBHOOK=$!; PIDS+=("$WEBHOOK")
 wait_http http://127.0.0.1:18080/readyz 30
-# The baseline answers with the webhook's own answer to this request, byte for byte.
+# The baselines answer with the webhook's own answer to this request, byte for byte.
 curl -fsS --cacert "$RUN/certs/ca.crt" -H 'Content-Type: application/json' --data-binary @"$RUN/review.json" \
   https://localhost:18443/mutate >"$RUN/response.json"
 "$BIN/examples/baseline-server" 127.0.0.1:18444 "$RUN/certs/tls.crt" "$RUN/certs/tls.key" "$RUN/response.json" &
-PIDS+=($!)
+BASELINE=$!; PIDS+=("$BASELINE")
+"$BIN/examples/baseline-server" 127.0.0.1:18445 "$RUN/certs/tls.crt" "$RUN/certs/tls.key" "$RUN/response.json" --parse &
+PARSE=$!; PIDS+=("$PARSE")
 sleep 1
 rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # utime + stime, all threads
 idle=$(rss "$WEBHOOK")
 load() { # URL extra-args...
   local url=$1; shift
   oha --no-tui --output-format json -z "${SECS}s" -c 16 -m POST -H 'Content-Type: application/json' -D "$RUN/review.json" \
     --cacert "$RUN/certs/ca.crt" "$@" "$url"
 }
+measure() { # NAME PID PORT: full-speed run, with the server's CPU ticks before and after
+  local before; before=$(ticks "$2")
+  load "https://localhost:$3/mutate" >"$RUN/$1.json"
+  echo "$before $(ticks "$2")" >"$RUN/$1.ticks"
+}
 step "full speed, 16 keep-alive connections, ${SECS}s each"
-load https://localhost:18444/mutate >"$RUN/baseline.json"
-load https://localhost:18443/mutate >"$RUN/webhook.json" &
-LOAD=$!
-sleep $((SECS / 2))
-under=$(rss "$WEBHOOK")
-wait "$LOAD"
+measure baseline "$BASELINE" 18444
+measure parse "$PARSE" 18445
+(sleep $((SECS / 2)); rss "$WEBHOOK" >"$RUN/under.rss") &
+SAMPLER=$!
+measure webhook "$WEBHOOK" 18443
+wait "$SAMPLER"
+under=$(cat "$RUN/under.rss")
 step "fixed 500 requests/s, ${SECS}s"
 load https://localhost:18443/mutate -q 500 >"$RUN/webhook-500.json"
-python3 - "$RUN" "$idle" "$under" <<'PY'
+python3 - "$RUN" "$idle" "$under" "$(getconf CLK_TCK)" <<'PY'
 import json, sys
-run, idle, under = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+run, idle, under, hz = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
 def get(name):
     d = json.load(open(f"{run}/{name}.json"))
     s, p = d["summary"], d["latencyPercentiles"]
     codes = d.get("statusCodeDistribution", {})
-    return s["requestsPerSec"], p["p50"] * 1000, p["p99"] * 1000, codes
-b = get("baseline"); w = get("webhook"); r = get("webhook-500")
-print(f"   baseline (fixed answer): {b[0]:,.0f} req/s, p50 {b[1]:.3f} ms, p99 {b[2]:.3f} ms, status {b[3]}")
-print(f"   tokenvend-webhook:       {w[0]:,.0f} req/s, p50 {w[1]:.3f} ms, p99 {w[2]:.3f} ms, status {w[3]}")
-print(f"   ratio webhook/baseline:  {w[0] / b[0]:.2f}")
-print(f"   at 500 req/s:            {r[0]:,.0f} req/s, p50 {r[1]:.3f} ms, p99 {r[2]:.3f} ms, status {r[3]}")
+    n = sum(codes.values())
+    try:
+        a, b = map(int, open(f"{run}/{name}.ticks").read().split())
+        cpu = (b - a) / hz * 1e6 / n
+    except FileNotFoundError:
+        cpu = float("nan")
+    return s["requestsPerSec"], p["p50"] * 1000, p["p99"] * 1000, codes, cpu
+b = get("baseline"); j = get("parse"); w = get("webhook"); r = get("webhook-500")
+for label, x in (("baseline (fixed answer)", b), ("baseline (JSON decode)", j), ("tokenvend-webhook", w)):
+    print(f"   {label:24} {x[0]:>9,.0f} req/s, p50 {x[1]:.3f} ms, p99 {x[2]:.3f} ms, "
+          f"server CPU {x[4]:.1f} us/req, status {x[3]}")
+print(f"   ratio webhook / fixed-answer baseline: {w[0] / b[0]:.2f}")
+print(f"   ratio webhook / JSON-decode baseline:  {w[0] / j[0]:.2f}")
+print(f"   at 500 req/s: {r[0]:,.0f} req/s, p50 {r[1]:.3f} ms, p99 {r[2]:.3f} ms, status {r[3]}")
 print(f"   webhook RSS: idle {idle} KiB, under load {under} KiB")
 PY

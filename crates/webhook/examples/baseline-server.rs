@@ -1,15 +1,22 @@
-//! Benchmark baseline: the webhook's TLS stack (rustls config from the same loader, axum,
-//! axum-server, TLS 1.2/1.3, h2 + http/1.1) answering `POST /mutate` with a fixed response: no
-//! parsing, no mutation. The load script runs it next to the real webhook in the same run.
+//! Benchmark baselines: the webhook's stack (rustls config from the same loader, axum,
+//! axum-server, TLS 1.2/1.3, h2 + http/1.1, mimalloc) answering `POST /mutate` with a fixed
+//! response and no mutation. The load script runs them next to the real webhook in the same run.
 //!
-//! baseline-server LISTEN CERT KEY RESPONSE_FILE
+//! baseline-server LISTEN CERT KEY RESPONSE_FILE [--parse]
+//!
+//! Without `--parse` the body is read and dropped (the baseline: no parsing at all). With
+//! `--parse` it is first decoded into a generic `serde_json::Value`, the least any server that
+//! looks at an AdmissionReview must do, so the webhook's own cost can be told from JSON's.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use axum::Router;
-use axum::http::header;
+use axum::http::{StatusCode, header};
 use axum::routing::post;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -17,8 +24,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .install_default()
         .map_err(|_| "crypto provider")?;
     let args: Vec<String> = std::env::args().collect();
-    let [_, listen, cert, key, response] = args.as_slice() else {
-        return Err("usage: baseline-server LISTEN CERT KEY RESPONSE_FILE".into());
+    let (listen, cert, key, response, parse) = match args.as_slice() {
+        [_, l, c, k, r] => (l, c, k, r, false),
+        [_, l, c, k, r, flag] if flag == "--parse" => (l, c, k, r, true),
+        _ => return Err("usage: baseline-server LISTEN CERT KEY RESPONSE_FILE [--parse]".into()),
     };
     let addr: SocketAddr = listen.parse()?;
     let body: &'static [u8] = Box::leak(std::fs::read(response)?.into_boxed_slice());
@@ -26,8 +35,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let rustls = axum_server::tls_rustls::RustlsConfig::from_config(loaded.config);
     let app = Router::new().route(
         "/mutate",
-        post(move |_body: axum::body::Bytes| async move {
-            ([(header::CONTENT_TYPE, "application/json")], body)
+        post(move |request: axum::body::Bytes| async move {
+            if parse && serde_json::from_slice::<serde_json::Value>(&request).is_err() {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    [(header::CONTENT_TYPE, "text/plain")],
+                    &b""[..],
+                );
+            }
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/json")],
+                body,
+            )
         }),
     );
     axum_server::bind_rustls(addr, rustls)

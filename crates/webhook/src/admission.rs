@@ -309,7 +309,7 @@ fn answer<O>(
     match injector.mutate(pod) {
         Ok(m) => {
             out.mode = m.mode;
-            let patch = if m.patch.0.is_empty() {
+            let patch = if m.patch.is_empty() {
                 out.decision = if m.mode.is_some() {
                     Decision::Unchanged
                 } else if m.warnings.is_empty() {
@@ -358,10 +358,10 @@ fn status(code: u16, message: String) -> StatusOut {
 /// The `patch` member: a JSON string holding the base64 of the JSON patch, encoded straight
 /// into place (base64 needs no JSON escaping, so the string is not scanned for it again).
 fn patch_field(patch: &Patch) -> Result<Box<RawValue>, serde_json::Error> {
-    let json = serde_json::to_vec(patch)?;
+    let json = patch.as_bytes();
     let mut quoted = String::with_capacity(json.len().div_ceil(3) * 4 + 2);
     quoted.push('"');
-    STANDARD.encode_string(&json, &mut quoted);
+    STANDARD.encode_string(json, &mut quoted);
     quoted.push('"');
     RawValue::from_string(quoted)
 }

@@ -27,7 +27,7 @@ use tokenvend_core::contract::{
 use tokenvend_core::{Mode, RoleArn};
 
 use crate::config::{Config, SidecarStyle};
-use crate::patch::{Patch, PatchBuilder, Seg};
+use crate::patch::{Patch, PatchBuilder, Seg, WriteJson};
 use crate::pod::{ContainerView, PodSpecView, PodView, VolumeView};
 
 /// What the webhook does with an admitted pod.
@@ -56,7 +56,7 @@ pub struct Denial {
 impl Mutation {
     fn unchanged(warnings: Vec<String>, mode: Option<Mode>) -> Self {
         Mutation {
-            patch: Patch(Vec::new()),
+            patch: Patch::default(),
             warnings,
             mode,
         }
@@ -151,13 +151,27 @@ impl SidecarTemplate {
         }
     }
 
-    fn with_role(&self, role: &RoleArn) -> Result<Box<RawValue>, serde_json::Error> {
-        let role = serde_json::to_string(role.as_str())?;
-        let mut json = String::with_capacity(self.before.len() + role.len() + self.after.len());
-        json.push_str(&self.before);
-        json.push_str(&role);
-        json.push_str(&self.after);
-        RawValue::from_string(json)
+    /// The container for `role`, as JSON text for the patch.
+    fn with_role<'t>(&'t self, role: &RoleArn) -> Result<SidecarJson<'t>, serde_json::Error> {
+        Ok(SidecarJson {
+            template: self,
+            role: serde_json::to_string(role.as_str())?,
+        })
+    }
+}
+
+/// A sidecar template with its role filled in: valid JSON, since a JSON string replaces the
+/// placeholder's JSON string.
+struct SidecarJson<'t> {
+    template: &'t SidecarTemplate,
+    role: String,
+}
+
+impl WriteJson for SidecarJson<'_> {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.template.before.as_bytes());
+        out.extend_from_slice(self.role.as_bytes());
+        out.extend_from_slice(self.template.after.as_bytes());
     }
 }
 
@@ -337,14 +351,11 @@ impl Injector {
         if let Err(e) = sidecar_plan.emit(spec, &role, &mut patch) {
             return render_failure(cfg, e, warnings, mode);
         }
-        match patch.build() {
-            Ok(patch) => Ok(Mutation {
-                patch,
-                warnings,
-                mode: Some(mode),
-            }),
-            Err(e) => render_failure(cfg, e, warnings, mode),
-        }
+        Ok(Mutation {
+            patch: patch.build(),
+            warnings,
+            mode: Some(mode),
+        })
     }
 
     fn prepared(&self, mode: Mode) -> &Prepared {
@@ -884,9 +895,12 @@ mod tests {
                             *arg = role().as_str().to_owned();
                         }
                     }
-                    let got: Value =
-                        serde_json::from_str(template.with_role(&role()).expect("renders").get())
-                            .expect("JSON");
+                    let mut json = Vec::new();
+                    template
+                        .with_role(&role())
+                        .expect("renders")
+                        .write_json(&mut json);
+                    let got: Value = serde_json::from_slice(&json).expect("JSON");
                     assert_eq!(got, serde_json::to_value(&expected).expect("renders"));
                 }
                 assert_eq!(seen, if style == SidecarStyle::Native { 1 } else { 2 });

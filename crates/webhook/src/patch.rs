@@ -1,9 +1,9 @@
 //! RFC 6902 patch building: per-field `add` operations only, arrays created when absent,
-//! every path segment JSON-pointer escaped. Values are rendered to JSON text once, straight from
-//! the typed Kubernetes objects, and written into the patch verbatim (no intermediate JSON tree).
+//! every path segment JSON-pointer escaped. The patch is written as JSON text as it is built,
+//! from values that were rendered once (see `mutate::Injector`): no intermediate JSON tree, no
+//! re-validation, one buffer per admission.
 
 use serde::Serialize;
-use serde::ser::SerializeStruct;
 use serde_json::value::RawValue;
 
 /// A JSON pointer built from unescaped segments (each one is escaped on the way in).
@@ -39,108 +39,165 @@ pub enum Seg<'a> {
     End,
 }
 
-/// One RFC 6902 `add` operation; its value is JSON text.
-#[derive(Debug, Clone)]
-pub struct AddOp {
-    /// JSON pointer to the target location.
-    pub path: String,
-    /// The value to add.
-    pub value: Box<RawValue>,
+/// A value that writes itself as JSON text; what it writes must be one valid JSON value.
+pub trait WriteJson {
+    /// Append the JSON text to `out`.
+    fn write_json(&self, out: &mut Vec<u8>);
 }
 
-impl PartialEq for AddOp {
-    fn eq(&self, other: &Self) -> bool {
-        self.path == other.path && self.value.get() == other.value.get()
+impl WriteJson for RawValue {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.get().as_bytes());
     }
 }
 
-impl Serialize for AddOp {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut op = s.serialize_struct("AddOp", 3)?;
-        op.serialize_field("op", "add")?;
-        op.serialize_field("path", &self.path)?;
-        op.serialize_field("value", &self.value)?;
-        op.end()
+impl<T: WriteJson + ?Sized> WriteJson for &T {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        (**self).write_json(out);
     }
 }
 
-/// An RFC 6902 JSON patch made of `add` operations; serializes as the JSON array.
-#[derive(Debug, Clone, PartialEq, Default, Serialize)]
-#[serde(transparent)]
-pub struct Patch(pub Vec<AddOp>);
+/// An RFC 6902 JSON patch of `add` operations, kept as its JSON text (an array).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Patch {
+    json: Vec<u8>,
+    ops: usize,
+}
+
+impl Default for Patch {
+    fn default() -> Self {
+        Patch {
+            json: b"[]".to_vec(),
+            ops: 0,
+        }
+    }
+}
 
 impl Patch {
+    /// Whether the patch changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.ops == 0
+    }
+
+    /// Number of operations.
+    pub fn len(&self) -> usize {
+        self.ops
+    }
+
+    /// The patch as JSON text.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.json
+    }
+
     /// The same patch as the `json_patch` crate's type, e.g. to apply it to a document.
     pub fn to_json_patch(&self) -> Result<json_patch::Patch, serde_json::Error> {
-        serde_json::from_str(&serde_json::to_string(self)?)
+        serde_json::from_slice(&self.json)
     }
 }
 
-/// Accumulates `add` operations in application order.
-#[derive(Debug, Default)]
+impl Serialize for Patch {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let raw: Box<RawValue> =
+            serde_json::from_slice(&self.json).map_err(serde::ser::Error::custom)?;
+        raw.serialize(s)
+    }
+}
+
+/// Accumulates `add` operations in application order, as JSON text.
+#[derive(Debug)]
 pub struct PatchBuilder {
-    ops: Vec<AddOp>,
-    /// The first value that failed to render (k8s-openapi objects always render; a failure
-    /// must still never turn into a wrong patch).
-    error: Option<serde_json::Error>,
+    json: Vec<u8>,
+    ops: usize,
+}
+
+impl Default for PatchBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl PatchBuilder {
     /// An empty builder.
     pub fn new() -> Self {
-        Self::default()
+        PatchBuilder {
+            json: Vec::with_capacity(4096),
+            ops: 0,
+        }
     }
 
     /// `add` a value at a path.
-    pub fn add<T: Serialize + ?Sized>(&mut self, path: String, value: &T) {
-        match serde_json::value::to_raw_value(value) {
-            Ok(value) => self.ops.push(AddOp { path, value }),
-            Err(e) => {
-                self.error.get_or_insert(e);
-            }
-        }
+    pub fn add(&mut self, path: &str, value: &impl WriteJson) {
+        self.json.push(if self.ops == 0 { b'[' } else { b',' });
+        self.json.extend_from_slice(br#"{"op":"add","path":"#);
+        // A path is a plain string: this cannot fail.
+        let _ = serde_json::to_writer(&mut self.json, path);
+        self.json.extend_from_slice(br#","value":"#);
+        value.write_json(&mut self.json);
+        self.json.push(b'}');
+        self.ops += 1;
     }
 
     /// Append items to the array at `array`; when the array does not exist yet, create it with
     /// all items at once (RFC 6902 cannot append to a missing array).
-    pub fn append<T: Serialize>(&mut self, array: &[Seg<'_>], exists: bool, items: &[T]) {
+    pub fn append<T: WriteJson>(&mut self, array: &[Seg<'_>], exists: bool, items: &[T]) {
         if items.is_empty() {
             return;
         }
         if exists {
+            let path = pointer(array.iter().copied().chain([Seg::End]));
             for item in items {
-                self.add(pointer(array.iter().copied().chain([Seg::End])), item);
+                self.add(&path, item);
             }
         } else {
-            self.add(pointer(array.iter().copied()), items);
+            self.add(&pointer(array.iter().copied()), &JsonArray(items));
         }
     }
 
     /// Insert one item at the front of the array at `array`, creating the array if needed.
-    pub fn prepend<T: Serialize>(&mut self, array: &[Seg<'_>], exists: bool, item: &T) {
+    pub fn prepend(&mut self, array: &[Seg<'_>], exists: bool, item: &impl WriteJson) {
         if exists {
-            self.add(pointer(array.iter().copied().chain([Seg::Index(0)])), item);
+            self.add(&pointer(array.iter().copied().chain([Seg::Index(0)])), item);
         } else {
-            self.add(pointer(array.iter().copied()), &[item]);
+            self.add(&pointer(array.iter().copied()), &JsonArray(&[item]));
         }
     }
 
     /// Number of operations so far.
     pub fn len(&self) -> usize {
-        self.ops.len()
+        self.ops
     }
 
     /// Whether no operation was added.
     pub fn is_empty(&self) -> bool {
-        self.ops.is_empty()
+        self.ops == 0
     }
 
-    /// The finished patch, or the first rendering error.
-    pub fn build(self) -> Result<Patch, serde_json::Error> {
-        match self.error {
-            Some(e) => Err(e),
-            None => Ok(Patch(self.ops)),
+    /// The finished patch.
+    pub fn build(mut self) -> Patch {
+        if self.ops == 0 {
+            return Patch::default();
         }
+        self.json.push(b']');
+        Patch {
+            json: self.json,
+            ops: self.ops,
+        }
+    }
+}
+
+/// Items written as one JSON array.
+struct JsonArray<'a, T>(&'a [T]);
+
+impl<T: WriteJson> WriteJson for JsonArray<'_, T> {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        out.push(b'[');
+        for (i, item) in self.0.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
+            item.write_json(out);
+        }
+        out.push(b']');
     }
 }
 
@@ -148,6 +205,10 @@ impl PatchBuilder {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn raw(v: serde_json::Value) -> Box<RawValue> {
+        serde_json::value::to_raw_value(&v).expect("renders")
+    }
 
     #[test]
     fn segments_are_escaped() {
@@ -169,40 +230,57 @@ mod tests {
 
     #[test]
     fn append_creates_missing_arrays_and_appends_to_existing_ones() {
+        let (one, two, three, four) = (raw(json!(1)), raw(json!(2)), raw(json!(3)), raw(json!(4)));
+        let five = raw(json!({"five": "\"5\""}));
         let mut b = PatchBuilder::new();
-        b.append(&[Seg::Key("spec"), Seg::Key("volumes")], false, &[1, 2]);
-        b.append(&[Seg::Key("spec"), Seg::Key("containers")], true, &[3, 4]);
-        b.prepend(&[Seg::Key("spec"), Seg::Key("initContainers")], true, &5);
-        b.prepend(&[Seg::Key("spec"), Seg::Key("ephemeral")], false, &"e");
-        b.append::<i32>(&[Seg::Key("x")], true, &[]);
+        b.append(
+            &[Seg::Key("spec"), Seg::Key("volumes")],
+            false,
+            &[&*one, &*two],
+        );
+        b.append(
+            &[Seg::Key("spec"), Seg::Key("containers")],
+            true,
+            &[&*three, &*four],
+        );
+        b.prepend(
+            &[Seg::Key("spec"), Seg::Key("initContainers")],
+            true,
+            &&*five,
+        );
+        b.prepend(&[Seg::Key("spec"), Seg::Key("a\"b")], false, &&*one);
+        b.append::<&RawValue>(&[Seg::Key("x")], true, &[]);
         assert_eq!(b.len(), 5);
-        let patch = b.build().expect("renders");
+        let patch = b.build();
+        assert_eq!(patch.len(), 5);
         assert_eq!(
-            serde_json::to_value(&patch).expect("serialize"),
+            serde_json::from_slice::<serde_json::Value>(patch.as_bytes()).expect("valid JSON"),
             json!([
                 {"op": "add", "path": "/spec/volumes", "value": [1, 2]},
                 {"op": "add", "path": "/spec/containers/-", "value": 3},
                 {"op": "add", "path": "/spec/containers/-", "value": 4},
-                {"op": "add", "path": "/spec/initContainers/0", "value": 5},
-                {"op": "add", "path": "/spec/ephemeral", "value": ["e"]},
+                {"op": "add", "path": "/spec/initContainers/0", "value": {"five": "\"5\""}},
+                {"op": "add", "path": "/spec/a\"b", "value": [1]},
             ])
+        );
+        assert_eq!(
+            serde_json::to_value(&patch).expect("serializes"),
+            serde_json::from_slice::<serde_json::Value>(patch.as_bytes()).expect("valid JSON")
         );
         let mut doc = json!({"spec": {"containers": [0], "initContainers": [9]}});
         json_patch::patch(&mut doc, &patch.to_json_patch().expect("parses")).expect("applies");
         assert_eq!(
             doc,
-            json!({"spec": {"containers": [0, 3, 4], "initContainers": [5, 9],
-                            "volumes": [1, 2], "ephemeral": ["e"]}})
+            json!({"spec": {"containers": [0, 3, 4], "initContainers": [{"five": "\"5\""}, 9],
+                            "volumes": [1, 2], "a\"b": [1]}})
         );
     }
 
     #[test]
-    fn a_value_that_cannot_render_fails_the_build() {
-        // JSON object keys must be strings: a map with tuple keys cannot render.
-        let bad: std::collections::BTreeMap<(u8, u8), u8> = [((1, 2), 3)].into_iter().collect();
-        let mut b = PatchBuilder::new();
-        b.add(pointer([Seg::Key("a")]), &1);
-        b.add(pointer([Seg::Key("b")]), &bad);
-        assert!(b.build().is_err());
+    fn an_empty_patch_is_an_empty_array() {
+        let patch = PatchBuilder::new().build();
+        assert!(patch.is_empty());
+        assert_eq!(patch.as_bytes(), b"[]");
+        assert_eq!(patch, Patch::default());
     }
 }

@@ -82,6 +82,8 @@ fn env_names(c: &Value) -> Vec<String> {
 
 fn ops(m: &Mutation) -> Vec<String> {
     m.patch
+        .to_json_patch()
+        .expect("patch is a JSON patch")
         .0
         .iter()
         .map(|op| {
@@ -112,12 +114,12 @@ fn not_opted_in_pods_are_left_alone() {
                 .remove("tremolo.io/aws-role");
         }
         let (m, _) = run(&p, &Config::default());
-        assert!(m.patch.0.is_empty());
+        assert!(m.patch.is_empty());
         assert_eq!(m.warnings.len(), warnings);
     }
     let p = pod(json!({"metadata": {"labels": {"tremolo.io/aws-role": "yes"}}}));
     let (m, _) = run(&p, &Config::default());
-    assert!(m.patch.0.is_empty());
+    assert!(m.patch.is_empty());
     assert!(
         m.warnings[0].contains("only \"true\" does"),
         "{:?}",
@@ -162,7 +164,7 @@ fn missing_or_invalid_annotations_deny_with_what_to_fix_or_warn_when_configured(
             d.message
         );
         let (m, out) = run(&p, &warn_cfg);
-        assert!(m.patch.0.is_empty(), "warn mode must admit unchanged");
+        assert!(m.patch.is_empty(), "warn mode must admit unchanged");
         assert_eq!(out, p);
         assert!(
             m.warnings
@@ -345,9 +347,9 @@ fn classic_style_adds_an_init_container_and_a_regular_sidecar() {
             .expect("args")
             .contains(&json!("--once"))
     );
-    assert!(!m.patch.0.is_empty());
+    assert!(!m.patch.is_empty());
     let (again, _) = run(&out, &c);
-    assert!(again.patch.0.is_empty(), "idempotent: {:?}", again.patch);
+    assert!(again.patch.is_empty(), "idempotent: {:?}", again.patch);
 }
 
 #[test]
@@ -363,13 +365,9 @@ fn second_pass_over_own_output_is_empty_in_every_mode_and_style() {
                 "spec": {"initContainers": [{"name": "i", "image": "i"}], "volumes": [{"name": "data", "emptyDir": {}}]}
             }));
             let (m, out) = run(&p, &c);
-            assert!(!m.patch.0.is_empty());
+            assert!(!m.patch.is_empty());
             let (again, out2) = run(&out, &c);
-            assert!(
-                again.patch.0.is_empty(),
-                "{style}/{mode}: {:?}",
-                again.patch
-            );
+            assert!(again.patch.is_empty(), "{style}/{mode}: {:?}", again.patch);
             assert!(
                 again.warnings.is_empty(),
                 "{style}/{mode}: {:?}",
@@ -442,7 +440,7 @@ fn conflicts_deny_or_warn_and_never_clobber() {
             d.message
         );
         let (m, out) = run(&p, &warn_cfg);
-        assert!(m.patch.0.is_empty());
+        assert!(m.patch.is_empty());
         assert_eq!(out, p, "nothing changed");
         assert!(m.warnings.iter().any(|w| w.contains(expected)));
     }
@@ -508,7 +506,7 @@ fn default_mode_is_announced_and_custom_prefix_is_honoured() {
     let custom = cfg(|a| a.prefix = Some("aws.example.com".into()));
     let (m, _) = run(&p, &custom);
     assert!(
-        m.patch.0.is_empty(),
+        m.patch.is_empty(),
         "tremolo.io label does not opt in under another prefix"
     );
     let q = json!({
