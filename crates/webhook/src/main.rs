@@ -39,6 +39,8 @@ async fn main() -> anyhow::Result<()> {
     let check_only = cli.check_config;
     let config = cli.into_server_config()?;
     if check_only {
+        // Render what the config injects too, exactly as the server does at start.
+        tokenvend_webhook::mutate::Injector::new(config.mutation.clone())?;
         println!("configuration is valid: {:#?}", config.mutation);
         return Ok(());
     }

@@ -13,7 +13,7 @@ use proptest::test_runner::TestCaseError;
 use serde_json::{Value, json};
 use tokenvend_webhook::admission::review;
 use tokenvend_webhook::config::{Config, MutationArgs};
-use tokenvend_webhook::mutate::{Injector, mutate};
+use tokenvend_webhook::mutate::Injector;
 use tokenvend_webhook::pod::PodView;
 
 use tokenvend_testkit::fuzz;
@@ -221,7 +221,8 @@ fn fuzz_mutation_properties() {
         let pod: PodView = serde_json::from_value(pod_json.clone())
             .map_err(|e| TestCaseError::fail(e.to_string()))?;
         let before_valid = valid_pod(&pod_json).is_ok();
-        match mutate(&pod, &cfg) {
+        let injector = Injector::new(cfg).map_err(|e| TestCaseError::fail(e.to_string()))?;
+        match injector.mutate(&pod) {
             Err(d) => prop_assert!(d.message.starts_with("tokenvend: ")),
             Ok(m) => {
                 let mut out = pod_json.clone();
@@ -240,7 +241,7 @@ fn fuzz_mutation_properties() {
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
                 let again: PodView = serde_json::from_value(out.clone())
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
-                match mutate(&again, &cfg) {
+                match injector.mutate(&again) {
                     Ok(m2) => {
                         prop_assert!(m2.patch.is_empty(), "second pass not empty: {:?}", m2.patch)
                     }
