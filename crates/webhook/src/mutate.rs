@@ -822,19 +822,8 @@ fn same_volume_kind(existing: &VolumeView, ours: &Volume) -> bool {
     if ours.empty_dir.is_some() {
         return existing.empty_dir.is_some();
     }
-    let ours_path = ours
-        .projected
-        .as_ref()
-        .and_then(|p| p.sources.as_ref())
-        .and_then(|s| s.iter().find_map(|s| s.service_account_token.as_ref()))
-        .map(|t| t.path.as_str());
-    let existing_path = existing
-        .projected
-        .as_ref()
-        .and_then(|p| p.sources.as_ref())
-        .and_then(|s| s.iter().find_map(|s| s.service_account_token.as_ref()))
-        .map(|t| t.path.as_str());
-    existing.projected.is_some() && existing_path == ours_path
+    // Our only other volume is the projected SA token (`Prepared::new`).
+    existing.token_path() == Some(files::SA_TOKEN)
 }
 
 fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {

@@ -119,6 +119,19 @@ pub struct VolumeView {
     pub projected: Option<ProjectedView>,
 }
 
+impl VolumeView {
+    /// The file name of the first service account token this volume projects, if any.
+    pub fn token_path(&self) -> Option<&str> {
+        self.projected
+            .as_ref()?
+            .sources
+            .as_ref()?
+            .iter()
+            .find_map(|s| s.service_account_token.as_ref())
+            .map(|t| t.path.as_str())
+    }
+}
+
 /// A projected volume's sources.
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct ProjectedView {
@@ -190,13 +203,8 @@ mod tests {
         assert_eq!(spec.host_network, Some(true));
         let volumes = spec.volumes.expect("volumes");
         assert!(volumes[0].empty_dir.is_some() && volumes[0].projected.is_none());
-        let token = volumes[1]
-            .projected
-            .as_ref()
-            .and_then(|p| p.sources.as_ref())
-            .and_then(|s| s[0].service_account_token.as_ref())
-            .map(|t| t.path.as_str());
-        assert_eq!(token, Some("t"));
+        assert_eq!(volumes[1].token_path(), Some("t"));
+        assert_eq!(volumes[0].token_path(), None);
     }
 
     #[test]
