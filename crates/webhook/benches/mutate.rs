@@ -5,6 +5,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use k8s_openapi::api::core::v1::Pod;
+use serde::Deserialize;
 use serde_json::{Value, json};
 use tokenvend_webhook::admission::review;
 use tokenvend_webhook::config::Config;
@@ -19,7 +20,7 @@ fn fixture() -> Value {
 fn bench(c: &mut Criterion) {
     let pod_json = fixture();
     let _: Pod = serde_json::from_value(pod_json.clone()).expect("fixture is a Pod");
-    let pod: PodView = serde_json::from_value(pod_json.clone()).expect("fixture decodes");
+    let pod = PodView::deserialize(&pod_json).expect("fixture decodes");
     let cfg = Config::default();
     assert_eq!(pod.spec.as_ref().map(|s| s.containers.len()), Some(3));
     assert!(!mutate(&pod, &cfg).expect("patched").patch.is_empty());

@@ -1,8 +1,6 @@
 //! AdmissionReview `admission.k8s.io/v1` in, AdmissionReview out: request checks, the call into
 //! the pure mutation, and the wire format of the response (base64 `patch`).
 
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokenvend_core::Mode;
@@ -164,33 +162,10 @@ struct Gvk {
 
 /// Only what the opt-in check and the log line need, for objects that are not a decodable Pod.
 #[derive(Deserialize, Default)]
-struct MetaOnly {
+struct MetaOnly<'a> {
     #[serde(default)]
-    metadata: MetaView,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ReviewOut<'a> {
-    api_version: &'static str,
-    kind: &'static str,
-    response: ResponseOut<'a>,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct ResponseOut<'a> {
-    uid: &'a str,
-    allowed: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    status: Option<StatusOut>,
-    /// Base64 of the JSON patch, as the admission API defines it (kube-rs would emit numbers).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    patch: Option<Box<RawValue>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    patch_type: Option<&'static str>,
-    #[serde(skip_serializing_if = "<[String]>::is_empty")]
-    warnings: &'a [String],
+    #[serde(borrow)]
+    metadata: MetaView<'a>,
 }
 
 #[derive(Serialize)]
@@ -263,11 +238,11 @@ fn answer<O>(
                 request.kind.group, request.kind.version, request.kind.kind
             )]
         };
-        out.body = respond(&request.uid, true, None, None, &warnings);
+        out.body = respond(&request.uid, true, None, None, &warnings)?;
         return Ok(out);
     }
     if !request.is_create() {
-        out.body = respond(&request.uid, true, None, None, &[]);
+        out.body = respond(&request.uid, true, None, None, &[])?;
         return Ok(out);
     }
     let Some(pod) = pod else {
@@ -278,7 +253,7 @@ fn answer<O>(
             Some(status(400, "CREATE request carries no object".to_owned())),
             None,
             &[],
-        );
+        )?;
         return Ok(out);
     };
     if meta
@@ -286,7 +261,7 @@ fn answer<O>(
         .as_ref()
         .is_none_or(|l| !l.contains_key(injector.role_key()))
     {
-        out.body = respond(&request.uid, true, None, None, &[]);
+        out.body = respond(&request.uid, true, None, None, &[])?;
         return Ok(out);
     }
     let pod = match pod {
@@ -302,7 +277,7 @@ fn answer<O>(
                 )),
                 None,
                 &[],
-            );
+            )?;
             return Ok(out);
         }
     };
@@ -320,9 +295,9 @@ fn answer<O>(
                 None
             } else {
                 out.decision = Decision::Patched;
-                Some(patch_field(&m.patch).map_err(|e| ReviewError::Render(e.to_string()))?)
+                Some(&m.patch)
             };
-            out.body = respond(&request.uid, true, None, patch, &m.warnings);
+            out.body = respond(&request.uid, true, None, patch, &m.warnings)?;
         }
         Err(Denial {
             message,
@@ -337,7 +312,7 @@ fn answer<O>(
                 Some(status(403, message)),
                 None,
                 &warnings,
-            );
+            )?;
         }
     }
     Ok(out)
@@ -355,36 +330,106 @@ fn status(code: u16, message: String) -> StatusOut {
     }
 }
 
-/// The `patch` member: a JSON string holding the base64 of the JSON patch, encoded straight
-/// into place (base64 needs no JSON escaping, so the string is not scanned for it again).
-fn patch_field(patch: &Patch) -> Result<Box<RawValue>, serde_json::Error> {
-    let json = patch.as_bytes();
-    let mut quoted = String::with_capacity(json.len().div_ceil(3) * 4 + 2);
-    quoted.push('"');
-    STANDARD.encode_string(json, &mut quoted);
-    quoted.push('"');
-    RawValue::from_string(quoted)
-}
-
+/// The response AdmissionReview, written straight into one buffer of the right size: the patch
+/// goes in as base64 (as the admission API defines it; kube-rs would emit numbers) encoded in
+/// place, so the largest member is neither copied again nor re-scanned for escaping.
 fn respond(
     uid: &str,
     allowed: bool,
     status: Option<StatusOut>,
-    patch: Option<Box<RawValue>>,
+    patch: Option<&Patch>,
     warnings: &[String],
-) -> Vec<u8> {
-    let out = ReviewOut {
-        api_version: API_VERSION,
-        kind: "AdmissionReview",
-        response: ResponseOut {
+) -> Result<Vec<u8>, ReviewError> {
+    let patch = patch.map(Patch::as_bytes);
+    let base64_len = patch.map_or(0, |p| base64_simd::STANDARD.encoded_length(p.len()));
+    let warnings_len: usize = warnings.iter().map(|w| w.len() + 3).sum();
+    let mut out = Vec::with_capacity(RESPONSE_OVERHEAD + uid.len() + base64_len + warnings_len);
+    out.extend_from_slice(br#"{"apiVersion":""#);
+    out.extend_from_slice(API_VERSION.as_bytes());
+    out.extend_from_slice(br#"","kind":"AdmissionReview","response":{"uid":"#);
+    write_json(&mut out, uid)?;
+    out.extend_from_slice(if allowed {
+        br#","allowed":true"#
+    } else {
+        br#","allowed":false"#
+    });
+    if let Some(status) = &status {
+        out.extend_from_slice(br#","status":"#);
+        write_json(&mut out, status)?;
+    }
+    if let Some(patch) = patch {
+        out.extend_from_slice(br#","patch":""#);
+        // Base64 needs no JSON escaping.
+        base64_simd::STANDARD.encode_append(patch, &mut out);
+        out.extend_from_slice(br#"","patchType":"JSONPatch""#);
+    }
+    if !warnings.is_empty() {
+        out.extend_from_slice(br#","warnings":"#);
+        write_json(&mut out, warnings)?;
+    }
+    out.extend_from_slice(b"}}");
+    Ok(out)
+}
+
+/// Bytes of a response besides the uid, the patch and the warnings (generous).
+const RESPONSE_OVERHEAD: usize = 192;
+
+fn write_json<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Result<(), ReviewError> {
+    serde_json::to_writer(out, value).map_err(|e| ReviewError::Render(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::patch::PatchBuilder;
+    use base64::Engine;
+    use serde_json::{Value, json};
+
+    fn parsed(body: &[u8]) -> Value {
+        serde_json::from_slice(body).expect("the response is JSON")
+    }
+
+    #[test]
+    fn response_is_the_admission_review_shape_with_every_member_escaped() {
+        let uid = "a\"b\\c\u{1}é";
+        let warnings = vec!["x \"quoted\"\n".to_owned(), String::new()];
+
+        let plain = respond(uid, true, None, None, &[]).expect("renders");
+        assert_eq!(
+            parsed(&plain),
+            json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+                   "response": {"uid": uid, "allowed": true}})
+        );
+
+        let denied = respond(
             uid,
-            allowed,
-            status,
-            patch_type: patch.as_ref().map(|_| "JSONPatch"),
-            patch,
-            warnings,
-        },
-    };
-    // Only strings, bools and numbers: serialization cannot fail.
-    serde_json::to_vec(&out).unwrap_or_default()
+            false,
+            Some(status(403, "no \"role\"".to_owned())),
+            None,
+            &warnings,
+        )
+        .expect("renders");
+        assert_eq!(
+            parsed(&denied)["response"],
+            json!({"uid": uid, "allowed": false, "warnings": warnings,
+                   "status": {"code": 403, "reason": "Forbidden", "message": "no \"role\""}})
+        );
+
+        for len in 0..3 {
+            // Every remainder of the patch length modulo 3 (base64 padding).
+            let value = RawValue::from_string(format!("\"{}\"", "x".repeat(len))).expect("JSON");
+            let mut b = PatchBuilder::new();
+            b.add("/metadata/x~1y", &&*value);
+            let p = b.build();
+            let patched = respond(uid, true, None, Some(&p), &warnings).expect("renders");
+            let v = parsed(&patched);
+            let encoded = v["response"]["patch"].as_str().expect("patch is a string");
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .expect("standard padded base64");
+            assert_eq!(decoded, p.as_bytes());
+            assert_eq!(v["response"]["patchType"], "JSONPatch");
+            assert_eq!(v["response"]["warnings"], json!(warnings));
+        }
+    }
 }

@@ -203,7 +203,12 @@ impl Injector {
     pub fn mutate(&self, pod: &PodView) -> Result<Mutation, Denial> {
         let cfg = &self.cfg;
         let role_key = &self.role_key;
-        match pod.metadata.labels.as_ref().and_then(|l| l.get(role_key)) {
+        match pod
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(role_key.as_str()))
+        {
             None => return Ok(Mutation::unchanged(Vec::new(), None)),
             Some(v) if v != OPT_IN_VALUE => {
                 return Ok(Mutation::unchanged(
@@ -272,7 +277,7 @@ impl Injector {
             .containers
             .iter()
             .chain(init_containers)
-            .map(|c| c.name.as_str())
+            .map(|c| &*c.name)
             .collect();
         for name in skip.difference(&all_names) {
             warnings.push(format!(
@@ -331,7 +336,7 @@ impl Injector {
             ("initContainers", init_containers),
         ] {
             for (i, c) in containers.iter().enumerate() {
-                if skip.contains(c.name.as_str()) || self.is_our_sidecar(c) {
+                if skip.contains(&*c.name) || self.is_our_sidecar(c) {
                     continue;
                 }
                 targeted += 1;
@@ -371,7 +376,7 @@ impl Injector {
         c.image.as_deref() == Some(self.cfg.sidecar_image.as_str())
             && c.command
                 .as_deref()
-                .is_some_and(|cmd| cmd.first().map(String::as_str) == Some(SIDECAR_BINARY))
+                .is_some_and(|cmd| cmd.first().map(|c| &**c) == Some(SIDECAR_BINARY))
     }
 
     /// Which sidecar containers to add, given what the pod already has.
@@ -590,7 +595,7 @@ impl Prepared {
 struct Target<'a> {
     list: &'static str,
     index: usize,
-    c: &'a ContainerView,
+    c: &'a ContainerView<'a>,
 }
 
 impl Target<'_> {
@@ -634,7 +639,7 @@ impl Target<'_> {
         let mut new_env = Vec::new();
         for ours in app_env {
             match existing.iter().find(|e| e.name == ours.value.name) {
-                Some(e) if *e == ours.value => {}
+                Some(e) if e.is(&ours.value) => {}
                 Some(_) => warnings.push(format!(
                     "container {:?} sets {} itself: kept its value",
                     c.name, ours.value.name

@@ -5,43 +5,60 @@
 //! the cost of an admission. The API server has validated the object against its schema before
 //! calling the webhook, so skipping loses nothing; the fields read here keep the required-ness
 //! the Pod schema gives them (a container without a `name` is still refused).
+//!
+//! Strings borrow from the request body when they hold no escapes (almost always), so decoding
+//! allocates only for the lists and maps themselves.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::EnvVar;
+use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource};
 use serde::Deserialize;
 use serde::de::IgnoredAny;
+use serde_with::{BorrowCow, serde_as};
+
+/// A string of the object: borrowed from the body, owned when JSON escapes had to be undone.
+/// (serde borrows a `Cow` only when it is the field's whole type; `BorrowCow` does it inside
+/// `Option`, `Vec` and maps.)
+pub type Str<'a> = Cow<'a, str>;
 
 /// A Pod as the mutation sees it.
 #[derive(Debug, Clone, Default, Deserialize)]
-pub struct PodView {
+pub struct PodView<'a> {
     /// Name, labels and annotations.
     #[serde(default)]
-    pub metadata: MetaView,
+    #[serde(borrow)]
+    pub metadata: MetaView<'a>,
     /// Containers, init containers and volumes.
     #[serde(default)]
-    pub spec: Option<PodSpecView>,
+    #[serde(borrow)]
+    pub spec: Option<PodSpecView<'a>>,
 }
 
 /// `metadata` of the object.
+#[serde_as]
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct MetaView {
+pub struct MetaView<'a> {
     /// `metadata.name` (empty before the API server names a controller's pod).
     #[serde(default)]
-    pub name: Option<String>,
+    #[serde_as(as = "Option<BorrowCow>")]
+    pub name: Option<Str<'a>>,
     /// `metadata.generateName`.
     #[serde(default)]
-    pub generate_name: Option<String>,
+    #[serde_as(as = "Option<BorrowCow>")]
+    pub generate_name: Option<Str<'a>>,
     /// `metadata.labels`.
     #[serde(default)]
-    pub labels: Option<BTreeMap<String, String>>,
+    #[serde_as(as = "Option<BTreeMap<BorrowCow, BorrowCow>>")]
+    pub labels: Option<BTreeMap<Str<'a>, Str<'a>>>,
     /// `metadata.annotations`.
     #[serde(default)]
-    pub annotations: Option<BTreeMap<String, String>>,
+    #[serde_as(as = "Option<BTreeMap<BorrowCow, BorrowCow>>")]
+    pub annotations: Option<BTreeMap<Str<'a>, Str<'a>>>,
 }
 
-impl MetaView {
+impl MetaView<'_> {
     /// The name to log: `name`, or `generateName` when the pod is not named yet.
     pub fn display_name(&self) -> &str {
         self.name
@@ -55,12 +72,14 @@ impl MetaView {
 /// `spec` of the Pod.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct PodSpecView {
+pub struct PodSpecView<'a> {
     /// `spec.containers` (required by the Pod schema).
-    pub containers: Vec<ContainerView>,
+    #[serde(borrow)]
+    pub containers: Vec<ContainerView<'a>>,
     /// `spec.initContainers`.
     #[serde(default)]
-    pub init_containers: Option<Vec<ContainerView>>,
+    #[serde(borrow)]
+    pub init_containers: Option<Vec<ContainerView<'a>>>,
     /// `spec.ephemeralContainers`: only whether there are any matters.
     #[serde(default)]
     pub ephemeral_containers: Option<Vec<IgnoredAny>>,
@@ -69,57 +88,96 @@ pub struct PodSpecView {
     pub host_network: Option<bool>,
     /// `spec.volumes`.
     #[serde(default)]
-    pub volumes: Option<Vec<VolumeView>>,
+    #[serde(borrow)]
+    pub volumes: Option<Vec<VolumeView<'a>>>,
 }
 
 /// One container or init container.
+#[serde_as]
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ContainerView {
+pub struct ContainerView<'a> {
     /// `name` (required).
-    pub name: String,
+    #[serde_as(as = "BorrowCow")]
+    pub name: Str<'a>,
     /// `image`.
     #[serde(default)]
-    pub image: Option<String>,
+    #[serde_as(as = "Option<BorrowCow>")]
+    pub image: Option<Str<'a>>,
     /// `command`.
     #[serde(default)]
-    pub command: Option<Vec<String>>,
+    #[serde_as(as = "Option<Vec<BorrowCow>>")]
+    pub command: Option<Vec<Str<'a>>>,
     /// `env`, whole: an injected variable is compared with one the user set.
     #[serde(default)]
-    pub env: Option<Vec<EnvVar>>,
+    #[serde(borrow)]
+    pub env: Option<Vec<EnvView<'a>>>,
     /// `envFrom`: only whether there are any matters.
     #[serde(default)]
     pub env_from: Option<Vec<IgnoredAny>>,
     /// `volumeMounts`.
     #[serde(default)]
-    pub volume_mounts: Option<Vec<MountView>>,
+    #[serde(borrow)]
+    pub volume_mounts: Option<Vec<MountView<'a>>>,
+}
+
+/// One `env` entry of a container.
+#[serde_as]
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvView<'a> {
+    /// Variable name (required).
+    #[serde_as(as = "BorrowCow")]
+    pub name: Str<'a>,
+    /// `value`.
+    #[serde(default)]
+    #[serde_as(as = "Option<BorrowCow>")]
+    pub value: Option<Str<'a>>,
+    /// `valueFrom`, whole: rare, and compared field by field with an injected one.
+    #[serde(default)]
+    pub value_from: Option<EnvVarSource>,
+}
+
+impl EnvView<'_> {
+    /// Whether this is exactly `var` (same name, value and source).
+    pub fn is(&self, var: &EnvVar) -> bool {
+        self.name == var.name.as_str()
+            && self.value.as_deref() == var.value.as_deref()
+            && self.value_from == var.value_from
+    }
 }
 
 /// One `volumeMounts` entry.
+#[serde_as]
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct MountView {
+pub struct MountView<'a> {
     /// Volume name (required).
-    pub name: String,
+    #[serde_as(as = "BorrowCow")]
+    pub name: Str<'a>,
     /// Mount path (required).
-    pub mount_path: String,
+    #[serde_as(as = "BorrowCow")]
+    pub mount_path: Str<'a>,
 }
 
 /// One `spec.volumes` entry: its name and whether it is an emptyDir or a projected SA token.
+#[serde_as]
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct VolumeView {
+pub struct VolumeView<'a> {
     /// Volume name (required).
-    pub name: String,
+    #[serde_as(as = "BorrowCow")]
+    pub name: Str<'a>,
     /// Present when the volume is an emptyDir.
     #[serde(default)]
     pub empty_dir: Option<IgnoredAny>,
     /// Present when the volume is projected.
     #[serde(default)]
-    pub projected: Option<ProjectedView>,
+    #[serde(borrow)]
+    pub projected: Option<ProjectedView<'a>>,
 }
 
-impl VolumeView {
+impl VolumeView<'_> {
     /// The file name of the first service account token this volume projects, if any.
     pub fn token_path(&self) -> Option<&str> {
         self.projected
@@ -128,32 +186,36 @@ impl VolumeView {
             .as_ref()?
             .iter()
             .find_map(|s| s.service_account_token.as_ref())
-            .map(|t| t.path.as_str())
+            .map(|t| &*t.path)
     }
 }
 
 /// A projected volume's sources.
 #[derive(Debug, Clone, Default, Deserialize)]
-pub struct ProjectedView {
+pub struct ProjectedView<'a> {
     /// `sources`.
     #[serde(default)]
-    pub sources: Option<Vec<ProjectionView>>,
+    #[serde(borrow)]
+    pub sources: Option<Vec<ProjectionView<'a>>>,
 }
 
 /// One projected source; only service account tokens matter.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct ProjectionView {
+pub struct ProjectionView<'a> {
     /// `serviceAccountToken`.
     #[serde(default)]
-    pub service_account_token: Option<TokenProjectionView>,
+    #[serde(borrow)]
+    pub service_account_token: Option<TokenProjectionView<'a>>,
 }
 
 /// A projected service account token.
+#[serde_as]
 #[derive(Debug, Clone, Default, Deserialize)]
-pub struct TokenProjectionView {
+pub struct TokenProjectionView<'a> {
     /// File name inside the volume (required).
-    pub path: String,
+    #[serde_as(as = "BorrowCow")]
+    pub path: Str<'a>,
 }
 
 #[cfg(test)]
@@ -163,7 +225,7 @@ mod tests {
 
     #[test]
     fn reads_what_the_mutation_needs_and_skips_the_rest() {
-        let pod: PodView = serde_json::from_value(json!({
+        let value = json!({
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"generateName": "web-", "labels": {"a": "b"}, "ownerReferences": [{"x": 1}]},
             "spec": {
@@ -184,19 +246,17 @@ mod tests {
                 "affinity": {"nodeAffinity": {}}
             },
             "status": {"phase": "Pending"}
-        }))
-        .expect("decodes");
+        })
+        .to_string();
+        let pod: PodView = serde_json::from_str(&value).expect("decodes");
         assert_eq!(pod.metadata.display_name(), "web-");
         let spec = pod.spec.expect("spec");
         let c = &spec.containers[0];
-        assert_eq!(
-            (c.name.as_str(), c.image.as_deref()),
-            ("app", Some("app:1"))
-        );
+        assert_eq!((&*c.name, c.image.as_deref()), ("app", Some("app:1")));
         assert_eq!(c.env.as_ref().map(Vec::len), Some(1));
         assert_eq!(c.env_from.as_ref().map(Vec::len), Some(1));
         assert_eq!(
-            c.volume_mounts.as_ref().map(|m| m[0].mount_path.as_str()),
+            c.volume_mounts.as_ref().map(|m| &*m[0].mount_path),
             Some("/v")
         );
         assert_eq!(spec.ephemeral_containers.map(|e| e.len()), Some(1));
@@ -216,14 +276,56 @@ mod tests {
             json!({"spec": {"containers": [], "volumes": [{"emptyDir": {}}]}}),
             json!({"metadata": {"labels": {"a": 1}}}),
         ] {
+            let text = bad.to_string();
             assert!(
-                serde_json::from_value::<PodView>(bad.clone()).is_err(),
+                serde_json::from_str::<PodView>(&text).is_err(),
                 "accepted {bad}"
             );
+            assert!(PodView::deserialize(&bad).is_err(), "accepted {bad}");
         }
-        let named: PodView =
-            serde_json::from_value(json!({"metadata": {"name": "web-0", "generateName": "web-"}}))
-                .expect("decodes");
+        let named = json!({"metadata": {"name": "web-0", "generateName": "web-"}});
+        let named = PodView::deserialize(&named).expect("decodes");
         assert_eq!(named.metadata.display_name(), "web-0");
+    }
+
+    #[test]
+    fn strings_borrow_from_the_body_unless_escaped() {
+        let body = r#"{"metadata": {"name": "plain", "labels": {"k\u0041": "v\"q"}},
+            "spec": {"containers": [{"name": "c\n", "env": [{"name": "A", "value": "x"}]}]}}"#;
+        let pod: PodView = serde_json::from_str(body).expect("decodes");
+        assert!(matches!(pod.metadata.name, Some(Cow::Borrowed("plain"))));
+        let labels = pod.metadata.labels.as_ref().expect("labels");
+        assert_eq!(labels.get("kA").map(|v| &**v), Some("v\"q"));
+        assert!(matches!(labels.get("kA"), Some(Cow::Owned(_))));
+        let c = &pod.spec.as_ref().expect("spec").containers[0];
+        assert_eq!(&*c.name, "c\n");
+        let env = &c.env.as_ref().expect("env")[0];
+        assert!(matches!(env.name, Cow::Borrowed("A")));
+    }
+
+    #[test]
+    fn env_view_matches_only_the_same_variable() {
+        let text = json!([
+            {"name": "A", "value": "1"},
+            {"name": "A", "value": "2"},
+            {"name": "B", "value": "1"},
+            {"name": "A", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "A"}
+        ])
+        .to_string();
+        let vars: Vec<EnvView> = serde_json::from_str(&text).expect("decodes");
+        let a1 = EnvVar {
+            name: "A".into(),
+            value: Some("1".into()),
+            value_from: None,
+        };
+        let from_name: EnvVar = serde_json::from_value(
+            json!({"name": "A", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}),
+        )
+        .expect("EnvVar");
+        let matches: Vec<bool> = vars.iter().map(|v| v.is(&a1)).collect();
+        assert_eq!(matches, [true, false, false, false, false]);
+        let matches: Vec<bool> = vars.iter().map(|v| v.is(&from_name)).collect();
+        assert_eq!(matches, [false, false, false, true, false]);
     }
 }

@@ -10,6 +10,7 @@ mod common;
 use k8s_openapi::api::core::v1::Pod;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
+use serde::Deserialize;
 use serde_json::{Value, json};
 use tokenvend_webhook::admission::review;
 use tokenvend_webhook::config::{Config, MutationArgs};
@@ -218,8 +219,8 @@ fn fuzz_mutation_properties() {
         // a missing user volume can be): we only require we do not make them worse.
         let _: Pod = serde_json::from_value(pod_json.clone())
             .map_err(|e| TestCaseError::fail(e.to_string()))?;
-        let pod: PodView = serde_json::from_value(pod_json.clone())
-            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let pod =
+            PodView::deserialize(&pod_json).map_err(|e| TestCaseError::fail(e.to_string()))?;
         let before_valid = valid_pod(&pod_json).is_ok();
         let injector = Injector::new(cfg).map_err(|e| TestCaseError::fail(e.to_string()))?;
         match injector.mutate(&pod) {
@@ -239,8 +240,8 @@ fn fuzz_mutation_properties() {
                 }
                 let _: Pod = serde_json::from_value(out.clone())
                     .map_err(|e| TestCaseError::fail(e.to_string()))?;
-                let again: PodView = serde_json::from_value(out.clone())
-                    .map_err(|e| TestCaseError::fail(e.to_string()))?;
+                let again =
+                    PodView::deserialize(&out).map_err(|e| TestCaseError::fail(e.to_string()))?;
                 match injector.mutate(&again) {
                     Ok(m2) => {
                         prop_assert!(m2.patch.is_empty(), "second pass not empty: {:?}", m2.patch)

@@ -9,6 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::Pod;
+use serde::Deserialize;
 use serde_json::{Value, json};
 use tokenvend_webhook::config::{Config, read_file};
 use tokenvend_webhook::mutate::mutate;
@@ -71,7 +72,7 @@ fn golden_cases() {
             Config::default()
         };
         let _: Pod = serde_json::from_value(original.clone()).expect("pod.yaml is a Pod");
-        let pod: PodView = serde_json::from_value(original.clone()).expect("pod.yaml decodes");
+        let pod = PodView::deserialize(&original).expect("pod.yaml decodes");
         let mut mutated = original.clone();
         let result = match mutate(&pod, &cfg) {
             Ok(m) => {
@@ -89,7 +90,7 @@ fn golden_cases() {
         check(contained(&original, &mutated, ""));
         if result["allowed"] == json!(true) {
             let _: Pod = serde_json::from_value(mutated.clone()).expect("mutated pod is a Pod");
-            let again: PodView = serde_json::from_value(mutated.clone()).expect("decodes");
+            let again = PodView::deserialize(&mutated).expect("decodes");
             match mutate(&again, &cfg) {
                 Ok(m) if m.patch.is_empty() => {}
                 Ok(m) => check(Err(format!("second pass not empty: {:?}", m.patch))),

@@ -1,5 +1,6 @@
 //! Table-driven tests of the pure mutation: (pod, config) -> (patch, warnings) or denial.
 
+use serde::Deserialize;
 use serde_json::{Value, json};
 use tokenvend_core::Mode;
 use tokenvend_webhook::config::{Config, MutationArgs};
@@ -47,8 +48,8 @@ fn merge(base: &mut Value, extra: Value) {
     }
 }
 
-fn typed(v: &Value) -> PodView {
-    serde_json::from_value(v.clone()).expect("test pod decodes")
+fn typed(v: &Value) -> PodView<'_> {
+    PodView::deserialize(v).expect("test pod decodes")
 }
 
 /// Run the mutation and apply its patch; returns (mutation, mutated pod).
