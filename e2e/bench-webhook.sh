@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # Webhook over TLS, keep-alive, a realistic 3-container Deployment pod: throughput and latency
-# of the real tokenvend-webhook next to two baselines with the same stack, in the same run
-# (crates/webhook/examples/baseline-server.rs): one answers a fixed response without parsing,
-# one decodes the body into a generic JSON value first; then a fixed 500 requests/s for p99;
-# RSS idle and under load; server CPU per request. Load tool: oha (cargo install, pinned).
-# The three servers are measured in turn, ROUNDS times, and medians reported: this shared VM's
-# speed drifts by tens of percent within a minute, so one back-to-back pass can mislead.
+# of the real tokenvend-webhook next to baselines with the same stack, in the same run
+# (crates/webhook/examples/baseline-server.rs), all answering the webhook's own response:
+#   fixed   - no parsing at all (the issue's baseline)
+#   spin-N  - burns N µs of CPU per request first: what any work of that size costs here
+#   parse   - decodes the body into a generic JSON value first
+# then a fixed 500 requests/s for p99; RSS idle and under load; server CPU per request.
+# The servers are measured in turn, ROUNDS times, and medians reported: this shared VM's speed
+# drifts by tens of percent within a minute, so one back-to-back pass can mislead.
+# Load tool: oha (cargo install, pinned).
 #   bash e2e/bench-webhook.sh [SECONDS] [ROUNDS]
 set -euo pipefail
 # shellcheck source=e2e/lib.sh
@@ -32,10 +35,17 @@ wait_http http://127.0.0.1:18080/readyz 30
 # The baselines answer with the webhook's own answer to this request, byte for byte.
 curl -fsS --cacert "$RUN/certs/ca.crt" -H 'Content-Type: application/json' --data-binary @"$RUN/review.json" \
   https://localhost:18443/mutate >"$RUN/response.json"
-"$BIN/examples/baseline-server" 127.0.0.1:18444 "$RUN/certs/tls.crt" "$RUN/certs/tls.key" "$RUN/response.json" &
-BASELINE=$!; PIDS+=("$BASELINE")
-"$BIN/examples/baseline-server" 127.0.0.1:18445 "$RUN/certs/tls.crt" "$RUN/certs/tls.key" "$RUN/response.json" --parse &
-PARSE=$!; PIDS+=("$PARSE")
+# name port extra-args...
+SERVERS=("fixed 18444" "spin-5 18445 --spin-us 5" "spin-10 18446 --spin-us 10" "spin-20 18447 --spin-us 20"
+  "parse 18448 --parse")
+declare -A PID PORT
+for s in "${SERVERS[@]}"; do
+  read -r name port extra <<<"$s"
+  # shellcheck disable=SC2086 # extra holds the flag and its value, split on purpose
+  "$BIN/examples/baseline-server" "127.0.0.1:$port" "$RUN/certs/tls.crt" "$RUN/certs/tls.key" "$RUN/response.json" $extra &
+  PID[$name]=$!; PORT[$name]=$port; PIDS+=("$!")
+done
+PID[webhook]=$WEBHOOK; PORT[webhook]=18443
 sleep 1
 rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # utime + stime, all threads
@@ -45,28 +55,32 @@ load() { # URL extra-args...
   oha --no-tui --output-format json -z "${SECS}s" -c 16 -m POST -H 'Content-Type: application/json' -D "$RUN/review.json" \
     --cacert "$RUN/certs/ca.crt" "$@" "$url"
 }
-measure() { # NAME PID PORT: full-speed run, with the server's CPU ticks before and after
-  local before; before=$(ticks "$2")
-  load "https://localhost:$3/mutate" >"$RUN/$1.json"
-  echo "$before $(ticks "$2")" >"$RUN/$1.ticks"
+measure() { # NAME ROUND: full-speed run, with the server's CPU ticks before and after
+  local before; before=$(ticks "${PID[$1]}")
+  load "https://localhost:${PORT[$1]}/mutate" >"$RUN/$1-$2.json"
+  echo "$before $(ticks "${PID[$1]}")" >"$RUN/$1-$2.ticks"
 }
-step "full speed, 16 keep-alive connections, ${SECS}s each, ${ROUNDS} rounds"
+NAMES=(fixed spin-5 spin-10 spin-20 parse webhook)
+step "full speed, 16 keep-alive connections, ${SECS}s each, ${#NAMES[@]} servers in turn, ${ROUNDS} rounds"
 for round in $(seq "$ROUNDS"); do
-  measure "baseline-$round" "$BASELINE" 18444
-  measure "parse-$round" "$PARSE" 18445
-  if [ "$round" = 1 ]; then
-    (sleep $((SECS / 2)); rss "$WEBHOOK" >"$RUN/under.rss") &
-    SAMPLER=$!
-  fi
-  measure "webhook-$round" "$WEBHOOK" 18443
+  for name in "${NAMES[@]}"; do
+    if [ "$name" = webhook ] && [ "$round" = 1 ]; then
+      (sleep $((SECS / 2)); rss "$WEBHOOK" >"$RUN/under.rss") &
+      SAMPLER=$!
+    fi
+    measure "$name" "$round"
+  done
 done
 wait "$SAMPLER"
 under=$(cat "$RUN/under.rss")
 step "fixed 500 requests/s, ${SECS}s"
 load https://localhost:18443/mutate -q 500 >"$RUN/webhook-500.json"
-python3 - "$RUN" "$idle" "$under" "$(getconf CLK_TCK)" "$ROUNDS" <<'PY'
+python3 - "$RUN" "$idle" "$under" "$(getconf CLK_TCK)" "$ROUNDS" "${NAMES[@]}" <<'PY'
 import json, statistics, sys
 run, idle, under, hz, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+names = sys.argv[6:]
+labels = {"fixed": "baseline, fixed answer", "parse": "baseline, JSON decode",
+          "webhook": "tokenvend-webhook"} | {n: f"baseline, {n[5:]} us spin" for n in names if n.startswith("spin-")}
 def get(name):
     d = json.load(open(f"{run}/{name}.json"))
     s, p = d["summary"], d["latencyPercentiles"]
@@ -78,22 +92,18 @@ def get(name):
     except FileNotFoundError:
         cpu = float("nan")
     return s["requestsPerSec"], p["p50"] * 1000, p["p99"] * 1000, codes, cpu
-def median_run(kind):
-    runs = sorted((get(f"{kind}-{i}") for i in range(1, rounds + 1)), key=lambda x: x[0])
-    return runs[len(runs) // 2], runs
-b, bs = median_run("baseline"); j, js = median_run("parse"); w, ws = median_run("webhook")
+print(f"   {rounds} rounds; each line is the round with the median requests/s; ratios are to the"
+      " fixed-answer baseline of the same round, median over rounds")
+for name in names:
+    runs = [get(f"{name}-{i}") for i in range(1, rounds + 1)]
+    x = sorted(runs, key=lambda r: r[0])[len(runs) // 2]
+    ratio = statistics.median(r[0] / get(f"fixed-{i}")[0] for i, r in enumerate(runs, 1))
+    print(f"   {labels[name]:24} {x[0]:>7,.0f} req/s, ratio {ratio:.2f}, p50 {x[1]:.3f} ms, "
+          f"p99 {x[2]:.3f} ms, server CPU {x[4]:5.1f} us/req, status {x[3]} "
+          f"(rounds: {', '.join(f'{r[0]:,.0f}' for r in runs)})")
+w = [get(f"webhook-{i}")[0] / get(f"parse-{i}")[0] for i in range(1, rounds + 1)]
+print(f"   ratio webhook / JSON-decode baseline: median {statistics.median(w):.2f}")
 r = get("webhook-500")
-print(f"   {rounds} rounds; each line is the round with the median requests/s")
-for label, x, xs in (("baseline (fixed answer)", b, bs), ("baseline (JSON decode)", j, js), ("tokenvend-webhook", w, ws)):
-    print(f"   {label:24} {x[0]:>9,.0f} req/s, p50 {x[1]:.3f} ms, p99 {x[2]:.3f} ms, "
-          f"server CPU {x[4]:.1f} us/req, status {x[3]}  (all rounds: "
-          + ", ".join(f"{y[0]:,.0f}" for y in xs) + ")")
-def ratios(kind):
-    return [get(f"webhook-{i}")[0] / get(f"{kind}-{i}")[0] for i in range(1, rounds + 1)]
-for label, kind in (("fixed-answer", "baseline"), ("JSON-decode", "parse")):
-    rs = ratios(kind)
-    print(f"   ratio webhook / {label + ' baseline:':23} median {statistics.median(rs):.2f} "
-          f"(per round: {', '.join(f'{x:.2f}' for x in rs)})")
 print(f"   at 500 req/s: {r[0]:,.0f} req/s, p50 {r[1]:.3f} ms, p99 {r[2]:.3f} ms, status {r[3]}")
 print(f"   webhook RSS: idle {idle} KiB, under load {under} KiB")
 PY

@@ -2,14 +2,17 @@
 //! axum-server, TLS 1.2/1.3, h2 + http/1.1, mimalloc) answering `POST /mutate` with a fixed
 //! response and no mutation. The load script runs them next to the real webhook in the same run.
 //!
-//! baseline-server LISTEN CERT KEY RESPONSE_FILE [--parse]
+//! baseline-server LISTEN CERT KEY RESPONSE_FILE [--parse | --spin-us N]
 //!
-//! Without `--parse` the body is read and dropped (the baseline: no parsing at all). With
+//! Without a flag the body is read and dropped (the baseline: no parsing at all). With
 //! `--parse` it is first decoded into a generic `serde_json::Value`, the least any server that
-//! looks at an AdmissionReview must do, so the webhook's own cost can be told from JSON's.
+//! looks at an AdmissionReview must do, so the webhook's own cost can be told from JSON's. With
+//! `--spin-us N` the handler burns N µs of CPU (touching no memory) before answering: what any
+//! per-request work of that size costs this stack on this machine, whatever the work is.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::http::{StatusCode, header};
@@ -24,10 +27,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .install_default()
         .map_err(|_| "crypto provider")?;
     let args: Vec<String> = std::env::args().collect();
-    let (listen, cert, key, response, parse) = match args.as_slice() {
-        [_, l, c, k, r] => (l, c, k, r, false),
-        [_, l, c, k, r, flag] if flag == "--parse" => (l, c, k, r, true),
-        _ => return Err("usage: baseline-server LISTEN CERT KEY RESPONSE_FILE [--parse]".into()),
+    let usage = "usage: baseline-server LISTEN CERT KEY RESPONSE_FILE [--parse | --spin-us N]";
+    let (listen, cert, key, response, parse, spin) = match args.as_slice() {
+        [_, l, c, k, r] => (l, c, k, r, false, Duration::ZERO),
+        [_, l, c, k, r, flag] if flag == "--parse" => (l, c, k, r, true, Duration::ZERO),
+        [_, l, c, k, r, flag, n] if flag == "--spin-us" => {
+            (l, c, k, r, false, Duration::from_micros(n.parse()?))
+        }
+        _ => return Err(usage.into()),
     };
     let addr: SocketAddr = listen.parse()?;
     let body: &'static [u8] = Box::leak(std::fs::read(response)?.into_boxed_slice());
@@ -36,6 +43,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let app = Router::new().route(
         "/mutate",
         post(move |request: axum::body::Bytes| async move {
+            let start = Instant::now();
+            while start.elapsed() < spin {
+                std::hint::spin_loop();
+            }
             if parse && serde_json::from_slice::<serde_json::Value>(&request).is_err() {
                 return (
                     StatusCode::BAD_REQUEST,
