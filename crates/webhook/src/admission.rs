@@ -177,8 +177,12 @@ struct StatusOut {
 
 /// Answer one AdmissionReview body. Pure: no I/O, no clock.
 pub fn review(body: &[u8], injector: &Injector) -> Result<Reviewed, ReviewError> {
+    // JSON is UTF-8 (RFC 8259). Checked once for the whole body, also inside the strings the
+    // decoder only skips; the decoder then does not check each string it reads again.
+    let body =
+        std::str::from_utf8(body).map_err(|e| ReviewError::Malformed(format!("not UTF-8: {e}")))?;
     // Nearly every request is a Pod that decodes: one pass over the body.
-    if let Ok(review) = serde_json::from_slice::<ReviewIn<PodView>>(body) {
+    if let Ok(review) = serde_json::from_str::<ReviewIn<PodView>>(body) {
         let request = review.into_request()?;
         let pod = request.object.as_ref().map(Ok);
         let meta = request.object.as_ref().map(|p| &p.metadata);
@@ -192,7 +196,7 @@ pub fn review(body: &[u8], injector: &Injector) -> Result<Reviewed, ReviewError>
     // Anything else: the envelope with the object kept raw; then the object as a Pod (to say
     // why it does not decode) or, when it is no Pod being created, only its metadata.
     let review: ReviewIn<&RawValue> =
-        serde_json::from_slice(body).map_err(|e| ReviewError::Malformed(e.to_string()))?;
+        serde_json::from_str(body).map_err(|e| ReviewError::Malformed(e.to_string()))?;
     let request = review.into_request()?;
     let pod = request
         .object

@@ -185,8 +185,15 @@ fn bad_bodies_are_errors_not_panics() {
         .expect("obj")
         .remove("uid");
     let empty_uid = request(pod.clone(), json!({"uid": ""}));
-    let mut wrong_kind = request(pod, json!({}));
+    let mut wrong_kind = request(pod.clone(), json!({}));
     wrong_kind["kind"] = json!("Pod");
+    // Invalid UTF-8 inside a string no field of the webhook reads (RFC 8259: JSON is UTF-8).
+    let mut bad_utf8 = request(pod, json!({})).to_string().into_bytes();
+    let at = bad_utf8
+        .windows(10)
+        .position(|w| w == b"replicaset")
+        .expect("userInfo in the body");
+    bad_utf8[at] = 0xff;
     type Check = fn(&ReviewError) -> bool;
     let cases: Vec<(Vec<u8>, Check)> = vec![
         (b"{not json".to_vec(), |e| {
@@ -213,6 +220,10 @@ fn bad_bodies_are_errors_not_panics() {
         (vec![0xff, 0xfe, 0x00], |e| {
             matches!(e, ReviewError::Malformed(_))
         }),
+        (
+            bad_utf8,
+            |e| matches!(e, ReviewError::Malformed(m) if m.contains("UTF-8")),
+        ),
     ];
     for (body, check) in cases {
         let err = review(&body, &cfg).expect_err("must be refused");
