@@ -3,15 +3,18 @@
 //! from values that were rendered once (see `mutate::Injector`): no intermediate JSON tree, no
 //! re-validation, one buffer per admission.
 
+use std::fmt::Write as _;
+
 use serde::Serialize;
 use serde_json::value::RawValue;
 
 /// A JSON pointer built from unescaped segments (each one is escaped on the way in).
 pub fn pointer<'a>(segments: impl IntoIterator<Item = Seg<'a>>) -> String {
-    let mut p = String::new();
+    let mut p = String::with_capacity(64);
     for s in segments {
         p.push('/');
         match s {
+            Seg::Key(k) if !k.contains(['~', '/']) => p.push_str(k),
             Seg::Key(k) => {
                 for ch in k.chars() {
                     match ch {
@@ -21,7 +24,10 @@ pub fn pointer<'a>(segments: impl IntoIterator<Item = Seg<'a>>) -> String {
                     }
                 }
             }
-            Seg::Index(i) => p.push_str(&i.to_string()),
+            Seg::Index(i) => {
+                // Writing to a String cannot fail.
+                let _ = write!(p, "{i}");
+            }
             Seg::End => p.push('-'),
         }
     }
