@@ -304,6 +304,26 @@ mod tests {
     }
 
     #[test]
+    fn null_optional_fields_read_as_absent() {
+        let body = r#"{"metadata": {"name": null, "generateName": null, "labels": null,
+            "annotations": null}, "spec": {"containers": [{"name": "a", "image": null,
+            "command": null, "env": [{"name": "A", "value": null}], "volumeMounts": null}],
+            "volumes": [{"name": "v", "projected": {"sources": null}}]}}"#;
+        let pod: PodView = serde_json::from_str(body).expect("decodes");
+        let m = &pod.metadata;
+        assert!(m.name.is_none() && m.generate_name.is_none());
+        assert!(m.labels.is_none() && m.annotations.is_none());
+        let spec = pod.spec.as_ref().expect("spec");
+        let c = &spec.containers[0];
+        assert!(c.image.is_none() && c.command.is_none() && c.volume_mounts.is_none());
+        assert!(c.env.as_ref().expect("env")[0].value.is_none());
+        assert_eq!(
+            spec.volumes.as_ref().expect("volumes")[0].token_path(),
+            None
+        );
+    }
+
+    #[test]
     fn env_view_matches_only_the_same_variable() {
         let text = json!([
             {"name": "A", "value": "1"},
