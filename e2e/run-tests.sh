@@ -25,10 +25,12 @@ cargo build --workspace --all-targets --locked
 step "cargo nextest (unit, golden, admission, integration with the real binaries)"
 cargo nextest run --workspace --locked --no-fail-fast -E 'not test(/^fuzz_/)'
 
-step "fuzzing (proptest, time-bounded: 15 s per property, executions reported)"
+step "fuzzing (proptest, time-bounded: 60 s per property, executions reported)"
 mkdir -p "$WORK"
-TOKENVEND_FUZZ_SECONDS=15 cargo nextest run --workspace --locked --no-fail-fast -E 'test(/^fuzz_/)' \
-  --no-capture 2>&1 | tee "$WORK/fuzz.log" | grep -E '^fuzz |Summary|FAIL|panicked'
+# Captured output shown as each test ends (--no-capture would run them one at a time).
+TOKENVEND_FUZZ_SECONDS=60 cargo nextest run --workspace --locked --no-fail-fast -E 'test(/^fuzz_/)' \
+  --success-output immediate --failure-output immediate 2>&1 | tee "$WORK/fuzz.log" |
+  grep -E '^ *fuzz [a-z-]+: |Summary|FAIL|panicked'
 grep -q 'FAIL\|panicked' "$WORK/fuzz.log" && die "a fuzz property failed (see $WORK/fuzz.log)"
 
 step "golden pods: kubectl patch --local and kubernetes-validate --strict (1.30, 1.34)"
