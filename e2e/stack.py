@@ -47,15 +47,6 @@ def sh(*args, check=True, **kw):
     return subprocess.run(list(args), check=check, capture_output=True, text=True, **kw)
 
 
-def wait_for(predicate, timeout, what):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        time.sleep(0.1)
-    raise TimeoutError(f"{what} within {timeout}s")
-
-
 def port_open(host, port):
     import socket
     try:
@@ -91,9 +82,13 @@ class Stack:
         with open(os.path.join(work, "policy.json"), "w") as f:
             f.write('{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:GetObject",'
                     '"Resource":"arn:aws:s3:::data/{{ namespace }}/{{ serviceaccount }}/*"}]}')
-        self.start_moto()
-        self.start_sts()
-        self.start_webhook(webhook_config or {})
+        try:
+            self.start_moto()
+            self.start_sts()
+            self.start_webhook(webhook_config or {})
+        except BaseException:
+            self.close()  # whatever did start must not outlive the failure
+            raise
 
     # --- the "cluster network" -------------------------------------------------------------
     def _bridge(self):
@@ -120,10 +115,22 @@ class Stack:
         self.procs[name] = p
         return p
 
+    def _wait_started(self, name, predicate, what):
+        """Wait up to 30 s for predicate(); a process that exits first fails at once, with its log."""
+        p = self.procs[name]
+        deadline = time.time() + 30
+        while not predicate():
+            if p.poll() is not None or time.time() >= deadline:
+                why = f"exited with code {p.returncode}" if p.poll() is not None else "timed out after 30 s"
+                with open(os.path.join(self.work, f"{name}.log"), errors="replace") as f:
+                    tail = "".join(f.readlines()[-20:])
+                raise RuntimeError(f"{what}: {name} {why}; last lines of its log:\n{tail}")
+            time.sleep(0.1)
+
     def start_moto(self):
         moto = os.path.join(os.environ.get("VIRTUAL_ENV", os.path.join(ROOT, ".venv")), "bin", "moto_server")
         self._spawn("moto", [moto, "-H", HOST_IP, "-p", "5000"])
-        wait_for(lambda: port_open(HOST_IP, 5000), 30, "moto did not listen")
+        self._wait_started("moto", lambda: port_open(HOST_IP, 5000), "moto did not listen")
         self.log(f"moto (AWS STS) on {HOST_IP}:5000 as {MOTO_URL}")
 
     def sts_env(self):
@@ -153,7 +160,7 @@ class Stack:
 
     def start_sts(self):
         self._spawn("sts", [f"{self.bin}/tokenvend-sts"], env=self.sts_env())
-        wait_for(lambda: port_open(HOST_IP, 443), 30, "tokenvend-sts did not listen")
+        self._wait_started("sts", lambda: port_open(HOST_IP, 443), "tokenvend-sts did not listen")
         self.log(f"tokenvend-sts on https://{HOST_IP}:443 as https://{STS_HOST} (JWKS validation, moto behind it)")
 
     def stop_sts(self):
@@ -182,7 +189,7 @@ class Stack:
                                 "--tls-cert", os.path.join(self.certs, "tls.crt"),
                                 "--tls-key", os.path.join(self.certs, "tls.key"), "--config", path],
                     env={"PATH": os.environ.get("PATH", "")})
-        wait_for(lambda: self._ready(), 30, "tokenvend-webhook did not become ready")
+        self._wait_started("webhook", self._ready, "tokenvend-webhook did not become ready")
         self.log("tokenvend-webhook on https://127.0.0.1:18443 (serving cert from tokenvend-certs)")
 
     def _ready(self):
