@@ -20,7 +20,7 @@ struct ResultLabels {
     result: &'static str,
 }
 
-/// All metrics of the webhook, plus the readiness flag they share a lifetime with.
+/// All metrics of the webhook, plus the readiness state they share a lifetime with.
 pub struct Metrics {
     registry: Registry,
     admissions: Family<AdmissionLabels, Counter>,
@@ -28,7 +28,8 @@ pub struct Metrics {
     rejected: Family<ResultLabels, Counter>,
     cert_not_after: Gauge,
     cert_reloads: Family<ResultLabels, Counter>,
-    ready: AtomicBool,
+    /// The TLS listener is bound and not shutting down.
+    serving: AtomicBool,
 }
 
 impl Default for Metrics {
@@ -79,7 +80,7 @@ impl Metrics {
             rejected,
             cert_not_after,
             cert_reloads,
-            ready: AtomicBool::new(false),
+            serving: AtomicBool::new(false),
         }
     }
 
@@ -102,7 +103,11 @@ impl Metrics {
         self.cert_reloads
             .get_or_create(&ResultLabels { result: "ok" })
             .inc();
-        self.ready.store(true, Ordering::Release);
+    }
+
+    /// The TLS listener is bound (`true`), or shutdown has begun (`false`).
+    pub fn set_serving(&self, serving: bool) {
+        self.serving.store(serving, Ordering::Release);
     }
 
     /// A changed certificate could not be used.
@@ -112,9 +117,10 @@ impl Metrics {
             .inc();
     }
 
-    /// Whether a valid certificate is loaded and not past its notAfter.
+    /// Whether the TLS listener is bound with a certificate not past its notAfter, and the
+    /// server is not shutting down.
     pub fn ready(&self, now_unix: i64) -> bool {
-        self.ready.load(Ordering::Acquire) && now_unix < self.cert_not_after.get()
+        self.serving.load(Ordering::Acquire) && now_unix < self.cert_not_after.get()
     }
 
     /// Prometheus text exposition.

@@ -191,7 +191,7 @@ pub async fn run(cfg: ServerConfig) -> Result<(), RunError> {
     });
     let handle: Handle<std::net::SocketAddr> = Handle::new();
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(shutdown_on_signal(handle.clone(), stop_tx));
+    tokio::spawn(shutdown_on_signal(handle.clone(), stop_tx, metrics.clone()));
 
     if let Some(addr) = cfg.probe_listen {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -236,20 +236,28 @@ pub async fn run(cfg: ServerConfig) -> Result<(), RunError> {
         },
     ));
 
-    tracing::info!(addr = %cfg.listen, not_after = loaded.not_after, "serving admission webhook over TLS");
-    axum_server::bind_rustls(cfg.listen, rustls)
-        .handle(handle)
-        .serve(router(state).into_make_service())
-        .await
-        .map_err(|source| RunError::Listen {
-            addr: cfg.listen,
-            source,
-        })
+    let serve = axum_server::bind_rustls(cfg.listen, rustls)
+        .handle(handle.clone())
+        .serve(router(state).into_make_service());
+    // Ready only once the listener is bound: a probe must not pass for a server that is about
+    // to fail on its port. `listening` resolves to None when the bind fails.
+    let mark_ready = async {
+        if let Some(addr) = handle.listening().await {
+            metrics.set_serving(true);
+            tracing::info!(%addr, not_after = loaded.not_after, "serving admission webhook over TLS");
+        }
+    };
+    let ((), served) = tokio::join!(mark_ready, serve);
+    served.map_err(|source| RunError::Listen {
+        addr: cfg.listen,
+        source,
+    })
 }
 
 async fn shutdown_on_signal(
     handle: Handle<std::net::SocketAddr>,
     stop: tokio::sync::watch::Sender<bool>,
+    metrics: Arc<Metrics>,
 ) {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -273,6 +281,8 @@ async fn shutdown_on_signal(
         () = term => {}
     }
     tracing::info!("shutting down: finishing in-flight requests");
+    // Readiness turns false with the listener, while in-flight admissions finish.
+    metrics.set_serving(false);
     let _ = stop.send(true);
     handle.graceful_shutdown(Some(Duration::from_secs(10)));
 }

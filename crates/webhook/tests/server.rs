@@ -1,5 +1,6 @@
-//! The real `tokenvend-webhook` binary over TLS: admissions, bad requests, readiness before a
-//! certificate exists, certificate rotation mid-load with zero failed requests, SIGTERM.
+//! The real `tokenvend-webhook` binary over TLS: admissions, bad requests, readiness (before a
+//! certificate exists, with the port taken, while draining at SIGTERM), certificate rotation
+//! mid-load with zero failed requests, SIGTERM.
 
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
@@ -461,4 +462,136 @@ async fn not_ready_until_a_certificate_exists_and_bad_config_fails_fast() {
             && stderr.contains("TOKENVEND_TOKEN_EXPIRATION_SECONDS"),
         "{stderr}"
     );
+}
+
+#[tokio::test]
+async fn not_ready_when_the_tls_port_cannot_be_bound() {
+    // In process, so the probe listener outlives run()'s failure and can be asked afterwards.
+    provider();
+    let dir = tempfile::tempdir().expect("tmp");
+    let (ca1, _k, issuer) = ca("ca");
+    install(dir.path(), &leaf(&ca1, &issuer));
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let listen = taken.local_addr().expect("addr").to_string();
+    let probe = format!("127.0.0.1:{}", free_port());
+    let cli = <tokenvend_webhook::Cli as clap::Parser>::try_parse_from([
+        "tokenvend-webhook",
+        "--listen",
+        &listen,
+        "--probe-listen",
+        &probe,
+        "--tls-cert",
+        &dir.path().join("tls.crt").to_string_lossy(),
+        "--tls-key",
+        &dir.path().join("tls.key").to_string_lossy(),
+    ])
+    .expect("flags");
+    let cfg = cli.into_server_config().expect("config");
+    let err = tokio::time::timeout(Duration::from_secs(10), tokenvend_webhook::run(cfg))
+        .await
+        .expect("run returns")
+        .expect_err("the port is taken");
+    assert!(
+        matches!(err, tokenvend_webhook::server::RunError::Listen { .. }),
+        "{err}"
+    );
+    let r = reqwest::get(format!("http://{probe}/readyz"))
+        .await
+        .expect("probe listener still answers");
+    assert_eq!(r.status(), 503, "a webhook that never bound reported ready");
+}
+
+#[tokio::test]
+async fn readiness_fails_at_sigterm_while_in_flight_admissions_finish() {
+    provider();
+    let dir = tempfile::tempdir().expect("tmp");
+    let (ca1, _k, issuer) = ca("ca");
+    let pair = leaf(&ca1, &issuer);
+    install(dir.path(), &pair);
+    let mut wh = start(dir.path(), &[]);
+    wait_ready(wh.probe).await;
+
+    // An admission in flight: headers and half the body sent over TLS, the rest held back.
+    let mut roots = rustls::RootCertStore::empty();
+    let der =
+        <rustls_pki_types::CertificateDer as rustls_pki_types::pem::PemObject>::from_pem_slice(
+            pair.ca_pem.as_bytes(),
+        )
+        .expect("ca der");
+    roots.add(der).expect("root");
+    let tls = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(wh.addr).await.expect("tcp");
+    let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+    let mut conn = tokio_rustls::TlsConnector::from(Arc::new(tls))
+        .connect(name, tcp)
+        .await
+        .expect("tls");
+    let body = review_body("in-flight");
+    let head = format!(
+        "POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut conn, head.as_bytes())
+        .await
+        .expect("send head");
+    tokio::io::AsyncWriteExt::write_all(&mut conn, &body.as_bytes()[..body.len() / 2])
+        .await
+        .expect("send half");
+    tokio::io::AsyncWriteExt::flush(&mut conn)
+        .await
+        .expect("flush");
+
+    let pid = wh.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let plain = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let status = plain
+            .get(format!("http://{}/readyz", wh.probe))
+            .send()
+            .await
+            .expect("probe answers while draining")
+            .status();
+        if status == 503 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "still ready after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        wh.child.try_wait().expect("wait").is_none(),
+        "exited before the in-flight admission finished"
+    );
+
+    // The rest of the body: the admission is answered, then the process exits cleanly.
+    tokio::io::AsyncWriteExt::write_all(&mut conn, &body.as_bytes()[body.len() / 2..])
+        .await
+        .expect("send rest");
+    let mut answer = Vec::new();
+    tokio::io::AsyncReadExt::read_to_end(&mut conn, &mut answer)
+        .await
+        .expect("read answer");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("\"uid\":\"in-flight\""), "{answer}");
+    let t0 = Instant::now();
+    loop {
+        if let Some(status) = wh.child.try_wait().expect("wait") {
+            assert!(status.success(), "exit status {status}");
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "did not exit after the last admission"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
