@@ -41,6 +41,8 @@ MOTO_HOST = "moto.aws-standin.svc"
 MOTO_URL = f"http://{MOTO_HOST}:5000"
 SIDECAR_IMAGE = "ghcr.io/tokenvend/tokenvend-sidecar:0.1.0"
 CLUSTER_ISSUER = "https://kubernetes.default.svc.cluster.local"
+WEBHOOK_PORT = 18443
+WEBHOOK_PROBE_PORT = 18080
 
 
 def sh(*args, check=True, **kw):
@@ -184,17 +186,17 @@ class Stack:
         with open(path, "w") as f:
             for k, v in cfg.items():
                 f.write(f"{k}: {json.dumps(v)}\n")
-        self._spawn("webhook", [f"{self.bin}/tokenvend-webhook", "--listen", "127.0.0.1:18443",
-                                "--probe-listen", "127.0.0.1:18080",
+        self._spawn("webhook", [f"{self.bin}/tokenvend-webhook", "--listen", f"127.0.0.1:{WEBHOOK_PORT}",
+                                "--probe-listen", f"127.0.0.1:{WEBHOOK_PROBE_PORT}",
                                 "--tls-cert", os.path.join(self.certs, "tls.crt"),
                                 "--tls-key", os.path.join(self.certs, "tls.key"), "--config", path],
                     env={"PATH": os.environ.get("PATH", "")})
         self._wait_started("webhook", self._ready, "tokenvend-webhook did not become ready")
-        self.log("tokenvend-webhook on https://127.0.0.1:18443 (serving cert from tokenvend-certs)")
+        self.log(f"tokenvend-webhook on https://127.0.0.1:{WEBHOOK_PORT} (serving cert from tokenvend-certs)")
 
     def _ready(self):
         try:
-            return urllib.request.urlopen("http://127.0.0.1:18080/readyz", timeout=1).status == 200
+            return urllib.request.urlopen(f"http://127.0.0.1:{WEBHOOK_PROBE_PORT}/readyz", timeout=1).status == 200
         except OSError:
             return False
 
@@ -235,7 +237,7 @@ class Stack:
         # As the API server does: connect to the Service and verify the certificate for its DNS
         # name (here the Service's address is the webhook's loopback port).
         ctx = ssl.create_default_context(cafile=os.path.join(self.certs, "ca.crt"))
-        raw = socket.create_connection(("127.0.0.1", 18443), timeout=10)
+        raw = socket.create_connection(("127.0.0.1", WEBHOOK_PORT), timeout=10)
         conn = http.client.HTTPSConnection("tokenvend-webhook.tokenvend.svc", 443, timeout=10, context=ctx)
         conn.sock = ctx.wrap_socket(raw, server_hostname="tokenvend-webhook.tokenvend.svc")
         conn.request("POST", "/mutate", body=json.dumps(review), headers={"Content-Type": "application/json"})

@@ -5,8 +5,10 @@ import socket
 import sys
 import time
 
+import pytest
+
 sys.path.insert(0, os.path.dirname(__file__))
-from stack import ROOT, Stack  # noqa: E402
+from stack import ROOT, WEBHOOK_PORT, Stack  # noqa: E402
 
 BIN = os.path.join(ROOT, "target", "debug")
 WORK = os.path.join(ROOT, "e2e", ".work", "pytest-stack")
@@ -24,15 +26,13 @@ def test_a_service_that_exits_while_starting_fails_at_once_with_its_log_and_leak
     # The webhook's port is taken, so it exits right after moto and tokenvend-sts started.
     with socket.socket() as taken:
         taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        taken.bind(("127.0.0.1", 18443))
+        taken.bind(("127.0.0.1", WEBHOOK_PORT))
         taken.listen()
         start = time.time()
-        try:
+        with pytest.raises(RuntimeError) as failed:
             Recorded(WORK, BIN, log=lambda m: None)
-            raise AssertionError("the stack started although its webhook port was taken")
-        except RuntimeError as e:
-            message = str(e)
         elapsed = time.time() - start
+    message = str(failed.value)
     assert "tokenvend-webhook did not become ready: webhook exited with code 1" in message, message
     assert "Address already in use" in message, message
     # Not the 30 s readiness timeout: moto and tokenvend-sts start in a few seconds.
