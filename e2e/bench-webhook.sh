@@ -5,7 +5,8 @@
 #   fixed   - no parsing at all (the issue's baseline)
 #   spin-N  - burns N µs of CPU per request first: what any work of that size costs here
 #   parse   - decodes the body into a generic JSON value first
-# then a fixed 500 requests/s for p99; RSS idle and under load; server CPU per request.
+# then a fixed 500 requests/s for p99; RSS idle and under load; server CPU and context switches
+# per request.
 # The servers are measured in turn, ROUNDS times, and medians reported: this shared VM's speed
 # drifts by tens of percent within a minute, so one back-to-back pass can mislead.
 # Load tool: oha (cargo install, pinned).
@@ -49,16 +50,17 @@ PID[webhook]=$WEBHOOK; PORT[webhook]=18443
 sleep 1
 rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # utime + stime, all threads
+switches() { cat "/proc/$1"/task/*/status | awk '/ctxt_switches/ {n += $2} END {print n}'; } # all threads
 idle=$(rss "$WEBHOOK")
 load() { # URL extra-args...
   local url=$1; shift
   oha --no-tui --output-format json -z "${SECS}s" -c 16 -m POST -H 'Content-Type: application/json' -D "$RUN/review.json" \
     --cacert "$RUN/certs/ca.crt" "$@" "$url"
 }
-measure() { # NAME ROUND: full-speed run, with the server's CPU ticks before and after
-  local before; before=$(ticks "${PID[$1]}")
+measure() { # NAME ROUND: full-speed run, with the server's CPU ticks and context switches around it
+  local before switched; before=$(ticks "${PID[$1]}"); switched=$(switches "${PID[$1]}")
   load "https://localhost:${PORT[$1]}/mutate" >"$RUN/$1-$2.json"
-  echo "$before $(ticks "${PID[$1]}")" >"$RUN/$1-$2.ticks"
+  echo "$before $(ticks "${PID[$1]}") $switched $(switches "${PID[$1]}")" >"$RUN/$1-$2.ticks"
 }
 NAMES=(fixed spin-5 spin-10 spin-20 parse webhook)
 step "full speed, 16 keep-alive connections, ${SECS}s each, ${#NAMES[@]} servers in turn, ${ROUNDS} rounds"
@@ -87,11 +89,11 @@ def get(name):
     codes = d.get("statusCodeDistribution", {})
     n = sum(codes.values())
     try:
-        a, b = map(int, open(f"{run}/{name}.ticks").read().split())
-        cpu = (b - a) / hz * 1e6 / n
+        a, b, c, d = map(int, open(f"{run}/{name}.ticks").read().split())
+        cpu, switches = (b - a) / hz * 1e6 / n, (d - c) / n
     except FileNotFoundError:
-        cpu = float("nan")
-    return s["requestsPerSec"], p["p50"] * 1000, p["p99"] * 1000, codes, cpu
+        cpu = switches = float("nan")
+    return s["requestsPerSec"], p["p50"] * 1000, p["p99"] * 1000, codes, cpu, switches
 print(f"   {rounds} rounds; each line is the round with the median requests/s; ratios are to the"
       " fixed-answer baseline of the same round, median over rounds")
 for name in names:
@@ -99,7 +101,8 @@ for name in names:
     x = sorted(runs, key=lambda r: r[0])[len(runs) // 2]
     ratio = statistics.median(r[0] / get(f"fixed-{i}")[0] for i, r in enumerate(runs, 1))
     print(f"   {labels[name]:24} {x[0]:>7,.0f} req/s, ratio {ratio:.2f}, p50 {x[1]:.3f} ms, "
-          f"p99 {x[2]:.3f} ms, server CPU {x[4]:5.1f} us/req, status {x[3]} "
+          f"p99 {x[2]:.3f} ms, server CPU {x[4]:5.1f} us/req, {x[5]:.2f} context switches/req, "
+          f"status {x[3]} "
           f"(rounds: {', '.join(f'{r[0]:,.0f}' for r in runs)})")
 w = [get(f"webhook-{i}")[0] / get(f"parse-{i}")[0] for i in range(1, rounds + 1)]
 print(f"   ratio webhook / JSON-decode baseline: median {statistics.median(w):.2f}")
