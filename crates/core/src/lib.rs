@@ -7,6 +7,7 @@ pub mod arn;
 pub mod claims;
 pub mod contract;
 pub mod creds;
+pub mod logging;
 pub mod mode;
 pub mod session;
 #[cfg(feature = "tls-server")]
@@ -14,4 +15,5 @@ pub mod tls;
 
 pub use arn::{ArnError, RoleArn};
 pub use claims::{ClaimsError, Identity};
+pub use logging::LogLevel;
 pub use mode::{Mode, ParseModeError};

@@ -93,7 +93,7 @@ pub struct RunArgs {
     /// With --once: give up after this many seconds.
     #[arg(long, env = "TOKENVEND_ONCE_DEADLINE_SECONDS", default_value_t = 120)]
     pub once_deadline_seconds: u64,
-    /// Log level: error, warn, info, debug.
+    /// Log level: error, warn (or warning), info, debug.
     #[arg(long, env = "TOKENVEND_LOG_LEVEL", default_value = "info")]
     pub log_level: String,
 }

@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use tokenvend_core::LogLevel;
 use tokenvend_sidecar::config::{Cli, Cmd};
 
 fn main() -> ExitCode {
@@ -16,11 +17,16 @@ fn main() -> ExitCode {
             }
         };
     }
-    let level = match cli.run.log_level.to_ascii_lowercase().as_str() {
-        "error" => tracing::Level::ERROR,
-        "warn" | "warning" => tracing::Level::WARN,
-        "debug" => tracing::Level::DEBUG,
-        _ => tracing::Level::INFO,
+    let level = match cli.run.log_level.parse::<LogLevel>() {
+        Ok(LogLevel::Error) => tracing::Level::ERROR,
+        Ok(LogLevel::Warn) => tracing::Level::WARN,
+        Ok(LogLevel::Info) => tracing::Level::INFO,
+        // Without an env filter (kept out of the small binary), debug means every crate's.
+        Ok(LogLevel::Debug) => tracing::Level::DEBUG,
+        Err(e) => {
+            eprintln!("tokenvend-sidecar: --log-level (TOKENVEND_LOG_LEVEL): {e}");
+            return ExitCode::from(2);
+        }
     };
     tracing_subscriber::fmt()
         .json()

@@ -532,6 +532,23 @@ async fn once_probe_and_start_up_reuse() {
         .expect("run");
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--mode projected"));
+    // A misspelt level is refused, not read as info.
+    let bad = sidecar_cmd(
+        "credentials",
+        &sa.path(),
+        empty.path(),
+        &url,
+        &["--log-level", "verbose"],
+    )
+    .output()
+    .expect("run");
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&bad.stderr)
+            .contains("--log-level (TOKENVEND_LOG_LEVEL): log level \"verbose\""),
+        "{}",
+        String::from_utf8_lossy(&bad.stderr)
+    );
     let bad = sidecar_cmd(
         "credentials",
         &sa.path(),

@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+pub use tokenvend_core::logging::LogFormat;
+use tokenvend_core::logging::LogLevel;
 
 /// `tokenvend-sts`: the token vending machine and web-identity issuer.
 #[derive(Debug, Parser)]
@@ -41,15 +43,6 @@ pub enum ValidationMode {
     Tokenreview,
     /// Verify locally against the cluster's JWKS.
     Jwks,
-}
-
-/// Log format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// JSON lines.
-    Json,
-    /// Human-readable.
-    Text,
 }
 
 /// Settings of the running service.
@@ -150,15 +143,11 @@ impl ServeArgs {
 
     /// The seed's LOG_LEVEL as a tracing filter directive. DEBUG applies to tokenvend's own
     /// code only: third-party debug output (SDK internals, TLS) is not needed and is kept out.
-    pub fn log_filter(&self) -> Result<&'static str, String> {
-        match self.log_level.to_ascii_uppercase().as_str() {
-            "DEBUG" => Ok("info,tokenvend_sts=debug,tokenvend_core=debug"),
-            "INFO" => Ok("info"),
-            "WARNING" | "WARN" => Ok("warn"),
-            "ERROR" => Ok("error"),
-            other => Err(format!(
-                "LOG_LEVEL {other:?}: expected DEBUG, INFO, WARNING or ERROR"
-            )),
-        }
+    pub fn log_filter(&self) -> Result<String, String> {
+        let level: LogLevel = self
+            .log_level
+            .parse()
+            .map_err(|e| format!("LOG_LEVEL: {e}"))?;
+        Ok(level.directive(&["tokenvend_sts", "tokenvend_core"]))
     }
 }

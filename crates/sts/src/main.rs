@@ -5,24 +5,15 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use tokenvend_sts::config::LogFormat;
 use tokenvend_sts::issuer::{Issuer, generate_es256_pem};
 use tokenvend_sts::{Cli, Command, run};
-use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let level = cli.serve.log_filter().map_err(anyhow::Error::msg)?;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    match cli.serve.log_format {
-        LogFormat::Json => tracing_subscriber::fmt()
-            .json()
-            .flatten_event(true)
-            .with_env_filter(filter)
-            .init(),
-        LogFormat::Text => tracing_subscriber::fmt().with_env_filter(filter).init(),
-    }
+    let filter = cli.serve.log_filter().map_err(anyhow::Error::msg)?;
+    // Held until main returns, so queued lines are written out.
+    let _log_guard = tokenvend_core::logging::init(cli.serve.log_format, &filter)?;
     rustls::crypto::aws_lc_rs::default_provider()
         .install_default()
         .map_err(|_| anyhow::anyhow!("a rustls crypto provider was already installed"))?;

@@ -525,5 +525,17 @@ fn bad_configuration_fails_at_start_naming_the_setting() {
     ]));
     assert!(err.contains("/nonexistent/policy.json"), "{err}");
     let err = run(&with(&[("LOG_LEVEL", "LOUD")]));
-    assert!(err.contains("LOG_LEVEL"), "{err}");
+    assert!(
+        err.contains("LOG_LEVEL") && err.contains("\"LOUD\""),
+        "{err}"
+    );
+    // A malformed RUST_LOG is refused rather than quietly replaced by the default.
+    let err = run(&with(&[
+        ("AWS_ROLE_ARN", ROLE),
+        ("RUST_LOG", "info,tokenvend_sts=loud"),
+    ]));
+    assert!(
+        err.contains("RUST_LOG \"info,tokenvend_sts=loud\" is not a valid log filter"),
+        "{err}"
+    );
 }

@@ -5,10 +5,11 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::{Args, Parser, ValueEnum};
+use clap::{Args, Parser};
 use serde::Deserialize;
 use tokenvend_core::Mode;
 use tokenvend_core::contract::DEFAULT_PREFIX;
+pub use tokenvend_core::logging::LogFormat;
 
 /// Command line of `tokenvend-webhook`; every flag also reads `TOKENVEND_<FLAG>`.
 #[derive(Debug, Parser)]
@@ -49,15 +50,6 @@ pub struct Cli {
     /// Mutation settings.
     #[command(flatten)]
     pub mutation: MutationArgs,
-}
-
-/// Log output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    /// One JSON object per line.
-    Json,
-    /// Human-readable text.
-    Text,
 }
 
 /// Mutation settings as flags / env vars / YAML keys; `None` means "not given here".
