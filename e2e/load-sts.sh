@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Load run against the real tokenvend-sts (release build) on cache hits: moto as STS, JWKS
 # validation, wrk with keep-alive. Prints requests/s for POST /credentials and, in the same
-# run, for GET /healthz as a baseline of the HTTP stack alone.
+# run, for GET /healthz as a baseline of the HTTP stack alone. Logging as deployed (LOG_LEVEL=INFO:
+# one JSON line per request, here into a file).
 #   bash e2e/load-sts.sh [SECONDS] [CONNECTIONS]
 set -euo pipefail
 # shellcheck source=e2e/lib.sh
@@ -35,7 +36,7 @@ printf '{"Version":"2012-10-17","Statement":[{"Effect":"Allow","Action":"s3:GetO
 step "tokenvend-sts on 127.0.0.1:18501"
 env AWS_ROLE_ARN=arn:aws:iam::123456789012:role/tvm AWS_REGION=us-east-1 \
   AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE AWS_SECRET_ACCESS_KEY=example AWS_ENDPOINT_URL_STS=http://127.0.0.1:18500 \
-  POLICY_TEMPLATE_PATH="$RUN/policy.json" TOKENVEND_LISTEN=127.0.0.1:18501 LOG_LEVEL=ERROR \
+  POLICY_TEMPLATE_PATH="$RUN/policy.json" TOKENVEND_LISTEN=127.0.0.1:18501 LOG_LEVEL=INFO \
   TOKENVEND_VALIDATION=jwks TOKENVEND_OIDC_ISSUER=https://kubernetes.default.svc.cluster.local \
   TOKENVEND_JWKS_FILE="$RUN/jwks.json" \
   "$BIN/tokenvend-sts" >"$RUN/sts.log" 2>&1 &

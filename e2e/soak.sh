@@ -51,7 +51,7 @@ PIDS+=($!)
 TOKEN=$("$BIN/examples/mint-sa-token" --key "$RUN/cluster.pem" --create-key --jwks-out "$RUN/jwks.json" \
   --namespace shop --service-account orders --ttl 3600)
 "$BIN/tokenvend-sts" keygen --out "$RUN/keys/k1.pem" >/dev/null
-env TOKENVEND_LISTEN=127.0.0.1:18701 LOG_LEVEL=ERROR TOKENVEND_VALIDATION=jwks \
+env TOKENVEND_LISTEN=127.0.0.1:18701 LOG_LEVEL=INFO TOKENVEND_VALIDATION=jwks \
   TOKENVEND_OIDC_ISSUER=https://kubernetes.default.svc.cluster.local TOKENVEND_JWKS_FILE="$RUN/jwks.json" \
   TOKENVEND_ISSUER_URL=https://issuer.example.com TOKENVEND_SIGNING_KEY_DIR="$RUN/keys" TOKENVEND_KEY_RELOAD_SECONDS=1 \
   "$BIN/tokenvend-sts" >"$RUN/sts.log" 2>&1 &

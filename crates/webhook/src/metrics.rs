@@ -1,6 +1,6 @@
 //! Prometheus metrics: admissions by outcome and mode, admission latency, certificate state.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -28,9 +28,14 @@ pub struct Metrics {
     rejected: Family<ResultLabels, Counter>,
     cert_not_after: Gauge,
     cert_reloads: Family<ResultLabels, Counter>,
-    /// The TLS listener is bound and not shutting down.
-    serving: AtomicBool,
+    /// [`STARTING`], [`SERVING`] or [`STOPPING`]: whether the TLS listener is bound and not
+    /// shutting down.
+    phase: AtomicU8,
 }
+
+const STARTING: u8 = 0;
+const SERVING: u8 = 1;
+const STOPPING: u8 = 2;
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -80,7 +85,7 @@ impl Metrics {
             rejected,
             cert_not_after,
             cert_reloads,
-            serving: AtomicBool::new(false),
+            phase: AtomicU8::new(STARTING),
         }
     }
 
@@ -105,9 +110,16 @@ impl Metrics {
             .inc();
     }
 
-    /// The TLS listener is bound (`true`), or shutdown has begun (`false`).
-    pub fn set_serving(&self, serving: bool) {
-        self.serving.store(serving, Ordering::Release);
+    /// The TLS listener is bound. No effect once shutdown has begun, whichever came first.
+    pub fn mark_serving(&self) {
+        let _ = self
+            .phase
+            .compare_exchange(STARTING, SERVING, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// Shutdown has begun: not ready from now on.
+    pub fn mark_stopping(&self) {
+        self.phase.store(STOPPING, Ordering::Release);
     }
 
     /// A changed certificate could not be used.
@@ -120,7 +132,7 @@ impl Metrics {
     /// Whether the TLS listener is bound with a certificate not past its notAfter, and the
     /// server is not shutting down.
     pub fn ready(&self, now_unix: i64) -> bool {
-        self.serving.load(Ordering::Acquire) && now_unix < self.cert_not_after.get()
+        self.phase.load(Ordering::Acquire) == SERVING && now_unix < self.cert_not_after.get()
     }
 
     /// Prometheus text exposition.
@@ -129,5 +141,27 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_needs_a_bound_listener_and_a_current_certificate_and_ends_at_shutdown() {
+        let m = Metrics::new();
+        m.cert_reloaded(1_000);
+        assert!(!m.ready(10), "certificate loaded, listener not bound yet");
+        m.mark_serving();
+        assert!(m.ready(10));
+        assert!(!m.ready(1_000), "at the certificate's notAfter");
+        m.mark_stopping();
+        assert!(!m.ready(10));
+        m.mark_serving();
+        assert!(
+            !m.ready(10),
+            "a bind reported after SIGTERM does not make it ready again"
+        );
     }
 }

@@ -243,7 +243,7 @@ pub async fn run(cfg: ServerConfig) -> Result<(), RunError> {
     // to fail on its port. `listening` resolves to None when the bind fails.
     let mark_ready = async {
         if let Some(addr) = handle.listening().await {
-            metrics.set_serving(true);
+            metrics.mark_serving();
             tracing::info!(%addr, not_after = loaded.not_after, "serving admission webhook over TLS");
         }
     };
@@ -282,7 +282,7 @@ async fn shutdown_on_signal(
     }
     tracing::info!("shutting down: finishing in-flight requests");
     // Readiness turns false with the listener, while in-flight admissions finish.
-    metrics.set_serving(false);
+    metrics.mark_stopping();
     let _ = stop.send(true);
     handle.graceful_shutdown(Some(Duration::from_secs(10)));
 }
