@@ -491,16 +491,20 @@ pub async fn run(args: ServeArgs) -> Result<(), SetupError> {
     let handle: axum_server::Handle<std::net::SocketAddr> = axum_server::Handle::new();
     tokio::spawn(shutdown_on_signal(handle.clone()));
     let service = router(app.clone()).into_make_service();
-    tracing::info!(
-        %addr,
-        tls = args.tls_cert.is_some(),
-        credentials = app.credentials.is_some(),
-        token = app.issuer.is_some(),
-        validation = ?args.validation,
-        "tokenvend-sts serving"
-    );
-    let listen_err = |source| SetupError::Listen { addr, source };
-    match (&args.tls_cert, &args.tls_key) {
+    // Say "serving" once the socket is bound, not before: a taken port ends in the error alone.
+    let announce = async {
+        if let Some(bound) = handle.listening().await {
+            tracing::info!(
+                addr = %bound,
+                tls = args.tls_cert.is_some(),
+                credentials = app.credentials.is_some(),
+                token = app.issuer.is_some(),
+                validation = ?args.validation,
+                "tokenvend-sts serving"
+            );
+        }
+    };
+    let served = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
             use tokenvend_core::tls;
             let loaded = tls::load(cert, key).map_err(|e| SetupError::Config(e.to_string()))?;
@@ -517,18 +521,19 @@ pub async fn run(args: ServeArgs) -> Result<(), SetupError> {
                     }
                 },
             ));
-            axum_server::bind_rustls(addr, rustls)
-                .handle(handle)
-                .serve(service)
-                .await
-                .map_err(listen_err)
+            let serve = axum_server::bind_rustls(addr, rustls)
+                .handle(handle.clone())
+                .serve(service);
+            tokio::join!(announce, serve).1
         }
-        _ => axum_server::bind(addr)
-            .handle(handle)
-            .serve(service)
-            .await
-            .map_err(listen_err),
-    }
+        _ => {
+            let serve = axum_server::bind(addr)
+                .handle(handle.clone())
+                .serve(service);
+            tokio::join!(announce, serve).1
+        }
+    };
+    served.map_err(|source| SetupError::Listen { addr, source })
 }
 
 fn spawn_maintenance(app: Arc<App>, key_reload: Duration) {

@@ -538,4 +538,25 @@ fn bad_configuration_fails_at_start_naming_the_setting() {
         err.contains("RUST_LOG \"info,tokenvend_sts=loud\" is not a valid log filter"),
         "{err}"
     );
+    // A taken port: the listener error names the address, and nothing claims to be serving.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let listen = taken.local_addr().expect("addr").to_string();
+    let listen: &'static str = Box::leak(listen.into_boxed_str());
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tokenvend-sts"))
+        .env_clear()
+        .envs(with(&[
+            ("AWS_ROLE_ARN", ROLE),
+            ("POLICY_TEMPLATE_PATH", ""),
+            ("TOKENVEND_LISTEN", listen),
+        ]))
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("listener {listen}")) && stderr.contains("in use"),
+        "{stderr}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!stdout.contains("tokenvend-sts serving"), "{stdout}");
 }
