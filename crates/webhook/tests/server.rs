@@ -529,13 +529,31 @@ async fn readiness_fails_at_sigterm_while_in_flight_admissions_finish() {
         .await
         .expect("tls");
     let body = review_body("in-flight");
+    // `Expect: 100-continue`: the server's "100 Continue" proves it has parsed the head and is
+    // reading the body, so the admission is in flight (an unparsed one would count as idle).
     let head = format!(
-        "POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        "POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
         body.len()
     );
     tokio::io::AsyncWriteExt::write_all(&mut conn, head.as_bytes())
         .await
         .expect("send head");
+    tokio::io::AsyncWriteExt::flush(&mut conn)
+        .await
+        .expect("flush");
+    let continued = b"HTTP/1.1 100 Continue\r\n\r\n";
+    let mut interim = vec![0u8; continued.len()];
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read_exact(&mut conn, &mut interim),
+    )
+    .await
+    .expect("100 Continue in time")
+    .expect("read 100 Continue");
+    assert_eq!(
+        String::from_utf8_lossy(&interim),
+        String::from_utf8_lossy(continued)
+    );
     tokio::io::AsyncWriteExt::write_all(&mut conn, &body.as_bytes()[..body.len() / 2])
         .await
         .expect("send half");
