@@ -190,6 +190,31 @@ async fn wait_ready(probe: SocketAddr) {
     }
 }
 
+fn sigterm(pid: &str) {
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+}
+
+/// The process exits 0 within 5 s of `since`.
+async fn wait_clean_exit(wh: &mut Webhook, since: Instant, after: &str) {
+    loop {
+        if let Some(status) = wh.child.try_wait().expect("wait") {
+            assert!(status.success(), "exit status {status}");
+            return;
+        }
+        assert!(
+            since.elapsed() < Duration::from_secs(5),
+            "did not exit after {after}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn provider() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
@@ -334,24 +359,8 @@ async fn certificate_rotation_mid_load_fails_no_request() {
     let mut wh = wh;
     let pid = wh.child.id().to_string();
     let t0 = Instant::now();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill")
-            .success()
-    );
-    loop {
-        if let Some(status) = wh.child.try_wait().expect("wait") {
-            assert!(status.success(), "exit status {status}");
-            break;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(5),
-            "did not exit after SIGTERM"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    sigterm(&pid);
+    wait_clean_exit(&mut wh, t0, "SIGTERM").await;
 }
 
 #[tokio::test]
@@ -562,13 +571,7 @@ async fn readiness_fails_at_sigterm_while_in_flight_admissions_finish() {
         .expect("flush");
 
     let pid = wh.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill")
-            .success()
-    );
+    sigterm(&pid);
     let plain = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
@@ -601,15 +604,5 @@ async fn readiness_fails_at_sigterm_while_in_flight_admissions_finish() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("\"uid\":\"in-flight\""), "{answer}");
     let t0 = Instant::now();
-    loop {
-        if let Some(status) = wh.child.try_wait().expect("wait") {
-            assert!(status.success(), "exit status {status}");
-            break;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(5),
-            "did not exit after the last admission"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_clean_exit(&mut wh, t0, "the last admission").await;
 }
