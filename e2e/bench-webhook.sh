@@ -11,12 +11,24 @@
 # drifts by tens of percent within a minute, so one back-to-back pass can mislead.
 # Load tool: oha (cargo install, pinned).
 #   bash e2e/bench-webhook.sh [SECONDS] [ROUNDS]
+# BENCH_PIN=1 runs the load tool on CPU 0 and every server on CPU 1 (taskset; the servers then
+# start one runtime worker each), as if the client were another machine: the client's own cost no
+# longer grows with the server's, and a server's throughput is what one core of it gives.
 set -euo pipefail
 # shellcheck source=e2e/lib.sh
 source "$(dirname "$0")/lib.sh"
 cd "$ROOT"
 SECS=${1:-10}
 ROUNDS=${2:-3}
+SERVER_CPU=() CLIENT_CPU=()
+case ${BENCH_PIN:=0} in
+  0) ;;
+  1)
+    [ "$(nproc)" -ge 2 ] || die "BENCH_PIN=1 needs at least 2 CPUs, this machine has $(nproc)"
+    SERVER_CPU=(taskset -c 1) CLIENT_CPU=(taskset -c 0)
+    ;;
+  *) die "BENCH_PIN must be 0 or 1, not '$BENCH_PIN'" ;;
+esac
 ensure_debs
 ensure_venv
 command -v oha >/dev/null || cargo install --locked oha@1.16.0
@@ -29,7 +41,7 @@ PIDS=()
 trap 'kill "${PIDS[@]}" 2>/dev/null || true' EXIT
 "$BIN/tokenvend-certs" --service localhost --namespace bench --out-dir "$RUN/certs" >/dev/null 2>&1
 write_review_json "$RUN/review.json"
-"$BIN/tokenvend-webhook" --listen 127.0.0.1:18443 --probe-listen 127.0.0.1:18080 --log-format json \
+"${SERVER_CPU[@]}" "$BIN/tokenvend-webhook" --listen 127.0.0.1:18443 --probe-listen 127.0.0.1:18080 --log-format json \
   --tls-cert "$RUN/certs/tls.crt" --tls-key "$RUN/certs/tls.key" >"$RUN/webhook.log" 2>&1 &
 WEBHOOK=$!; PIDS+=("$WEBHOOK")
 wait_http http://127.0.0.1:18080/readyz 30
@@ -43,7 +55,7 @@ declare -A PID PORT
 for s in "${SERVERS[@]}"; do
   read -r name port extra <<<"$s"
   # shellcheck disable=SC2086 # extra holds the flag and its value, split on purpose
-  "$BIN/examples/baseline-server" "127.0.0.1:$port" "$RUN/certs/tls.crt" "$RUN/certs/tls.key" "$RUN/response.json" $extra &
+  "${SERVER_CPU[@]}" "$BIN/examples/baseline-server" "127.0.0.1:$port" "$RUN/certs/tls.crt" "$RUN/certs/tls.key" "$RUN/response.json" $extra &
   PID[$name]=$!; PORT[$name]=$port; PIDS+=("$!")
 done
 PID[webhook]=$WEBHOOK; PORT[webhook]=18443
@@ -54,7 +66,7 @@ switches() { cat "/proc/$1"/task/*/status | awk '/ctxt_switches/ {n += $2} END {
 idle=$(rss "$WEBHOOK")
 load() { # URL extra-args...
   local url=$1; shift
-  oha --no-tui --output-format json -z "${SECS}s" -c 16 -m POST -H 'Content-Type: application/json' -D "$RUN/review.json" \
+  "${CLIENT_CPU[@]}" oha --no-tui --output-format json -z "${SECS}s" -c 16 -m POST -H 'Content-Type: application/json' -D "$RUN/review.json" \
     --cacert "$RUN/certs/ca.crt" "$@" "$url"
 }
 measure() { # NAME ROUND: full-speed run, with the server's CPU ticks and context switches around it
@@ -77,10 +89,11 @@ wait "$SAMPLER"
 under=$(cat "$RUN/under.rss")
 step "fixed 500 requests/s, ${SECS}s"
 load https://localhost:18443/mutate -q 500 >"$RUN/webhook-500.json"
-python3 - "$RUN" "$idle" "$under" "$(getconf CLK_TCK)" "$ROUNDS" "${NAMES[@]}" <<'PY'
+python3 - "$RUN" "$idle" "$under" "$(getconf CLK_TCK)" "$ROUNDS" "$BENCH_PIN" "${NAMES[@]}" <<'PY'
 import json, statistics, sys
 run, idle, under, hz, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
-names = sys.argv[6:]
+pinned = sys.argv[6] == "1"
+names = sys.argv[7:]
 labels = {"fixed": "baseline, fixed answer", "parse": "baseline, JSON decode",
           "webhook": "tokenvend-webhook"} | {n: f"baseline, {n[5:]} us spin" for n in names if n.startswith("spin-")}
 def get(name):
@@ -95,12 +108,16 @@ def get(name):
         cpu = switches = float("nan")
     return s["requestsPerSec"], p["p50"] * 1000, p["p99"] * 1000, codes, cpu, switches
 print(f"   {rounds} rounds; each line is the round with the median requests/s; ratios are to the"
-      " fixed-answer baseline of the same round, median over rounds")
+      " fixed-answer baseline of the same round, median over rounds: requests/s, and server CPU"
+      " per request (fixed answer's / this server's)")
+print("   " + ("load tool on CPU 0, each server on CPU 1 (BENCH_PIN=1)" if pinned
+               else "load tool and servers share all CPUs"))
 for name in names:
     runs = [get(f"{name}-{i}") for i in range(1, rounds + 1)]
     x = sorted(runs, key=lambda r: r[0])[len(runs) // 2]
     ratio = statistics.median(r[0] / get(f"fixed-{i}")[0] for i, r in enumerate(runs, 1))
-    print(f"   {labels[name]:24} {x[0]:>7,.0f} req/s, ratio {ratio:.2f}, p50 {x[1]:.3f} ms, "
+    cpu_ratio = statistics.median(get(f"fixed-{i}")[4] / r[4] for i, r in enumerate(runs, 1))
+    print(f"   {labels[name]:24} {x[0]:>7,.0f} req/s, ratio {ratio:.2f}, CPU ratio {cpu_ratio:.2f}, p50 {x[1]:.3f} ms, "
           f"p99 {x[2]:.3f} ms, server CPU {x[4]:5.1f} us/req, {x[5]:.2f} context switches/req, "
           f"status {x[3]} "
           f"(rounds: {', '.join(f'{r[0]:,.0f}' for r in runs)})")
