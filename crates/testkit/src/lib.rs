@@ -770,13 +770,20 @@ pub async fn caller_arn(moto: &Moto, creds: &Value) -> String {
 }
 
 /// Seconds each fuzz target runs (`TOKENVEND_FUZZ_SECONDS`, default 3; the test command uses 60).
+/// A value that is not a whole number of seconds fails the test rather than quietly running 3 s.
 pub fn fuzz_budget() -> Duration {
-    Duration::from_secs(
-        std::env::var("TOKENVEND_FUZZ_SECONDS")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(3),
-    )
+    parse_fuzz_budget(std::env::var("TOKENVEND_FUZZ_SECONDS").ok().as_deref())
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The fuzz budget from the value of `TOKENVEND_FUZZ_SECONDS`, if set.
+fn parse_fuzz_budget(value: Option<&str>) -> Result<Duration, String> {
+    match value {
+        None => Ok(Duration::from_secs(3)),
+        Some(s) => s.trim().parse().map(Duration::from_secs).map_err(|_| {
+            format!("TOKENVEND_FUZZ_SECONDS must be a whole number of seconds, not {s:?}")
+        }),
+    }
 }
 
 /// Run a proptest property on values of `strategy` until the fuzz budget is spent; panics with
@@ -808,4 +815,24 @@ where
         start.elapsed().as_secs_f64()
     );
     runs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fuzz_budget_defaults_to_3_s_and_refuses_what_is_not_whole_seconds() {
+        assert_eq!(parse_fuzz_budget(None), Ok(Duration::from_secs(3)));
+        assert_eq!(parse_fuzz_budget(Some("60")), Ok(Duration::from_secs(60)));
+        assert_eq!(
+            parse_fuzz_budget(Some(" 600\n")),
+            Ok(Duration::from_secs(600))
+        );
+        for bad in ["", "1m", "-5", "2.5", "sixty"] {
+            let e = parse_fuzz_budget(Some(bad)).expect_err(bad);
+            assert!(e.contains("TOKENVEND_FUZZ_SECONDS"), "{e}");
+            assert!(e.contains(&format!("{bad:?}")), "{e}");
+        }
+    }
 }
