@@ -2,7 +2,8 @@
 # Soak: 60 s at 500 requests/s on tokenvend-webhook while its serving certificate is rotated
 # twice (tokenvend-certs renewals swapped in by rename, as the kubelet swaps Secret files), and
 # 60 s at 500 requests/s on tokenvend-sts POST /token while its signing key is rotated twice.
-# Both must end with zero failed requests. Load tool: oha.
+# Both must end with zero failed requests. Load tool: oha. Each server's RSS is sampled every
+# second under load and reported (first sample, largest, last), to show memory does not creep.
 #   bash e2e/soak.sh [SECONDS]
 set -euo pipefail
 # shellcheck source=e2e/lib.sh
@@ -19,6 +20,9 @@ RUN=$WORK/soak
 rm -rf "$RUN" && mkdir -p "$RUN/keys" "$RUN/serving"
 PIDS=()
 trap 'kill "${PIDS[@]}" 2>/dev/null || true' EXIT
+sample_rss() { # PID FILE: the process's RSS in KiB, once a second, until it is killed
+  while sleep 1; do awk '/VmRSS/ {print $2}' "/proc/$1/status" >>"$2" || break; done
+}
 certs() { "$BIN/tokenvend-certs" --service localhost --namespace soak --out-dir "$RUN/certs" "$@" >/dev/null 2>&1; }
 certs --serving-validity-days 1 --renew-before-days 0
 install_serving() { # temp + rename, so the webhook never reads a half-written file
@@ -29,13 +33,15 @@ install_serving
 write_review_json "$RUN/review.json"
 "$BIN/tokenvend-webhook" --listen 127.0.0.1:18443 --probe-listen 127.0.0.1:18080 --cert-reload-seconds 1 \
   --tls-cert "$RUN/serving/tls.crt" --tls-key "$RUN/serving/tls.key" >"$RUN/webhook.log" 2>&1 &
-PIDS+=($!)
+WEBHOOK=$!; PIDS+=("$WEBHOOK")
 wait_http http://127.0.0.1:18080/readyz 30
 
 step "webhook: ${SECS}s at 500 req/s, serving certificate rotated at 1/3 and 2/3"
 oha --no-tui --output-format json -n $((SECS * 500)) -q 500 -c 8 -m POST -H 'Content-Type: application/json' -D "$RUN/review.json" \
   --cacert "$RUN/certs/ca.crt" https://localhost:18443/mutate >"$RUN/webhook.json" &
 LOAD=$!
+sample_rss "$WEBHOOK" "$RUN/webhook.rss" &
+SAMPLER=$!
 for n in 1 2; do
   sleep $((SECS / 3))
   # The current certificate has n days left: renewing n days before expiry issues a new one
@@ -44,6 +50,7 @@ for n in 1 2; do
   install_serving
 done
 wait "$LOAD"
+kill "$SAMPLER" 2>/dev/null || true
 
 step "tokenvend-sts: ${SECS}s at 500 req/s on POST /token, signing key rotated at 1/3 and 2/3"
 (cd "$RUN" && exec moto_server -H 127.0.0.1 -p 18700 >"$RUN/moto.log" 2>&1) &
@@ -55,16 +62,19 @@ env TOKENVEND_LISTEN=127.0.0.1:18701 LOG_LEVEL=INFO TOKENVEND_VALIDATION=jwks \
   TOKENVEND_OIDC_ISSUER=https://kubernetes.default.svc.cluster.local TOKENVEND_JWKS_FILE="$RUN/jwks.json" \
   TOKENVEND_ISSUER_URL=https://issuer.example.com TOKENVEND_SIGNING_KEY_DIR="$RUN/keys" TOKENVEND_KEY_RELOAD_SECONDS=1 \
   "$BIN/tokenvend-sts" >"$RUN/sts.log" 2>&1 &
-PIDS+=($!)
+STS=$!; PIDS+=("$STS")
 wait_http http://127.0.0.1:18701/healthz 30
 oha --no-tui --output-format json -n $((SECS * 500)) -q 500 -c 8 -m POST -H "Authorization: Bearer $TOKEN" \
   http://127.0.0.1:18701/token >"$RUN/sts.json" &
 LOAD=$!
+sample_rss "$STS" "$RUN/sts.rss" &
+SAMPLER=$!
 for n in 2 3; do
   sleep $((SECS / 3))
   "$BIN/tokenvend-sts" keygen --out "$RUN/keys/k$n.pem" >/dev/null
 done
 wait "$LOAD"
+kill "$SAMPLER" 2>/dev/null || true
 keys=$(curl -fsS http://127.0.0.1:18701/keys | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["keys"]))')
 
 step "result"
@@ -80,7 +90,10 @@ for name, what in [("webhook", "webhook, 2 certificate rotations"), ("sts", f"st
     failed = sum(v for k, v in codes.items() if k != "200") + sum(errors.values())
     bad += failed
     p = d["latencyPercentiles"]
+    rss = [int(line) for line in open(f"{run}/{name}.rss")] or [0]
     print(f"   {what}: {ok} ok, {failed} failed, {d['summary']['requestsPerSec']:.0f} req/s, "
-          f"p50 {p['p50'] * 1000:.2f} ms, p99 {p['p99'] * 1000:.2f} ms")
+          f"p50 {p['p50'] * 1000:.2f} ms, p99 {p['p99'] * 1000:.2f} ms, "
+          f"RSS under load: first {rss[0]:,} KiB, largest {max(rss):,} KiB, last {rss[-1]:,} KiB "
+          f"({len(rss)} samples)")
 sys.exit(1 if bad else 0)
 PY
