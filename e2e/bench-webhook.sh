@@ -60,8 +60,6 @@ for s in "${SERVERS[@]}"; do
 done
 PID[webhook]=$WEBHOOK; PORT[webhook]=18443
 sleep 1
-rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; } # utime + stime, all threads
 switches() { cat "/proc/$1"/task/*/status | awk '/ctxt_switches/ {n += $2} END {print n}'; } # all threads
 idle=$(rss "$WEBHOOK")
 load() { # URL extra-args...
@@ -70,9 +68,9 @@ load() { # URL extra-args...
     --cacert "$RUN/certs/ca.crt" "$@" "$url"
 }
 measure() { # NAME ROUND: full-speed run, with the server's CPU ticks and context switches around it
-  local before switched; before=$(ticks "${PID[$1]}"); switched=$(switches "${PID[$1]}")
+  local before switched; before=$(cpu_ticks "${PID[$1]}"); switched=$(switches "${PID[$1]}")
   load "https://localhost:${PORT[$1]}/mutate" >"$RUN/$1-$2.json"
-  echo "$before $(ticks "${PID[$1]}") $switched $(switches "${PID[$1]}")" >"$RUN/$1-$2.ticks"
+  echo "$before $(cpu_ticks "${PID[$1]}") $switched $(switches "${PID[$1]}")" >"$RUN/$1-$2.ticks"
 }
 NAMES=(fixed spin-5 spin-10 spin-20 parse webhook)
 step "full speed, 16 keep-alive connections, ${SECS}s each, ${#NAMES[@]} servers in turn, ${ROUNDS} rounds"

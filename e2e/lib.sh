@@ -64,6 +64,11 @@ json.dump(review, open(sys.argv[1], "w"))
 PY
 }
 
+# rss PID: the process's resident memory, KiB.
+rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+# cpu_ticks PID: CPU time used so far (utime + stime, all threads), in clock ticks.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
 # wait_http URL [seconds]: until URL answers 200.
 wait_http() {
   local url=$1 deadline=$((SECONDS + ${2:-30}))

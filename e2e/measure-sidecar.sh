@@ -57,12 +57,10 @@ sleep 2
 for _ in $(seq 20); do
   curl -fsS -o /dev/null -H "Authorization: $(cat "$RUN/creds/auth-token")" http://127.0.0.1:18602/credentials
 done
-cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-web_cpu0=$(cpu "$WEB"); creds_cpu0=$(cpu "$CREDS")
+web_cpu0=$(cpu_ticks "$WEB"); creds_cpu0=$(cpu_ticks "$CREDS")
 sleep "$SECS"
 hz=$(getconf CLK_TCK)
-web_cpu=$(( $(cpu "$WEB") - web_cpu0 )); creds_cpu=$(( $(cpu "$CREDS") - creds_cpu0 ))
-rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
+web_cpu=$(( $(cpu_ticks "$WEB") - web_cpu0 )); creds_cpu=$(( $(cpu_ticks "$CREDS") - creds_cpu0 ))
 hwm() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
 size=$(stat -c %s "$SIDECAR")
 step "result"

@@ -21,7 +21,7 @@ rm -rf "$RUN" && mkdir -p "$RUN/keys" "$RUN/serving"
 PIDS=()
 trap 'kill "${PIDS[@]}" 2>/dev/null || true' EXIT
 sample_rss() { # PID FILE: the process's RSS in KiB, once a second, until it is killed
-  while sleep 1; do awk '/VmRSS/ {print $2}' "/proc/$1/status" >>"$2" || break; done
+  while sleep 1; do rss "$1" >>"$2" || break; done
 }
 certs() { "$BIN/tokenvend-certs" --service localhost --namespace soak --out-dir "$RUN/certs" "$@" >/dev/null 2>&1; }
 certs --serving-validity-days 1 --renew-before-days 0

@@ -190,10 +190,10 @@ async fn wait_ready(probe: SocketAddr) {
     }
 }
 
-fn sigterm(pid: &str) {
+fn sigterm(wh: &Webhook) {
     assert!(
         Command::new("kill")
-            .args(["-TERM", pid])
+            .args(["-TERM", &wh.child.id().to_string()])
             .status()
             .expect("kill")
             .success()
@@ -357,9 +357,8 @@ async fn certificate_rotation_mid_load_fails_no_request() {
 
     // SIGTERM: prompt, clean exit.
     let mut wh = wh;
-    let pid = wh.child.id().to_string();
     let t0 = Instant::now();
-    sigterm(&pid);
+    sigterm(&wh);
     wait_clean_exit(&mut wh, t0, "SIGTERM").await;
 }
 
@@ -570,8 +569,7 @@ async fn readiness_fails_at_sigterm_while_in_flight_admissions_finish() {
         .await
         .expect("flush");
 
-    let pid = wh.child.id().to_string();
-    sigterm(&pid);
+    sigterm(&wh);
     let plain = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
