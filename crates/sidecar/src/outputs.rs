@@ -56,11 +56,10 @@ pub struct Existing {
 
 /// Read back what a previous run wrote (for reuse at start and for `probe`).
 pub fn read_value(dir: &Path, mode: Mode) -> Result<Existing, String> {
-    let name = match mode {
+    let path = dir.join(match mode {
         Mode::Credentials => files::CREDENTIAL_PROCESS,
         _ => files::WEB_IDENTITY_TOKEN,
-    };
-    let path = dir.join(name);
+    });
     let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let written_at = std::fs::metadata(&path)
         .and_then(|m| m.modified())
@@ -68,31 +67,34 @@ pub fn read_value(dir: &Path, mode: Mode) -> Result<Existing, String> {
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .and_then(|d| i64::try_from(d.as_secs()).ok())
         .unwrap_or(0);
-    let value = match mode {
+    let value = parse_value(bytes, mode).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(Existing { value, written_at })
+}
+
+/// The value in a file a previous run wrote for `mode`, from the file's bytes (no I/O).
+pub fn parse_value(bytes: Vec<u8>, mode: Mode) -> Result<Value, String> {
+    match mode {
         Mode::Credentials => {
-            let c: CredentialProcess =
-                serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+            let c: CredentialProcess = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
             if parse_time(&c.expiration).is_none() {
-                return Err(format!("{}: Expiration is not RFC 3339", path.display()));
+                return Err("Expiration is not RFC 3339".into());
             }
-            Value::Credentials(VendedCredentials {
+            Ok(Value::Credentials(VendedCredentials {
                 access_key_id: c.access_key_id,
                 secret_access_key: c.secret_access_key,
                 session_token: c.session_token,
                 expiration: c.expiration,
-            })
+            }))
         }
         _ => {
-            let token =
-                String::from_utf8(bytes).map_err(|_| format!("{}: not UTF-8", path.display()))?;
-            unverified_exp(&token).map_err(|e| format!("{}: {e}", path.display()))?;
-            Value::Token(VendedToken {
+            let token = String::from_utf8(bytes).map_err(|_| "not UTF-8".to_owned())?;
+            unverified_exp(&token).map_err(|e| e.to_string())?;
+            Ok(Value::Token(VendedToken {
                 token,
                 expiration: String::new(),
-            })
+            }))
         }
-    };
-    Ok(Existing { value, written_at })
+    }
 }
 
 /// The auth-token file: reuse a previous run's, else create a random one (no trailing newline).

@@ -7,6 +7,8 @@
 
 mod common;
 
+use common::valid_pod;
+
 use k8s_openapi::api::core::v1::Pod;
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
@@ -164,52 +166,6 @@ fn config() -> impl Strategy<Value = Config> {
             })
             .expect("valid config")
         })
-}
-
-/// The Kubernetes validation rules our patch could break.
-fn valid_pod(v: &Value) -> Result<(), String> {
-    let pod: Pod = serde_json::from_value(v.clone()).map_err(|e| format!("not a Pod: {e}"))?;
-    let spec = pod.spec.ok_or("no spec")?;
-    let volumes: Vec<String> = spec
-        .volumes
-        .unwrap_or_default()
-        .into_iter()
-        .map(|v| v.name)
-        .collect();
-    let mut uniq = volumes.clone();
-    uniq.sort();
-    uniq.dedup();
-    if uniq.len() != volumes.len() {
-        return Err(format!("duplicate volume names {volumes:?}"));
-    }
-    let all: Vec<_> = spec
-        .containers
-        .iter()
-        .chain(spec.init_containers.iter().flatten())
-        .collect();
-    let mut names: Vec<&str> = all.iter().map(|c| c.name.as_str()).collect();
-    names.sort();
-    let n = names.len();
-    names.dedup();
-    if names.len() != n {
-        return Err("duplicate container names".into());
-    }
-    for c in all {
-        let mut paths = Vec::new();
-        for m in c.volume_mounts.iter().flatten() {
-            if !volumes.contains(&m.name) && m.name.starts_with("tokenvend") {
-                return Err(format!("{} mounts missing volume {}", c.name, m.name));
-            }
-            paths.push(m.mount_path.clone());
-        }
-        let k = paths.len();
-        paths.sort();
-        paths.dedup();
-        if paths.len() != k {
-            return Err(format!("{} has duplicate mount paths", c.name));
-        }
-    }
-    Ok(())
 }
 
 #[test]

@@ -16,7 +16,7 @@ use tokenvend_webhook::mutate::mutate;
 use tokenvend_webhook::pod::PodView;
 
 mod common;
-use common::contained;
+use common::{contained, valid_pod};
 
 fn cases() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
@@ -89,7 +89,7 @@ fn golden_cases() {
         };
         check(contained(&original, &mutated, ""));
         if result["allowed"] == json!(true) {
-            let _: Pod = serde_json::from_value(mutated.clone()).expect("mutated pod is a Pod");
+            check(valid_pod(&mutated));
             let again = PodView::deserialize(&mutated).expect("decodes");
             match mutate(&again, &cfg) {
                 Ok(m) if m.patch.is_empty() => {}

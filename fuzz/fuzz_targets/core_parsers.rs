@@ -1,0 +1,56 @@
+//! The shared parsers every binary feeds untrusted text (the first byte picks one): role ARNs
+//! from pod annotations, service-account usernames from TokenReview, the unverified `exp` of a
+//! JWT, claim sets, and session names. Never a panic, and what is accepted is what was given.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use tokenvend_core::claims::{SaClaims, unverified_exp};
+use tokenvend_core::session::session_name;
+use tokenvend_core::{Identity, RoleArn};
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&pick, rest)) = data.split_first() else {
+        return;
+    };
+    if pick % 5 == 3 {
+        if let Ok(claims) = serde_json::from_slice::<SaClaims>(rest)
+            && let Ok(id) = Identity::from_claims(&claims)
+        {
+            assert_eq!(id.subject(), claims.sub);
+        }
+        return;
+    }
+    let Ok(s) = std::str::from_utf8(rest) else {
+        return;
+    };
+    match pick % 5 {
+        0 => {
+            if let Ok(arn) = RoleArn::parse(s) {
+                assert_eq!(arn.as_str(), s);
+                assert!(s.starts_with(&format!("arn:{}:iam::", arn.partition())));
+                let name = arn.role_name();
+                assert!(!name.is_empty() && name.len() <= 64 && s.ends_with(name));
+                assert!(s[..s.len() - name.len()].ends_with('/'));
+            }
+        }
+        1 => {
+            if let Ok(id) = Identity::from_username(s) {
+                assert_eq!(id.subject(), s);
+                assert!(!id.namespace.is_empty() && !id.service_account.is_empty());
+                assert!(!id.service_account.contains(':'));
+            }
+        }
+        2 => {
+            let _ = unverified_exp(s);
+        }
+        _ => {
+            let name = session_name(s);
+            assert!((2..=64).contains(&name.len()), "{name:?}");
+            assert!(
+                name.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_+=,.@-".contains(&b)),
+                "{name:?}"
+            );
+        }
+    }
+});
