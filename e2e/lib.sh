@@ -23,10 +23,12 @@ ensure_debs() {
   fi
 }
 
-# Rust tools: the toolchain comes with the machine; nextest is installed if absent.
+# Rust tools: the toolchain comes with the machine; nextest and cargo-fuzz (stable Rust is
+# enough with `-s none`) are installed if absent.
 ensure_rust_tools() {
   command -v cargo >/dev/null || die "cargo not found: install Rust (rustup) first"
   command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
+  command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz --version 0.13.2
 }
 
 # Pinned Python tools (kubectl, kubernetes-validate) in $ROOT/.venv.

@@ -33,6 +33,9 @@ TOKENVEND_FUZZ_SECONDS=60 cargo nextest run --workspace --locked --no-fail-fast 
   grep -E '^ *fuzz [a-z-]+: |Summary|FAIL|panicked'
 grep -q 'FAIL\|panicked' "$WORK/fuzz.log" && die "a fuzz property failed (see $WORK/fuzz.log)"
 
+step "fuzzing (libFuzzer via cargo fuzz, coverage-guided: 60 s per target, executions reported)"
+bash fuzz/run.sh 60
+
 step "golden pods: kubectl patch --local and kubernetes-validate --strict (1.30, 1.34)"
 python3 crates/webhook/tests/check_golden.py
 
@@ -43,7 +46,7 @@ step "manifests: kubectl kustomize + kubernetes-validate --strict (1.30, 1.34) +
 bash manifests/check.sh
 
 step "shellcheck (scripts) and hadolint (Dockerfiles)"
-shellcheck -x e2e/*.sh e2e/kind/run.sh .ci/run .ci/build-static.sh manifests/check.sh
+shellcheck -x e2e/*.sh e2e/kind/run.sh .ci/run .ci/build-static.sh manifests/check.sh fuzz/run.sh
 hadolint Dockerfile.webhook Dockerfile.sidecar
 echo "shellcheck and hadolint clean"
 
