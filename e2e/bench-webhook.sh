@@ -33,7 +33,7 @@ ensure_debs
 ensure_venv
 command -v oha >/dev/null || cargo install --locked oha@1.16.0
 step "release build"
-cargo build --release --workspace --bins --examples --locked -q
+build_bins release
 BIN=$ROOT/target/release
 RUN=$WORK/bench-webhook
 rm -rf "$RUN" && mkdir -p "$RUN"

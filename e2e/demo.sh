@@ -12,5 +12,5 @@ ensure_debs
 ensure_venv
 ensure_node
 step "build"
-cargo build --workspace --bins --examples --locked -q
+build_bins dev
 python3 e2e/demo.py

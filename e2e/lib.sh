@@ -31,6 +31,12 @@ ensure_rust_tools() {
   command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz --version 0.13.2
 }
 
+# build_bins PROFILE (dev or release): every binary and example of the project, not the fuzz
+# targets (only `fuzz/run.sh` builds those usefully, with coverage).
+build_bins() {
+  cargo build --profile "$1" --workspace --exclude tokenvend-fuzz --bins --examples --locked -q
+}
+
 # Pinned Python tools (kubectl, kubernetes-validate) in $ROOT/.venv.
 ensure_venv() {
   if [ ! -x "$ROOT/.venv/bin/python" ]; then

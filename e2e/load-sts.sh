@@ -15,7 +15,7 @@ command -v wrk >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteract
 ensure_venv
 
 step "release build"
-cargo build --release --workspace --bins --examples --locked -q
+build_bins release
 BIN=$ROOT/target/release
 RUN=$WORK/load-sts
 rm -rf "$RUN" && mkdir -p "$RUN/keys"

@@ -13,7 +13,7 @@ ensure_venv
 
 step "builds: sidecar profile (size) and the workspace (sts, token minting tool)"
 cargo build --profile sidecar -p tokenvend-sidecar --locked -q
-cargo build --release --workspace --bins --examples --locked -q
+build_bins release
 SIDECAR=$ROOT/target/sidecar/tokenvend-sidecar
 BIN=$ROOT/target/release
 RUN=$WORK/measure-sidecar

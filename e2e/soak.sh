@@ -14,7 +14,7 @@ ensure_debs
 ensure_venv
 command -v oha >/dev/null || cargo install --locked oha@1.16.0
 step "release build"
-cargo build --release --workspace --bins --examples --locked -q
+build_bins release
 BIN=$ROOT/target/release
 RUN=$WORK/soak
 rm -rf "$RUN" && mkdir -p "$RUN/keys" "$RUN/serving"
