@@ -4,7 +4,8 @@
 # for SECONDS (default 60), starting from the committed seeds (fuzz/seeds/<target>) and the
 # corpus it grew before (fuzz/corpus/<target>, not committed). Prints executions and coverage per
 # target; a panic, a hang (> 10 s on one input) or an out-of-memory input fails the run and
-# leaves the input in fuzz/artifacts/<target>/ (replay: cargo fuzz run -s none -O TARGET FILE).
+# leaves the input in fuzz/artifacts/<target>/ (replay, reusing this build:
+# CARGO_PROFILE_RELEASE_LTO=false cargo fuzz run -s none -O TARGET FILE).
 set -euo pipefail
 # shellcheck source=e2e/lib.sh
 source "$(dirname "$0")/../e2e/lib.sh"
