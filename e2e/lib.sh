@@ -60,15 +60,10 @@ ensure_node() {
 write_review_json() {
   python3 - "$1" <<'PY'
 import json, sys, yaml
+sys.path.insert(0, "e2e")
+from stack import admission_review
 pod = yaml.safe_load(open("crates/webhook/benches/pod-3-containers.yaml"))
-review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-          "request": {"uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
-                      "kind": {"group": "", "version": "v1", "kind": "Pod"},
-                      "resource": {"group": "", "version": "v1", "resource": "pods"},
-                      "namespace": "shop", "operation": "CREATE",
-                      "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
-                      "object": pod, "dryRun": False}}
-json.dump(review, open(sys.argv[1], "w"))
+json.dump(admission_review(pod, "705ab4f5-6393-11e8-b7cc-42010a800002"), open(sys.argv[1], "w"))
 PY
 }
 

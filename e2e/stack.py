@@ -45,6 +45,16 @@ WEBHOOK_PORT = 18443
 WEBHOOK_PROBE_PORT = 18080
 
 
+def admission_review(pod, uid, operation="CREATE"):
+    """The AdmissionReview v1 the API server sends for a Pod a ReplicaSet controller creates."""
+    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
+            "request": {"uid": uid, "kind": {"group": "", "version": "v1", "kind": "Pod"},
+                        "resource": {"group": "", "version": "v1", "resource": "pods"},
+                        "namespace": pod["metadata"].get("namespace", "default"), "operation": operation,
+                        "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
+                        "object": pod, "dryRun": False}}
+
+
 def sh(*args, check=True, **kw):
     return subprocess.run(list(args), check=check, capture_output=True, text=True, **kw)
 
@@ -228,12 +238,7 @@ class Stack:
     def admit(self, pod):
         """AdmissionReview v1 over TLS → (response, mutated pod or None)."""
         uid = str(uuid.uuid4())
-        review = {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview",
-                  "request": {"uid": uid, "kind": {"group": "", "version": "v1", "kind": "Pod"},
-                              "resource": {"group": "", "version": "v1", "resource": "pods"},
-                              "namespace": pod["metadata"]["namespace"], "operation": "CREATE",
-                              "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
-                              "object": pod, "dryRun": False}}
+        review = admission_review(pod, uid)
         # As the API server does: connect to the Service and verify the certificate for its DNS
         # name (here the Service's address is the webhook's loopback port).
         ctx = ssl.create_default_context(cafile=os.path.join(self.certs, "ca.crt"))

@@ -8,10 +8,13 @@ Run from the repository root: .venv/bin/python fuzz/make_seeds.py
 import base64
 import json
 import pathlib
+import sys
 
 import yaml
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "e2e"))
+from stack import admission_review  # noqa: E402  (the one AdmissionReview the e2e harness sends)
 SEEDS = ROOT / "fuzz" / "seeds"
 
 
@@ -23,20 +26,7 @@ def write(target, name, pick, payload):
 
 
 def review(pod, operation="CREATE"):
-    return json.dumps({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": "0f1d2c3b-4a59-6877-8695-a4b3c2d1e0f9",
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": pod.get("metadata", {}).get("namespace", "default"),
-            "operation": operation,
-            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
-            "object": pod,
-            "dryRun": False,
-        },
-    })
+    return json.dumps(admission_review(pod, "0f1d2c3b-4a59-6877-8695-a4b3c2d1e0f9", operation))
 
 
 def jwt(claims):
