@@ -51,7 +51,7 @@ prune_build() {
 disk_report() {
   local free used
   free=$(df -h --output=avail "$ROOT" | tail -n 1 | tr -d ' ')
-  used=$(du -sh "$ROOT/target" 2>/dev/null | cut -f1)
+  used=$( (du -sh "$ROOT/target" 2>/dev/null || true) | cut -f1)
   echo "disk: ${free} free; target/ holds ${used:-nothing}"
 }
 
