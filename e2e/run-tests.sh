@@ -12,7 +12,7 @@ ensure_debs
 ensure_rust_tools
 ensure_venv
 ensure_node
-disk_report
+disk_report 7
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
