@@ -50,11 +50,11 @@ prune_build() {
 # disk_report [NEED_GB]: free space where the build goes and what target/ holds so far; warns
 # (a run that then fails with "No space left on device" says why up front) below NEED_GB.
 disk_report() {
-  local free used kib
-  free=$(df -h --output=avail "$ROOT" | tail -n 1 | tr -d ' ')
+  local kib free used
+  kib=$(df -k --output=avail "$ROOT" | tail -n 1 | tr -d ' ')
+  free=$(numfmt --to=iec --from-unit=1024 "$kib")
   used=$( (du -sh "$ROOT/target" 2>/dev/null || true) | cut -f1)
   echo "disk: ${free} free; target/ holds ${used:-nothing}"
-  kib=$(df -k --output=avail "$ROOT" | tail -n 1 | tr -d ' ')
   if [[ -n ${1:-} ]] && ((kib < $1 * 1024 * 1024)); then
     echo "warning: only ${free} free; a run from a fresh clone needs about $1 GB (README, CI)" >&2
   fi

@@ -36,7 +36,7 @@ grep -q 'FAIL\|panicked' "$WORK/fuzz.log" && die "a fuzz property failed (see $W
 
 step "fuzzing (libFuzzer via cargo fuzz, coverage-guided: 60 s per target, executions reported)"
 bash fuzz/run.sh 60
-prune_build target/x86_64-unknown-linux-gnu
+prune_build target/x86_64-unknown-linux-gnu # where `cargo fuzz build` puts the coverage build
 
 step "golden pods: kubectl patch --local and kubernetes-validate --strict (1.30, 1.34)"
 python3 crates/webhook/tests/check_golden.py
