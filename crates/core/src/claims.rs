@@ -34,6 +34,16 @@ pub enum ClaimsError {
 }
 
 impl Identity {
+    /// A service account's identity, bound to no pod.
+    pub fn service_account(namespace: impl Into<String>, name: impl Into<String>) -> Identity {
+        Identity {
+            namespace: namespace.into(),
+            service_account: name.into(),
+            pod_name: None,
+            pod_uid: None,
+        }
+    }
+
     /// Parse `system:serviceaccount:<namespace>:<name>`.
     pub fn from_username(username: &str) -> Result<Identity, ClaimsError> {
         let rest = username
@@ -43,12 +53,7 @@ impl Identity {
         if namespace.is_empty() || name.is_empty() || name.contains(':') {
             return Err(ClaimsError::NotServiceAccount);
         }
-        Ok(Identity {
-            namespace: namespace.to_owned(),
-            service_account: name.to_owned(),
-            pod_name: None,
-            pod_uid: None,
-        })
+        Ok(Identity::service_account(namespace, name))
     }
 
     /// `system:serviceaccount:<namespace>:<name>`.

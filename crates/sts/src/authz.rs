@@ -159,12 +159,7 @@ mod tests {
     use super::*;
 
     fn id(ns: &str, sa: &str) -> Identity {
-        Identity {
-            namespace: ns.into(),
-            service_account: sa.into(),
-            pod_name: None,
-            pod_uid: None,
-        }
+        Identity::service_account(ns, sa)
     }
 
     const DEFAULT: &str = "arn:aws:iam::123456789012:role/tvm";

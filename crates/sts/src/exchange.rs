@@ -226,12 +226,7 @@ mod tests {
 
     #[test]
     fn session_names_fit_aws_rules() {
-        let id = |ns: &str, sa: &str| Identity {
-            namespace: ns.into(),
-            service_account: sa.into(),
-            pod_name: None,
-            pod_uid: None,
-        };
+        let id = |ns: &str, sa: &str| Identity::service_account(ns, sa);
         assert_eq!(role_session_name(&id("shop", "orders")), "shop.orders");
         let long = role_session_name(&id(&"n".repeat(63), &"s".repeat(253)));
         assert_eq!(long.len(), 64);

@@ -80,12 +80,7 @@ impl PolicyTemplate {
             .map_err(|e| PolicyError::Template(e.to_string()))?;
         let t = PolicyTemplate { env };
         // A trial rendering for a token without a pod binding catches errors before any request.
-        t.render(&Identity {
-            namespace: "check-namespace".into(),
-            service_account: "check-sa".into(),
-            pod_name: None,
-            pod_uid: None,
-        })
+        t.render(&Identity::service_account("check-namespace", "check-sa"))
         .map_err(|e| match e {
             PolicyError::Template(m) => PolicyError::Template(format!(
                 "trial rendering without a pod binding failed: {m} (guard pod_name with {{% if pod_name %}})"
@@ -133,12 +128,7 @@ mod tests {
     use serde_json::json;
 
     fn id(ns: &str, sa: &str) -> Identity {
-        Identity {
-            namespace: ns.into(),
-            service_account: sa.into(),
-            pod_name: None,
-            pod_uid: None,
-        }
+        Identity::service_account(ns, sa)
     }
 
     const SEED_BASIC: &str = r#"{
