@@ -311,7 +311,7 @@ pub fn generate_es256_pem() -> Result<String, IssuerError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use jsonwebtoken::{DecodingKey, Validation};
+    use tokenvend_testkit::verify_web_identity;
 
     fn issuer(dir: &Path, ttl: u64) -> Issuer {
         Issuer::new(
@@ -321,22 +321,6 @@ mod tests {
             dir.to_owned(),
         )
         .expect("issuer")
-    }
-
-    fn verify(iss: &Issuer, token: &str) -> Result<Value, String> {
-        let kid = jsonwebtoken::decode_header(token)
-            .map_err(|e| e.to_string())?
-            .kid
-            .ok_or("no kid")?;
-        let jwks = iss.jwks();
-        let jwk = jwks.find(&kid).ok_or("kid not in JWKS")?;
-        let key = DecodingKey::from_jwk(jwk).map_err(|e| e.to_string())?;
-        let mut v = Validation::new(Algorithm::ES256);
-        v.set_audience(&["sts.amazonaws.com"]);
-        v.set_issuer(&["https://issuer.example.com"]);
-        jsonwebtoken::decode::<Value>(token, &key, &v)
-            .map(|d| d.claims)
-            .map_err(|e| e.to_string())
     }
 
     fn id() -> Identity {
@@ -358,7 +342,7 @@ mod tests {
         .expect("write");
         let iss = issuer(dir.path(), 3600);
         let t = iss.mint(&id()).expect("mint");
-        let c = verify(&iss, &t.token).expect("verifies");
+        let c = verify_web_identity(&iss.jwks(), &t.token).expect("verifies");
         assert_eq!(c["sub"], json!("system:serviceaccount:shop:orders"));
         assert_eq!(c["iss"], json!("https://issuer.example.com"));
         assert_eq!(c["kubernetes.io"]["pod"]["name"], json!("orders-1"));
@@ -402,8 +386,8 @@ mod tests {
         std::fs::remove_file(dir.path().join("2026-01.pem")).expect("rm");
         assert!(iss.reload().expect("reload"));
         assert_eq!(iss.jwks().keys.len(), 2);
-        verify(&iss, &old.token).expect("old token still verifies");
-        verify(&iss, &new.token).expect("new token verifies");
+        verify_web_identity(&iss.jwks(), &old.token).expect("old token still verifies");
+        verify_web_identity(&iss.jwks(), &new.token).expect("new token verifies");
         assert!(!iss.reload().expect("no change"));
     }
 

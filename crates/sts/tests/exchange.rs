@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::JwkSet;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{Value, json};
 use tokenvend_testkit::*;
 
@@ -301,21 +300,6 @@ async fn every_error_status_is_reached() {
     }
 }
 
-fn verify(jwks: &JwkSet, token: &str) -> Result<Value, String> {
-    let kid = jsonwebtoken::decode_header(token)
-        .map_err(|e| e.to_string())?
-        .kid
-        .ok_or("no kid")?;
-    let jwk = jwks.find(&kid).ok_or("kid not in /keys")?;
-    let key = DecodingKey::from_jwk(jwk).map_err(|e| e.to_string())?;
-    let mut v = Validation::new(Algorithm::ES256);
-    v.set_audience(&["sts.amazonaws.com"]);
-    v.set_issuer(&["https://issuer.example.com"]);
-    jsonwebtoken::decode::<Value>(token, &key, &v)
-        .map(|d| d.claims)
-        .map_err(|e| e.to_string())
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_endpoint_jwts_verify_across_key_rotation() {
     provider();
@@ -335,7 +319,7 @@ async fn token_endpoint_jwts_verify_across_key_rotation() {
         .json()
         .await
         .expect("jwks");
-    let claims = verify(&jwks, &first).expect("verifies");
+    let claims = verify_web_identity(&jwks, &first).expect("verifies");
     assert_eq!(claims["sub"], json!("system:serviceaccount:shop:orders"));
     assert_eq!(claims["kubernetes.io"]["pod"]["name"], json!("orders-1"));
     let disc: Value = c
@@ -383,8 +367,8 @@ async fn token_endpoint_jwts_verify_across_key_rotation() {
         .await
         .expect("jwks");
     assert_eq!(jwks.keys.len(), 2);
-    verify(&jwks, &first).expect("token of the removed key still verifies");
-    verify(&jwks, &second).expect("new token verifies");
+    verify_web_identity(&jwks, &first).expect("token of the removed key still verifies");
+    verify_web_identity(&jwks, &second).expect("new token verifies");
 
     // AWS's side of the exchange, with moto: AssumeRoleWithWebIdentity accepts the token.
     let conf = aws_sdk_sts::Config::builder()

@@ -670,7 +670,7 @@ impl Sts {
             .env("TOKENVEND_VALIDATION", "jwks")
             .env("TOKENVEND_OIDC_ISSUER", CLUSTER_ISSUER)
             .env("TOKENVEND_JWKS_FILE", dir.path().join("jwks.json"))
-            .env("TOKENVEND_ISSUER_URL", "https://issuer.example.com")
+            .env("TOKENVEND_ISSUER_URL", WEB_IDENTITY_ISSUER)
             .env("TOKENVEND_SIGNING_KEY_DIR", dir.path().join("keys"))
             .env("TOKENVEND_KEY_RELOAD_SECONDS", "1")
             .env(
@@ -767,6 +767,45 @@ pub async fn caller_arn(moto: &Moto, creds: &Value) -> String {
         .await
         .expect("GetCallerIdentity");
     out.arn.expect("arn")
+}
+
+/// The AdmissionReview v1 an API server sends when a ReplicaSet controller creates `object` in
+/// `namespace` (the envelope of `admission_review` in `e2e/stack.py`).
+pub fn admission_review(uid: &str, namespace: &str, object: Value) -> Value {
+    json!({
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": uid,
+            "kind": {"group": "", "version": "v1", "kind": "Pod"},
+            "resource": {"group": "", "version": "v1", "resource": "pods"},
+            "namespace": namespace,
+            "operation": "CREATE",
+            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
+            "object": object,
+            "dryRun": false
+        }
+    })
+}
+
+/// Issuer URL the web-identity tests configure tokenvend-sts with.
+pub const WEB_IDENTITY_ISSUER: &str = "https://issuer.example.com";
+
+/// Verify a minted web-identity token as AWS STS would: its `kid` names a key of `jwks`, ES256,
+/// audience `sts.amazonaws.com`, issuer [`WEB_IDENTITY_ISSUER`]; the claims, or why not.
+pub fn verify_web_identity(jwks: &JwkSet, token: &str) -> Result<Value, String> {
+    let kid = jsonwebtoken::decode_header(token)
+        .map_err(|e| e.to_string())?
+        .kid
+        .ok_or("no kid")?;
+    let jwk = jwks.find(&kid).ok_or("kid not in the JWKS")?;
+    let key = DecodingKey::from_jwk(jwk).map_err(|e| e.to_string())?;
+    let mut v = Validation::new(Algorithm::ES256);
+    v.set_audience(&["sts.amazonaws.com"]);
+    v.set_issuer(&[WEB_IDENTITY_ISSUER]);
+    jsonwebtoken::decode::<Value>(token, &key, &v)
+        .map(|d| d.claims)
+        .map_err(|e| e.to_string())
 }
 
 /// Seconds each fuzz target runs (`TOKENVEND_FUZZ_SECONDS`, default 3; the test command uses 60).

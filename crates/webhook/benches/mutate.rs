@@ -6,7 +6,8 @@ use std::hint::black_box;
 use criterion::{Criterion, criterion_group, criterion_main};
 use k8s_openapi::api::core::v1::Pod;
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
+use tokenvend_testkit::admission_review;
 use tokenvend_webhook::admission::review;
 use tokenvend_webhook::config::Config;
 use tokenvend_webhook::mutate::{Injector, mutate};
@@ -28,20 +29,11 @@ fn bench(c: &mut Criterion) {
     c.bench_function("mutate/3-container-pod", |b| {
         b.iter(|| injector.mutate(black_box(&pod)))
     });
-    let body = json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": "shop",
-            "operation": "CREATE",
-            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller"},
-            "object": pod_json,
-            "dryRun": false
-        }
-    })
+    let body = admission_review(
+        "705ab4f5-6393-11e8-b7cc-42010a800002",
+        "shop",
+        pod_json.clone(),
+    )
     .to_string()
     .into_bytes();
     let object = pod_json.to_string();

@@ -2,30 +2,26 @@
 
 use base64::Engine;
 use serde_json::{Value, json};
+use tokenvend_testkit::admission_review;
 use tokenvend_webhook::admission::{Decision, ReviewError, review};
 use tokenvend_webhook::config::Config;
 use tokenvend_webhook::mutate::Injector;
 
+/// A review as a v1 API server sends it, with the fields the webhook does not read, and `extra`
+/// set in the request.
 fn request(object: Value, extra: Value) -> Value {
-    let mut r = json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": "705ab4f5-6393-11e8-b7cc-42010a800002",
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
-            "requestResource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": "shop",
-            "operation": "CREATE",
-            "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller", "uid": "u", "groups": ["system:serviceaccounts"]},
-            "object": object,
-            "oldObject": null,
-            "dryRun": false,
-            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"}
-        }
+    let mut r = admission_review("705ab4f5-6393-11e8-b7cc-42010a800002", "shop", object);
+    let unread = json!({
+        "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
+        "requestResource": {"group": "", "version": "v1", "resource": "pods"},
+        "userInfo": {"username": "system:serviceaccount:kube-system:replicaset-controller", "uid": "u", "groups": ["system:serviceaccounts"]},
+        "oldObject": null,
+        "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"}
     });
-    if let (Some(req), Value::Object(extra)) = (r["request"].as_object_mut(), extra) {
+    if let (Some(req), Value::Object(unread), Value::Object(extra)) =
+        (r["request"].as_object_mut(), unread, extra)
+    {
+        req.extend(unread);
         req.extend(extra);
     }
     r

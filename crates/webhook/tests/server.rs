@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use tokenvend_testkit::admission_review;
 
 struct Pair {
     ca_pem: String,
@@ -134,28 +135,15 @@ fn client(cas: &[&str], fresh_connections: bool) -> reqwest::Client {
 }
 
 fn review_body(uid: &str) -> String {
-    json!({
-        "apiVersion": "admission.k8s.io/v1",
-        "kind": "AdmissionReview",
-        "request": {
-            "uid": uid,
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "resource": {"group": "", "version": "v1", "resource": "pods"},
-            "namespace": "shop",
-            "operation": "CREATE",
-            "userInfo": {"username": "alice"},
-            "object": {
-                "apiVersion": "v1", "kind": "Pod",
-                "metadata": {"name": "orders-1", "namespace": "shop",
-                             "labels": {"tremolo.io/aws-role": "true"},
-                             "annotations": {"tremolo.io/aws-role": "arn:aws:iam::123456789012:role/orders",
-                                             "tremolo.io/aws-mode": "credentials"}},
-                "spec": {"containers": [{"name": "app", "image": "app:1"}]}
-            },
-            "dryRun": false
-        }
-    })
-    .to_string()
+    let pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "orders-1", "namespace": "shop",
+                     "labels": {"tremolo.io/aws-role": "true"},
+                     "annotations": {"tremolo.io/aws-role": "arn:aws:iam::123456789012:role/orders",
+                                     "tremolo.io/aws-mode": "credentials"}},
+        "spec": {"containers": [{"name": "app", "image": "app:1"}]}
+    });
+    admission_review(uid, "shop", pod).to_string()
 }
 
 async fn post_review(c: &reqwest::Client, addr: SocketAddr, uid: &str) -> Result<Value, String> {
