@@ -31,7 +31,7 @@ case ${BENCH_PIN:=0} in
 esac
 ensure_debs
 ensure_venv
-command -v oha >/dev/null || cargo install --locked oha@1.16.0
+ensure_oha
 step "release build"
 build_bins release
 BIN=$ROOT/target/release

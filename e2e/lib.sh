@@ -31,6 +31,11 @@ ensure_rust_tools() {
   command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz --version 0.13.2
 }
 
+# The HTTP load tool of the benchmarks and the soak, pinned so their figures stay comparable.
+ensure_oha() {
+  command -v oha >/dev/null || cargo install --locked oha@1.16.0
+}
+
 # build_bins PROFILE (dev or release): every binary and example of the project, not the fuzz
 # targets (only `fuzz/run.sh` builds those usefully, with coverage).
 build_bins() {

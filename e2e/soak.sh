@@ -12,7 +12,7 @@ cd "$ROOT"
 SECS=${1:-60}
 ensure_debs
 ensure_venv
-command -v oha >/dev/null || cargo install --locked oha@1.16.0
+ensure_oha
 step "release build"
 build_bins release
 BIN=$ROOT/target/release
