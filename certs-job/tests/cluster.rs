@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use base64::Engine;
 use serde_json::{Value, json};
-use tokenvend_certs::cluster::{ClusterError, reconcile};
+use tokenvend_certs::cluster::{ClusterError, Report, reconcile};
 use tokenvend_certs::pki::{parse_bundle, service_sans};
 use tokenvend_certs::plan::{Decision, Settings};
 use tokenvend_testkit::{ApiServerStandIn, Cluster};
@@ -85,22 +85,26 @@ fn writes(s: &ApiServerStandIn) -> Vec<(String, String, String)> {
     s.store.lock().expect("store").writes.clone()
 }
 
+/// One run of the job, as the manifests configure it, at time `now`.
+async fn reconcile_at(client: &kube::Client, now: i64) -> Result<Report, ClusterError> {
+    let (namespace, secret, webhook_config) = ("tokenvend", "tokenvend-webhook-tls", "tokenvend");
+    reconcile(
+        client.clone(),
+        namespace,
+        secret,
+        webhook_config,
+        &settings(),
+        now,
+    )
+    .await
+}
+
 #[tokio::test]
 async fn bootstrap_keep_renew_and_rotate_with_overlap() {
     let (s, client, _dir) = standin().await;
-    let set = settings();
 
     // Bootstrap: caBundle of every webhook entry first, then the Secrets.
-    let r = reconcile(
-        client.clone(),
-        "tokenvend",
-        "tokenvend-webhook-tls",
-        "tokenvend",
-        &set,
-        NOW,
-    )
-    .await
-    .expect("bootstrap");
+    let r = reconcile_at(&client, NOW).await.expect("bootstrap");
     assert!(matches!(r.decision, Decision::Create(_)));
     assert_eq!(r.webhooks_patched, 2);
     let w = writes(&s);
@@ -120,19 +124,10 @@ async fn bootstrap_keep_renew_and_rotate_with_overlap() {
 
     // Idempotent: nothing written on a second run.
     let before = writes(&s).len();
-    let r = reconcile(
-        client.clone(),
-        "tokenvend",
-        "tokenvend-webhook-tls",
-        "tokenvend",
-        &set,
-        NOW + DAY,
-    )
-    .await
-    .expect("keep");
+    let r = reconcile_at(&client, NOW + DAY).await.expect("keep");
     assert_eq!(
         r,
-        tokenvend_certs::cluster::Report {
+        Report {
             decision: Decision::Keep,
             webhooks_patched: 0,
             secrets_written: false
@@ -141,16 +136,7 @@ async fn bootstrap_keep_renew_and_rotate_with_overlap() {
     assert_eq!(writes(&s).len(), before);
 
     // 336 days on: the serving certificate is renewed; the CA and caBundle stay.
-    let r = reconcile(
-        client.clone(),
-        "tokenvend",
-        "tokenvend-webhook-tls",
-        "tokenvend",
-        &set,
-        NOW + 336 * DAY,
-    )
-    .await
-    .expect("renew");
+    let r = reconcile_at(&client, NOW + 336 * DAY).await.expect("renew");
     assert!(matches!(r.decision, Decision::IssueServing(_)));
     assert_eq!(r.webhooks_patched, 0);
     let renewed = secret(&s, "tokenvend-webhook-tls");
@@ -160,16 +146,7 @@ async fn bootstrap_keep_renew_and_rotate_with_overlap() {
     // Nine years on: CA rotation; old and new CA both in every caBundle before the new cert lands.
     let rot = NOW + (9 * 365 + 1) * DAY;
     let before = writes(&s).len();
-    let r = reconcile(
-        client.clone(),
-        "tokenvend",
-        "tokenvend-webhook-tls",
-        "tokenvend",
-        &set,
-        rot,
-    )
-    .await
-    .expect("rotate");
+    let r = reconcile_at(&client, rot).await.expect("rotate");
     assert!(matches!(r.decision, Decision::RotateCa(_)));
     let w = writes(&s)[before..].to_vec();
     assert_eq!(
@@ -189,16 +166,7 @@ async fn bootstrap_keep_renew_and_rotate_with_overlap() {
     );
 
     // After the overlap the old CA leaves the caBundles and the Secrets.
-    let r = reconcile(
-        client.clone(),
-        "tokenvend",
-        "tokenvend-webhook-tls",
-        "tokenvend",
-        &set,
-        rot + 8 * DAY,
-    )
-    .await
-    .expect("prune");
+    let r = reconcile_at(&client, rot + 8 * DAY).await.expect("prune");
     assert_eq!(r.decision, Decision::Keep);
     assert_eq!(r.webhooks_patched, 2);
     for b in bundles(&s) {

@@ -217,11 +217,7 @@ async fn every_error_status_is_reached() {
     ];
     for (token, body, want, text) in cases {
         let (status, resp) = post(&c, &url, token.as_deref(), body).await;
-        assert_eq!(status, want, "{text}: {resp}");
-        assert!(
-            resp["error"].as_str().is_some_and(|e| e.contains(text)),
-            "{text}: {resp}"
-        );
+        assert_refused(status, &resp, want, text);
     }
     let (status, _) = post(
         &c,
@@ -266,13 +262,7 @@ async fn every_error_status_is_reached() {
         None,
     )
     .await;
-    assert_eq!(status, 500, "{resp}");
-    assert!(
-        resp["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("STS AssumeRole failed")),
-        "{resp}"
-    );
+    assert_refused(status, &resp, 500, "STS AssumeRole failed");
     assert!(t0.elapsed() < Duration::from_secs(10));
 
     let metrics = c
@@ -429,13 +419,7 @@ async fn tokenreview_through_the_apiserver_stand_in() {
         None,
     )
     .await;
-    assert_eq!(status, 401, "{resp}");
-    assert!(
-        resp["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("audience")),
-        "{resp}"
-    );
+    assert_refused(status, &resp, 401, "audience");
 
     standin.stop();
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -446,12 +430,15 @@ async fn tokenreview_through_the_apiserver_stand_in() {
         None,
     )
     .await;
-    assert_eq!(status, 503, "{resp}");
+    assert_refused(status, &resp, 503, "unavailable");
+}
+
+/// The status and the JSON error of a refused request: `want`, and an error saying `says`.
+fn assert_refused(status: u16, resp: &Value, want: u16, says: &str) {
+    assert_eq!(status, want, "{says}: {resp}");
     assert!(
-        resp["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("unavailable")),
-        "{resp}"
+        resp["error"].as_str().is_some_and(|e| e.contains(says)),
+        "{says}: {resp}"
     );
 }
 
