@@ -87,12 +87,11 @@ fn writes(s: &ApiServerStandIn) -> Vec<(String, String, String)> {
 
 /// One run of the job, as the manifests configure it, at time `now`.
 async fn reconcile_at(client: &kube::Client, now: i64) -> Result<Report, ClusterError> {
-    let (namespace, secret, webhook_config) = ("tokenvend", "tokenvend-webhook-tls", "tokenvend");
     reconcile(
         client.clone(),
-        namespace,
-        secret,
-        webhook_config,
+        "tokenvend",             // namespace
+        "tokenvend-webhook-tls", // serving Secret
+        "tokenvend",             // MutatingWebhookConfiguration
         &settings(),
         now,
     )
