@@ -178,7 +178,7 @@ pub async fn build(args: &ServeArgs) -> Result<Arc<App>, SetupError> {
             let min = if args.allow_short_sessions { 1 } else { 900 };
             if !(min..=43_200).contains(&args.session_duration_seconds) {
                 return Err(cfg(format!(
-                    "SESSION_DURATION_SECONDS {} must be between 900 and 43200",
+                    "SESSION_DURATION_SECONDS {} must be between {min} and 43200",
                     args.session_duration_seconds
                 )));
             }

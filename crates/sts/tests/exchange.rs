@@ -489,7 +489,21 @@ fn bad_configuration_fails_at_start_naming_the_setting() {
         ("POLICY_TEMPLATE_PATH", ""),
         ("SESSION_DURATION_SECONDS", "60"),
     ]));
-    assert!(err.contains("SESSION_DURATION_SECONDS"), "{err}");
+    assert!(
+        err.contains("SESSION_DURATION_SECONDS 60 must be between 900 and 43200"),
+        "{err}"
+    );
+    // The range it states is the one that applies: short sessions (moto only) go down to 1 s.
+    let err = run(&with(&[
+        ("AWS_ROLE_ARN", ROLE),
+        ("POLICY_TEMPLATE_PATH", ""),
+        ("TOKENVEND_ALLOW_SHORT_SESSIONS", "true"),
+        ("SESSION_DURATION_SECONDS", "0"),
+    ]));
+    assert!(
+        err.contains("SESSION_DURATION_SECONDS 0 must be between 1 and 43200"),
+        "{err}"
+    );
     let err = run(&with(&[
         ("AWS_ROLE_ARN", ROLE),
         ("POLICY_TEMPLATE_PATH", "/nonexistent/policy.json"),
