@@ -111,7 +111,8 @@ pub fn load(cert_path: &Path, key_path: &Path) -> Result<Loaded, TlsError> {
 
 /// Poll the files every `interval`; reload when their content changes and the new pair is valid.
 /// An invalid new pair (e.g. cert written, key not yet) keeps the old one and is retried.
-/// `on_reload` hears of every attempt: `Ok(not_after)` or the error.
+/// `on_reload` hears of every reload attempt, `Ok(not_after)` or the error, and of the files
+/// becoming unreadable; each failure is reported and logged once, not on every tick.
 pub async fn watch(
     rustls: RustlsConfig,
     cert_path: PathBuf,
@@ -121,6 +122,9 @@ pub async fn watch(
     on_reload: impl Fn(Result<i64, &TlsError>) + Send + 'static,
 ) {
     let mut last_error: Option<[u8; 32]> = None;
+    // The message of the read failure last reported, so a Secret that stays missing is one
+    // warning and one counted failure rather than one per tick.
+    let mut unreadable: Option<String> = None;
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -128,10 +132,18 @@ pub async fn watch(
         let fp = match fingerprint(&cert_path, &key_path) {
             Ok(fp) => fp,
             Err(e) => {
-                tracing::warn!(error = %e, "serving certificate files unreadable; keeping the loaded one");
+                let message = e.to_string();
+                if unreadable.as_deref() != Some(message.as_str()) {
+                    on_reload(Err(&e));
+                    tracing::warn!(error = %e, "serving certificate files unreadable; keeping the loaded one");
+                    unreadable = Some(message);
+                }
                 continue;
             }
         };
+        if unreadable.take().is_some() {
+            tracing::info!("serving certificate files readable again");
+        }
         if fp == current || last_error == Some(fp) {
             continue;
         }

@@ -515,11 +515,8 @@ pub async fn run(args: ServeArgs) -> Result<(), SetupError> {
                 key.clone(),
                 loaded.fingerprint,
                 Duration::from_secs(5),
-                |r| {
-                    if let Err(e) = r {
-                        tracing::warn!(error = %e, "new serving certificate rejected");
-                    }
-                },
+                // `watch` logs each failure itself; sts keeps no certificate metrics.
+                |_| {},
             ));
             let serve = axum_server::bind_rustls(addr, rustls)
                 .handle(handle.clone())

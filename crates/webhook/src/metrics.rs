@@ -122,7 +122,7 @@ impl Metrics {
         self.phase.store(STOPPING, Ordering::Release);
     }
 
-    /// A changed certificate could not be used.
+    /// A changed certificate could not be used, or the files could not be read.
     pub fn cert_reload_failed(&self) {
         self.cert_reloads
             .get_or_create(&ResultLabels { result: "error" })

@@ -309,12 +309,7 @@ async fn certificate_rotation_mid_load_fails_no_request() {
             .expect("version works");
     }
 
-    let metrics = reqwest::get(format!("http://{}/metrics", wh.probe))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = metrics_text(wh.probe).await;
     assert!(
         metrics.contains(
             "tokenvend_webhook_admissions_total{outcome=\"patched\",mode=\"credentials\"}"
@@ -348,6 +343,75 @@ async fn certificate_rotation_mid_load_fails_no_request() {
     let t0 = Instant::now();
     sigterm(&wh);
     wait_clean_exit(&mut wh, t0, "SIGTERM").await;
+}
+
+async fn metrics_text(probe: SocketAddr) -> String {
+    reqwest::get(format!("http://{probe}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text")
+}
+
+#[tokio::test]
+async fn vanished_certificate_files_are_one_counted_failure_and_serving_goes_on() {
+    provider();
+    let dir = tempfile::tempdir().expect("tmp");
+    let (ca1, _k, issuer) = ca("ca");
+    let first = leaf(&ca1, &issuer);
+    let second = leaf(&ca1, &issuer);
+    install(dir.path(), &first);
+    let wh = start(dir.path(), &[]);
+    wait_ready(wh.probe).await;
+    let c = client(&[&first.ca_pem], true);
+
+    // The Secret's key disappears for several reload intervals (1 s each).
+    std::fs::remove_file(dir.path().join("tls.key")).expect("remove key");
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    post_review(&c, wh.addr, "during")
+        .await
+        .expect("the loaded certificate keeps serving");
+    let metrics = metrics_text(wh.probe).await;
+    assert!(
+        metrics.contains("tokenvend_webhook_cert_reloads_total{result=\"error\"} 1\n"),
+        "the loss is counted once, not once per tick: {metrics}"
+    );
+    let warned = |logs: &[String]| {
+        logs.iter()
+            .filter(|l| l.contains("serving certificate files unreadable"))
+            .count()
+    };
+    assert_eq!(warned(&wh.logs.lock().expect("logs")), 1);
+
+    // A new pair arrives: it is loaded, and the failure count stays where it was.
+    install(dir.path(), &second);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let metrics = metrics_text(wh.probe).await;
+        if metrics.contains("tokenvend_webhook_cert_reloads_total{result=\"ok\"} 2\n") {
+            assert!(
+                metrics.contains("tokenvend_webhook_cert_reloads_total{result=\"error\"} 1\n"),
+                "{metrics}"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "new pair never loaded: {metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let logs = wh.logs.lock().expect("logs").clone();
+    assert_eq!(warned(&logs), 1);
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("serving certificate files readable again")),
+        "recovery is logged"
+    );
+    post_review(&c, wh.addr, "after")
+        .await
+        .expect("serves after the new pair");
 }
 
 #[tokio::test]
