@@ -275,13 +275,14 @@ impl Issuer {
         std::fs::create_dir_all(&well_known)?;
         let discovery = well_known.join("openid-configuration");
         let keys = out.join("keys");
+        // Never write an empty document in place of a real one.
         write_atomic(
             &discovery,
-            &serde_json::to_vec_pretty(&self.discovery()).unwrap_or_default(),
+            &serde_json::to_vec_pretty(&self.discovery()).map_err(std::io::Error::other)?,
         )?;
         write_atomic(
             &keys,
-            &serde_json::to_vec_pretty(&self.jwks()).unwrap_or_default(),
+            &serde_json::to_vec_pretty(&self.jwks()).map_err(std::io::Error::other)?,
         )?;
         Ok(vec![discovery, keys])
     }
@@ -410,12 +411,35 @@ mod tests {
         let err = iss.reload().expect_err("garbage key");
         assert!(err.to_string().contains("b.pem"), "{err}");
         iss.mint(&id()).expect("old key still signs");
-        // An RSA key works too (RS256).
-        let rsa = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256);
-        if let Ok(rsa) = rsa {
-            std::fs::write(dir.path().join("b.pem"), rsa.serialize_pem()).expect("write");
-            iss.reload().expect("rsa key");
-        }
+    }
+
+    #[test]
+    fn rsa_and_p384_keys_sign_with_rs256_and_es384() {
+        let dir = tempfile::tempdir().expect("tmp");
+        std::fs::write(dir.path().join("a.pem"), generate_es256_pem().expect("key"))
+            .expect("write");
+        let iss = issuer(dir.path(), 60);
+        // An RSA key added last signs with RS256; the EC key stays published.
+        let rsa = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).expect("rsa key");
+        std::fs::write(dir.path().join("b.pem"), rsa.serialize_pem()).expect("write");
+        assert!(iss.reload().expect("rsa key loads"));
+        let t = iss.mint(&id()).expect("mint");
+        let header = jsonwebtoken::decode_header(&t.token).expect("header");
+        assert_eq!(header.alg, Algorithm::RS256);
+        verify_web_identity(&iss.jwks(), &t.token).expect("RS256 token verifies");
+        assert_eq!(
+            iss.discovery()["id_token_signing_alg_values_supported"],
+            json!(["ES256", "RS256"])
+        );
+        // And a P-384 key signs with ES384.
+        let p384 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).expect("p384");
+        std::fs::write(dir.path().join("c.pem"), p384.serialize_pem()).expect("write");
+        assert!(iss.reload().expect("p384 key loads"));
+        let t = iss.mint(&id()).expect("mint");
+        let header = jsonwebtoken::decode_header(&t.token).expect("header");
+        assert_eq!(header.alg, Algorithm::ES384);
+        verify_web_identity(&iss.jwks(), &t.token).expect("ES384 token verifies");
+        assert_eq!(iss.jwks().keys.len(), 3);
     }
 
     #[test]

@@ -794,13 +794,19 @@ pub const WEB_IDENTITY_ISSUER: &str = "https://issuer.example.com";
 /// Verify a minted web-identity token as AWS STS would: its `kid` names a key of `jwks`, ES256,
 /// audience `sts.amazonaws.com`, issuer [`WEB_IDENTITY_ISSUER`]; the claims, or why not.
 pub fn verify_web_identity(jwks: &JwkSet, token: &str) -> Result<Value, String> {
-    let kid = jsonwebtoken::decode_header(token)
-        .map_err(|e| e.to_string())?
-        .kid
-        .ok_or("no kid")?;
+    let header = jsonwebtoken::decode_header(token).map_err(|e| e.to_string())?;
+    let kid = header.kid.ok_or("no kid")?;
     let jwk = jwks.find(&kid).ok_or("kid not in the JWKS")?;
+    // As a relying party does: the token's alg must be the one its published key declares.
+    let declared = jwk.common.key_algorithm.ok_or("the JWK declares no alg")?;
+    if format!("{declared:?}") != format!("{:?}", header.alg) {
+        return Err(format!(
+            "token alg {:?} is not the key's {declared:?}",
+            header.alg
+        ));
+    }
     let key = DecodingKey::from_jwk(jwk).map_err(|e| e.to_string())?;
-    let mut v = Validation::new(Algorithm::ES256);
+    let mut v = Validation::new(header.alg);
     v.set_audience(&["sts.amazonaws.com"]);
     v.set_issuer(&[WEB_IDENTITY_ISSUER]);
     jsonwebtoken::decode::<Value>(token, &key, &v)
