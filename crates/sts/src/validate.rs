@@ -94,12 +94,16 @@ pub struct JwksValidator {
     source: JwksSource,
     issuer: String,
     audience: String,
-    keys: tokio::sync::RwLock<(JwkSet, i64)>,
+    keys: tokio::sync::RwLock<JwkSet>,
+    /// The last fetch attempt: when, and its error if it failed. Held across a fetch, so
+    /// concurrent unknown `kid`s cause one fetch, and a failing source is not retried per request.
+    last_fetch: tokio::sync::Mutex<(tokio::time::Instant, Option<String>)>,
+    refetch_after: Duration,
     timeout: Duration,
 }
 
-/// Minimum seconds between two JWKS refetches triggered by unknown `kid`s.
-const REFETCH_MIN_SECONDS: i64 = 10;
+/// Minimum time between two JWKS fetches triggered by unknown `kid`s, failed fetches included.
+const REFETCH_AFTER: Duration = Duration::from_secs(10);
 /// Leeway on `exp` and `nbf`.
 pub const LEEWAY_SECONDS: u64 = 10;
 
@@ -115,7 +119,9 @@ impl JwksValidator {
             source,
             issuer,
             audience,
-            keys: tokio::sync::RwLock::new((JwkSet { keys: Vec::new() }, i64::MIN)),
+            keys: tokio::sync::RwLock::new(JwkSet { keys: Vec::new() }),
+            last_fetch: tokio::sync::Mutex::new((tokio::time::Instant::now(), None)),
+            refetch_after: REFETCH_AFTER,
             timeout,
         };
         v.refresh(true).await?;
@@ -171,24 +177,38 @@ impl JwksValidator {
         }
     }
 
-    /// Refetch the keys (forced, or rate limited).
+    /// Refetch the keys (forced, or at most once per `refetch_after`). Within that time the
+    /// last attempt's outcome stands: Ok (the keys are current) or its Unavailable error.
     async fn refresh(&self, force: bool) -> Result<(), AuthError> {
-        let last = self.keys.read().await.1;
-        if !force && now() - last < REFETCH_MIN_SECONDS {
-            return Ok(());
+        let mut last = self.last_fetch.lock().await;
+        if !force && last.0.elapsed() < self.refetch_after {
+            return match &last.1 {
+                None => Ok(()),
+                Some(e) => Err(AuthError::Unavailable(e.clone())),
+            };
         }
-        let set = self.fetch().await?;
-        *self.keys.write().await = (set, now());
-        Ok(())
+        let fetched = self.fetch().await;
+        *last = (tokio::time::Instant::now(), None);
+        match fetched {
+            Ok(set) => {
+                *self.keys.write().await = set;
+                Ok(())
+            }
+            Err(AuthError::Unavailable(e)) => {
+                last.1 = Some(e.clone());
+                Err(AuthError::Unavailable(e))
+            }
+            Err(e) => Err(e),
+        }
     }
 
     async fn key_for(&self, kid: Option<&str>) -> Result<DecodingKey, AuthError> {
         for attempt in 0..2 {
             {
                 let keys = self.keys.read().await;
-                let found = keys.0.keys.iter().find(|k| match kid {
+                let found = keys.keys.iter().find(|k| match kid {
                     Some(kid) => k.common.key_id.as_deref() == Some(kid),
-                    None => keys.0.keys.len() == 1,
+                    None => keys.keys.len() == 1,
                 });
                 if let Some(jwk) = found {
                     // jsonwebtoken refuses a key whose family does not match `alg`.
@@ -391,5 +411,143 @@ impl CachedValidator {
         if let Ok(mut cache) = self.cache.write() {
             cache.retain(|_, (_, u)| *u > t);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use tokenvend_testkit::{CLUSTER_ISSUER, Cluster};
+
+    /// An OIDC discovery server on loopback that counts discovery requests (one per fetch)
+    /// and can be told to fail or to serve another JWKS.
+    struct Discovery {
+        url: String,
+        fetches: Arc<AtomicUsize>,
+        failing: Arc<AtomicBool>,
+        jwks: Arc<RwLock<JwkSet>>,
+    }
+
+    async fn discovery(jwks: JwkSet) -> Discovery {
+        use axum::http::StatusCode;
+        use axum::routing::get;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let failing = Arc::new(AtomicBool::new(false));
+        let jwks = Arc::new(RwLock::new(jwks));
+        let doc = serde_json::json!({"issuer": CLUSTER_ISSUER, "jwks_uri": format!("{url}/keys")});
+        let (f, fail, keys) = (fetches.clone(), failing.clone(), jwks.clone());
+        let app = axum::Router::new()
+            .route(
+                "/.well-known/openid-configuration",
+                get(move || {
+                    f.fetch_add(1, Ordering::SeqCst);
+                    let failing = fail.load(Ordering::SeqCst);
+                    let doc = doc.clone();
+                    async move {
+                        // A slow answer, so concurrent callers really overlap.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        if failing {
+                            Err(StatusCode::SERVICE_UNAVAILABLE)
+                        } else {
+                            Ok(axum::Json(doc))
+                        }
+                    }
+                }),
+            )
+            .route(
+                "/keys",
+                get(move || {
+                    let set = keys.read().expect("jwks").clone();
+                    async move { axum::Json(set) }
+                }),
+            );
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Discovery {
+            url,
+            fetches,
+            failing,
+            jwks,
+        }
+    }
+
+    async fn validate_all(v: &Arc<JwksValidator>, token: &str) -> Vec<Result<(), AuthError>> {
+        // All spawned before any is awaited, so they run at once.
+        let calls: Vec<_> = (0..20)
+            .map(|_| {
+                let (v, token) = (v.clone(), token.to_owned());
+                tokio::spawn(async move { v.validate(&token).await.map(|_| ()) })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for c in calls {
+            out.push(c.await.expect("task"));
+        }
+        out
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn unknown_kids_cause_one_jwks_fetch_per_interval_even_when_the_source_fails() {
+        let cluster = Cluster::new();
+        let rotated = Cluster::new();
+        let server = discovery(cluster.jwks.clone()).await;
+        let mut v = JwksValidator::new(
+            JwksSource::Discovery {
+                issuer: server.url.clone(),
+                client: reqwest::Client::new(),
+            },
+            CLUSTER_ISSUER.into(),
+            "tokenvend".into(),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("validator");
+        v.refetch_after = Duration::from_millis(700);
+        let v = Arc::new(v);
+        assert_eq!(server.fetches.load(Ordering::SeqCst), 1, "fetched at start");
+        let known = cluster.token("shop", "orders", None, "tokenvend", 3600);
+        let unknown = rotated.token("shop", "orders", None, "tokenvend", 3600);
+        v.validate(&known).await.expect("known kid");
+
+        // Twenty requests with an unknown kid at once, once the interval has passed: one fetch.
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        for r in validate_all(&v, &unknown).await {
+            assert!(
+                matches!(&r, Err(AuthError::Invalid(m)) if m.contains("unknown signing key")),
+                "{r:?}"
+            );
+        }
+        assert_eq!(server.fetches.load(Ordering::SeqCst), 2);
+        // Within the interval: none.
+        validate_all(&v, &unknown).await;
+        assert_eq!(server.fetches.load(Ordering::SeqCst), 2);
+
+        // The source fails: one attempt, and its error stands for the interval (503, not 401).
+        server.failing.store(true, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        for r in validate_all(&v, &unknown).await {
+            assert!(matches!(&r, Err(AuthError::Unavailable(_))), "{r:?}");
+        }
+        assert_eq!(server.fetches.load(Ordering::SeqCst), 3);
+        for r in validate_all(&v, &unknown).await {
+            assert!(matches!(&r, Err(AuthError::Unavailable(_))), "{r:?}");
+        }
+        assert_eq!(server.fetches.load(Ordering::SeqCst), 3);
+        v.validate(&known).await.expect("known kids need no fetch");
+
+        // The source is back with the rotated key: the next fetch picks it up.
+        server.failing.store(false, Ordering::SeqCst);
+        *server.jwks.write().expect("jwks") = JwkSet {
+            keys: [cluster.jwks.keys.clone(), rotated.jwks.keys.clone()].concat(),
+        };
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        for r in validate_all(&v, &unknown).await {
+            r.expect("rotated key verifies");
+        }
+        assert_eq!(server.fetches.load(Ordering::SeqCst), 4);
     }
 }

@@ -791,8 +791,9 @@ pub fn admission_review(uid: &str, namespace: &str, object: Value) -> Value {
 /// Issuer URL the web-identity tests configure tokenvend-sts with.
 pub const WEB_IDENTITY_ISSUER: &str = "https://issuer.example.com";
 
-/// Verify a minted web-identity token as AWS STS would: its `kid` names a key of `jwks`, ES256,
-/// audience `sts.amazonaws.com`, issuer [`WEB_IDENTITY_ISSUER`]; the claims, or why not.
+/// Verify a minted web-identity token as AWS STS would: its `kid` names a key of `jwks`, signed
+/// with the alg that key declares, audience `sts.amazonaws.com`, issuer [`WEB_IDENTITY_ISSUER`];
+/// the claims, or why not.
 pub fn verify_web_identity(jwks: &JwkSet, token: &str) -> Result<Value, String> {
     let header = jsonwebtoken::decode_header(token).map_err(|e| e.to_string())?;
     let kid = header.kid.ok_or("no kid")?;
