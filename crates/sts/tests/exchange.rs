@@ -360,6 +360,30 @@ async fn token_endpoint_jwts_verify_across_key_rotation() {
     verify_web_identity(&jwks, &first).expect("token of the removed key still verifies");
     verify_web_identity(&jwks, &second).expect("new token verifies");
 
+    // A broken key file: the current key keeps signing, and the error is logged once, not on
+    // every 1 s reload; its removal is logged as recovery.
+    std::fs::write(sts.dir.path().join("keys/2026-03.pem"), "not a key").expect("bad key");
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let (status, t) = post(&c, &sts.url("/token"), Some(&sa), None).await;
+    assert_eq!(status, 200, "{t}");
+    assert_eq!(kid(t["token"].as_str().expect("token")), kid(&second));
+    let errors = |logs: &str| logs.matches("signing keys not reloaded").count();
+    assert_eq!(errors(&sts.all_logs()), 1, "{}", sts.all_logs());
+    assert!(
+        sts.all_logs().contains("2026-03.pem"),
+        "the error names the file"
+    );
+    std::fs::remove_file(sts.dir.path().join("keys/2026-03.pem")).expect("rm bad key");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sts
+        .all_logs()
+        .contains("signing key directory usable again")
+    {
+        assert!(Instant::now() < deadline, "recovery never logged");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(errors(&sts.all_logs()), 1);
+
     // AWS's side of the exchange, with moto: AssumeRoleWithWebIdentity accepts the token.
     let conf = aws_sdk_sts::Config::builder()
         .behavior_version(aws_sdk_sts::config::BehaviorVersion::latest())
