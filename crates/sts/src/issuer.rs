@@ -419,26 +419,24 @@ mod tests {
         std::fs::write(dir.path().join("a.pem"), generate_es256_pem().expect("key"))
             .expect("write");
         let iss = issuer(dir.path(), 60);
-        // An RSA key added last signs with RS256; the EC key stays published.
-        let rsa = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).expect("rsa key");
-        std::fs::write(dir.path().join("b.pem"), rsa.serialize_pem()).expect("write");
-        assert!(iss.reload().expect("rsa key loads"));
-        let t = iss.mint(&id()).expect("mint");
-        let header = jsonwebtoken::decode_header(&t.token).expect("header");
-        assert_eq!(header.alg, Algorithm::RS256);
-        verify_web_identity(&iss.jwks(), &t.token).expect("RS256 token verifies");
+        // Each key added last signs with its family's algorithm; earlier keys stay published.
+        let added = [
+            ("b.pem", &rcgen::PKCS_RSA_SHA256, Algorithm::RS256),
+            ("c.pem", &rcgen::PKCS_ECDSA_P384_SHA384, Algorithm::ES384),
+        ];
+        for (file, family, alg) in added {
+            let key = rcgen::KeyPair::generate_for(family).expect("generate");
+            std::fs::write(dir.path().join(file), key.serialize_pem()).expect("write");
+            assert!(iss.reload().expect("key loads"), "{file}");
+            let t = iss.mint(&id()).expect("mint");
+            let header = jsonwebtoken::decode_header(&t.token).expect("header");
+            assert_eq!(header.alg, alg, "{file}");
+            verify_web_identity(&iss.jwks(), &t.token).expect("token verifies");
+        }
         assert_eq!(
             iss.discovery()["id_token_signing_alg_values_supported"],
-            json!(["ES256", "RS256"])
+            json!(["ES256", "ES384", "RS256"])
         );
-        // And a P-384 key signs with ES384.
-        let p384 = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P384_SHA384).expect("p384");
-        std::fs::write(dir.path().join("c.pem"), p384.serialize_pem()).expect("write");
-        assert!(iss.reload().expect("p384 key loads"));
-        let t = iss.mint(&id()).expect("mint");
-        let header = jsonwebtoken::decode_header(&t.token).expect("header");
-        assert_eq!(header.alg, Algorithm::ES384);
-        verify_web_identity(&iss.jwks(), &t.token).expect("ES384 token verifies");
         assert_eq!(iss.jwks().keys.len(), 3);
     }
 
