@@ -239,7 +239,9 @@ async fn upsert(
     what: &str,
 ) -> Result<bool, ClusterError> {
     match existing {
-        Some(s) if s.data.as_ref() == Some(&data) && s.type_.as_deref() == Some(type_) => Ok(false),
+        // An existing Secret keeps its type (the API server refuses to change it); only its data
+        // is ours. Comparing the type too would rewrite a Secret created as Opaque on every run.
+        Some(s) if s.data.as_ref() == Some(&data) => Ok(false),
         Some(s) => {
             let mut updated = s.clone();
             updated.data = Some(data);

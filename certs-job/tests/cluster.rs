@@ -180,6 +180,41 @@ async fn bootstrap_keep_renew_and_rotate_with_overlap() {
 }
 
 #[tokio::test]
+async fn a_serving_secret_created_as_opaque_is_filled_once_and_then_left_alone() {
+    let (s, client, _dir) = standin().await;
+    // Made beforehand by hand (`kubectl create secret generic`), so of type Opaque, which the
+    // API server will not let anyone change.
+    s.store.lock().expect("store").secrets.insert(
+        ("tokenvend".into(), "tokenvend-webhook-tls".into()),
+        json!({"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+               "metadata": {"name": "tokenvend-webhook-tls", "namespace": "tokenvend", "resourceVersion": "7"},
+               "data": {"tls.crt": "c3RhbGU="}}),
+    );
+    let r = reconcile_at(&client, NOW).await.expect("bootstrap");
+    assert!(r.secrets_written);
+    let tls = secret(&s, "tokenvend-webhook-tls");
+    assert_eq!(
+        tls["type"],
+        json!("Opaque"),
+        "the type is kept, not changed"
+    );
+    let serving = &parse_bundle(&data(&tls, "tls.crt")).expect("serving")[0];
+    assert_eq!(serving.dns_names.len(), 4);
+
+    let before = writes(&s).len();
+    let r = reconcile_at(&client, NOW + DAY).await.expect("second run");
+    assert_eq!(
+        r,
+        Report {
+            decision: Decision::Keep,
+            webhooks_patched: 0,
+            secrets_written: false
+        }
+    );
+    assert_eq!(writes(&s).len(), before, "nothing rewritten");
+}
+
+#[tokio::test]
 async fn clear_errors_for_missing_config_namespace_and_rbac() {
     let (s, client, _dir) = standin().await;
     let set = settings();

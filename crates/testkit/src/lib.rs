@@ -373,6 +373,14 @@ impl Store {
         let Some(existing) = self.secrets.get(&key) else {
             return status(404, "NotFound", format!("secrets \"{name}\" not found"));
         };
+        // As the API server does: a Secret's type is immutable.
+        if body.get("type") != existing.get("type") {
+            return status(
+                422,
+                "Invalid",
+                format!("Secret \"{name}\" is invalid: type: Invalid value: field is immutable"),
+            );
+        }
         if body["metadata"]["resourceVersion"] != existing["metadata"]["resourceVersion"] {
             return status(
                 409,
