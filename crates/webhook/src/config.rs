@@ -324,25 +324,57 @@ impl Config {
                 format!("{sidecar_name:?} must be a DNS label of at most 58 characters"),
             ));
         }
+        // Checked as the API server would check the injected container, so a bad value fails
+        // here at start rather than refusing every mutated pod.
         let quantity = |key: &'static str, v: Option<String>, default: &str| {
             let v = v.unwrap_or_else(|| default.to_owned());
-            if is_quantity(&v) {
-                Ok(v)
-            } else {
-                Err(invalid(
+            match quantity_value(&v) {
+                Some(value) if value >= 0.0 => Ok((v, value)),
+                Some(_) => Err(invalid(key, format!("{v:?} is negative"))),
+                None => Err(invalid(
                     key,
                     format!("{v:?} is not a Kubernetes quantity (e.g. 10m, 32Mi)"),
-                ))
+                )),
             }
         };
+        let at_most = |request: &(String, f64),
+                       key: &'static str,
+                       limit: &(String, f64),
+                       limit_key| {
+            if request.1 > limit.1 {
+                Err(invalid(
+                    key,
+                    format!(
+                        "{:?} is more than {limit_key} {:?}; Kubernetes refuses a container whose \
+                         request exceeds its limit",
+                        request.0, limit.0
+                    ),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        let cpu_request = quantity("sidecarCpuRequest", a.sidecar_cpu_request, "10m")?;
+        let memory_request = quantity("sidecarMemoryRequest", a.sidecar_memory_request, "16Mi")?;
+        let cpu_limit = match a.sidecar_cpu_limit {
+            Some(v) if v.is_empty() => None,
+            v => Some(quantity("sidecarCpuLimit", v, "100m")?),
+        };
+        let memory_limit = quantity("sidecarMemoryLimit", a.sidecar_memory_limit, "32Mi")?;
+        if let Some(limit) = &cpu_limit {
+            at_most(&cpu_request, "sidecarCpuRequest", limit, "sidecarCpuLimit")?;
+        }
+        at_most(
+            &memory_request,
+            "sidecarMemoryRequest",
+            &memory_limit,
+            "sidecarMemoryLimit",
+        )?;
         let sidecar_resources = Resources {
-            cpu_request: quantity("sidecarCpuRequest", a.sidecar_cpu_request, "10m")?,
-            memory_request: quantity("sidecarMemoryRequest", a.sidecar_memory_request, "16Mi")?,
-            cpu_limit: match a.sidecar_cpu_limit {
-                Some(v) if v.is_empty() => None,
-                v => Some(quantity("sidecarCpuLimit", v, "100m")?),
-            },
-            memory_limit: quantity("sidecarMemoryLimit", a.sidecar_memory_limit, "32Mi")?,
+            cpu_request: cpu_request.0,
+            memory_request: memory_request.0,
+            cpu_limit: cpu_limit.map(|l| l.0),
+            memory_limit: memory_limit.0,
         };
         let sidecar_run_as_user = a.sidecar_run_as_user.unwrap_or(65532);
         if !(1..=2_147_483_647).contains(&sidecar_run_as_user) {
@@ -508,39 +540,50 @@ fn is_region(s: &str) -> bool {
         && !parts[parts.len() - 1].is_empty()
 }
 
-/// Kubernetes resource quantity syntax: a decimal number with an optional suffix.
-pub fn is_quantity(s: &str) -> bool {
-    let s = s.strip_prefix(['+', '-']).unwrap_or(s);
-    let digits_end = s
+/// The value of a Kubernetes resource quantity in base units (`10m` → 0.01, `32Mi` →
+/// 33554432), or `None` when `s` is not quantity syntax (a decimal number, an optional sign,
+/// and an optional binary, decimal or exponent suffix).
+pub fn quantity_value(s: &str) -> Option<f64> {
+    let (sign, unsigned) = match s.strip_prefix('-') {
+        Some(rest) => (-1.0, rest),
+        None => (1.0, s.strip_prefix('+').unwrap_or(s)),
+    };
+    let digits_end = unsigned
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, suffix) = s.split_at(digits_end);
-    let valid_num = !num.is_empty()
-        && num != "."
-        && num.matches('.').count() <= 1
-        && num.bytes().any(|b| b.is_ascii_digit());
-    let valid_suffix = matches!(
-        suffix,
-        "" | "Ki"
-            | "Mi"
-            | "Gi"
-            | "Ti"
-            | "Pi"
-            | "Ei"
-            | "n"
-            | "u"
-            | "m"
-            | "k"
-            | "M"
-            | "G"
-            | "T"
-            | "P"
-            | "E"
-    ) || suffix
-        .strip_prefix(['e', 'E'])
-        .map(|exp| exp.strip_prefix(['+', '-']).unwrap_or(exp))
-        .is_some_and(|exp| !exp.is_empty() && exp.bytes().all(|b| b.is_ascii_digit()));
-    valid_num && valid_suffix
+        .unwrap_or(unsigned.len());
+    let (num, suffix) = unsigned.split_at(digits_end);
+    if num.matches('.').count() > 1 || !num.bytes().any(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let number: f64 = num.parse().ok()?;
+    let binary = |power: i32| 2f64.powi(power);
+    let scale = match suffix {
+        "" => 1.0,
+        "Ki" => binary(10),
+        "Mi" => binary(20),
+        "Gi" => binary(30),
+        "Ti" => binary(40),
+        "Pi" => binary(50),
+        "Ei" => binary(60),
+        "n" => 1e-9,
+        "u" => 1e-6,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        _ => {
+            let exponent = suffix.strip_prefix(['e', 'E'])?;
+            let digits = exponent.strip_prefix(['+', '-']).unwrap_or(exponent);
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            10f64.powi(exponent.parse().ok()?)
+        }
+    };
+    Some(sign * number * scale)
 }
 
 #[cfg(test)]
@@ -588,6 +631,28 @@ mod tests {
                     ..Default::default()
                 },
                 "sidecarMemoryLimit",
+            ),
+            (
+                MutationArgs {
+                    sidecar_cpu_request: Some("-10m".into()),
+                    ..Default::default()
+                },
+                "sidecarCpuRequest",
+            ),
+            (
+                MutationArgs {
+                    sidecar_cpu_request: Some("200m".into()),
+                    ..Default::default()
+                },
+                "sidecarCpuRequest",
+            ),
+            (
+                MutationArgs {
+                    sidecar_memory_request: Some("64Mi".into()),
+                    sidecar_memory_limit: Some("0.05Gi".into()),
+                    ..Default::default()
+                },
+                "sidecarMemoryRequest",
             ),
             (
                 MutationArgs {
@@ -645,6 +710,30 @@ mod tests {
             assert!(err.contains("--") && err.contains("TOKENVEND_"), "{err}");
         }
         let err = Config::from_args(MutationArgs {
+            sidecar_cpu_request: Some("200m".into()),
+            ..Default::default()
+        })
+        .expect_err("request over the default limit")
+        .to_string();
+        assert!(
+            err.contains("\"200m\" is more than sidecarCpuLimit \"100m\""),
+            "{err}"
+        );
+        let err = Config::from_args(MutationArgs {
+            sidecar_memory_limit: Some("-32Mi".into()),
+            ..Default::default()
+        })
+        .expect_err("negative")
+        .to_string();
+        assert!(err.contains("\"-32Mi\" is negative"), "{err}");
+        // Without a CPU limit any request is fine.
+        Config::from_args(MutationArgs {
+            sidecar_cpu_request: Some("2".into()),
+            sidecar_cpu_limit: Some(String::new()),
+            ..Default::default()
+        })
+        .expect("no limit to exceed");
+        let err = Config::from_args(MutationArgs {
             token_expiration_seconds: Some(1),
             ..Default::default()
         })
@@ -701,11 +790,27 @@ mod tests {
 
     #[test]
     fn quantity_and_region_syntax() {
-        for q in ["10m", "1", "0.5", "32Mi", "1Gi", "1e3", "100k", "+1", ".5"] {
-            assert!(is_quantity(q), "{q}");
+        for (q, value) in [
+            ("10m", 0.01),
+            ("1", 1.0),
+            ("0.5", 0.5),
+            ("32Mi", 33_554_432.0),
+            ("1Gi", 1_073_741_824.0),
+            ("1e3", 1000.0),
+            ("5E-1", 0.5),
+            ("100k", 100_000.0),
+            ("+1", 1.0),
+            (".5", 0.5),
+            ("-1", -1.0),
+            ("250M", 250_000_000.0),
+        ] {
+            let got = quantity_value(q).expect(q);
+            assert!((got - value).abs() <= value.abs() * 1e-12, "{q}: {got}");
         }
-        for q in ["", "Mi", "1.2.3", "32MiB", "1 Gi", "e3", ".", "1e"] {
-            assert!(!is_quantity(q), "{q}");
+        for q in [
+            "", "Mi", "1.2.3", "32MiB", "1 Gi", "e3", ".", "1e", "-", "1e+",
+        ] {
+            assert_eq!(quantity_value(q), None, "{q}");
         }
         for r in ["us-east-1", "cn-north-1", "us-gov-west-1", "eu-isoe-west-1"] {
             assert!(is_region(r), "{r}");
