@@ -7,6 +7,7 @@ pub mod arn;
 pub mod claims;
 pub mod contract;
 pub mod creds;
+pub mod latch;
 pub mod logging;
 pub mod mode;
 pub mod session;
@@ -15,5 +16,6 @@ pub mod tls;
 
 pub use arn::{ArnError, RoleArn};
 pub use claims::{ClaimsError, Identity};
+pub use latch::FailureLatch;
 pub use logging::LogLevel;
 pub use mode::{Mode, ParseModeError};

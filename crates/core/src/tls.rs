@@ -122,9 +122,8 @@ pub async fn watch(
     on_reload: impl Fn(Result<i64, &TlsError>) + Send + 'static,
 ) {
     let mut last_error: Option<[u8; 32]> = None;
-    // The message of the read failure last reported, so a Secret that stays missing is one
-    // warning and one counted failure rather than one per tick.
-    let mut unreadable: Option<String> = None;
+    // A Secret that stays missing is one warning and one counted failure, not one per tick.
+    let mut unreadable = crate::FailureLatch::default();
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -132,16 +131,14 @@ pub async fn watch(
         let fp = match fingerprint(&cert_path, &key_path) {
             Ok(fp) => fp,
             Err(e) => {
-                let message = e.to_string();
-                if unreadable.as_deref() != Some(message.as_str()) {
+                if unreadable.failed(e.to_string()) {
                     on_reload(Err(&e));
                     tracing::warn!(error = %e, "serving certificate files unreadable; keeping the loaded one");
-                    unreadable = Some(message);
                 }
                 continue;
             }
         };
-        if unreadable.take().is_some() {
+        if unreadable.recovered() {
             tracing::info!("serving certificate files readable again");
         }
         if fp == current || last_error == Some(fp) {

@@ -537,22 +537,20 @@ fn spawn_maintenance(app: Arc<App>, key_reload: Duration) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(key_reload);
         let mut last_sweep = Instant::now();
-        // The key-directory error last logged: a bad file is one error line, not one per tick.
-        let mut key_error: Option<String> = None;
+        // A bad key file is one error line, not one per tick.
+        let mut key_error = tokenvend_core::FailureLatch::default();
         loop {
             tick.tick().await;
             if let Some(issuer) = &app.issuer {
                 match issuer.reload() {
                     Ok(_) => {
-                        if key_error.take().is_some() {
+                        if key_error.recovered() {
                             tracing::info!("signing key directory usable again");
                         }
                     }
                     Err(e) => {
-                        let message = e.to_string();
-                        if key_error.as_deref() != Some(message.as_str()) {
+                        if key_error.failed(e.to_string()) {
                             tracing::error!(error = %e, "signing keys not reloaded; the previous keys stay in use");
-                            key_error = Some(message);
                         }
                     }
                 }
