@@ -66,7 +66,8 @@ pub enum Decision {
     IssueServing(String),
     /// New CA (old one kept in the bundle for the overlap) and a serving certificate from it.
     RotateCa(String),
-    /// Nothing usable: a new CA and serving certificate.
+    /// Nothing usable: a new CA and serving certificate (an old CA certificate that still parses
+    /// stays trusted for the overlap).
     Create(String),
 }
 
@@ -179,8 +180,11 @@ pub fn apply(
             let serving = new_serving(&ca)?;
             (ca, blocks[1..].to_vec(), serving)
         }
-        (Decision::RotateCa(_), Some(m)) => {
-            // The old CA (and any older still in overlap) stays trusted for the overlap.
+        // The old CA (and any older still in overlap) stays trusted for the overlap. On Create
+        // too: a CA whose key is lost can sign nothing new, but the webhook serves the certificate
+        // it signed until the new Secret reaches it, and the API server must still trust that.
+        // (trust_bundle drops whatever does not parse or has expired.)
+        (Decision::RotateCa(_) | Decision::Create(_), Some(m)) => {
             let previous = pem_blocks(&m.ca_bundle);
             let ca = generate_ca(&s.ca_name, now, s.ca_validity)?;
             let serving = new_serving(&ca)?;
@@ -234,6 +238,42 @@ mod tests {
             matches!(decide(t, Some(&m), &s), Decision::Create(_)),
             "CA key of another CA"
         );
+    }
+
+    #[test]
+    fn recreating_a_ca_whose_key_is_lost_keeps_the_old_ca_trusted_for_the_overlap() {
+        let s = settings();
+        let t = 1_800_000_000;
+        let mut m = fresh(t);
+        m.ca_key = fresh(t).ca_key;
+        let later = t + 100 * DAY;
+        let d = decide(later, Some(&m), &s);
+        assert!(matches!(d, Decision::Create(_)), "{d:?}");
+        let created = apply(later, Some(&m), &d, &s).expect("create");
+        let bundle = parse_bundle(&created.ca_bundle).expect("bundle");
+        assert_eq!(
+            bundle.len(),
+            2,
+            "the certificate still served stays trusted"
+        );
+        assert_eq!(bundle[1], parse_bundle(&m.ca_bundle).expect("old")[0]);
+        let serving = &parse_bundle(&created.tls_crt).expect("serving")[0];
+        assert!(
+            serving.issued_by(&bundle[0]),
+            "serving cert from the new CA"
+        );
+        assert_eq!(decide(later, Some(&created), &s), Decision::Keep);
+        let after = apply(later + 8 * DAY, Some(&created), &Decision::Keep, &s).expect("keep");
+        assert_eq!(parse_bundle(&after.ca_bundle).expect("bundle").len(), 1);
+
+        // A block that is not a certificate is not carried over.
+        let garbage = Material {
+            ca_bundle: "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".into(),
+            ..Default::default()
+        };
+        let created = apply(t, Some(&garbage), &Decision::Create("t".into()), &s).expect("create");
+        assert_eq!(pem_blocks(&created.ca_bundle).len(), 1, "only the new CA");
+        assert!(!created.ca_bundle.contains("AAAA"));
     }
 
     #[test]
