@@ -7,6 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum_server::tls_rustls::RustlsConfig;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
 use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -159,6 +164,84 @@ pub async fn watch(
                 on_reload(Err(&e));
                 tracing::warn!(error = %e, "new serving certificate rejected; keeping the loaded one");
             }
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+/// The serving certificate's metrics, alike in every server that serves TLS:
+/// `<prefix>_cert_not_after_seconds` and `<prefix>_cert_reloads_total{result="ok"|"error"}`.
+#[derive(Clone, Debug, Default)]
+pub struct CertMetrics {
+    not_after: Gauge,
+    reloads: Family<ResultLabel, Counter>,
+}
+
+impl CertMetrics {
+    /// Register both metrics under `registry`'s prefix.
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = CertMetrics::default();
+        registry.register(
+            "cert_not_after_seconds",
+            "notAfter of the serving certificate in use, Unix seconds",
+            m.not_after.clone(),
+        );
+        registry.register(
+            "cert_reloads",
+            "Serving certificate loads by result (ok: at start or on a change; error: a changed \
+             pair rejected, or the files unreadable, once per failure)",
+            m.reloads.clone(),
+        );
+        m
+    }
+
+    /// What [`watch`]'s `on_reload` and the first [`load`] report: a certificate in use, or a failure.
+    pub fn record(&self, result: Result<i64, &TlsError>) {
+        let result = match result {
+            Ok(not_after) => {
+                self.not_after.set(not_after);
+                "ok"
+            }
+            Err(_) => "error",
+        };
+        self.reloads.get_or_create(&ResultLabel { result }).inc();
+    }
+
+    /// `notAfter` of the certificate in use (0 before the first load).
+    pub fn not_after(&self) -> i64 {
+        self.not_after.get()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cert_metrics_keep_the_last_good_not_after_and_count_each_result() {
+        let mut registry = Registry::with_prefix("x");
+        let m = CertMetrics::register(&mut registry);
+        assert_eq!(m.not_after(), 0);
+        m.record(Ok(1_000));
+        m.record(Err(&TlsError::NoCert("c.pem".into())));
+        assert_eq!(
+            m.not_after(),
+            1_000,
+            "a failure keeps the certificate in use"
+        );
+        m.record(Ok(2_000));
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encodes");
+        for line in [
+            "x_cert_not_after_seconds 2000",
+            "x_cert_reloads_total{result=\"ok\"} 2",
+            "x_cert_reloads_total{result=\"error\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} missing:\n{text}");
         }
     }
 }

@@ -890,3 +890,65 @@ mod tests {
         }
     }
 }
+
+/// Serving certificates for the servers under test: a CA, leaves for `localhost` and
+/// 127.0.0.1, and the kubelet's way of swapping the mounted files.
+pub mod tls {
+    use std::path::Path;
+
+    /// A leaf certificate and key, with the PEM of the CA that signed it.
+    pub struct Pair {
+        pub ca_pem: String,
+        pub cert_pem: String,
+        pub key_pem: String,
+    }
+
+    /// A new CA: its certificate, its key, and an issuer to sign leaves with.
+    pub fn ca(
+        name: &str,
+    ) -> (
+        rcgen::Certificate,
+        rcgen::KeyPair,
+        rcgen::Issuer<'static, rcgen::KeyPair>,
+    ) {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        p.distinguished_name.push(rcgen::DnType::CommonName, name);
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        let cert = p.self_signed(&key).expect("ca");
+        let issuer_key = rcgen::KeyPair::from_pem(&key.serialize_pem()).expect("key copy");
+        let issuer = rcgen::Issuer::new(p, issuer_key);
+        (cert, key, issuer)
+    }
+
+    /// A serving certificate for `localhost` and 127.0.0.1 signed by the CA.
+    pub fn leaf(
+        ca_cert: &rcgen::Certificate,
+        issuer: &rcgen::Issuer<'static, rcgen::KeyPair>,
+    ) -> Pair {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let mut p = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
+        p.subject_alt_names
+            .push(rcgen::SanType::IpAddress("127.0.0.1".parse().expect("ip")));
+        let cert = p.signed_by(&key, issuer).expect("leaf");
+        Pair {
+            ca_pem: ca_cert.pem(),
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        }
+    }
+
+    /// Write `tls.crt` and `tls.key` in `dir` through a temp file + rename, as the kubelet's
+    /// atomic writer does.
+    pub fn install(dir: &Path, pair: &Pair) {
+        for (name, content) in [("tls.crt", &pair.cert_pem), ("tls.key", &pair.key_pem)] {
+            let tmp = dir.join(format!(".{name}.tmp"));
+            std::fs::write(&tmp, content).expect("write");
+            std::fs::rename(&tmp, dir.join(name)).expect("rename");
+        }
+    }
+}

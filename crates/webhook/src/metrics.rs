@@ -5,9 +5,9 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use tokenvend_core::tls::{CertMetrics, TlsError};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AdmissionLabels {
@@ -26,8 +26,7 @@ pub struct Metrics {
     admissions: Family<AdmissionLabels, Counter>,
     latency: Histogram,
     rejected: Family<ResultLabels, Counter>,
-    cert_not_after: Gauge,
-    cert_reloads: Family<ResultLabels, Counter>,
+    cert: CertMetrics,
     /// [`STARTING`], [`SERVING`] or [`STOPPING`]: whether the TLS listener is bound and not
     /// shutting down.
     phase: AtomicU8,
@@ -66,25 +65,13 @@ impl Metrics {
             "Requests refused before admission (bad JSON, wrong version, content type, size)",
             rejected.clone(),
         );
-        let cert_not_after = Gauge::default();
-        registry.register(
-            "cert_not_after_seconds",
-            "notAfter of the serving certificate in use, Unix seconds",
-            cert_not_after.clone(),
-        );
-        let cert_reloads = Family::<ResultLabels, Counter>::default();
-        registry.register(
-            "cert_reloads",
-            "Serving certificate reload attempts by result",
-            cert_reloads.clone(),
-        );
+        let cert = CertMetrics::register(&mut registry);
         Metrics {
             registry,
             admissions,
             latency,
             rejected,
-            cert_not_after,
-            cert_reloads,
+            cert,
             phase: AtomicU8::new(STARTING),
         }
     }
@@ -102,12 +89,9 @@ impl Metrics {
         self.rejected.get_or_create(&ResultLabels { result }).inc();
     }
 
-    /// A certificate was loaded (at start or by reload).
-    pub fn cert_reloaded(&self, not_after: i64) {
-        self.cert_not_after.set(not_after);
-        self.cert_reloads
-            .get_or_create(&ResultLabels { result: "ok" })
-            .inc();
+    /// A certificate loaded (at start or by reload), or a failed reload.
+    pub fn cert(&self, result: Result<i64, &TlsError>) {
+        self.cert.record(result);
     }
 
     /// The TLS listener is bound. No effect once shutdown has begun, whichever came first.
@@ -122,17 +106,10 @@ impl Metrics {
         self.phase.store(STOPPING, Ordering::Release);
     }
 
-    /// A changed certificate could not be used, or the files could not be read.
-    pub fn cert_reload_failed(&self) {
-        self.cert_reloads
-            .get_or_create(&ResultLabels { result: "error" })
-            .inc();
-    }
-
     /// Whether the TLS listener is bound with a certificate not past its notAfter, and the
     /// server is not shutting down.
     pub fn ready(&self, now_unix: i64) -> bool {
-        self.phase.load(Ordering::Acquire) == SERVING && now_unix < self.cert_not_after.get()
+        self.phase.load(Ordering::Acquire) == SERVING && now_unix < self.cert.not_after()
     }
 
     /// Prometheus text exposition.
@@ -151,7 +128,7 @@ mod tests {
     #[test]
     fn ready_needs_a_bound_listener_and_a_current_certificate_and_ends_at_shutdown() {
         let m = Metrics::new();
-        m.cert_reloaded(1_000);
+        m.cert(Ok(1_000));
         assert!(!m.ready(10), "certificate loaded, listener not bound yet");
         m.mark_serving();
         assert!(m.ready(10));

@@ -219,7 +219,7 @@ pub async fn run(cfg: ServerConfig) -> Result<(), RunError> {
             }
         }
     };
-    metrics.cert_reloaded(loaded.not_after);
+    metrics.cert(Ok(loaded.not_after));
     let rustls = RustlsConfig::from_config(loaded.config);
     tokio::spawn(tls::watch(
         rustls.clone(),
@@ -229,10 +229,7 @@ pub async fn run(cfg: ServerConfig) -> Result<(), RunError> {
         cfg.cert_reload,
         {
             let metrics = metrics.clone();
-            move |r: Result<i64, &tls::TlsError>| match r {
-                Ok(not_after) => metrics.cert_reloaded(not_after),
-                Err(_) => metrics.cert_reload_failed(),
-            }
+            move |r: Result<i64, &tls::TlsError>| metrics.cert(r)
         },
     ));
 

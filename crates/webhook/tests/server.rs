@@ -12,46 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tokenvend_testkit::admission_review;
-
-struct Pair {
-    ca_pem: String,
-    cert_pem: String,
-    key_pem: String,
-}
-
-fn ca(
-    name: &str,
-) -> (
-    rcgen::Certificate,
-    rcgen::KeyPair,
-    rcgen::Issuer<'static, rcgen::KeyPair>,
-) {
-    let key = rcgen::KeyPair::generate().expect("key");
-    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
-    p.distinguished_name.push(rcgen::DnType::CommonName, name);
-    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    p.key_usages = vec![
-        rcgen::KeyUsagePurpose::KeyCertSign,
-        rcgen::KeyUsagePurpose::CrlSign,
-    ];
-    let cert = p.self_signed(&key).expect("ca");
-    let issuer_key = rcgen::KeyPair::from_pem(&key.serialize_pem()).expect("key copy");
-    let issuer = rcgen::Issuer::new(p, issuer_key);
-    (cert, key, issuer)
-}
-
-fn leaf(ca_cert: &rcgen::Certificate, issuer: &rcgen::Issuer<'static, rcgen::KeyPair>) -> Pair {
-    let key = rcgen::KeyPair::generate().expect("key");
-    let mut p = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
-    p.subject_alt_names
-        .push(rcgen::SanType::IpAddress("127.0.0.1".parse().expect("ip")));
-    let cert = p.signed_by(&key, issuer).expect("leaf");
-    Pair {
-        ca_pem: ca_cert.pem(),
-        cert_pem: cert.pem(),
-        key_pem: key.serialize_pem(),
-    }
-}
+use tokenvend_testkit::tls::{ca, install, leaf};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -59,15 +20,6 @@ fn free_port() -> u16 {
         .local_addr()
         .expect("addr")
         .port()
-}
-
-/// Write both files through a temp file + rename, as the kubelet's atomic writer does.
-fn install(dir: &Path, pair: &Pair) {
-    for (name, content) in [("tls.crt", &pair.cert_pem), ("tls.key", &pair.key_pem)] {
-        let tmp = dir.join(format!(".{name}.tmp"));
-        std::fs::write(&tmp, content).expect("write");
-        std::fs::rename(&tmp, dir.join(name)).expect("rename");
-    }
 }
 
 struct Webhook {
