@@ -60,6 +60,9 @@ pub struct ServeArgs {
     /// PEM key for --tls-cert.
     #[arg(long, env = "TOKENVEND_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// How often the --tls-cert and --tls-key files are checked for changes, seconds.
+    #[arg(long, env = "TOKENVEND_CERT_RELOAD_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub cert_reload_seconds: u64,
     /// Default role for POST /credentials (enables that endpoint).
     #[arg(long, env = "AWS_ROLE_ARN")]
     pub role_arn: Option<String>,

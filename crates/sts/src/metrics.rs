@@ -3,8 +3,10 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use tokenvend_core::tls::{CertMetrics, TlsError};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -23,6 +25,26 @@ struct ReasonLabels {
     reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+/// Which optional parts the service runs, so only their metrics are exposed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Parts {
+    /// Serving HTTPS (certificate metrics).
+    pub tls: bool,
+    /// Minting web-identity tokens (signing-key metrics).
+    pub issuer: bool,
+}
+
+/// The signing-key directory's metrics (only with an issuer).
+struct KeyMetrics {
+    reloads: Family<ResultLabels, Counter>,
+    published: Gauge,
+}
+
 /// Every metric of the service.
 pub struct Metrics {
     registry: Registry,
@@ -31,17 +53,13 @@ pub struct Metrics {
     sts_calls: Family<ReasonLabels, Counter>,
     cache: Family<CacheLabels, Counter>,
     validation_failures: Family<ReasonLabels, Counter>,
-}
-
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
-    }
+    cert: Option<CertMetrics>,
+    keys: Option<KeyMetrics>,
 }
 
 impl Metrics {
-    /// Register everything.
-    pub fn new() -> Self {
+    /// Register the metrics of every part the service runs.
+    pub fn new(parts: Parts) -> Self {
         let mut registry = Registry::with_prefix("tokenvend_sts");
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register(
@@ -73,6 +91,26 @@ impl Metrics {
             "Rejected service-account tokens by reason",
             validation_failures.clone(),
         );
+        let cert = parts.tls.then(|| CertMetrics::register(&mut registry));
+        let keys = parts.issuer.then(|| {
+            let keys = KeyMetrics {
+                reloads: Family::default(),
+                published: Gauge::default(),
+            };
+            registry.register(
+                "signing_key_reloads",
+                "Signing-key directory loads by result (ok: at start or on a change; error: a \
+                 changed directory rejected, once per failure)",
+                keys.reloads.clone(),
+            );
+            registry.register(
+                "signing_keys_published",
+                "Keys in the JWKS: those in the directory plus removed ones whose tokens may \
+                 still be valid",
+                keys.published.clone(),
+            );
+            keys
+        });
         Metrics {
             registry,
             requests,
@@ -80,6 +118,8 @@ impl Metrics {
             sts_calls,
             cache,
             validation_failures,
+            cert,
+            keys,
         }
     }
 
@@ -110,6 +150,28 @@ impl Metrics {
         self.validation_failures
             .get_or_create(&ReasonLabels { reason })
             .inc();
+    }
+
+    /// The serving certificate loaded (at start or on a change), or a failed reload.
+    pub fn cert(&self, result: Result<i64, &TlsError>) {
+        if let Some(c) = &self.cert {
+            c.record(result);
+        }
+    }
+
+    /// The signing keys loaded (at start or on a change), or a failed reload.
+    pub fn signing_key_reload(&self, ok: bool) {
+        if let Some(k) = &self.keys {
+            let result = if ok { "ok" } else { "error" };
+            k.reloads.get_or_create(&ResultLabels { result }).inc();
+        }
+    }
+
+    /// How many keys the JWKS publishes now.
+    pub fn signing_keys_published(&self, n: usize) {
+        if let Some(k) = &self.keys {
+            k.published.set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
     }
 
     /// Prometheus text exposition.

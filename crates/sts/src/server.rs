@@ -20,7 +20,7 @@ use crate::authz::{Authorizer, Endpoint};
 use crate::config::{ServeArgs, ValidationMode};
 use crate::exchange::{CacheKey, CredentialCache, Sts, role_session_name};
 use crate::issuer::Issuer;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Parts};
 use crate::policy::PolicyTemplate;
 use crate::validate::{
     AuthError, CachedValidator, JwksSource, JwksValidator, TokenReviewValidator, Validator,
@@ -243,12 +243,20 @@ pub async fn build(args: &ServeArgs) -> Result<Arc<App>, SetupError> {
             "nothing to serve: set AWS_ROLE_ARN (POST /credentials) and/or TOKENVEND_ISSUER_URL with TOKENVEND_SIGNING_KEY_DIR (POST /token)".into(),
         ));
     }
+    let metrics = Metrics::new(Parts {
+        tls: args.tls_cert.is_some(),
+        issuer: issuer.is_some(),
+    });
+    if let Some(i) = &issuer {
+        metrics.signing_key_reload(true);
+        metrics.signing_keys_published(i.jwks().keys.len());
+    }
     Ok(Arc::new(App {
         validator,
         authz,
         credentials,
         issuer,
-        metrics: Metrics::new(),
+        metrics,
     }))
 }
 
@@ -508,15 +516,18 @@ pub async fn run(args: ServeArgs) -> Result<(), SetupError> {
         (Some(cert), Some(key)) => {
             use tokenvend_core::tls;
             let loaded = tls::load(cert, key).map_err(|e| SetupError::Config(e.to_string()))?;
+            app.metrics.cert(Ok(loaded.not_after));
             let rustls = axum_server::tls_rustls::RustlsConfig::from_config(loaded.config);
             tokio::spawn(tls::watch(
                 rustls.clone(),
                 cert.clone(),
                 key.clone(),
                 loaded.fingerprint,
-                Duration::from_secs(5),
-                // `watch` logs each failure itself; sts keeps no certificate metrics.
-                |_| {},
+                Duration::from_secs(args.cert_reload_seconds),
+                {
+                    let app = app.clone();
+                    move |r: Result<i64, &tls::TlsError>| app.metrics.cert(r)
+                },
             ));
             let serve = axum_server::bind_rustls(addr, rustls)
                 .handle(handle.clone())
@@ -543,17 +554,23 @@ fn spawn_maintenance(app: Arc<App>, key_reload: Duration) {
             tick.tick().await;
             if let Some(issuer) = &app.issuer {
                 match issuer.reload() {
-                    Ok(_) => {
+                    Ok(changed) => {
+                        if changed {
+                            app.metrics.signing_key_reload(true);
+                        }
                         if key_error.recovered() {
                             tracing::info!("signing key directory usable again");
                         }
                     }
                     Err(e) => {
                         if key_error.failed(e.to_string()) {
+                            app.metrics.signing_key_reload(false);
                             tracing::error!(error = %e, "signing keys not reloaded; the previous keys stay in use");
                         }
                     }
                 }
+                // Removed keys leave the JWKS when their tokens have expired, without a reload.
+                app.metrics.signing_keys_published(issuer.jwks().keys.len());
             }
             if last_sweep.elapsed() >= Duration::from_secs(60) {
                 last_sweep = Instant::now();

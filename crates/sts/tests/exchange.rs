@@ -322,14 +322,43 @@ async fn token_endpoint_jwts_verify_across_key_rotation() {
         .expect("json");
     assert_eq!(disc["jwks_uri"], json!("https://issuer.example.com/keys"));
 
+    let metrics = || async {
+        c.get(sts.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    };
+    let has = |text: &str, line: &str| text.lines().any(|l| l == line);
+    let m = metrics().await;
+    assert!(
+        has(
+            &m,
+            "tokenvend_sts_signing_key_reloads_total{result=\"ok\"} 1"
+        ),
+        "{m}"
+    );
+    assert!(has(&m, "tokenvend_sts_signing_keys_published 1"), "{m}");
+    assert!(
+        !m.contains("cert_not_after"),
+        "no certificate metrics without TLS: {m}"
+    );
+
     // Rotate: a newer key file signs; the old one is removed but stays published.
-    std::fs::write(
-        sts.dir.path().join("keys/2026-02.pem"),
-        rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+    // (Written as a Secret update lands: whole files, renamed into place.)
+    let put = |name: &str, pem: &str| {
+        let tmp = sts.dir.path().join(format!("keys/.{name}.tmp"));
+        std::fs::write(&tmp, pem).expect("write key");
+        std::fs::rename(&tmp, sts.dir.path().join("keys").join(name)).expect("rename key");
+    };
+    put(
+        "2026-02.pem",
+        &rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
             .expect("key")
             .serialize_pem(),
-    )
-    .expect("new key");
+    );
     let kid = |t: &str| {
         jsonwebtoken::decode_header(t)
             .expect("header")
@@ -359,10 +388,18 @@ async fn token_endpoint_jwts_verify_across_key_rotation() {
     assert_eq!(jwks.keys.len(), 2);
     verify_web_identity(&jwks, &first).expect("token of the removed key still verifies");
     verify_web_identity(&jwks, &second).expect("new token verifies");
+    let m = metrics().await;
+    for line in [
+        "tokenvend_sts_signing_key_reloads_total{result=\"ok\"} 3",
+        "tokenvend_sts_signing_keys_published 2",
+    ] {
+        assert!(has(&m, line), "{line}: {m}");
+    }
+    assert!(!m.contains("result=\"error\""), "{m}");
 
     // A broken key file: the current key keeps signing, and the error is logged once, not on
     // every 1 s reload; its removal is logged as recovery.
-    std::fs::write(sts.dir.path().join("keys/2026-03.pem"), "not a key").expect("bad key");
+    put("2026-03.pem", "not a key");
     tokio::time::sleep(Duration::from_millis(3500)).await;
     let (status, t) = post(&c, &sts.url("/token"), Some(&sa), None).await;
     assert_eq!(status, 200, "{t}");
@@ -383,6 +420,17 @@ async fn token_endpoint_jwts_verify_across_key_rotation() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(errors(&sts.all_logs()), 1);
+    let m = metrics().await;
+    for line in [
+        "tokenvend_sts_signing_key_reloads_total{result=\"ok\"} 3",
+        "tokenvend_sts_signing_key_reloads_total{result=\"error\"} 1",
+        "tokenvend_sts_signing_keys_published 2",
+    ] {
+        assert!(
+            has(&m, line),
+            "counted once, like the log line: {line}: {m}"
+        );
+    }
 
     // AWS's side of the exchange, with moto: AssumeRoleWithWebIdentity accepts the token.
     let conf = aws_sdk_sts::Config::builder()
@@ -399,6 +447,83 @@ async fn token_endpoint_jwts_verify_across_key_rotation() {
         .await
         .expect("AssumeRoleWithWebIdentity");
     assert!(out.credentials.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_certificate_reloads_are_counted_in_metrics() {
+    provider();
+    let moto = Moto::start();
+    let cluster = Cluster::new();
+    let certs = tempfile::tempdir().expect("tmp");
+    let (ca_cert, _key, issuer) = tls::ca("sts-ca");
+    let (first, second) = (tls::leaf(&ca_cert, &issuer), tls::leaf(&ca_cert, &issuer));
+    tls::install(certs.path(), &first);
+    let file = |name: &str| certs.path().join(name).display().to_string();
+    let sts = Sts::start(
+        &moto,
+        &cluster,
+        &[
+            ("TOKENVEND_TLS_CERT", file("tls.crt")),
+            ("TOKENVEND_TLS_KEY", file("tls.key")),
+            ("TOKENVEND_CERT_RELOAD_SECONDS", "1".into()),
+        ],
+    );
+    let c = reqwest::Client::builder()
+        .tls_backend_rustls()
+        .tls_certs_only([reqwest::Certificate::from_pem(first.ca_pem.as_bytes()).expect("ca")])
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    let url = format!("https://localhost:{}/metrics", sts.addr.port());
+    let metrics = || async {
+        c.get(&url)
+            .send()
+            .await
+            .expect("metrics over HTTPS")
+            .text()
+            .await
+            .expect("text")
+    };
+    let value = |text: &str, name: &str| -> Option<i64> {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    };
+    let (ok, err) = (
+        "tokenvend_sts_cert_reloads_total{result=\"ok\"}",
+        "tokenvend_sts_cert_reloads_total{result=\"error\"}",
+    );
+    let m = metrics().await;
+    assert_eq!(value(&m, ok), Some(1), "{m}");
+    assert_eq!(value(&m, err), None, "{m}");
+    let not_after = value(&m, "tokenvend_sts_cert_not_after_seconds").expect("notAfter");
+    assert!(not_after > now(), "{m}");
+
+    // A broken certificate file: rejected once, not once per 1 s check; serving goes on.
+    let tmp = certs.path().join(".tls.crt.tmp");
+    std::fs::write(&tmp, "not a certificate").expect("write");
+    std::fs::rename(&tmp, certs.path().join("tls.crt")).expect("rename");
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let m = metrics().await;
+    assert_eq!((value(&m, ok), value(&m, err)), (Some(1), Some(1)), "{m}");
+    assert_eq!(
+        value(&m, "tokenvend_sts_cert_not_after_seconds"),
+        Some(not_after),
+        "the certificate in use is still the first: {m}"
+    );
+
+    // A good pair again: loaded and counted.
+    tls::install(certs.path(), &second);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = metrics().await;
+        if value(&m, ok) == Some(2) {
+            assert_eq!(value(&m, err), Some(1), "{m}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "new pair never loaded: {m}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
