@@ -2,7 +2,9 @@
 # Soak: 60 s at 500 requests/s on tokenvend-webhook while its serving certificate is rotated
 # twice (tokenvend-certs renewals swapped in by rename, as the kubelet swaps Secret files), and
 # 60 s at 500 requests/s on tokenvend-sts POST /token while its signing key is rotated twice.
-# Both must end with zero failed requests. Load tool: oha. Each server's RSS is sampled every
+# Both must end with zero failed requests, and each server's /metrics must count the first load
+# plus both rotations and no failed reload (so a rotation that was never taken up, or read
+# half-written, fails the soak too). Load tool: oha. Each server's RSS is sampled every
 # second under load and reported (first sample, largest, last), to show memory does not creep.
 #   bash e2e/soak.sh [SECONDS]
 set -euo pipefail
@@ -51,6 +53,7 @@ for n in 1 2; do
 done
 wait "$LOAD"
 kill "$SAMPLER" 2>/dev/null || true
+curl -fsS http://127.0.0.1:18080/metrics >"$RUN/webhook.metrics"
 
 step "tokenvend-sts: ${SECS}s at 500 req/s on POST /token, signing key rotated at 1/3 and 2/3"
 (cd "$RUN" && exec moto_server -H 127.0.0.1 -p 18700 >"$RUN/moto.log" 2>&1) &
@@ -75,13 +78,32 @@ for n in 2 3; do
 done
 wait "$LOAD"
 kill "$SAMPLER" 2>/dev/null || true
-keys=$(curl -fsS http://127.0.0.1:18701/keys | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["keys"]))')
+curl -fsS http://127.0.0.1:18701/metrics >"$RUN/sts.metrics"
 
 step "result"
-python3 - "$RUN" "$keys" <<'PY'
-import json, sys
-run, keys = sys.argv[1], sys.argv[2]
+python3 - "$RUN" <<'PY'
+import json, re, sys
+run = sys.argv[1]
 bad = 0
+
+def metric(name, line):
+    """The value of one sample in the server's /metrics text, or 0 when absent."""
+    text = open(f"{run}/{name}.metrics").read()
+    m = re.search(r"^" + re.escape(line) + r" (\d+)$", text, re.M)
+    return int(m.group(1)) if m else 0
+
+# Each rotation must have been taken up, cleanly: the start's load plus two, and no failure.
+loads = {
+    "webhook": ("tokenvend_webhook_cert_reloads_total", "certificate loads"),
+    "sts": ("tokenvend_sts_signing_key_reloads_total", "signing-key loads"),
+}
+for name, (counter, what) in loads.items():
+    ok, err = metric(name, counter + '{result="ok"}'), metric(name, counter + '{result="error"}')
+    print(f"   {name}: {ok} {what} (start + rotations), {err} failed")
+    if (ok, err) != (3, 0):
+        print(f"   {name}: expected 3 loads and no failure")
+        bad += 1
+keys = metric("sts", "tokenvend_sts_signing_keys_published")
 for name, what in [("webhook", "webhook, 2 certificate rotations"), ("sts", f"sts /token, 2 signing-key rotations ({keys} keys published)")]:
     d = json.load(open(f"{run}/{name}.json"))
     codes = d.get("statusCodeDistribution", {})

@@ -302,6 +302,43 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
+/// Create `path` holding a new ES256 key, mode 0600, never replacing an existing file.
+///
+/// The key is written whole to a dot-file beside it (which the key reload skips) and then
+/// linked into place, so a server watching the directory never reads a half-written key, and
+/// two concurrent runs cannot both win.
+pub fn create_key_file(path: &Path) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let pem = generate_es256_pem().map_err(std::io::Error::other)?;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name"))?;
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        uuid::Uuid::new_v4().simple()
+    ));
+    let result = (|| {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(pem.as_bytes())?;
+        f.sync_all()?;
+        // Unlike rename, link fails when `path` exists.
+        std::fs::hard_link(&tmp, path)?;
+        std::fs::File::open(dir)?.sync_all()
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    result
+}
+
 /// Generate an ES256 (P-256) PKCS#8 PEM private key.
 pub fn generate_es256_pem() -> Result<String, IssuerError> {
     rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
@@ -458,5 +495,32 @@ mod tests {
             serde_json::from_slice(&std::fs::read(out.path().join("keys")).expect("read"))
                 .expect("jwks");
         assert_eq!(keys.keys.len(), 1);
+    }
+
+    #[test]
+    fn keygen_creates_a_private_key_file_whole_and_never_replaces_one() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("2026-01.pem");
+        create_key_file(&path).expect("created");
+        let mode = std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let first = std::fs::read(&path).expect("read");
+        assert!(parse_key("2026-01.pem", &first).is_ok(), "a usable key");
+
+        let err = create_key_file(&path).expect_err("exists");
+        assert_eq!(err.kind(), std::io::ErrorKind::AlreadyExists);
+        assert_eq!(std::fs::read(&path).expect("read"), first, "left alone");
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("ls")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["2026-01.pem"], "no temp file left behind");
+        assert!(
+            create_key_file(&dir.path().join("missing/k.pem")).is_err(),
+            "a missing directory is an error"
+        );
+        // The issuer loads it as its signing key.
+        assert_eq!(issuer(dir.path(), 3600).jwks().keys.len(), 1);
     }
 }

@@ -1,11 +1,10 @@
 //! `tokenvend-sts`: parse config, set up logging, serve (or run a one-off subcommand).
 
-use std::io::Write;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use tokenvend_sts::issuer::{Issuer, generate_es256_pem};
+use tokenvend_sts::issuer::{Issuer, create_key_file};
 use tokenvend_sts::{Cli, Command, run};
 
 #[tokio::main]
@@ -39,16 +38,7 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         Some(Command::Keygen { out }) => {
-            use std::os::unix::fs::OpenOptionsExt;
-            let pem = generate_es256_pem()?;
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&out)
-                .with_context(|| format!("creating {}", out.display()))?;
-            f.write_all(pem.as_bytes())?;
-            f.sync_all()?;
+            create_key_file(&out).with_context(|| format!("creating {}", out.display()))?;
             println!("{}", out.display());
         }
     }
