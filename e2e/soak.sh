@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Soak: 60 s at 500 requests/s on tokenvend-webhook while its serving certificate is rotated
-# twice (tokenvend-certs renewals swapped in by rename, as the kubelet swaps Secret files), and
-# 60 s at 500 requests/s on tokenvend-sts POST /token while its signing key is rotated twice.
+# twice (tokenvend-certs renewals swapped in through a ..data symlink, as the kubelet updates a
+# Secret volume), and 60 s at 500 requests/s on tokenvend-sts POST /token while its signing key
+# is rotated twice.
 # Both must end with zero failed requests, and each server's /metrics must count the first load
 # plus both rotations and no failed reload (so a rotation that was never taken up, or read
 # half-written, fails the soak too). Load tool: oha. Each server's RSS is sampled every
@@ -27,9 +28,16 @@ sample_rss() { # PID FILE: the process's RSS in KiB, once a second, until it is 
 }
 certs() { "$BIN/tokenvend-certs" --service localhost --namespace soak --out-dir "$RUN/certs" "$@" >/dev/null 2>&1; }
 certs --serving-validity-days 1 --renew-before-days 0
-install_serving() { # temp + rename, so the webhook never reads a half-written file
-  cp "$RUN/certs/tls.key" "$RUN/serving/.tls.key" && mv "$RUN/serving/.tls.key" "$RUN/serving/tls.key"
-  cp "$RUN/certs/tls.crt" "$RUN/serving/.tls.crt" && mv "$RUN/serving/.tls.crt" "$RUN/serving/tls.crt"
+install_serving() { # as the kubelet updates a Secret volume: both files swapped by one rename
+  local version
+  version="..$(date +%s%N)"
+  mkdir "$RUN/serving/$version"
+  cp "$RUN/certs/tls.crt" "$RUN/certs/tls.key" "$RUN/serving/$version/"
+  ln -sfn "$version" "$RUN/serving/..data_tmp"
+  mv -T "$RUN/serving/..data_tmp" "$RUN/serving/..data"
+  for f in tls.crt tls.key; do
+    [ -L "$RUN/serving/$f" ] || ln -s "..data/$f" "$RUN/serving/$f"
+  done
 }
 install_serving
 write_review_json "$RUN/review.json"
