@@ -41,7 +41,7 @@ pub struct ProbeArgs {
     #[arg(long, env = "TOKENVEND_OUT_DIR")]
     pub out_dir: PathBuf,
     /// Required remaining validity, seconds.
-    #[arg(long, env = "TOKENVEND_MIN_VALID_SECONDS", default_value_t = 300)]
+    #[arg(long, env = "TOKENVEND_MIN_VALID_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(i64).range(0..=43200))]
     pub min_valid_seconds: i64,
 }
 
@@ -183,6 +183,12 @@ impl RunArgs {
                     self.file_mode
                 )
             })?;
+        if !(1..=3600).contains(&self.once_deadline_seconds) {
+            return Err(format!(
+                "--once-deadline-seconds {} must be between 1 and 3600",
+                self.once_deadline_seconds
+            ));
+        }
         if !self.credentials_path.starts_with('/') {
             return Err(format!(
                 "--credentials-path {:?} must start with /",
@@ -208,5 +214,106 @@ impl RunArgs {
             once: self.once,
             once_deadline: std::time::Duration::from_secs(self.once_deadline_seconds),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const REQUIRED: [&str; 8] = [
+        "--mode",
+        "credentials",
+        "--sa-token-file",
+        "/sa/token",
+        "--out-dir",
+        "/out",
+        "--exchange-url",
+        "https://sts.example",
+    ];
+
+    /// The required flags, each replaced by `extra` when it sets the same one.
+    fn validate(extra: &[&str]) -> Result<Config, String> {
+        let required = REQUIRED
+            .chunks(2)
+            .filter(|pair| !extra.contains(&pair[0]))
+            .flatten()
+            .copied();
+        let args = std::iter::once("tokenvend-sidecar")
+            .chain(required)
+            .chain(extra.iter().copied());
+        Cli::try_parse_from(args)
+            .map_err(|e| e.to_string())?
+            .run
+            .validate()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let cfg = validate(&[]).expect("valid");
+        assert_eq!(cfg.file_mode, 0o644);
+        assert_eq!(cfg.once_deadline, std::time::Duration::from_secs(120));
+        assert_eq!(cfg.credentials_path, CREDENTIALS_PATH);
+        assert!(cfg.ca_pem.is_none() && cfg.role_arn.is_none());
+    }
+
+    #[test]
+    fn each_bad_setting_is_refused_naming_the_flag() {
+        for (extra, names) in [
+            (&["--mode", "projected"][..], "--mode projected"),
+            (&["--exchange-url", "sts.example"], "--exchange-url"),
+            (&["--refresh-share", "0.95"], "--refresh-share"),
+            (&["--refresh-share", "NaN"], "--refresh-share"),
+            (&["--min-remaining-seconds=-1"], "--min-remaining-seconds"),
+            (&["--timeout-seconds", "0"], "--timeout-seconds"),
+            (&["--file-mode", "0200"], "--file-mode"),
+            (&["--file-mode", "644x"], "--file-mode"),
+            (&["--file-mode", "01644"], "--file-mode"),
+            (&["--credentials-path", "creds"], "--credentials-path"),
+            (&["--once-deadline-seconds", "0"], "--once-deadline-seconds"),
+            (&["--ca-file", "/nonexistent/ca.pem"], "--ca-file"),
+            (&["--listen", "localhost"], "--listen"),
+        ] {
+            let err = validate(extra).expect_err(names);
+            assert!(err.contains(names), "{extra:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_missing_required_flag_is_named_with_its_env_var() {
+        for (i, flag) in REQUIRED.iter().enumerate().step_by(2) {
+            let mut args = vec!["tokenvend-sidecar"];
+            args.extend(
+                REQUIRED
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| j / 2 != i / 2)
+                    .map(|(_, a)| *a),
+            );
+            let err = Cli::try_parse_from(args)
+                .expect("parses")
+                .run
+                .validate()
+                .expect_err(flag);
+            assert!(err.starts_with(flag) && err.contains("TOKENVEND_"), "{err}");
+        }
+    }
+
+    #[test]
+    fn probe_refuses_a_negative_validity() {
+        let parse = |v: &str| {
+            Cli::try_parse_from([
+                "tokenvend-sidecar",
+                "probe",
+                "--mode",
+                "web-identity",
+                "--out-dir",
+                "/out",
+                &format!("--min-valid-seconds={v}"),
+            ])
+        };
+        assert!(parse("0").is_ok() && parse("300").is_ok());
+        let err = parse("-5").expect_err("negative").to_string();
+        assert!(err.contains("--min-valid-seconds"), "{err}");
     }
 }
