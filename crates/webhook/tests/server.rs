@@ -11,16 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tokenvend_testkit::admission_review;
 use tokenvend_testkit::tls::{ca, install, leaf};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
-}
+use tokenvend_testkit::{admission_review, free_port};
 
 struct Webhook {
     child: Child,
