@@ -1,11 +1,12 @@
 //! AssumeRole through the AWS SDK, behind a cache: identical (role, namespace, service account,
 //! policy) requests share one result until about half-way through its life, and concurrent
-//! misses wait for the one STS call in flight instead of making their own.
+//! misses wait for the one STS call in flight instead of making their own, whether it succeeds or
+//! fails. When a refresh fails, the previous result is served while it still has a while to live.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_sts::primitives::DateTimeFormat;
 use sha2::{Digest, Sha256};
@@ -22,7 +23,7 @@ pub struct Issued {
 }
 
 /// STS failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("STS AssumeRole failed: {0}")]
 pub struct StsError(pub String);
 
@@ -133,12 +134,35 @@ impl CacheKey {
     }
 }
 
+/// A previous result is still served when a refresh fails, if it lives at least this long
+/// (seconds): enough for a caller to use it and come back, where an error would leave a new pod
+/// with nothing during an STS outage.
+pub const STALE_MIN_REMAINING: i64 = 5 * 60;
+
 struct Entry {
     issued: Issued,
     refresh_at: i64,
 }
 
-type Slot = Arc<tokio::sync::Mutex<Option<Entry>>>;
+#[derive(Default)]
+struct SlotState {
+    entry: Option<Entry>,
+    /// The last failed fetch and when it ended: callers that were already waiting share it
+    /// instead of each calling STS again in turn.
+    failure: Option<(Instant, StsError)>,
+}
+
+impl SlotState {
+    /// The previous result, if it may stand in for a failed refresh at Unix time `t`.
+    fn stale(&self, t: i64) -> Option<Issued> {
+        self.entry
+            .as_ref()
+            .filter(|e| e.issued.expires_at - t >= STALE_MIN_REMAINING)
+            .map(|e| e.issued.clone())
+    }
+}
+
+type Slot = Arc<tokio::sync::Mutex<SlotState>>;
 
 /// Shared AssumeRole results with single-flight refresh.
 #[derive(Default)]
@@ -146,8 +170,27 @@ pub struct CredentialCache {
     slots: Mutex<HashMap<CacheKey, Slot>>,
 }
 
-/// Whether a result came from the cache.
-pub type FromCache = bool;
+/// Where a result came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lookup {
+    /// The cache, before the result's half-life.
+    Hit,
+    /// A new STS call (this caller's or one it waited for).
+    Miss,
+    /// The cache, past half-life, because the refresh failed.
+    Stale,
+}
+
+impl Lookup {
+    /// Metric label and log value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lookup::Hit => "hit",
+            Lookup::Miss => "miss",
+            Lookup::Stale => "stale",
+        }
+    }
+}
 
 impl CredentialCache {
     /// An empty cache.
@@ -156,34 +199,64 @@ impl CredentialCache {
     }
 
     /// The cached credentials for `key` while before their half-life, else `fetch` (once, even
-    /// when many callers miss at the same time).
+    /// when many callers miss at the same time; those waiting share its failure too). A failed
+    /// refresh serves the previous credentials while they live [`STALE_MIN_REMAINING`] more.
     pub async fn get_or_fetch<F, Fut>(
         &self,
         key: CacheKey,
         fetch: F,
-    ) -> Result<(Issued, FromCache), StsError>
+    ) -> Result<(Issued, Lookup), StsError>
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Issued, StsError>>,
     {
+        let arrived = Instant::now();
         let slot: Slot = {
             let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
             slots.entry(key).or_default().clone()
         };
-        let mut guard = slot.lock().await;
+        let mut state = slot.lock().await;
         let t = now();
-        if let Some(e) = guard.as_ref()
+        if let Some(e) = &state.entry
             && t < e.refresh_at
         {
-            return Ok((e.issued.clone(), true));
+            return Ok((e.issued.clone(), Lookup::Hit));
         }
-        let issued = fetch().await?;
-        let refresh_at = t + (issued.expires_at - t) / 2;
-        *guard = Some(Entry {
-            issued: issued.clone(),
-            refresh_at,
-        });
-        Ok((issued, false))
+        if let Some((ended, error)) = &state.failure
+            && *ended >= arrived
+        {
+            // The call this caller waited for failed: its outcome is this caller's too.
+            return match state.stale(t) {
+                Some(issued) => Ok((issued, Lookup::Stale)),
+                None => Err(error.clone()),
+            };
+        }
+        match fetch().await {
+            Ok(issued) => {
+                let refresh_at = t + (issued.expires_at - t) / 2;
+                state.entry = Some(Entry {
+                    issued: issued.clone(),
+                    refresh_at,
+                });
+                state.failure = None;
+                Ok((issued, Lookup::Miss))
+            }
+            Err(error) => {
+                state.failure = Some((Instant::now(), error.clone()));
+                let t = now();
+                match state.stale(t) {
+                    Some(issued) => {
+                        tracing::warn!(
+                            error = %error,
+                            expires_in_seconds = issued.expires_at - t,
+                            "credentials not refreshed; the previous ones are served meanwhile"
+                        );
+                        Ok((issued, Lookup::Stale))
+                    }
+                    None => Err(error),
+                }
+            }
+        }
     }
 
     /// Drop entries whose credentials have expired.
@@ -191,7 +264,7 @@ impl CredentialCache {
         let t = now();
         let mut slots = self.slots.lock().unwrap_or_else(|p| p.into_inner());
         slots.retain(|_, slot| match slot.try_lock() {
-            Ok(g) => g.as_ref().is_some_and(|e| e.issued.expires_at > t),
+            Ok(g) => g.entry.as_ref().is_some_and(|e| e.issued.expires_at > t),
             Err(_) => true,
         });
     }
@@ -255,25 +328,25 @@ mod tests {
                         Ok(issued(3600))
                     })
                     .await
-                    .map(|(_, hit)| hit)
+                    .map(|(_, lookup)| lookup)
             }));
         }
         let mut hits = 0;
         for t in tasks {
-            if t.await.expect("task").expect("ok") {
+            if t.await.expect("task").expect("ok") == Lookup::Hit {
                 hits += 1;
             }
         }
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         assert_eq!(hits, 49);
         // Another policy is another key.
-        let (_, hit) = cache
+        let (_, lookup) = cache
             .get_or_fetch(CacheKey::new("r", "s", Some("q")), || async {
                 Ok(issued(3600))
             })
             .await
             .expect("ok");
-        assert!(!hit);
+        assert_eq!(lookup, Lookup::Miss);
         assert_eq!(cache.len(), 2);
     }
 
@@ -286,17 +359,17 @@ mod tests {
             .get_or_fetch(key(), || async { Ok(issued(2)) })
             .await
             .expect("ok");
-        let (_, hit) = cache
+        let (_, lookup) = cache
             .get_or_fetch(key(), || async { Ok(issued(2)) })
             .await
             .expect("ok");
-        assert!(hit);
+        assert_eq!(lookup, Lookup::Hit);
         tokio::time::sleep(Duration::from_millis(1100)).await;
-        let (_, hit) = cache
+        let (_, lookup) = cache
             .get_or_fetch(key(), || async { Ok(issued(3600)) })
             .await
             .expect("ok");
-        assert!(!hit, "refreshed after half-life");
+        assert_eq!(lookup, Lookup::Miss, "refreshed after half-life");
         let other = || CacheKey::new("r2", "s", None);
         assert!(
             cache
@@ -304,11 +377,116 @@ mod tests {
                 .await
                 .is_err()
         );
-        let (_, hit) = cache
+        let (_, lookup) = cache
             .get_or_fetch(other(), || async { Ok(issued(3600)) })
             .await
             .expect("ok");
-        assert!(!hit, "a failure leaves nothing cached");
+        assert_eq!(lookup, Lookup::Miss, "a failure leaves nothing cached");
+    }
+
+    /// `n` concurrent lookups of `key`, each fetch counted, taking 50 ms and giving `answer`.
+    async fn herd(
+        cache: &Arc<CredentialCache>,
+        calls: &Arc<AtomicUsize>,
+        n: usize,
+        answer: Result<Issued, StsError>,
+    ) -> Vec<Result<(Issued, Lookup), StsError>> {
+        let mut tasks = Vec::new();
+        for _ in 0..n {
+            let (cache, calls, answer) = (cache.clone(), calls.clone(), answer.clone());
+            tasks.push(tokio::spawn(async move {
+                cache
+                    .get_or_fetch(CacheKey::new("r", "s", None), || async {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        answer
+                    })
+                    .await
+            }));
+        }
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.expect("task"));
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn callers_waiting_for_a_failing_call_share_its_error_instead_of_calling_again() {
+        let cache = Arc::new(CredentialCache::new());
+        let calls = Arc::new(AtomicUsize::new(0));
+        let down = Err(StsError("Throttling: Rate exceeded".into()));
+        let answers = herd(&cache, &calls, 50, down.clone()).await;
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "one STS call for 50 waiters"
+        );
+        for a in &answers {
+            let e = a.as_ref().err().expect("every waiter gets the failure");
+            assert_eq!(e.0, "Throttling: Rate exceeded");
+        }
+        // A caller arriving after the failure tries STS again, and a success replaces it.
+        let answers = herd(&cache, &calls, 5, Ok(issued(3600))).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert!(answers.iter().all(|a| a.is_ok()));
+    }
+
+    #[tokio::test]
+    async fn a_failed_refresh_serves_the_previous_credentials_while_they_live() {
+        let cache = Arc::new(CredentialCache::new());
+        let calls = Arc::new(AtomicUsize::new(0));
+        let first = issued(3600);
+        let (_, lookup) = cache
+            .get_or_fetch(CacheKey::new("r", "s", None), || async {
+                Ok(first.clone())
+            })
+            .await
+            .expect("ok");
+        assert_eq!(lookup, Lookup::Miss);
+        let set = |expires_at: i64| {
+            let slot = cache
+                .slots
+                .lock()
+                .expect("slots")
+                .get(&CacheKey::new("r", "s", None))
+                .expect("slot")
+                .clone();
+            async move {
+                let mut state = slot.lock().await;
+                let e = state.entry.as_mut().expect("entry");
+                e.refresh_at = now() - 1;
+                e.issued.expires_at = expires_at;
+            }
+        };
+        // Past half-life with 20 minutes left, STS down: the previous credentials, to everyone
+        // waiting, after one call.
+        set(now() + 1200).await;
+        let down = Err(StsError("cannot reach STS".into()));
+        let answers = herd(&cache, &calls, 20, down.clone()).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        for a in answers {
+            let (got, lookup) = a.expect("previous credentials served");
+            assert_eq!(lookup, Lookup::Stale);
+            assert_eq!(got.creds.session_token, first.creds.session_token);
+        }
+        // Later callers try STS again each time (the refresh is still due).
+        let answers = herd(&cache, &calls, 1, down.clone()).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert_eq!(answers[0].as_ref().map(|a| a.1).ok(), Some(Lookup::Stale));
+        // Less than STALE_MIN_REMAINING left: the error, not credentials about to expire.
+        set(now() + STALE_MIN_REMAINING - 10).await;
+        let answers = herd(&cache, &calls, 1, down).await;
+        assert_eq!(
+            answers[0].as_ref().err().map(|e| e.0.as_str()),
+            Some("cannot reach STS")
+        );
+        // STS back: new credentials, and the failure is forgotten.
+        let answers = herd(&cache, &calls, 3, Ok(issued(3600))).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 4);
+        let lookups: Vec<_> = answers.into_iter().map(|a| a.expect("ok").1).collect();
+        assert_eq!(lookups.iter().filter(|l| **l == Lookup::Miss).count(), 1);
+        assert_eq!(lookups.iter().filter(|l| **l == Lookup::Hit).count(), 2);
     }
 
     #[tokio::test]

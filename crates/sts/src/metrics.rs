@@ -8,6 +8,8 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tokenvend_core::tls::{CertMetrics, TlsError};
 
+use crate::exchange::Lookup;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     endpoint: &'static str,
@@ -82,7 +84,8 @@ impl Metrics {
         let cache = Family::<CacheLabels, Counter>::default();
         registry.register(
             "cache",
-            "Cache lookups by cache (validation, credentials) and result (hit, miss)",
+            "Cache lookups by cache (validation, credentials) and result (hit, miss; stale: \
+             previous credentials served because their refresh failed)",
             cache.clone(),
         );
         let validation_failures = Family::<ReasonLabels, Counter>::default();
@@ -138,8 +141,8 @@ impl Metrics {
     }
 
     /// One cache lookup.
-    pub fn cache(&self, cache: &'static str, hit: bool) {
-        let result = if hit { "hit" } else { "miss" };
+    pub fn cache(&self, cache: &'static str, lookup: Lookup) {
+        let result = lookup.as_str();
         self.cache
             .get_or_create(&CacheLabels { cache, result })
             .inc();

@@ -18,7 +18,7 @@ use tower_http::timeout::TimeoutLayer;
 
 use crate::authz::{Authorizer, Endpoint};
 use crate::config::{ServeArgs, ValidationMode};
-use crate::exchange::{CacheKey, CredentialCache, Sts, role_session_name};
+use crate::exchange::{CacheKey, CredentialCache, Lookup, Sts, role_session_name};
 use crate::issuer::Issuer;
 use crate::metrics::{Metrics, Parts};
 use crate::policy::PolicyTemplate;
@@ -329,7 +329,8 @@ async fn authenticate(app: &App, headers: &HeaderMap) -> Result<Identity, ApiErr
     };
     match result {
         Ok((id, hit)) => {
-            app.metrics.cache("validation", hit);
+            let lookup = if hit { Lookup::Hit } else { Lookup::Miss };
+            app.metrics.cache("validation", lookup);
             Ok(id)
         }
         Err(e) => {
@@ -342,7 +343,7 @@ async fn authenticate(app: &App, headers: &HeaderMap) -> Result<Identity, ApiErr
 struct Outcome {
     id: Option<Identity>,
     role: Option<String>,
-    cached: Option<bool>,
+    cache: Option<Lookup>,
 }
 
 fn finish(
@@ -368,7 +369,7 @@ fn finish(
         service_account = outcome.id.as_ref().map(|i| i.service_account.as_str()),
         pod = outcome.id.as_ref().and_then(|i| i.pod_name.as_deref()),
         role = outcome.role.as_deref(),
-        cached = outcome.cached,
+        cache = outcome.cache.map(Lookup::as_str),
         latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
         "exchange"
     );
@@ -386,7 +387,7 @@ async fn credentials(State(app): State<Arc<App>>, headers: HeaderMap, body: Byte
     let mut outcome = Outcome {
         id: None,
         role: None,
-        cached: None,
+        cache: None,
     };
     let result = credentials_inner(&app, &headers, &body, &mut outcome).await;
     finish(&app, Endpoint::Credentials, start, &outcome, result)
@@ -419,7 +420,7 @@ async fn credentials_inner(
     };
     let session = role_session_name(&id);
     let key = CacheKey::new(&role, &session, policy.as_deref());
-    let (issued, hit) = ep
+    let (issued, lookup) = ep
         .cache
         .get_or_fetch(key, || async {
             let r = ep.sts.assume_role(&role, &session, policy.as_deref()).await;
@@ -428,8 +429,8 @@ async fn credentials_inner(
         })
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))?;
-    app.metrics.cache("credentials", hit);
-    outcome.cached = Some(hit);
+    app.metrics.cache("credentials", lookup);
+    outcome.cache = Some(lookup);
     Ok(no_store(axum::Json(issued.creds).into_response()))
 }
 
@@ -438,7 +439,7 @@ async fn token(State(app): State<Arc<App>>, headers: HeaderMap, body: Bytes) -> 
     let mut outcome = Outcome {
         id: None,
         role: None,
-        cached: None,
+        cache: None,
     };
     let result = token_inner(&app, &headers, &body, &mut outcome).await;
     finish(&app, Endpoint::Token, start, &outcome, result)

@@ -89,16 +89,24 @@ async fn credentials_work_are_cached_and_coalesced() {
         .await
         .expect("text");
     assert!(
-        metrics.contains("tokenvend_sts_sts_calls_total{reason=\"ok\"} 3"),
+        has_metric(&metrics, "tokenvend_sts_sts_calls_total{reason=\"ok\"} 3"),
         "{metrics}"
     );
     assert!(
-        metrics.contains("tokenvend_sts_cache_total{cache=\"credentials\",result=\"hit\"}"),
-        "{metrics}"
+        has_metric(
+            &metrics,
+            "tokenvend_sts_cache_total{cache=\"credentials\",result=\"hit\"} 50"
+        ) && has_metric(
+            &metrics,
+            "tokenvend_sts_cache_total{cache=\"credentials\",result=\"miss\"} 3"
+        ),
+        "1 + 1 + 50 + 1 requests: 3 STS calls, 50 answered from the cache: {metrics}"
     );
     assert!(
-        metrics
-            .contains("tokenvend_sts_requests_total{endpoint=\"credentials\",status=\"200\"} 53"),
+        has_metric(
+            &metrics,
+            "tokenvend_sts_requests_total{endpoint=\"credentials\",status=\"200\"} 53"
+        ),
         "{metrics}"
     );
     let health: Value = c
@@ -265,6 +273,22 @@ async fn every_error_status_is_reached() {
     assert_refused(status, &resp, 500, "STS AssumeRole failed");
     assert!(t0.elapsed() < Duration::from_secs(10));
 
+    // 20 requests of one service account at once with STS down (tokens not bound to a pod, so
+    // one rendered policy and one cache key): they wait for one failing call and share its
+    // answer, rather than queueing for 20 calls in turn.
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let (c, url) = (c.clone(), url.clone());
+        let t = cluster.token("shop", "herd", None, "tokenvend", 3600 + i);
+        tasks.push(tokio::spawn(
+            async move { post(&c, &url, Some(&t), None).await },
+        ));
+    }
+    for t in tasks {
+        let (status, resp) = t.await.expect("task");
+        assert_refused(status, &resp, 500, "STS AssumeRole failed");
+    }
+
     let metrics = c
         .get(sts.url("/metrics"))
         .send()
@@ -273,6 +297,13 @@ async fn every_error_status_is_reached() {
         .text()
         .await
         .expect("text");
+    assert!(
+        has_metric(
+            &metrics,
+            "tokenvend_sts_sts_calls_total{reason=\"error\"} 2"
+        ),
+        "one failed call for the lone request, one for the 20: {metrics}"
+    );
     for reason in [
         "missing",
         "malformed",
@@ -331,16 +362,18 @@ async fn token_endpoint_jwts_verify_across_key_rotation() {
             .await
             .expect("text")
     };
-    let has = |text: &str, line: &str| text.lines().any(|l| l == line);
     let m = metrics().await;
     assert!(
-        has(
+        has_metric(
             &m,
             "tokenvend_sts_signing_key_reloads_total{result=\"ok\"} 1"
         ),
         "{m}"
     );
-    assert!(has(&m, "tokenvend_sts_signing_keys_published 1"), "{m}");
+    assert!(
+        has_metric(&m, "tokenvend_sts_signing_keys_published 1"),
+        "{m}"
+    );
     assert!(
         !m.contains("cert_not_after"),
         "no certificate metrics without TLS: {m}"
@@ -393,7 +426,7 @@ async fn token_endpoint_jwts_verify_across_key_rotation() {
         "tokenvend_sts_signing_key_reloads_total{result=\"ok\"} 3",
         "tokenvend_sts_signing_keys_published 2",
     ] {
-        assert!(has(&m, line), "{line}: {m}");
+        assert!(has_metric(&m, line), "{line}: {m}");
     }
     assert!(!m.contains("result=\"error\""), "{m}");
 
@@ -427,7 +460,7 @@ async fn token_endpoint_jwts_verify_across_key_rotation() {
         "tokenvend_sts_signing_keys_published 2",
     ] {
         assert!(
-            has(&m, line),
+            has_metric(&m, line),
             "counted once, like the log line: {line}: {m}"
         );
     }

@@ -68,6 +68,12 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Whether a Prometheus text exposition has exactly this sample line (`name{labels} value`): a
+/// substring check would take `... 21` for `... 2`.
+pub fn has_metric(text: &str, line: &str) -> bool {
+    text.lines().any(|l| l == line)
+}
+
 pub fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

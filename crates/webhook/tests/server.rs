@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tokenvend_testkit::tls::{ca, install, leaf};
-use tokenvend_testkit::{admission_review, free_port};
+use tokenvend_testkit::{admission_review, free_port, has_metric};
 
 struct Webhook {
     child: Child,
@@ -265,7 +265,10 @@ async fn certificate_rotation_mid_load_fails_no_request() {
         "buckets resolve tens of microseconds: {metrics}"
     );
     assert!(
-        metrics.contains("tokenvend_webhook_cert_reloads_total{result=\"error\"} 1"),
+        has_metric(
+            &metrics,
+            "tokenvend_webhook_cert_reloads_total{result=\"error\"} 1"
+        ),
         "mismatched pair rejected once: {metrics}"
     );
 
@@ -318,7 +321,10 @@ async fn vanished_certificate_files_are_one_counted_failure_and_serving_goes_on(
         .expect("the loaded certificate keeps serving");
     let metrics = metrics_text(wh.probe).await;
     assert!(
-        metrics.contains("tokenvend_webhook_cert_reloads_total{result=\"error\"} 1\n"),
+        has_metric(
+            &metrics,
+            "tokenvend_webhook_cert_reloads_total{result=\"error\"} 1"
+        ),
         "the loss is counted once, not once per tick: {metrics}"
     );
     let warned = |logs: &[String]| {
@@ -333,9 +339,15 @@ async fn vanished_certificate_files_are_one_counted_failure_and_serving_goes_on(
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let metrics = metrics_text(wh.probe).await;
-        if metrics.contains("tokenvend_webhook_cert_reloads_total{result=\"ok\"} 2\n") {
+        if has_metric(
+            &metrics,
+            "tokenvend_webhook_cert_reloads_total{result=\"ok\"} 2",
+        ) {
             assert!(
-                metrics.contains("tokenvend_webhook_cert_reloads_total{result=\"error\"} 1\n"),
+                has_metric(
+                    &metrics,
+                    "tokenvend_webhook_cert_reloads_total{result=\"error\"} 1"
+                ),
                 "{metrics}"
             );
             break;
