@@ -3,6 +3,7 @@
 //! in step.
 
 pub mod cluster;
+pub mod config;
 pub mod local;
 pub mod pki;
 pub mod plan;

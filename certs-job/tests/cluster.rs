@@ -313,4 +313,32 @@ fn out_dir_mode_writes_usable_files_and_keeps_them() {
         .expect("run");
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--webhook-config"));
+
+    // Refused before anything is written: a day count whose seconds overflow (it used to panic),
+    // and a Service name no certificate could serve.
+    let empty = tempfile::tempdir().expect("tmp");
+    for (flag, value) in [
+        ("--ca-overlap-days", "99999999999999999"),
+        ("--service", "Tokenvend"),
+    ] {
+        let mut args = vec!["--service", "s", "--namespace", "n", flag, value];
+        if flag == "--service" {
+            args.drain(..2);
+        }
+        let bad = std::process::Command::new(env!("CARGO_BIN_EXE_tokenvend-certs"))
+            .args(args)
+            .arg("--out-dir")
+            .arg(empty.path())
+            .output()
+            .expect("run");
+        let stderr = String::from_utf8_lossy(&bad.stderr);
+        assert!(!bad.status.success(), "{flag}: {stderr}");
+        assert!(stderr.contains(flag), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert_eq!(
+            std::fs::read_dir(empty.path()).expect("dir").count(),
+            0,
+            "nothing written"
+        );
+    }
 }

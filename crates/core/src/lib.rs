@@ -10,6 +10,7 @@ pub mod creds;
 pub mod latch;
 pub mod logging;
 pub mod mode;
+pub mod names;
 pub mod session;
 #[cfg(feature = "tls-server")]
 pub mod tls;

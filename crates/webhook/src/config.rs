@@ -10,6 +10,7 @@ use serde::Deserialize;
 use tokenvend_core::Mode;
 use tokenvend_core::contract::DEFAULT_PREFIX;
 pub use tokenvend_core::logging::LogFormat;
+use tokenvend_core::names::{is_dns_label, is_dns_subdomain};
 
 /// Command line of `tokenvend-webhook`; every flag also reads `TOKENVEND_<FLAG>`.
 #[derive(Debug, Parser)]
@@ -513,20 +514,6 @@ fn read_ca_bundle(path: &Path) -> Result<String, String> {
         Ok(_) => Err(format!("{}: no PEM certificate found", path.display())),
         Err(e) => Err(format!("{}: {e}", path.display())),
     }
-}
-
-/// RFC 1123 label: what Kubernetes requires of container names.
-pub fn is_dns_label(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 63
-        && s.bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !s.starts_with('-')
-        && !s.ends_with('-')
-}
-
-fn is_dns_subdomain(s: &str) -> bool {
-    s.len() <= 253 && s.split('.').all(is_dns_label)
 }
 
 fn is_region(s: &str) -> bool {

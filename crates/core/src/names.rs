@@ -1,0 +1,43 @@
+//! Kubernetes object-name rules, checked where a name is taken from configuration so a bad one is
+//! refused at start rather than failing later inside the cluster.
+
+/// RFC 1123 label: lowercase letters, digits and `-`, at most 63, starting and ending
+/// alphanumeric (container names, namespaces).
+pub fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// RFC 1123 subdomain: dot-separated labels, at most 253 (most object names).
+pub fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
+/// RFC 1035 label: an RFC 1123 label that starts with a letter (Service names).
+pub fn is_service_name(s: &str) -> bool {
+    is_dns_label(s) && s.starts_with(|c: char| c.is_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_subdomains_and_service_names() {
+        for ok in ["a", "tokenvend-webhook", "0abc", &"x".repeat(63)] {
+            assert!(is_dns_label(ok), "{ok}");
+        }
+        for bad in ["", "-a", "a-", "A", "a_b", "a b", "a.b", &"x".repeat(64)] {
+            assert!(!is_dns_label(bad), "{bad:?}");
+        }
+        assert!(is_dns_subdomain("tremolo.io"));
+        assert!(!is_dns_subdomain("tremolo..io"));
+        assert!(!is_dns_subdomain(&["a"; 128].join(".")));
+        assert!(is_service_name("tokenvend-sts"));
+        assert!(!is_service_name("0abc"), "Services start with a letter");
+    }
+}
