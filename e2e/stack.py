@@ -168,6 +168,9 @@ class Stack:
             "TOKENVEND_ISSUER_URL": f"https://{STS_HOST}",
             "TOKENVEND_SIGNING_KEY_DIR": os.path.join(self.work, "signing-keys"),
             "LOG_LEVEL": "INFO",
+            # No Service or kube-proxy in front of it here, so nothing to wait for at a stop: a
+            # stop is an outage at once (the outage test relies on it).
+            "TOKENVEND_SHUTDOWN_DELAY_SECONDS": "0",
         }
 
     def start_sts(self):
@@ -200,7 +203,7 @@ class Stack:
                                 "--probe-listen", f"127.0.0.1:{WEBHOOK_PROBE_PORT}",
                                 "--tls-cert", os.path.join(self.certs, "tls.crt"),
                                 "--tls-key", os.path.join(self.certs, "tls.key"), "--config", path],
-                    env={"PATH": os.environ.get("PATH", "")})
+                    env={"PATH": os.environ.get("PATH", ""), "TOKENVEND_SHUTDOWN_DELAY_SECONDS": "0"})
         self._wait_started("webhook", self._ready, "tokenvend-webhook did not become ready")
         self.log(f"tokenvend-webhook on https://127.0.0.1:{WEBHOOK_PORT} (serving cert from tokenvend-certs)")
 

@@ -13,6 +13,8 @@ pub mod mode;
 pub mod names;
 pub mod session;
 #[cfg(feature = "tls-server")]
+pub mod shutdown;
+#[cfg(feature = "tls-server")]
 pub mod tls;
 
 pub use arn::{ArnError, RoleArn};

@@ -63,6 +63,10 @@ pub struct ServeArgs {
     /// How often the --tls-cert and --tls-key files are checked for changes, seconds.
     #[arg(long, env = "TOKENVEND_CERT_RELOAD_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub cert_reload_seconds: u64,
+    /// Seconds to keep serving after SIGTERM before refusing new connections, while kube-proxy
+    /// learns the endpoint is gone.
+    #[arg(long, env = "TOKENVEND_SHUTDOWN_DELAY_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=60))]
+    pub shutdown_delay_seconds: u64,
     /// Default role for POST /credentials (enables that endpoint).
     #[arg(long, env = "AWS_ROLE_ARN")]
     pub role_arn: Option<String>,

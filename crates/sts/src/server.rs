@@ -498,7 +498,11 @@ pub async fn run(args: ServeArgs) -> Result<(), SetupError> {
     let addr = args.addr();
     spawn_maintenance(app.clone(), Duration::from_secs(args.key_reload_seconds));
     let handle: axum_server::Handle<std::net::SocketAddr> = axum_server::Handle::new();
-    tokio::spawn(shutdown_on_signal(handle.clone()));
+    tokio::spawn(tokenvend_core::shutdown::stop_on_signal(
+        handle.clone(),
+        Duration::from_secs(args.shutdown_delay_seconds),
+        || {},
+    ));
     let service = router(app.clone()).into_make_service();
     // Say "serving" once the socket is bound, not before: a taken port ends in the error alone.
     let announce = async {
@@ -582,24 +586,4 @@ fn spawn_maintenance(app: Arc<App>, key_reload: Duration) {
             }
         }
     });
-}
-
-async fn shutdown_on_signal(handle: axum_server::Handle<std::net::SocketAddr>) {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
-    tracing::info!("shutting down");
-    handle.graceful_shutdown(Some(Duration::from_secs(10)));
 }

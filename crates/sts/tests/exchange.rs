@@ -727,3 +727,51 @@ fn bad_configuration_fails_at_start_naming_the_setting() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!stdout.contains("tokenvend-sts serving"), "{stdout}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_keeps_serving_for_the_delay_then_exits_cleanly() {
+    provider();
+    let moto = Moto::start();
+    let cluster = Cluster::new();
+    let mut sts = Sts::start(
+        &moto,
+        &cluster,
+        &[("TOKENVEND_SHUTDOWN_DELAY_SECONDS", "2".into())],
+    );
+    let delay = Duration::from_secs(2);
+    let signalled = Instant::now();
+    let pid = sts.proc.0.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    // A new connection during the delay is still answered: kube-proxy may route one there a
+    // moment after the pod began terminating.
+    let fresh = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("client");
+    let token = cluster.token("shop", "late", None, "tokenvend", 3600);
+    let (status, body) = post(&fresh, &sts.url("/credentials"), Some(&token), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(signalled.elapsed() < delay, "too late to prove the delay");
+    // Then new connections are refused and the process exits 0.
+    let deadline = signalled + delay + Duration::from_secs(5);
+    let status = loop {
+        if let Some(status) = sts.proc.0.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "no exit after the delay");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "{status}");
+    assert!(
+        signalled.elapsed() >= delay,
+        "exited before the delay was over"
+    );
+    assert!(tokio::net::TcpStream::connect(sts.addr).await.is_err());
+    assert!(sts.all_logs().contains("stopping"), "{}", sts.all_logs());
+}

@@ -39,6 +39,10 @@ pub struct Cli {
     /// How often the cert and key files are checked for changes, in seconds.
     #[arg(long, env = "TOKENVEND_CERT_RELOAD_SECONDS", default_value_t = 2, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub cert_reload_seconds: u64,
+    /// Seconds to keep serving after SIGTERM (readiness already false) before refusing new
+    /// connections, while the API server learns the endpoint is gone.
+    #[arg(long, env = "TOKENVEND_SHUTDOWN_DELAY_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=60))]
+    pub shutdown_delay_seconds: u64,
     /// Log format.
     #[arg(long, env = "TOKENVEND_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
@@ -482,6 +486,8 @@ pub struct ServerConfig {
     pub tls_key: PathBuf,
     /// Cert reload poll interval.
     pub cert_reload: Duration,
+    /// Serving time after SIGTERM before new connections are refused.
+    pub shutdown_delay: Duration,
     /// Mutation settings.
     pub mutation: Config,
 }
@@ -499,6 +505,7 @@ impl Cli {
             tls_cert: self.tls_cert.unwrap_or_default(),
             tls_key: self.tls_key.unwrap_or_default(),
             cert_reload: Duration::from_secs(self.cert_reload_seconds),
+            shutdown_delay: Duration::from_secs(self.shutdown_delay_seconds),
             mutation: Config::from_args(from_file.overlay(self.mutation))?,
         })
     }

@@ -191,7 +191,18 @@ pub async fn run(cfg: ServerConfig) -> Result<(), RunError> {
     });
     let handle: Handle<std::net::SocketAddr> = Handle::new();
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(shutdown_on_signal(handle.clone(), stop_tx, metrics.clone()));
+    tokio::spawn(tokenvend_core::shutdown::stop_on_signal(
+        handle.clone(),
+        cfg.shutdown_delay,
+        {
+            let metrics = metrics.clone();
+            move || {
+                // Readiness turns false at once; the listener keeps accepting for the delay.
+                metrics.mark_stopping();
+                let _ = stop_tx.send(true);
+            }
+        },
+    ));
 
     if let Some(addr) = cfg.probe_listen {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -249,37 +260,4 @@ pub async fn run(cfg: ServerConfig) -> Result<(), RunError> {
         addr: cfg.listen,
         source,
     })
-}
-
-async fn shutdown_on_signal(
-    handle: Handle<std::net::SocketAddr>,
-    stop: tokio::sync::watch::Sender<bool>,
-    metrics: Arc<Metrics>,
-) {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {}
-        () = term => {}
-    }
-    tracing::info!("shutting down: finishing in-flight requests");
-    // Readiness turns false with the listener, while in-flight admissions finish.
-    metrics.mark_stopping();
-    let _ = stop.send(true);
-    handle.graceful_shutdown(Some(Duration::from_secs(10)));
 }

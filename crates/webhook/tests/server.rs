@@ -161,7 +161,7 @@ async fn certificate_rotation_mid_load_fails_no_request() {
     let second = leaf(&ca2, &issuer2);
     let third = leaf(&ca1, &issuer1);
     install(dir.path(), &first);
-    let wh = start(dir.path(), &[]);
+    let wh = start(dir.path(), &["--shutdown-delay-seconds", "0"]);
     wait_ready(wh.probe).await;
 
     let both = [first.ca_pem.as_str(), second.ca_pem.as_str()];
@@ -285,7 +285,7 @@ async fn certificate_rotation_mid_load_fails_no_request() {
     assert_eq!(v["mode"], json!("credentials"));
     assert!(v["latency_us"].is_u64());
 
-    // SIGTERM: prompt, clean exit.
+    // SIGTERM: prompt, clean exit (this one runs with no shutdown delay).
     let mut wh = wh;
     let t0 = Instant::now();
     sigterm(&wh);
@@ -518,13 +518,15 @@ async fn not_ready_when_the_tls_port_cannot_be_bound() {
 }
 
 #[tokio::test]
-async fn readiness_fails_at_sigterm_while_in_flight_admissions_finish() {
+async fn at_sigterm_readiness_fails_new_admissions_are_served_for_the_delay_and_in_flight_ones_finish()
+ {
     provider();
     let dir = tempfile::tempdir().expect("tmp");
     let (ca1, _k, issuer) = ca("ca");
     let pair = leaf(&ca1, &issuer);
     install(dir.path(), &pair);
-    let mut wh = start(dir.path(), &[]);
+    let delay = Duration::from_secs(2);
+    let mut wh = start(dir.path(), &["--shutdown-delay-seconds", "2"]);
     wait_ready(wh.probe).await;
 
     // An admission in flight: headers and half the body sent over TLS, the rest held back.
@@ -577,6 +579,7 @@ async fn readiness_fails_at_sigterm_while_in_flight_admissions_finish() {
         .await
         .expect("flush");
 
+    let signalled = Instant::now();
     sigterm(&wh);
     let plain = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -593,6 +596,29 @@ async fn readiness_fails_at_sigterm_while_in_flight_admissions_finish() {
         assert!(Instant::now() < deadline, "still ready after SIGTERM");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+
+    // Not ready, yet a new connection is still accepted and answered during the delay: the API
+    // server may dial the endpoint a moment after the pod began terminating.
+    post_review(&client(&[&pair.ca_pem], true), wh.addr, "during-delay")
+        .await
+        .expect("a new admission is served during the shutdown delay");
+    assert!(
+        signalled.elapsed() < delay,
+        "the check above ran too late to prove the delay"
+    );
+    // After the delay new connections are refused, while the in-flight admission holds on.
+    let deadline = signalled + delay + Duration::from_secs(5);
+    while tokio::net::TcpStream::connect(wh.addr).await.is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "still accepting long after the delay"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        signalled.elapsed() >= delay,
+        "stopped accepting before the delay was over"
+    );
     assert!(
         wh.child.try_wait().expect("wait").is_none(),
         "exited before the in-flight admission finished"
