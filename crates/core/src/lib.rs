@@ -11,9 +11,9 @@ pub mod latch;
 pub mod logging;
 pub mod mode;
 pub mod names;
-pub mod session;
 #[cfg(feature = "tls-server")]
-pub mod shutdown;
+pub mod serving;
+pub mod session;
 #[cfg(feature = "tls-server")]
 pub mod tls;
 

@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
 use tokenvend_core::creds::{ErrorBody, ExchangeRequest};
+use tokenvend_core::serving::{bounded, stop_on_signal};
 use tokenvend_core::{Identity, RoleArn};
 use tower_http::timeout::TimeoutLayer;
 
@@ -498,7 +499,7 @@ pub async fn run(args: ServeArgs) -> Result<(), SetupError> {
     let addr = args.addr();
     spawn_maintenance(app.clone(), Duration::from_secs(args.key_reload_seconds));
     let handle: axum_server::Handle<std::net::SocketAddr> = axum_server::Handle::new();
-    tokio::spawn(tokenvend_core::shutdown::stop_on_signal(
+    tokio::spawn(stop_on_signal(
         handle.clone(),
         Duration::from_secs(args.shutdown_delay_seconds),
         || {},
@@ -534,13 +535,13 @@ pub async fn run(args: ServeArgs) -> Result<(), SetupError> {
                     move |r: Result<i64, &tls::TlsError>| app.metrics.cert(r)
                 },
             ));
-            let serve = axum_server::bind_rustls(addr, rustls)
+            let serve = bounded(axum_server::bind_rustls(addr, rustls))
                 .handle(handle.clone())
                 .serve(service);
             tokio::join!(announce, serve).1
         }
         _ => {
-            let serve = axum_server::bind(addr)
+            let serve = bounded(axum_server::bind(addr))
                 .handle(handle.clone())
                 .serve(service);
             tokio::join!(announce, serve).1

@@ -775,3 +775,22 @@ async fn sigterm_keeps_serving_for_the_delay_then_exits_cleanly() {
     assert!(tokio::net::TcpStream::connect(sts.addr).await.is_err());
     assert!(sts.all_logs().contains("stopping"), "{}", sts.all_logs());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_sends_nothing_is_closed_after_ten_seconds() {
+    use tokio::io::AsyncReadExt;
+    provider();
+    let moto = Moto::start();
+    let cluster = Cluster::new();
+    let sts = Sts::start(&moto, &cluster, &[]);
+    let mut silent = tokio::net::TcpStream::connect(sts.addr).await.expect("tcp");
+    let t0 = Instant::now();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(20), silent.read(&mut buf))
+        .await
+        .expect("closed within 20 s")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "no answer to no request");
+    let secs = t0.elapsed().as_secs_f64();
+    assert!((9.0..15.0).contains(&secs), "closed after {secs} s");
+}

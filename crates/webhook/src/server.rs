@@ -19,6 +19,7 @@ use crate::admission::{self, ReviewError};
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
 use crate::mutate::Injector;
+use tokenvend_core::serving::{bounded, stop_on_signal};
 use tokenvend_core::tls;
 
 /// Largest AdmissionReview body accepted (the API server's own request limit is 3 MiB).
@@ -191,27 +192,24 @@ pub async fn run(cfg: ServerConfig) -> Result<(), RunError> {
     });
     let handle: Handle<std::net::SocketAddr> = Handle::new();
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(tokenvend_core::shutdown::stop_on_signal(
-        handle.clone(),
-        cfg.shutdown_delay,
-        {
-            let metrics = metrics.clone();
-            move || {
-                // Readiness turns false at once; the listener keeps accepting for the delay.
-                metrics.mark_stopping();
-                let _ = stop_tx.send(true);
-            }
-        },
-    ));
+    tokio::spawn(stop_on_signal(handle.clone(), cfg.shutdown_delay, {
+        let metrics = metrics.clone();
+        move || {
+            // Readiness turns false at once; the listener keeps accepting for the delay.
+            metrics.mark_stopping();
+            let _ = stop_tx.send(true);
+        }
+    }));
 
     if let Some(addr) = cfg.probe_listen {
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
+        // Bound here, so a taken port is an error at start rather than in the background.
+        let listener = std::net::TcpListener::bind(addr)
+            .and_then(axum_server::from_tcp)
             .map_err(|source| RunError::Listen { addr, source })?;
-        let app = probe_router(state.clone());
+        let probes = bounded(listener).serve(probe_router(state.clone()).into_make_service());
         tracing::info!(%addr, "probe listener (plain HTTP) started");
         tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, app).await {
+            if let Err(e) = probes.await {
                 tracing::error!(error = %e, "probe listener failed");
             }
         });
@@ -244,7 +242,7 @@ pub async fn run(cfg: ServerConfig) -> Result<(), RunError> {
         },
     ));
 
-    let serve = axum_server::bind_rustls(cfg.listen, rustls)
+    let serve = bounded(axum_server::bind_rustls(cfg.listen, rustls))
         .handle(handle.clone())
         .serve(router(state).into_make_service());
     // Ready only once the listener is bound: a probe must not pass for a server that is about

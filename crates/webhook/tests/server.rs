@@ -147,6 +147,114 @@ async fn wait_clean_exit(wh: &mut Webhook, since: Instant, after: &str) {
     }
 }
 
+/// A raw TLS connection to the webhook (HTTP/1.1: no ALPN), trusting `ca_pem`.
+async fn tls_connect(
+    addr: SocketAddr,
+    ca_pem: &str,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    let der =
+        <rustls_pki_types::CertificateDer as rustls_pki_types::pem::PemObject>::from_pem_slice(
+            ca_pem.as_bytes(),
+        )
+        .expect("ca der");
+    roots.add(der).expect("root");
+    let tls = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("tcp");
+    let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+    tokio_rustls::TlsConnector::from(Arc::new(tls))
+        .connect(name, tcp)
+        .await
+        .expect("tls")
+}
+
+/// Seconds until the server closes `conn` (end of stream or an error), at most `limit`.
+async fn seconds_until_closed(
+    mut conn: tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    limit: Duration,
+) -> f64 {
+    let t0 = Instant::now();
+    let mut buf = [0u8; 256];
+    loop {
+        match tokio::time::timeout(
+            limit.saturating_sub(t0.elapsed()),
+            tokio::io::AsyncReadExt::read(&mut conn, &mut buf),
+        )
+        .await
+        {
+            Ok(Ok(0) | Err(_)) => return t0.elapsed().as_secs_f64(),
+            Ok(Ok(_)) => {}
+            Err(_) => panic!("connection still open after {limit:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_slow_and_idle_connections_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    provider();
+    let dir = tempfile::tempdir().expect("tmp");
+    let (ca1, _k, issuer) = ca("ca");
+    let pair = leaf(&ca1, &issuer);
+    install(dir.path(), &pair);
+    let wh = start(dir.path(), &[]);
+    wait_ready(wh.probe).await;
+
+    // Connected over TLS, never a byte: closed at the 10 s first-request limit.
+    let silent = tls_connect(wh.addr, &pair.ca_pem).await;
+    // Half a request head, then nothing: the same.
+    let mut slow = tls_connect(wh.addr, &pair.ca_pem).await;
+    slow.write_all(b"POST /mutate HTTP/1.1\r\nHost: localhost\r\n")
+        .await
+        .expect("half a head");
+    slow.flush().await.expect("flush");
+    // One whole admission answered, then idle on a kept-alive connection: closed at the 30 s
+    // header-read limit, which counts from the answer.
+    let mut idle = tls_connect(wh.addr, &pair.ca_pem).await;
+    let body = review_body("idle");
+    idle.write_all(
+        format!(
+            "POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .expect("request");
+    idle.flush().await.expect("flush");
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&answer).contains("\"uid\":\"idle\"") {
+        let n = tokio::time::timeout(Duration::from_secs(5), idle.read(&mut buf))
+            .await
+            .expect("answer in time")
+            .expect("read");
+        assert!(n > 0, "closed before answering");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    assert!(answer.starts_with(b"HTTP/1.1 200"));
+
+    let (silent, slow, idle) = tokio::join!(
+        seconds_until_closed(silent, Duration::from_secs(20)),
+        seconds_until_closed(slow, Duration::from_secs(20)),
+        seconds_until_closed(idle, Duration::from_secs(45)),
+    );
+    assert!(
+        (9.0..15.0).contains(&silent),
+        "silent connection closed after {silent} s"
+    );
+    assert!(
+        (9.0..15.0).contains(&slow),
+        "slow head closed after {slow} s"
+    );
+    assert!(
+        (28.0..36.0).contains(&idle),
+        "idle connection closed after {idle} s"
+    );
+}
+
 fn provider() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
@@ -530,22 +638,7 @@ async fn at_sigterm_readiness_fails_new_admissions_are_served_for_the_delay_and_
     wait_ready(wh.probe).await;
 
     // An admission in flight: headers and half the body sent over TLS, the rest held back.
-    let mut roots = rustls::RootCertStore::empty();
-    let der =
-        <rustls_pki_types::CertificateDer as rustls_pki_types::pem::PemObject>::from_pem_slice(
-            pair.ca_pem.as_bytes(),
-        )
-        .expect("ca der");
-    roots.add(der).expect("root");
-    let tls = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    let tcp = tokio::net::TcpStream::connect(wh.addr).await.expect("tcp");
-    let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
-    let mut conn = tokio_rustls::TlsConnector::from(Arc::new(tls))
-        .connect(name, tcp)
-        .await
-        .expect("tls");
+    let mut conn = tls_connect(wh.addr, &pair.ca_pem).await;
     let body = review_body("in-flight");
     // `Expect: 100-continue`: the server's "100 Continue" proves it has parsed the head and is
     // reading the body, so the admission is in flight (an unparsed one would count as idle).

@@ -1,4 +1,9 @@
-//! Graceful stop of the servers on SIGTERM or SIGINT.
+//! How the servers hold connections: bounds on clients that connect and stay silent or slow, and a
+//! graceful stop on SIGTERM or SIGINT.
+//!
+//! axum-server leaves hyper's header-read timeout off and has no limit on a connection that never
+//! sends a request, so without these a client could hold connections (and their file descriptors)
+//! open for ever.
 //!
 //! Kubernetes takes a terminating pod out of its Service's endpoints at the same moment as it
 //! signals the pod, and callers learn of it a little later (the API server's endpoint cache when it
@@ -11,10 +16,27 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum_server::Handle;
+use axum_server::{Address, Handle, Server};
 
 /// Longest time in-flight requests get once the listener has stopped accepting.
 pub const DRAIN: Duration = Duration::from_secs(10);
+
+/// Longest time from an accepted connection (after its TLS handshake, which has its own 10 s
+/// limit) to its first request: real clients send at once.
+pub const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Longest time an HTTP/1 request head may take to arrive, counted from the end of the previous
+/// answer on a kept-alive connection, so it is also the idle limit (hyper's own default).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `server` with [`FIRST_REQUEST_TIMEOUT`] and [`HEADER_READ_TIMEOUT`].
+pub fn bounded<A: Address, Acc>(mut server: Server<A, Acc>) -> Server<A, Acc> {
+    server
+        .http_builder()
+        .http1()
+        .header_read_timeout(HEADER_READ_TIMEOUT);
+    server.first_request_timeout(FIRST_REQUEST_TIMEOUT)
+}
 
 /// Resolves at the next SIGTERM or SIGINT received after it is first polled.
 pub async fn signal() {
