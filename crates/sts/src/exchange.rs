@@ -384,7 +384,7 @@ mod tests {
         assert_eq!(lookup, Lookup::Miss, "a failure leaves nothing cached");
     }
 
-    /// `n` concurrent lookups of `key`, each fetch counted, taking 50 ms and giving `answer`.
+    /// `n` concurrent lookups of one key, each fetch counted, taking 50 ms and giving `answer`.
     async fn herd(
         cache: &Arc<CredentialCache>,
         calls: &Arc<AtomicUsize>,
