@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tokenvend_testkit::tls::{ca, install, leaf};
+use tokenvend_testkit::tls::{Pair, ca, install, leaf};
 use tokenvend_testkit::{admission_review, free_port, has_metric};
 
 struct Webhook {
@@ -147,6 +147,19 @@ async fn wait_clean_exit(wh: &mut Webhook, since: Instant, after: &str) {
     }
 }
 
+/// A ready webhook started with `extra` flags, serving a fresh CA's certificate from a temporary
+/// directory (kept alive by the caller).
+async fn ready(extra: &[&str]) -> (tempfile::TempDir, Pair, Webhook) {
+    provider();
+    let dir = tempfile::tempdir().expect("tmp");
+    let (ca1, _k, issuer) = ca("ca");
+    let pair = leaf(&ca1, &issuer);
+    install(dir.path(), &pair);
+    let wh = start(dir.path(), extra);
+    wait_ready(wh.probe).await;
+    (dir, pair, wh)
+}
+
 /// A raw TLS connection to the webhook (HTTP/1.1: no ALPN), trusting `ca_pem`.
 async fn tls_connect(
     addr: SocketAddr,
@@ -194,13 +207,7 @@ async fn seconds_until_closed(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_slow_and_idle_connections_are_closed() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    provider();
-    let dir = tempfile::tempdir().expect("tmp");
-    let (ca1, _k, issuer) = ca("ca");
-    let pair = leaf(&ca1, &issuer);
-    install(dir.path(), &pair);
-    let wh = start(dir.path(), &[]);
-    wait_ready(wh.probe).await;
+    let (_dir, pair, wh) = ready(&[]).await;
 
     // Connected over TLS, never a byte: closed at the 10 s first-request limit.
     let silent = tls_connect(wh.addr, &pair.ca_pem).await;
@@ -480,13 +487,7 @@ async fn vanished_certificate_files_are_one_counted_failure_and_serving_goes_on(
 
 #[tokio::test]
 async fn bad_requests_get_clear_http_errors() {
-    provider();
-    let dir = tempfile::tempdir().expect("tmp");
-    let (ca1, _k, issuer) = ca("ca");
-    let pair = leaf(&ca1, &issuer);
-    install(dir.path(), &pair);
-    let wh = start(dir.path(), &[]);
-    wait_ready(wh.probe).await;
+    let (_dir, pair, wh) = ready(&[]).await;
     let c = client(&[&pair.ca_pem], false);
     let url = format!("https://localhost:{}/mutate", wh.addr.port());
     let send = |ct: Option<&'static str>, body: Vec<u8>| {
@@ -628,14 +629,8 @@ async fn not_ready_when_the_tls_port_cannot_be_bound() {
 #[tokio::test]
 async fn at_sigterm_readiness_fails_new_admissions_are_served_for_the_delay_and_in_flight_ones_finish()
  {
-    provider();
-    let dir = tempfile::tempdir().expect("tmp");
-    let (ca1, _k, issuer) = ca("ca");
-    let pair = leaf(&ca1, &issuer);
-    install(dir.path(), &pair);
     let delay = Duration::from_secs(2);
-    let mut wh = start(dir.path(), &["--shutdown-delay-seconds", "2"]);
-    wait_ready(wh.probe).await;
+    let (_dir, pair, mut wh) = ready(&["--shutdown-delay-seconds", "2"]).await;
 
     // An admission in flight: headers and half the body sent over TLS, the rest held back.
     let mut conn = tls_connect(wh.addr, &pair.ca_pem).await;
