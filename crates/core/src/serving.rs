@@ -25,16 +25,23 @@ pub const DRAIN: Duration = Duration::from_secs(10);
 /// limit) to its first request: real clients send at once.
 pub const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Longest time an HTTP/1 request head may take to arrive, counted from the end of the previous
-/// answer on a kept-alive connection, so it is also the idle limit (hyper's own default).
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest time a kept-alive HTTP/1 connection waits for its next request head, counted from the
+/// previous answer (hyper's header-read timeout, which also runs while the connection is idle).
+///
+/// It must outlast the callers' idle pools, so that the caller, not the server, closes an idle
+/// connection. The API server keeps webhook connections (HTTP/1.1) idle for 90 s, as do Go's
+/// default transport and reqwest. A server that closes first races the caller's next request on
+/// that connection: the request is written, the server's FIN arrives, and Go does not retry a POST
+/// it has written, so the admission fails with EOF and, with `failurePolicy: Fail`, the pod is
+/// denied. hyper's own default, 30 s, is that race.
+pub const HTTP1_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// `server` with [`FIRST_REQUEST_TIMEOUT`] and [`HEADER_READ_TIMEOUT`].
+/// `server` with [`FIRST_REQUEST_TIMEOUT`] and [`HTTP1_IDLE_TIMEOUT`].
 pub fn bounded<A: Address, Acc>(mut server: Server<A, Acc>) -> Server<A, Acc> {
     server
         .http_builder()
         .http1()
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(HTTP1_IDLE_TIMEOUT);
     server.first_request_timeout(FIRST_REQUEST_TIMEOUT)
 }
 
