@@ -106,6 +106,11 @@ impl Metrics {
         self.phase.store(STOPPING, Ordering::Release);
     }
 
+    /// Whether shutdown has begun.
+    pub fn stopping(&self) -> bool {
+        self.phase.load(Ordering::Acquire) == STOPPING
+    }
+
     /// Whether the TLS listener is bound with a certificate not past its notAfter, and the
     /// server is not shutting down.
     pub fn ready(&self, now_unix: i64) -> bool {

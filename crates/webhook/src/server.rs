@@ -8,7 +8,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Version, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum_server::Handle;
@@ -114,11 +114,25 @@ fn is_json(headers: &HeaderMap) -> bool {
 
 async fn mutate(
     State(s): State<Arc<AppState>>,
+    version: Version,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
+    let mut resp = answer(&s, &headers, body);
+    // Once stopping, retire each kept-alive HTTP/1 connection at its next answer. The API server
+    // pools connections by Service name and keeps reusing those to a terminating pod; told
+    // `Connection: close`, it dials anew (to a pod still serving) instead of having the idle
+    // connection closed under it at the end of the delay, where a request may cross the close.
+    if version <= Version::HTTP_11 && s.metrics.stopping() {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
+fn answer(s: &AppState, headers: &HeaderMap, body: Result<Bytes, BytesRejection>) -> Response {
     let start = Instant::now();
-    if !is_json(&headers) {
+    if !is_json(headers) {
         s.metrics.bad_request("content_type");
         tracing::warn!("refused /mutate request: content type is not application/json");
         return (

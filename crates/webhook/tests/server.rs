@@ -204,8 +204,12 @@ async fn seconds_until_closed(
     }
 }
 
-/// One admission over a raw kept-alive connection: writes the request, reads until its answer.
-async fn admit_raw(conn: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>, uid: &str) {
+/// One admission over a raw kept-alive connection: writes the request, reads until its answer
+/// (a 200), which it returns, head and body.
+async fn admit_raw(
+    conn: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    uid: &str,
+) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let body = review_body(uid);
     conn.write_all(
@@ -230,6 +234,7 @@ async fn admit_raw(conn: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStr
         answer.extend_from_slice(&buf[..n]);
     }
     assert!(answer.starts_with(b"HTTP/1.1 200"), "{uid}: not a 200");
+    String::from_utf8_lossy(&answer).into_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -249,13 +254,13 @@ async fn silent_and_slow_connections_close_idle_ones_outlast_the_api_servers_poo
     // must still be listening then: had it closed the connection first, an admission written as
     // its close arrives would fail with EOF, and the API server does not retry it.
     let mut reused = tls_connect(wh.addr, &pair.ca_pem).await;
-    admit_raw(&mut reused, "first").await;
+    let _ = admit_raw(&mut reused, "first").await;
     // Idle after an answer: closed at the 120 s limit, so no connection is held for ever.
     let mut idle = tls_connect(wh.addr, &pair.ca_pem).await;
-    admit_raw(&mut idle, "idle").await;
+    let _ = admit_raw(&mut idle, "idle").await;
     let reuse_after_pool_timeout = async {
         tokio::time::sleep(Duration::from_secs(95)).await;
-        admit_raw(&mut reused, "after-95s").await;
+        let _ = admit_raw(&mut reused, "after-95s").await;
     };
 
     let (silent, slow, idle, ()) = tokio::join!(
@@ -647,6 +652,13 @@ async fn at_sigterm_readiness_fails_new_admissions_are_served_for_the_delay_and_
  {
     let delay = Duration::from_secs(2);
     let (_dir, pair, mut wh) = ready(&["--shutdown-delay-seconds", "2"]).await;
+    // A kept-alive connection, as the API server pools them.
+    let mut pooled = tls_connect(wh.addr, &pair.ca_pem).await;
+    let before = admit_raw(&mut pooled, "before").await.to_ascii_lowercase();
+    assert!(
+        !before.contains("connection: close"),
+        "closing while serving: {before}"
+    );
 
     // An admission in flight: headers and half the body sent over TLS, the rest held back.
     let mut conn = tls_connect(wh.addr, &pair.ca_pem).await;
@@ -706,6 +718,20 @@ async fn at_sigterm_readiness_fails_new_admissions_are_served_for_the_delay_and_
     post_review(&client(&[&pair.ca_pem], true), wh.addr, "during-delay")
         .await
         .expect("a new admission is served during the shutdown delay");
+    // A pooled connection is answered too, told `Connection: close`, and closed right after that
+    // answer rather than at the end of the delay, where a request could cross the close.
+    let last = admit_raw(&mut pooled, "pooled-during-delay")
+        .await
+        .to_ascii_lowercase();
+    assert!(
+        last.contains("connection: close"),
+        "no Connection: close while stopping: {last}"
+    );
+    let closed_after = seconds_until_closed(pooled, Duration::from_secs(5)).await;
+    assert!(
+        closed_after < 0.5,
+        "pooled connection closed {closed_after} s after its last answer"
+    );
     assert!(
         signalled.elapsed() < delay,
         "the check above ran too late to prove the delay"
