@@ -299,13 +299,26 @@ impl TokenReviewValidator {
             },
             ..Default::default()
         };
-        let result =
-            tokio::time::timeout(self.timeout, api.create(&PostParams::default(), &review))
-                .await
-                .map_err(|_| AuthError::Unavailable("TokenReview timed out".into()))?
-                .map_err(|e| {
-                    AuthError::Unavailable(format!("TokenReview failed: {}", kube_error(&e)))
-                })?;
+        let params = PostParams::default();
+        let call = async {
+            match api.create(&params, &review).await {
+                // The API server closes a kept-alive connection after 90 s idle, as long as the
+                // client pool keeps it: a review written as that close arrives fails without an
+                // answer, and the client does not resend a POST. A review changes nothing, so
+                // ask once more, over a new connection.
+                Err(e) if is_transport(&e) => {
+                    tracing::info!(error = %kube_error(&e), "TokenReview connection failed; retrying once");
+                    api.create(&params, &review).await
+                }
+                other => other,
+            }
+        };
+        let result = tokio::time::timeout(self.timeout, call)
+            .await
+            .map_err(|_| AuthError::Unavailable("TokenReview timed out".into()))?
+            .map_err(|e| {
+                AuthError::Unavailable(format!("TokenReview failed: {}", kube_error(&e)))
+            })?;
         let status = result.status.unwrap_or_default();
         if status.authenticated != Some(true) {
             let why = status.error.unwrap_or_else(|| "unauthenticated".into());
@@ -333,6 +346,11 @@ impl TokenReviewValidator {
         id.pod_uid = first("authentication.kubernetes.io/pod-uid");
         Ok((id, exp))
     }
+}
+
+/// The request got no HTTP answer (connection refused, reset or closed): worth one more try.
+fn is_transport(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::HyperError(_) | kube::Error::Service(_))
 }
 
 fn kube_error(e: &kube::Error) -> String {

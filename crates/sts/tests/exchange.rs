@@ -4,6 +4,7 @@
 //! kube-apiserver stand-in.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::JwkSet;
@@ -613,6 +614,104 @@ async fn tokenreview_through_the_apiserver_stand_in() {
     )
     .await;
     assert_refused(status, &resp, 503, "unavailable");
+}
+
+/// A TCP relay to `target` on loopback. While `drops` is above zero, it takes one and closes the
+/// connection at the next bytes a client sends, without relaying them: a request written just as
+/// the server's close of an idle connection arrives.
+async fn closing_relay(target: u16, drops: Arc<AtomicUsize>) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let drops = drops.clone();
+            tokio::spawn(async move {
+                let Ok(upstream) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                else {
+                    return;
+                };
+                let (mut from_client, mut to_client) = client.into_split();
+                let (mut from_upstream, mut to_upstream) = upstream.into_split();
+                let back = tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut from_upstream, &mut to_client).await;
+                });
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = match from_client.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    let dropped = drops
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |d| d.checked_sub(1))
+                        .is_ok();
+                    if dropped || to_upstream.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+                back.abort();
+            });
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tokenreview_whose_connection_closes_under_it_is_asked_once_more() {
+    provider();
+    let moto = Moto::start();
+    let cluster = Arc::new(Cluster::new());
+    let standin = ApiServerStandIn::start(cluster.clone()).await;
+    let drops = Arc::new(AtomicUsize::new(0));
+    let relay = closing_relay(standin.port, drops.clone()).await;
+    let kdir = tempfile::tempdir().expect("tmp");
+    let kubeconfig = standin.kubeconfig(kdir.path());
+    let via_relay = std::fs::read_to_string(&kubeconfig)
+        .expect("kubeconfig")
+        .replace(
+            &format!("127.0.0.1:{}", standin.port),
+            &format!("127.0.0.1:{relay}"),
+        );
+    std::fs::write(&kubeconfig, via_relay).expect("kubeconfig");
+    let sts = Sts::start(
+        &moto,
+        &cluster,
+        &[
+            ("TOKENVEND_VALIDATION", "tokenreview".into()),
+            ("KUBECONFIG", kubeconfig.display().to_string()),
+        ],
+    );
+    let c = reqwest::Client::new();
+    let ask = |sa: &str| {
+        let token = cluster.token("shop", sa, None, "tokenvend", 3600);
+        let (c, url) = (c.clone(), sts.url("/credentials"));
+        async move { post(&c, &url, Some(&token), None).await }
+    };
+    let reviews = || standin.reviews.lock().expect("reviews").len();
+
+    // A first review; the client keeps its connection for the next.
+    let (status, resp) = ask("orders").await;
+    assert_eq!(status, 200, "{resp} {}", sts.all_logs());
+    // The next review's connection is closed as the review is written: asked once more, answered.
+    drops.store(1, Ordering::SeqCst);
+    let (status, resp) = ask("billing").await;
+    assert_eq!(status, 200, "{resp} {}", sts.all_logs());
+    assert_eq!(drops.load(Ordering::SeqCst), 0, "no connection was closed");
+    assert_eq!(reviews(), 2);
+    // Once only: when the second connection closes as well, 503 as before.
+    drops.store(2, Ordering::SeqCst);
+    let (status, resp) = ask("payments").await;
+    assert_refused(status, &resp, 503, "unavailable");
+    assert_eq!(drops.load(Ordering::SeqCst), 0, "not asked twice");
+    assert_eq!(reviews(), 2);
+    assert!(
+        sts.all_logs()
+            .contains("TokenReview connection failed; retrying once"),
+        "{}",
+        sts.all_logs()
+    );
 }
 
 /// The status and the JSON error of a refused request: `want`, and an error saying `says`.
