@@ -17,6 +17,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum_server::{Address, Handle, Server};
+use http::header::CONNECTION;
+use http::{HeaderMap, HeaderValue, Version};
 
 /// Longest time in-flight requests get once the listener has stopped accepting.
 pub const DRAIN: Duration = Duration::from_secs(10);
@@ -43,6 +45,19 @@ pub fn bounded<A: Address, Acc>(mut server: Server<A, Acc>) -> Server<A, Acc> {
         .http1()
         .header_read_timeout(HTTP1_IDLE_TIMEOUT);
     server.first_request_timeout(FIRST_REQUEST_TIMEOUT)
+}
+
+/// Tell the client to close its kept-alive HTTP/1 connection after this answer (HTTP/2 has no
+/// such header, and its streams are not affected).
+///
+/// For answers given during the shutdown delay. Callers keep reusing the connections they
+/// already hold to a terminating pod (the API server pools them by Service name). Told to close,
+/// each one dials anew, to a pod that is still serving, instead of having the idle connection
+/// closed under it when the delay ends, where a request written at that moment fails with EOF.
+pub fn retire_connection(version: Version, headers: &mut HeaderMap) {
+    if version <= Version::HTTP_11 {
+        headers.insert(CONNECTION, HeaderValue::from_static("close"));
+    }
 }
 
 /// Resolves at the next SIGTERM or SIGINT received after it is first polled.

@@ -3,17 +3,20 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::Request;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
 use tokenvend_core::creds::{ErrorBody, ExchangeRequest};
-use tokenvend_core::serving::{bounded, stop_on_signal};
+use tokenvend_core::serving::{bounded, retire_connection, stop_on_signal};
 use tokenvend_core::{Identity, RoleArn};
 use tower_http::timeout::TimeoutLayer;
 
@@ -52,6 +55,8 @@ pub struct App {
     pub issuer: Option<Arc<Issuer>>,
     /// Metrics.
     pub metrics: Metrics,
+    /// Set at SIGTERM: answers from then on retire their HTTP/1 connection.
+    pub stopping: AtomicBool,
 }
 
 /// Start-up failures, each naming what to fix.
@@ -258,6 +263,7 @@ pub async fn build(args: &ServeArgs) -> Result<Arc<App>, SetupError> {
         credentials,
         issuer,
         metrics,
+        stopping: AtomicBool::new(false),
     }))
 }
 
@@ -286,12 +292,26 @@ pub fn router(app: Arc<App>) -> Router {
             get(|| async { axum::Json(json!({"status": "healthy"})) }),
         )
         .route("/metrics", get(metrics))
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            retire_when_stopping,
+        ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(30),
         ))
         .with_state(app)
+}
+
+/// During the shutdown delay, each kept-alive connection is closed after its next answer.
+async fn retire_when_stopping(State(app): State<Arc<App>>, req: Request, next: Next) -> Response {
+    let version = req.version();
+    let mut resp = next.run(req).await;
+    if app.stopping.load(Ordering::Acquire) {
+        retire_connection(version, resp.headers_mut());
+    }
+    resp
 }
 
 fn bearer(headers: &HeaderMap) -> Result<&str, AuthError> {
@@ -502,7 +522,10 @@ pub async fn run(args: ServeArgs) -> Result<(), SetupError> {
     tokio::spawn(stop_on_signal(
         handle.clone(),
         Duration::from_secs(args.shutdown_delay_seconds),
-        || {},
+        {
+            let app = app.clone();
+            move || app.stopping.store(true, Ordering::Release)
+        },
     ));
     let service = router(app.clone()).into_make_service();
     // Say "serving" once the socket is bound, not before: a taken port ends in the error alone.

@@ -838,6 +838,20 @@ async fn sigterm_keeps_serving_for_the_delay_then_exits_cleanly() {
         &[("TOKENVEND_SHUTDOWN_DELAY_SECONDS", "2".into())],
     );
     let delay = Duration::from_secs(2);
+    // A kept-alive connection, as a sidecar's client pools it.
+    let pooled = reqwest::Client::new();
+    let connection = |r: &reqwest::Response| {
+        r.headers()
+            .get("connection")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let before = pooled
+        .get(sts.url("/healthz"))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(connection(&before), None);
     let signalled = Instant::now();
     let pid = sts.proc.0.id().to_string();
     assert!(
@@ -856,6 +870,14 @@ async fn sigterm_keeps_serving_for_the_delay_then_exits_cleanly() {
     let token = cluster.token("shop", "late", None, "tokenvend", 3600);
     let (status, body) = post(&fresh, &sts.url("/credentials"), Some(&token), None).await;
     assert_eq!(status, 200, "{body}");
+    // The pooled connection is answered too, and told to close: its client dials anew.
+    let during = pooled
+        .get(sts.url("/healthz"))
+        .send()
+        .await
+        .expect("healthz during the delay");
+    assert_eq!(during.status(), 200);
+    assert_eq!(connection(&during).as_deref(), Some("close"));
     assert!(signalled.elapsed() < delay, "too late to prove the delay");
     // Then new connections are refused and the process exits 0.
     let deadline = signalled + delay + Duration::from_secs(5);

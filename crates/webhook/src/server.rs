@@ -8,7 +8,7 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Version, header};
+use axum::http::{HeaderMap, StatusCode, Version, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum_server::Handle;
@@ -19,7 +19,7 @@ use crate::admission::{self, ReviewError};
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
 use crate::mutate::Injector;
-use tokenvend_core::serving::{bounded, stop_on_signal};
+use tokenvend_core::serving::{bounded, retire_connection, stop_on_signal};
 use tokenvend_core::tls;
 
 /// Largest AdmissionReview body accepted (the API server's own request limit is 3 MiB).
@@ -119,13 +119,8 @@ async fn mutate(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let mut resp = answer(&s, &headers, body);
-    // Once stopping, retire each kept-alive HTTP/1 connection at its next answer. The API server
-    // pools connections by Service name and keeps reusing those to a terminating pod; told
-    // `Connection: close`, it dials anew (to a pod still serving) instead of having the idle
-    // connection closed under it at the end of the delay, where a request may cross the close.
-    if version <= Version::HTTP_11 && s.metrics.stopping() {
-        resp.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    if s.metrics.stopping() {
+        retire_connection(version, resp.headers_mut());
     }
     resp
 }
