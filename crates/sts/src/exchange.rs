@@ -27,21 +27,118 @@ pub struct Issued {
 #[error("STS AssumeRole failed: {0}")]
 pub struct StsError(pub String);
 
+/// The STS endpoint override in the AWS configuration cannot work.
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    /// Set to nothing: the SDK would panic on every call (aws-smithy-types asserts on it).
+    #[error(
+        "{source_name} is set but empty: unset it to use the region's STS endpoint, or give a URL"
+    )]
+    Empty {
+        /// Where the value came from.
+        source_name: &'static str,
+    },
+    /// Not an absolute http(s) URL: every call would fail.
+    #[error("{source_name} {url:?} is not an http:// or https:// URL with a host")]
+    NotAUrl {
+        /// Where the value came from.
+        source_name: &'static str,
+        /// The value.
+        url: String,
+    },
+}
+
+/// The STS endpoint override the SDK would use, checked: `AWS_ENDPOINT_URL_STS`, then
+/// `AWS_ENDPOINT_URL`, then `endpoint_url` in the AWS config file (for STS, then global).
+/// `None` is the region's own endpoint.
+pub fn sts_endpoint_override(sdk: &aws_types::SdkConfig) -> Result<Option<String>, EndpointError> {
+    // The same lookup as `aws_sdk_sts::config::Builder::from(&SdkConfig)`.
+    let url = if sdk.get_origin("endpoint_url").is_client_config() {
+        sdk.endpoint_url().map(str::to_owned)
+    } else {
+        let key = aws_types::service_config::ServiceConfigKey::builder()
+            .service_id("STS")
+            .env("AWS_ENDPOINT_URL")
+            .profile("endpoint_url")
+            .build()
+            .ok();
+        sdk.service_config()
+            .zip(key)
+            .and_then(|(conf, key)| conf.load_config(key))
+            .or_else(|| sdk.endpoint_url().map(str::to_owned))
+    };
+    let Some(url) = url else { return Ok(None) };
+    let source_name = endpoint_source();
+    if url.trim().is_empty() {
+        return Err(EndpointError::Empty { source_name });
+    }
+    match url.parse::<http::Uri>() {
+        Ok(u)
+            if matches!(u.scheme_str(), Some("http" | "https"))
+                && u.host().is_some_and(|h| !h.is_empty()) =>
+        {
+            Ok(Some(url))
+        }
+        _ => Err(EndpointError::NotAUrl { source_name, url }),
+    }
+}
+
+/// An endpoint URL fit for logs: scheme, host and port, without any user-info.
+fn endpoint_for_logs(url: &str) -> String {
+    match url.parse::<http::Uri>() {
+        Ok(u) => match (u.scheme_str(), u.host(), u.port_u16()) {
+            (Some(s), Some(h), Some(p)) => format!("{s}://{h}:{p}"),
+            (Some(s), Some(h), None) => format!("{s}://{h}"),
+            _ => "(unprintable)".into(),
+        },
+        Err(_) => "(unprintable)".into(),
+    }
+}
+
+/// Which setting an endpoint override most likely came from, to name it in errors.
+fn endpoint_source() -> &'static str {
+    let set = |name| std::env::var_os(name).is_some();
+    if set("AWS_ENDPOINT_URL_STS") {
+        "AWS_ENDPOINT_URL_STS"
+    } else if set("AWS_ENDPOINT_URL") {
+        "AWS_ENDPOINT_URL"
+    } else {
+        "endpoint_url in the AWS config file"
+    }
+}
+
 /// AssumeRole with a timeout.
 pub struct Sts {
     client: aws_sdk_sts::Client,
+    /// For logs only: scheme://host[:port].
+    endpoint: Option<String>,
     duration_seconds: i32,
     timeout: Duration,
 }
 
 impl Sts {
-    /// A caller with the given session duration and per-call timeout.
-    pub fn new(client: aws_sdk_sts::Client, duration_seconds: i32, timeout: Duration) -> Self {
-        Sts {
-            client,
+    /// A caller for the loaded AWS configuration with the given session duration and per-call
+    /// timeout, refusing an STS endpoint override that cannot work.
+    pub fn from_sdk_config(
+        sdk: &aws_types::SdkConfig,
+        duration_seconds: i32,
+        timeout: Duration,
+    ) -> Result<Self, EndpointError> {
+        let endpoint = sts_endpoint_override(sdk)?;
+        // The checked value is the one used, whatever the SDK would have looked up itself.
+        let mut conf = aws_sdk_sts::config::Builder::from(sdk);
+        conf.set_endpoint_url(endpoint.clone());
+        Ok(Sts {
+            client: aws_sdk_sts::Client::from_conf(conf.build()),
+            endpoint: endpoint.as_deref().map(endpoint_for_logs),
             duration_seconds,
             timeout,
-        }
+        })
+    }
+
+    /// The endpoint override in use, as scheme://host[:port] for logs; `None` for the region's own.
+    pub fn endpoint(&self) -> Option<&str> {
+        self.endpoint.as_deref()
     }
 
     /// One AssumeRole call.
@@ -284,6 +381,27 @@ impl CredentialCache {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn endpoints_are_logged_without_user_info_or_path() {
+        for (url, logged) in [
+            (
+                "http://moto.aws-standin.svc:5000",
+                "http://moto.aws-standin.svc:5000",
+            ),
+            (
+                "https://user:secret@sts.example/x?y=1",
+                "https://sts.example",
+            ),
+            (
+                "https://sts.us-east-1.amazonaws.com/",
+                "https://sts.us-east-1.amazonaws.com",
+            ),
+            ("not a url", "(unprintable)"),
+        ] {
+            assert_eq!(endpoint_for_logs(url), logged, "{url}");
+        }
+    }
 
     fn issued(ttl: i64) -> Issued {
         Issued {

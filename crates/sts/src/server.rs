@@ -207,11 +207,8 @@ pub async fn build(args: &ServeArgs) -> Result<Arc<App>, SetupError> {
             if sdk.region().is_none() {
                 return Err(cfg("no AWS region: set AWS_REGION".into()));
             }
-            let sts = Sts::new(
-                aws_sdk_sts::Client::new(&sdk),
-                args.session_duration_seconds,
-                timeout,
-            );
+            let sts = Sts::from_sdk_config(&sdk, args.session_duration_seconds, timeout)
+                .map_err(|e| cfg(e.to_string()))?;
             Some(CredentialsEndpoint {
                 sts,
                 policy,
@@ -537,6 +534,10 @@ pub async fn run(args: ServeArgs) -> Result<(), SetupError> {
                 credentials = app.credentials.is_some(),
                 token = app.issuer.is_some(),
                 validation = ?args.validation,
+                sts_endpoint = app
+                    .credentials
+                    .as_ref()
+                    .map(|c| c.sts.endpoint().unwrap_or("regional")),
                 "tokenvend-sts serving"
             );
         }

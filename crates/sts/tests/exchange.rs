@@ -728,12 +728,24 @@ fn bad_configuration_fails_at_start_naming_the_setting() {
     let dir = tempfile::tempdir().expect("tmp");
     let policy = dir.path().join("p.json");
     std::fs::write(&policy, r#"{"R":"arn:aws:s3:::b/${namespace}/*"}"#).expect("write");
+    // Bounded: a configuration that is wrongly accepted ends in a server that never exits.
     let run = |env: &[(&str, &str)]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tokenvend-sts"))
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tokenvend-sts"))
             .env_clear()
             .envs(env.iter().copied())
-            .output()
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
             .expect("run");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while child.try_wait().expect("wait").is_none() {
+            if Instant::now() > deadline {
+                child.kill().expect("kill");
+                panic!("started instead of refusing {env:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let out = child.wait_with_output().expect("output");
         assert!(!out.status.success());
         String::from_utf8_lossy(&out.stderr).into_owned()
     };
@@ -804,16 +816,67 @@ fn bad_configuration_fails_at_start_naming_the_setting() {
         err.contains("RUST_LOG \"info,tokenvend_sts=loud\" is not a valid log filter"),
         "{err}"
     );
-    // A taken port: the listener error names the address, and nothing claims to be serving.
+    // An STS endpoint override that cannot work is refused at start, naming where it came from.
+    // Empty, the AWS SDK would panic inside every /credentials request (kind's real-AWS mode
+    // once set it so); malformed, every call would fail.
+    let creds = |extra: &[(&'static str, &'static str)]| {
+        let mut env = with(&[("AWS_ROLE_ARN", ROLE), ("POLICY_TEMPLATE_PATH", "")]);
+        env.extend_from_slice(extra);
+        run(&env)
+    };
+    let err = creds(&[("AWS_ENDPOINT_URL_STS", "")]);
+    assert!(
+        err.contains("AWS_ENDPOINT_URL_STS is set but empty: unset it"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    let err = creds(&[("AWS_ENDPOINT_URL", " ")]);
+    assert!(err.contains("AWS_ENDPOINT_URL is set but empty"), "{err}");
+    let err = creds(&[("AWS_ENDPOINT_URL_STS", "moto.aws-standin.svc:5000")]);
+    assert!(
+        err.contains(
+            "AWS_ENDPOINT_URL_STS \"moto.aws-standin.svc:5000\" is not an http:// or https:// URL"
+        ),
+        "{err}"
+    );
+    let config = dir.path().join("aws-config");
+    std::fs::write(
+        &config,
+        "[default]\nservices = local\n[services local]\nsts =\n  endpoint_url = ftp://sts.example\n",
+    )
+    .expect("write");
+    let config: &'static str =
+        Box::leak(config.to_str().expect("path").to_owned().into_boxed_str());
+    let err = creds(&[("AWS_CONFIG_FILE", config)]);
+    assert!(
+        err.contains("endpoint_url in the AWS config file \"ftp://sts.example\" is not an http://"),
+        "{err}"
+    );
+    // A taken port makes a start that gets past the configuration fail at the listener.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let listen = taken.local_addr().expect("addr").to_string();
     let listen: &'static str = Box::leak(listen.into_boxed_str());
+    // AWS_IGNORE_CONFIGURED_ENDPOINT_URLS turns every override off, as in the SDK.
+    let err = creds(&[
+        ("AWS_CONFIG_FILE", config),
+        ("AWS_ENDPOINT_URL_STS", ""),
+        ("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "true"),
+        ("TOKENVEND_LISTEN", listen),
+    ]);
+    assert!(
+        err.contains(&format!("listener {listen}")) && !err.contains("endpoint"),
+        "{err}"
+    );
+    // The listener error names the address, and nothing claims to be serving.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tokenvend-sts"))
         .env_clear()
         .envs(with(&[
             ("AWS_ROLE_ARN", ROLE),
             ("POLICY_TEMPLATE_PATH", ""),
             ("TOKENVEND_LISTEN", listen),
+            // The service's own override wins over an empty global one, as in the SDK.
+            ("AWS_ENDPOINT_URL", ""),
+            ("AWS_ENDPOINT_URL_STS", "http://127.0.0.1:9"),
         ]))
         .output()
         .expect("run");
