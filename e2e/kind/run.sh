@@ -8,6 +8,9 @@
 #   bash e2e/kind/run.sh                    # both modes, moto
 #   MODES=credentials bash e2e/kind/run.sh  # one mode
 #   KEEP_CLUSTER=1 bash e2e/kind/run.sh     # leave the cluster for inspection
+#   RENDER_ONLY=DIR bash e2e/kind/run.sh    # no cluster: write what each mode would apply to
+#                                           # DIR/<mode>.yaml and DIR/<mode>-pod.yaml (needs
+#                                           # kubectl only; manifests/check.sh validates them)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$ROOT"
@@ -17,53 +20,37 @@ TAG=e2e
 MOTO_IMAGE=${MOTO_IMAGE:-motoserver/moto:5.1.0}
 AWS_CLI_IMAGE=${AWS_CLI_IMAGE:-amazon/aws-cli:2.17.0}
 ROLE_ARN=${ROLE_ARN:-arn:aws:iam::123456789012:role/tokenvend-e2e}
+MOTO_ENDPOINT=http://moto.aws-standin.svc:5000
 WORK=$(mktemp -d)
 
 log() { printf '\n==> %s\n' "$*"; }
 die() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
 cleanup() {
   rm -rf "$WORK"
-  if [ -z "${KEEP_CLUSTER:-}" ]; then kind delete cluster --name "$CLUSTER" >/dev/null 2>&1 || true; fi
+  if [ -z "${RENDER_ONLY:-}" ] && [ -z "${KEEP_CLUSTER:-}" ]; then
+    kind delete cluster --name "$CLUSTER" >/dev/null 2>&1 || true
+  fi
 }
 trap cleanup EXIT
-for tool in docker kind kubectl openssl; do
-  command -v "$tool" >/dev/null || die "$tool is required"
-done
 
-log "building images"
-docker build -f Dockerfile.webhook -t "tokenvend:$TAG" .
-docker build -f Dockerfile.sidecar -t "tokenvend-sidecar:$TAG" .
+# With real AWS there is no endpoint override: the variable is left out, not set empty (an
+# empty one is refused by tokenvend-sts, and the AWS SDK for Rust would panic on it).
+sts_endpoint_env() {
+  local indent=$1
+  [ -n "$STS_ENDPOINT" ] || return 0
+  printf '%s{name: AWS_ENDPOINT_URL_STS, value: "%s"}\n' "$indent" "$STS_ENDPOINT"
+}
 
-log "creating kind cluster $CLUSTER"
-kind create cluster --name "$CLUSTER" --wait 120s
-kind load docker-image --name "$CLUSTER" "tokenvend:$TAG" "tokenvend-sidecar:$TAG"
-docker pull "$AWS_CLI_IMAGE" && kind load docker-image --name "$CLUSTER" "$AWS_CLI_IMAGE"
-
-if [ -z "${E2E_REAL_AWS:-}" ]; then
-  log "moto as the AWS STS stand-in"
-  docker pull "$MOTO_IMAGE" && kind load docker-image --name "$CLUSTER" "$MOTO_IMAGE"
-  kubectl create namespace aws-standin
-  kubectl -n aws-standin create deployment moto --image="$MOTO_IMAGE" --port=5000
-  kubectl -n aws-standin expose deployment moto --port=5000
-  kubectl -n aws-standin rollout status deployment/moto --timeout=180s
-  STS_ENDPOINT=http://moto.aws-standin.svc:5000
-  AWS_KEY_ID=AKIAIOSFODNN7EXAMPLE
-  AWS_SECRET=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY
-else
-  STS_ENDPOINT=""
-  AWS_KEY_ID=${AWS_ACCESS_KEY_ID:?E2E_REAL_AWS needs AWS_ACCESS_KEY_ID}
-  AWS_SECRET=${AWS_SECRET_ACCESS_KEY:?E2E_REAL_AWS needs AWS_SECRET_ACCESS_KEY}
-fi
-
-install_mode() {
-  local mode=$1 dir=$WORK/$1
+# The overlay under test, in $2: local images and the AWS side of this run.
+write_overlay() {
+  local mode=$1 dir=$2
   mkdir -p "$dir"
-  # The overlay under test, with local images and the AWS side of this run.
+  # kustomize refuses an absolute path to a base, so it is given relative to this directory.
   cat >"$dir/kustomization.yaml" <<YAML
 apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
 resources:
-- $ROOT/manifests/overlays/$mode
+- $(realpath --relative-to="$dir" "$ROOT/manifests/overlays/$mode")
 images:
 - name: ghcr.io/tokenvend/tokenvend
   newName: tokenvend
@@ -75,13 +62,19 @@ configMapGenerator:
   - config.yaml=webhook-config.yaml
 patches:
 - target: {kind: Deployment, name: tokenvend-sts}
+  # Strategic merge: env entries merge by name, so AWS_ROLE_ARN is replaced, not repeated.
   patch: |-
-    - op: add
-      path: /spec/template/spec/containers/0/env/-
-      value: {name: AWS_ENDPOINT_URL_STS, value: "$STS_ENDPOINT"}
-    - op: add
-      path: /spec/template/spec/containers/0/env/-
-      value: {name: AWS_ROLE_ARN, value: "$ROLE_ARN"}
+    apiVersion: apps/v1
+    kind: Deployment
+    metadata: {name: tokenvend-sts}
+    spec:
+      template:
+        spec:
+          containers:
+          - name: sts
+            env:
+            - {name: AWS_ROLE_ARN, value: "$ROLE_ARN"}
+$(sts_endpoint_env '            - ')
 - target: {kind: Deployment}
   patch: |-
     - op: add
@@ -93,7 +86,11 @@ YAML
       -e "s|^sidecarImagePullPolicy: .*|sidecarImagePullPolicy: Never|" \
       "$ROOT/manifests/overlays/$mode/webhook-config.yaml" >"$dir/webhook-config.yaml"
   echo "region: us-east-1" >>"$dir/webhook-config.yaml"
+}
 
+install_mode() {
+  local mode=$1 dir=$WORK/$1
+  write_overlay "$mode" "$dir"
   kubectl create namespace tokenvend --dry-run=client -o yaml | kubectl apply -f -
   kubectl -n tokenvend create secret generic tokenvend-sts-aws \
     --from-literal=AWS_ACCESS_KEY_ID="$AWS_KEY_ID" --from-literal=AWS_SECRET_ACCESS_KEY="$AWS_SECRET" \
@@ -109,11 +106,10 @@ YAML
   kubectl -n tokenvend rollout status deployment/tokenvend-sts --timeout=180s
 }
 
-run_pod() {
-  local mode=$1 ns=e2e-$1
-  kubectl create namespace "$ns"
-  kubectl -n "$ns" create serviceaccount app
-  cat <<YAML | kubectl apply -f -
+# The labelled pod whose unmodified AWS CLI must get an assumed-role identity.
+caller_pod() {
+  local mode=$1 ns=$2
+  cat <<YAML
 apiVersion: v1
 kind: Pod
 metadata:
@@ -132,9 +128,15 @@ spec:
     image: $AWS_CLI_IMAGE
     imagePullPolicy: IfNotPresent
     args: ["sts", "get-caller-identity", "--output", "json"]
-    env:
-    - {name: AWS_ENDPOINT_URL_STS, value: "$STS_ENDPOINT"}
+$([ -z "$STS_ENDPOINT" ] || printf '    env:\n%s' "$(sts_endpoint_env '    - ')")
 YAML
+}
+
+run_pod() {
+  local mode=$1 ns=e2e-$1
+  kubectl create namespace "$ns"
+  kubectl -n "$ns" create serviceaccount app
+  caller_pod "$mode" "$ns" | kubectl apply -f -
   kubectl -n "$ns" wait --for=jsonpath='{.status.phase}'=Succeeded pod/caller --timeout=180s \
     || { kubectl -n "$ns" describe pod caller; kubectl -n "$ns" logs caller --all-containers; die "$mode: pod did not succeed"; }
   local out
@@ -150,6 +152,49 @@ YAML
   echo "ok: $mode"
 }
 
+setup_cluster() {
+  log "building images"
+  docker build -f Dockerfile.webhook -t "tokenvend:$TAG" .
+  docker build -f Dockerfile.sidecar -t "tokenvend-sidecar:$TAG" .
+
+  log "creating kind cluster $CLUSTER"
+  kind create cluster --name "$CLUSTER" --wait 120s
+  kind load docker-image --name "$CLUSTER" "tokenvend:$TAG" "tokenvend-sidecar:$TAG"
+  docker pull "$AWS_CLI_IMAGE" && kind load docker-image --name "$CLUSTER" "$AWS_CLI_IMAGE"
+
+  if [ -z "${E2E_REAL_AWS:-}" ]; then
+    log "moto as the AWS STS stand-in"
+    docker pull "$MOTO_IMAGE" && kind load docker-image --name "$CLUSTER" "$MOTO_IMAGE"
+    kubectl create namespace aws-standin
+    kubectl -n aws-standin create deployment moto --image="$MOTO_IMAGE" --port=5000
+    kubectl -n aws-standin expose deployment moto --port=5000
+    kubectl -n aws-standin rollout status deployment/moto --timeout=180s
+    STS_ENDPOINT=$MOTO_ENDPOINT
+    AWS_KEY_ID=AKIAIOSFODNN7EXAMPLE
+    AWS_SECRET=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY
+  else
+    STS_ENDPOINT=""
+    AWS_KEY_ID=${AWS_ACCESS_KEY_ID:?E2E_REAL_AWS needs AWS_ACCESS_KEY_ID}
+    AWS_SECRET=${AWS_SECRET_ACCESS_KEY:?E2E_REAL_AWS needs AWS_SECRET_ACCESS_KEY}
+  fi
+}
+
+if [ -n "${RENDER_ONLY:-}" ]; then
+  mkdir -p "$RENDER_ONLY"
+  STS_ENDPOINT=""
+  [ -n "${E2E_REAL_AWS:-}" ] || STS_ENDPOINT=$MOTO_ENDPOINT
+  for mode in $MODES; do
+    write_overlay "$mode" "$WORK/$mode"
+    kubectl kustomize "$WORK/$mode" >"$RENDER_ONLY/$mode.yaml"
+    caller_pod "$mode" "e2e-$mode" >"$RENDER_ONLY/$mode-pod.yaml"
+  done
+  echo "rendered $MODES into $RENDER_ONLY"
+  exit 0
+fi
+for tool in docker kind kubectl openssl; do
+  command -v "$tool" >/dev/null || die "$tool is required"
+done
+setup_cluster
 for mode in $MODES; do
   log "mode $mode"
   install_mode "$mode"
