@@ -27,14 +27,25 @@ pub struct Issued {
 #[error("STS AssumeRole failed: {0}")]
 pub struct StsError(pub String);
 
-/// The STS endpoint override in the AWS configuration cannot work.
+/// The AWS configuration cannot reach STS: found at start rather than in every call.
 #[derive(Debug, thiserror::Error)]
-pub enum EndpointError {
+pub enum StsSetupError {
+    /// No region anywhere in the configuration.
+    #[error("no AWS region: set AWS_REGION")]
+    NoRegion,
+    /// A region the SDK's endpoint rules refuse (every call would fail).
+    #[error("AWS region {region:?} is not usable: {reason}")]
+    BadRegion {
+        /// The value.
+        region: String,
+        /// The SDK's reason.
+        reason: String,
+    },
     /// Set to nothing: the SDK would panic on every call (aws-smithy-types asserts on it).
     #[error(
         "{source_name} is set but empty: unset it to use the region's STS endpoint, or give a URL"
     )]
-    Empty {
+    EmptyEndpoint {
         /// Where the value came from.
         source_name: &'static str,
     },
@@ -46,12 +57,15 @@ pub enum EndpointError {
         /// The value.
         url: String,
     },
+    /// The SDK's endpoint rules give no endpoint for this configuration.
+    #[error("no STS endpoint for this configuration: {0}")]
+    Unresolvable(String),
 }
 
 /// The STS endpoint override the SDK would use, checked: `AWS_ENDPOINT_URL_STS`, then
 /// `AWS_ENDPOINT_URL`, then `endpoint_url` in the AWS config file (for STS, then global).
 /// `None` is the region's own endpoint.
-pub fn sts_endpoint_override(sdk: &aws_types::SdkConfig) -> Result<Option<String>, EndpointError> {
+pub fn sts_endpoint_override(sdk: &aws_types::SdkConfig) -> Result<Option<String>, StsSetupError> {
     // The same lookup as `aws_sdk_sts::config::Builder::from(&SdkConfig)`.
     let url = if sdk.get_origin("endpoint_url").is_client_config() {
         sdk.endpoint_url().map(str::to_owned)
@@ -70,7 +84,7 @@ pub fn sts_endpoint_override(sdk: &aws_types::SdkConfig) -> Result<Option<String
     let Some(url) = url else { return Ok(None) };
     let source_name = endpoint_source();
     if url.trim().is_empty() {
-        return Err(EndpointError::Empty { source_name });
+        return Err(StsSetupError::EmptyEndpoint { source_name });
     }
     match url.parse::<http::Uri>() {
         Ok(u)
@@ -79,7 +93,7 @@ pub fn sts_endpoint_override(sdk: &aws_types::SdkConfig) -> Result<Option<String
         {
             Ok(Some(url))
         }
-        _ => Err(EndpointError::NotAUrl { source_name, url }),
+        _ => Err(StsSetupError::NotAUrl { source_name, url }),
     }
 }
 
@@ -111,34 +125,51 @@ fn endpoint_source() -> &'static str {
 pub struct Sts {
     client: aws_sdk_sts::Client,
     /// For logs only: scheme://host[:port].
-    endpoint: Option<String>,
+    endpoint: String,
     duration_seconds: i32,
     timeout: Duration,
 }
 
 impl Sts {
     /// A caller for the loaded AWS configuration with the given session duration and per-call
-    /// timeout, refusing an STS endpoint override that cannot work.
-    pub fn from_sdk_config(
+    /// timeout. The region and any endpoint override are checked, and the endpoint resolved by
+    /// the SDK's own rules, so a configuration that cannot work fails here, not in each call.
+    pub async fn from_sdk_config(
         sdk: &aws_types::SdkConfig,
         duration_seconds: i32,
         timeout: Duration,
-    ) -> Result<Self, EndpointError> {
+    ) -> Result<Self, StsSetupError> {
+        use aws_sdk_sts::config::endpoint::{DefaultResolver, Params, ResolveEndpoint};
+        let region = sdk.region().ok_or(StsSetupError::NoRegion)?.to_string();
         let endpoint = sts_endpoint_override(sdk)?;
+        let params = Params::builder()
+            .region(region.clone())
+            .set_endpoint(endpoint.clone())
+            .set_use_fips(sdk.use_fips())
+            .set_use_dual_stack(sdk.use_dual_stack())
+            .build()
+            .map_err(|e| StsSetupError::BadRegion {
+                region,
+                reason: e.to_string(),
+            })?;
+        let resolved = DefaultResolver::new()
+            .resolve_endpoint(&params)
+            .await
+            .map_err(|e| StsSetupError::Unresolvable(e.to_string()))?;
         // The checked value is the one used, whatever the SDK would have looked up itself.
         let mut conf = aws_sdk_sts::config::Builder::from(sdk);
-        conf.set_endpoint_url(endpoint.clone());
+        conf.set_endpoint_url(endpoint);
         Ok(Sts {
             client: aws_sdk_sts::Client::from_conf(conf.build()),
-            endpoint: endpoint.as_deref().map(endpoint_for_logs),
+            endpoint: endpoint_for_logs(resolved.url()),
             duration_seconds,
             timeout,
         })
     }
 
-    /// The endpoint override in use, as scheme://host[:port] for logs; `None` for the region's own.
-    pub fn endpoint(&self) -> Option<&str> {
-        self.endpoint.as_deref()
+    /// Where the calls go, as scheme://host[:port] for logs.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
     }
 
     /// One AssumeRole call.

@@ -204,10 +204,8 @@ pub async fn build(args: &ServeArgs) -> Result<Arc<App>, SetupError> {
                 loader = loader.region(aws_config::Region::new(region.clone()));
             }
             let sdk = loader.load().await;
-            if sdk.region().is_none() {
-                return Err(cfg("no AWS region: set AWS_REGION".into()));
-            }
             let sts = Sts::from_sdk_config(&sdk, args.session_duration_seconds, timeout)
+                .await
                 .map_err(|e| cfg(e.to_string()))?;
             Some(CredentialsEndpoint {
                 sts,
@@ -537,7 +535,7 @@ pub async fn run(args: ServeArgs) -> Result<(), SetupError> {
                 sts_endpoint = app
                     .credentials
                     .as_ref()
-                    .map(|c| c.sts.endpoint().unwrap_or("regional")),
+                    .map(|c| c.sts.endpoint()),
                 "tokenvend-sts serving"
             );
         }

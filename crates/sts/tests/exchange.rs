@@ -123,6 +123,9 @@ async fn credentials_work_are_cached_and_coalesced() {
     // Logs never carry a token or a secret.
     let logs = sts.all_logs();
     assert!(logs.contains("\"message\":\"exchange\""), "{logs}");
+    // Where STS calls go is said once at start.
+    let endpoint = format!("\"sts_endpoint\":\"{}\"", moto.url());
+    assert!(logs.contains(&endpoint), "{endpoint} in {logs}");
     for secret in [
         token.as_str(),
         creds["AWS_SECRET_ACCESS_KEY"].as_str().expect("s"),
@@ -839,6 +842,15 @@ fn bad_configuration_fails_at_start_naming_the_setting() {
         ),
         "{err}"
     );
+    // So is a region the SDK's endpoint rules refuse: every call would fail with it.
+    for region in ["", "us east"] {
+        let err = creds(&[("AWS_REGION", region)]);
+        assert!(
+            err.contains(&format!("AWS region {region:?} is not usable"))
+                && err.contains("must be a valid host label"),
+            "{err}"
+        );
+    }
     let config = dir.path().join("aws-config");
     std::fs::write(
         &config,
