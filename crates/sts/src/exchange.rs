@@ -65,7 +65,7 @@ pub enum StsSetupError {
 /// The STS endpoint override the SDK would use, checked: `AWS_ENDPOINT_URL_STS`, then
 /// `AWS_ENDPOINT_URL`, then `endpoint_url` in the AWS config file (for STS, then global).
 /// `None` is the region's own endpoint.
-pub fn sts_endpoint_override(sdk: &aws_types::SdkConfig) -> Result<Option<String>, StsSetupError> {
+fn sts_endpoint_override(sdk: &aws_types::SdkConfig) -> Result<Option<String>, StsSetupError> {
     // The same lookup as `aws_sdk_sts::config::Builder::from(&SdkConfig)`.
     let url = if sdk.get_origin("endpoint_url").is_client_config() {
         sdk.endpoint_url().map(str::to_owned)
