@@ -13,6 +13,8 @@ use sha2::{Digest, Sha256};
 use tokenvend_core::Identity;
 use tokenvend_core::creds::VendedCredentials;
 
+use crate::sdk_config::{self, StsSetupError};
+
 /// Credentials from STS with their expiry (Unix seconds).
 #[derive(Clone)]
 pub struct Issued {
@@ -26,100 +28,6 @@ pub struct Issued {
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("STS AssumeRole failed: {0}")]
 pub struct StsError(pub String);
-
-/// The AWS configuration cannot reach STS: found at start rather than in every call.
-#[derive(Debug, thiserror::Error)]
-pub enum StsSetupError {
-    /// No region anywhere in the configuration.
-    #[error("no AWS region: set AWS_REGION")]
-    NoRegion,
-    /// A region the SDK's endpoint rules refuse (every call would fail).
-    #[error("AWS region {region:?} is not usable: {reason}")]
-    BadRegion {
-        /// The value.
-        region: String,
-        /// The SDK's reason.
-        reason: String,
-    },
-    /// Set to nothing: the SDK would panic on every call (aws-smithy-types asserts on it).
-    #[error(
-        "{source_name} is set but empty: unset it to use the region's STS endpoint, or give a URL"
-    )]
-    EmptyEndpoint {
-        /// Where the value came from.
-        source_name: &'static str,
-    },
-    /// Not an absolute http(s) URL: every call would fail.
-    #[error("{source_name} {url:?} is not an http:// or https:// URL with a host")]
-    NotAUrl {
-        /// Where the value came from.
-        source_name: &'static str,
-        /// The value.
-        url: String,
-    },
-    /// The SDK's endpoint rules give no endpoint for this configuration.
-    #[error("no STS endpoint for this configuration: {0}")]
-    Unresolvable(String),
-}
-
-/// The STS endpoint override the SDK would use, checked: `AWS_ENDPOINT_URL_STS`, then
-/// `AWS_ENDPOINT_URL`, then `endpoint_url` in the AWS config file (for STS, then global).
-/// `None` is the region's own endpoint.
-fn sts_endpoint_override(sdk: &aws_types::SdkConfig) -> Result<Option<String>, StsSetupError> {
-    // The same lookup as `aws_sdk_sts::config::Builder::from(&SdkConfig)`.
-    let url = if sdk.get_origin("endpoint_url").is_client_config() {
-        sdk.endpoint_url().map(str::to_owned)
-    } else {
-        let key = aws_types::service_config::ServiceConfigKey::builder()
-            .service_id("STS")
-            .env("AWS_ENDPOINT_URL")
-            .profile("endpoint_url")
-            .build()
-            .ok();
-        sdk.service_config()
-            .zip(key)
-            .and_then(|(conf, key)| conf.load_config(key))
-            .or_else(|| sdk.endpoint_url().map(str::to_owned))
-    };
-    let Some(url) = url else { return Ok(None) };
-    let source_name = endpoint_source();
-    if url.trim().is_empty() {
-        return Err(StsSetupError::EmptyEndpoint { source_name });
-    }
-    match url.parse::<http::Uri>() {
-        Ok(u)
-            if matches!(u.scheme_str(), Some("http" | "https"))
-                && u.host().is_some_and(|h| !h.is_empty()) =>
-        {
-            Ok(Some(url))
-        }
-        _ => Err(StsSetupError::NotAUrl { source_name, url }),
-    }
-}
-
-/// An endpoint URL fit for logs: scheme, host and port, without any user-info.
-fn endpoint_for_logs(url: &str) -> String {
-    match url.parse::<http::Uri>() {
-        Ok(u) => match (u.scheme_str(), u.host(), u.port_u16()) {
-            (Some(s), Some(h), Some(p)) => format!("{s}://{h}:{p}"),
-            (Some(s), Some(h), None) => format!("{s}://{h}"),
-            _ => "(unprintable)".into(),
-        },
-        Err(_) => "(unprintable)".into(),
-    }
-}
-
-/// Which setting an endpoint override most likely came from, to name it in errors.
-fn endpoint_source() -> &'static str {
-    let set = |name| std::env::var_os(name).is_some();
-    if set("AWS_ENDPOINT_URL_STS") {
-        "AWS_ENDPOINT_URL_STS"
-    } else if set("AWS_ENDPOINT_URL") {
-        "AWS_ENDPOINT_URL"
-    } else {
-        "endpoint_url in the AWS config file"
-    }
-}
 
 /// AssumeRole with a timeout.
 pub struct Sts {
@@ -140,6 +48,7 @@ impl Sts {
         timeout: Duration,
     ) -> Result<Self, StsSetupError> {
         use aws_sdk_sts::config::endpoint::{DefaultResolver, Params, ResolveEndpoint};
+        use sdk_config::{endpoint_for_logs, sts_endpoint_override};
         let region = sdk.region().ok_or(StsSetupError::NoRegion)?.to_string();
         let endpoint = sts_endpoint_override(sdk)?;
         let params = Params::builder()
@@ -430,7 +339,7 @@ mod tests {
             ),
             ("not a url", "(unprintable)"),
         ] {
-            assert_eq!(endpoint_for_logs(url), logged, "{url}");
+            assert_eq!(sdk_config::endpoint_for_logs(url), logged, "{url}");
         }
     }
 

@@ -199,11 +199,9 @@ pub async fn build(args: &ServeArgs) -> Result<Arc<App>, SetupError> {
                         .map_err(|e| cfg(e.to_string()))?,
                 )
             };
-            let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest());
-            if let Some(region) = &args.region {
-                loader = loader.region(aws_config::Region::new(region.clone()));
-            }
-            let sdk = loader.load().await;
+            let sdk = crate::sdk_config::load(args.region.clone())
+                .await
+                .map_err(|e| cfg(e.to_string()))?;
             let sts = Sts::from_sdk_config(&sdk, args.session_duration_seconds, timeout)
                 .await
                 .map_err(|e| cfg(e.to_string()))?;

@@ -842,6 +842,24 @@ fn bad_configuration_fails_at_start_naming_the_setting() {
         ),
         "{err}"
     );
+    // aws-config panics on a bad retry setting; it is refused with the setting's source instead.
+    for (setting, says) in [
+        (
+            ("AWS_MAX_ATTEMPTS", "0"),
+            "max attempts must be 1 or more. source: global environment variable key: `AWS_MAX_ATTEMPTS`",
+        ),
+        (
+            ("AWS_MAX_ATTEMPTS", "three"),
+            "max attempts \"three\" is not a whole number",
+        ),
+        (
+            ("AWS_RETRY_MODE", "eager"),
+            "retry mode \"eager\" is not one aws-config knows (standard, adaptive). source: global environment variable key: `AWS_RETRY_MODE`",
+        ),
+    ] {
+        let err = creds(&[setting]);
+        assert!(err.contains(says) && !err.contains("panicked"), "{err}");
+    }
     // So is a region the SDK's endpoint rules refuse: every call would fail with it.
     for region in ["", "us east"] {
         let err = creds(&[("AWS_REGION", region)]);
@@ -862,6 +880,17 @@ fn bad_configuration_fails_at_start_naming_the_setting() {
     let err = creds(&[("AWS_CONFIG_FILE", config)]);
     assert!(
         err.contains("endpoint_url in the AWS config file \"ftp://sts.example\" is not an http://"),
+        "{err}"
+    );
+    let profile = dir.path().join("aws-config-retry");
+    std::fs::write(&profile, "[profile apps]\nmax_attempts = 0\n").expect("write");
+    let profile: &'static str =
+        Box::leak(profile.to_str().expect("path").to_owned().into_boxed_str());
+    let err = creds(&[("AWS_CONFIG_FILE", profile), ("AWS_PROFILE", "apps")]);
+    assert!(
+        err.contains(
+            "max attempts must be 1 or more. source: global profile (`apps`) key: `max_attempts`"
+        ) && !err.contains("panicked"),
         "{err}"
     );
     // A taken port makes a start that gets past the configuration fail at the listener.
@@ -889,6 +918,9 @@ fn bad_configuration_fails_at_start_naming_the_setting() {
             // The service's own override wins over an empty global one, as in the SDK.
             ("AWS_ENDPOINT_URL", ""),
             ("AWS_ENDPOINT_URL_STS", "http://127.0.0.1:9"),
+            // Valid retry settings pass.
+            ("AWS_MAX_ATTEMPTS", "5"),
+            ("AWS_RETRY_MODE", "adaptive"),
         ]))
         .output()
         .expect("run");
