@@ -717,6 +717,93 @@ async fn a_tokenreview_whose_connection_closes_under_it_is_asked_once_more() {
     );
 }
 
+/// A plain-HTTP forward proxy in front of `target`: relays bytes and records each request line.
+async fn recording_proxy(target: u16) -> (u16, Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let record = record.clone();
+            tokio::spawn(async move {
+                let Ok(upstream) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                else {
+                    return;
+                };
+                let (mut from_client, mut to_client) = client.into_split();
+                let (mut from_upstream, mut to_upstream) = upstream.into_split();
+                let back = tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut from_upstream, &mut to_client).await;
+                });
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = match from_client.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    let head = String::from_utf8_lossy(&buf[..n]);
+                    if let Some(line) = head.lines().next().filter(|l| l.ends_with("HTTP/1.1")) {
+                        record.lock().expect("seen").push(line.to_owned());
+                    }
+                    if to_upstream.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+                back.abort();
+            });
+        }
+    });
+    (port, seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sts_calls_go_through_the_proxy_the_environment_names() {
+    provider();
+    let moto = Moto::start();
+    let cluster = Cluster::new();
+    let (proxy, seen) = recording_proxy(moto.port).await;
+    let c = reqwest::Client::new();
+    let token = cluster.token("shop", "orders", None, "tokenvend", 3600);
+
+    // Egress through a proxy, as clusters without direct access to AWS configure it.
+    let sts = Sts::start(
+        &moto,
+        &cluster,
+        &[("HTTP_PROXY", format!("http://127.0.0.1:{proxy}"))],
+    );
+    let (status, resp) = post(&c, &sts.url("/credentials"), Some(&token), None).await;
+    assert_eq!(status, 200, "{resp} {}", sts.all_logs());
+    let lines = seen.lock().expect("seen").clone();
+    assert_eq!(
+        lines,
+        [format!("POST {}/ HTTP/1.1", moto.url())],
+        "one AssumeRole, in the absolute form a proxy is sent"
+    );
+    drop(sts);
+
+    // NO_PROXY exempts the endpoint's host.
+    let sts = Sts::start(
+        &moto,
+        &cluster,
+        &[
+            ("HTTP_PROXY", format!("http://127.0.0.1:{proxy}")),
+            ("NO_PROXY", "127.0.0.1".into()),
+        ],
+    );
+    let token = cluster.token("shop", "billing", None, "tokenvend", 3600);
+    let (status, resp) = post(&c, &sts.url("/credentials"), Some(&token), None).await;
+    assert_eq!(status, 200, "{resp} {}", sts.all_logs());
+    assert_eq!(
+        seen.lock().expect("seen").len(),
+        1,
+        "nothing more through the proxy"
+    );
+}
+
 /// The status and the JSON error of a refused request: `want`, and an error saying `says`.
 fn assert_refused(status: u16, resp: &Value, want: u16, says: &str) {
     assert_eq!(status, want, "{says}: {resp}");
