@@ -41,16 +41,17 @@ sts_endpoint_env() {
   printf '%s{name: AWS_ENDPOINT_URL_STS, value: "%s"}\n' "$indent" "$STS_ENDPOINT"
 }
 
-# The overlay under test, in $2: local images and the AWS side of this run.
+# The overlay under test, in $WORK/<mode>: local images and the AWS side of this run.
 write_overlay() {
-  local mode=$1 dir=$2
+  local mode=$1 dir=$WORK/$1
   mkdir -p "$dir"
-  # kustomize refuses an absolute path to a base, so it is given relative to this directory.
+  # kustomize refuses an absolute path to a base, so a copy of manifests/ sits beside the overlay.
+  [ -d "$WORK/manifests" ] || cp -R "$ROOT/manifests" "$WORK/manifests"
   cat >"$dir/kustomization.yaml" <<YAML
 apiVersion: kustomize.config.k8s.io/v1beta1
 kind: Kustomization
 resources:
-- $(realpath --relative-to="$dir" "$ROOT/manifests/overlays/$mode")
+- ../manifests/overlays/$mode
 images:
 - name: ghcr.io/tokenvend/tokenvend
   newName: tokenvend
@@ -90,7 +91,7 @@ YAML
 
 install_mode() {
   local mode=$1 dir=$WORK/$1
-  write_overlay "$mode" "$dir"
+  write_overlay "$mode"
   kubectl create namespace tokenvend --dry-run=client -o yaml | kubectl apply -f -
   kubectl -n tokenvend create secret generic tokenvend-sts-aws \
     --from-literal=AWS_ACCESS_KEY_ID="$AWS_KEY_ID" --from-literal=AWS_SECRET_ACCESS_KEY="$AWS_SECRET" \
@@ -184,7 +185,7 @@ if [ -n "${RENDER_ONLY:-}" ]; then
   STS_ENDPOINT=""
   [ -n "${E2E_REAL_AWS:-}" ] || STS_ENDPOINT=$MOTO_ENDPOINT
   for mode in $MODES; do
-    write_overlay "$mode" "$WORK/$mode"
+    write_overlay "$mode"
     kubectl kustomize "$WORK/$mode" >"$RENDER_ONLY/$mode.yaml"
     caller_pod "$mode" "e2e-$mode" >"$RENDER_ONLY/$mode-pod.yaml"
   done
