@@ -619,18 +619,18 @@ async fn tokenreview_through_the_apiserver_stand_in() {
     assert_refused(status, &resp, 503, "unavailable");
 }
 
-/// A TCP relay to `target` on loopback. While `drops` is above zero, it takes one and closes the
-/// connection at the next bytes a client sends, without relaying them: a request written just as
-/// the server's close of an idle connection arrives.
-async fn closing_relay(target: u16, drops: Arc<AtomicUsize>) -> u16 {
+/// A TCP relay to `target` on loopback. Each chunk a client sends goes to `inspect` first, and
+/// when that returns false the connection is closed instead of the chunk relayed.
+async fn relay(target: u16, inspect: impl Fn(&[u8]) -> bool + Send + Sync + 'static) -> u16 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let port = listener.local_addr().expect("addr").port();
+    let inspect = Arc::new(inspect);
     tokio::spawn(async move {
         while let Ok((client, _)) = listener.accept().await {
-            let drops = drops.clone();
+            let inspect = inspect.clone();
             tokio::spawn(async move {
                 let Ok(upstream) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await
                 else {
@@ -647,10 +647,7 @@ async fn closing_relay(target: u16, drops: Arc<AtomicUsize>) -> u16 {
                         Ok(0) | Err(_) => break,
                         Ok(n) => n,
                     };
-                    let dropped = drops
-                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |d| d.checked_sub(1))
-                        .is_ok();
-                    if dropped || to_upstream.write_all(&buf[..n]).await.is_err() {
+                    if !inspect(&buf[..n]) || to_upstream.write_all(&buf[..n]).await.is_err() {
                         break;
                     }
                 }
@@ -659,6 +656,18 @@ async fn closing_relay(target: u16, drops: Arc<AtomicUsize>) -> u16 {
         }
     });
     port
+}
+
+/// A relay that, while `drops` is above zero, takes one and closes the connection at the next
+/// bytes a client sends: a request written just as the server's close of an idle connection
+/// arrives.
+async fn closing_relay(target: u16, drops: Arc<AtomicUsize>) -> u16 {
+    relay(target, move |_| {
+        drops
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |d| d.checked_sub(1))
+            .is_err()
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -719,44 +728,16 @@ async fn a_tokenreview_whose_connection_closes_under_it_is_asked_once_more() {
 
 /// A plain-HTTP forward proxy in front of `target`: relays bytes and records each request line.
 async fn recording_proxy(target: u16) -> (u16, Arc<std::sync::Mutex<Vec<String>>>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = listener.local_addr().expect("addr").port();
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
     let record = seen.clone();
-    tokio::spawn(async move {
-        while let Ok((client, _)) = listener.accept().await {
-            let record = record.clone();
-            tokio::spawn(async move {
-                let Ok(upstream) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await
-                else {
-                    return;
-                };
-                let (mut from_client, mut to_client) = client.into_split();
-                let (mut from_upstream, mut to_upstream) = upstream.into_split();
-                let back = tokio::spawn(async move {
-                    let _ = tokio::io::copy(&mut from_upstream, &mut to_client).await;
-                });
-                let mut buf = vec![0u8; 64 * 1024];
-                loop {
-                    let n = match from_client.read(&mut buf).await {
-                        Ok(0) | Err(_) => break,
-                        Ok(n) => n,
-                    };
-                    let head = String::from_utf8_lossy(&buf[..n]);
-                    if let Some(line) = head.lines().next().filter(|l| l.ends_with("HTTP/1.1")) {
-                        record.lock().expect("seen").push(line.to_owned());
-                    }
-                    if to_upstream.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                }
-                back.abort();
-            });
+    let port = relay(target, move |chunk| {
+        let head = String::from_utf8_lossy(chunk);
+        if let Some(line) = head.lines().next().filter(|l| l.ends_with("HTTP/1.1")) {
+            record.lock().expect("seen").push(line.to_owned());
         }
-    });
+        true
+    })
+    .await;
     (port, seen)
 }
 
