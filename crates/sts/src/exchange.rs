@@ -13,8 +13,6 @@ use sha2::{Digest, Sha256};
 use tokenvend_core::Identity;
 use tokenvend_core::creds::VendedCredentials;
 
-use crate::sdk_config::{self, StsSetupError};
-
 /// Credentials from STS with their expiry (Unix seconds).
 #[derive(Clone)]
 pub struct Issued {
@@ -39,41 +37,20 @@ pub struct Sts {
 }
 
 impl Sts {
-    /// A caller for the loaded AWS configuration with the given session duration and per-call
-    /// timeout. The region and any endpoint override are checked, and the endpoint resolved by
-    /// the SDK's own rules, so a configuration that cannot work fails here, not in each call.
-    pub async fn from_sdk_config(
-        sdk: &aws_types::SdkConfig,
+    /// A caller through `client` (whose calls go to `endpoint`, as logged) with the given
+    /// session duration and per-call timeout.
+    pub fn new(
+        client: aws_sdk_sts::Client,
+        endpoint: String,
         duration_seconds: i32,
         timeout: Duration,
-    ) -> Result<Self, StsSetupError> {
-        use aws_sdk_sts::config::endpoint::{DefaultResolver, Params, ResolveEndpoint};
-        use sdk_config::{endpoint_for_logs, sts_endpoint_override};
-        let region = sdk.region().ok_or(StsSetupError::NoRegion)?.to_string();
-        let endpoint = sts_endpoint_override(sdk)?;
-        let params = Params::builder()
-            .region(region.clone())
-            .set_endpoint(endpoint.clone())
-            .set_use_fips(sdk.use_fips())
-            .set_use_dual_stack(sdk.use_dual_stack())
-            .build()
-            .map_err(|e| StsSetupError::BadRegion {
-                region,
-                reason: e.to_string(),
-            })?;
-        let resolved = DefaultResolver::new()
-            .resolve_endpoint(&params)
-            .await
-            .map_err(|e| StsSetupError::Unresolvable(e.to_string()))?;
-        // The checked value is the one used, whatever the SDK would have looked up itself.
-        let mut conf = aws_sdk_sts::config::Builder::from(sdk);
-        conf.set_endpoint_url(endpoint);
-        Ok(Sts {
-            client: aws_sdk_sts::Client::from_conf(conf.build()),
-            endpoint: endpoint_for_logs(resolved.url()),
+    ) -> Self {
+        Sts {
+            client,
+            endpoint,
             duration_seconds,
             timeout,
-        })
+        }
     }
 
     /// Where the calls go, as scheme://host[:port] for logs.
@@ -321,27 +298,6 @@ impl CredentialCache {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
-
-    #[test]
-    fn endpoints_are_logged_without_user_info_or_path() {
-        for (url, logged) in [
-            (
-                "http://moto.aws-standin.svc:5000",
-                "http://moto.aws-standin.svc:5000",
-            ),
-            (
-                "https://user:secret@sts.example/x?y=1",
-                "https://sts.example",
-            ),
-            (
-                "https://sts.us-east-1.amazonaws.com/",
-                "https://sts.us-east-1.amazonaws.com",
-            ),
-            ("not a url", "(unprintable)"),
-        ] {
-            assert_eq!(sdk_config::endpoint_for_logs(url), logged, "{url}");
-        }
-    }
 
     fn issued(ttl: i64) -> Issued {
         Issued {

@@ -16,6 +16,38 @@ pub async fn load(region: Option<String>) -> Result<aws_types::SdkConfig, StsSet
     Ok(loader.load().await)
 }
 
+/// The STS client for the loaded configuration, and where its calls go (scheme://host[:port],
+/// for logs). The region and any endpoint override are checked, and the endpoint resolved by the
+/// SDK's own rules, so a configuration that cannot work fails here, not in each call.
+pub async fn sts_client(
+    sdk: &aws_types::SdkConfig,
+) -> Result<(aws_sdk_sts::Client, String), StsSetupError> {
+    use aws_sdk_sts::config::endpoint::{DefaultResolver, Params, ResolveEndpoint};
+    let region = sdk.region().ok_or(StsSetupError::NoRegion)?.to_string();
+    let endpoint = sts_endpoint_override(sdk)?;
+    let params = Params::builder()
+        .region(region.clone())
+        .set_endpoint(endpoint.clone())
+        .set_use_fips(sdk.use_fips())
+        .set_use_dual_stack(sdk.use_dual_stack())
+        .build()
+        .map_err(|e| StsSetupError::BadRegion {
+            region,
+            reason: e.to_string(),
+        })?;
+    let resolved = DefaultResolver::new()
+        .resolve_endpoint(&params)
+        .await
+        .map_err(|e| StsSetupError::Unresolvable(e.to_string()))?;
+    // The checked value is the one used, whatever the SDK would have looked up itself.
+    let mut conf = aws_sdk_sts::config::Builder::from(sdk);
+    conf.set_endpoint_url(endpoint);
+    Ok((
+        aws_sdk_sts::Client::from_conf(conf.build()),
+        endpoint_for_logs(resolved.url()),
+    ))
+}
+
 /// The checks `aws_config`'s retry provider makes, as errors instead of its panic.
 async fn check_retry_settings(env: &Env, fs: &Fs) -> Result<(), StsSetupError> {
     // A profile file that cannot be read is aws-config's to report; it does so as a warning.
@@ -94,9 +126,7 @@ pub enum StsSetupError {
 /// The STS endpoint override the SDK would use, checked: `AWS_ENDPOINT_URL_STS`, then
 /// `AWS_ENDPOINT_URL`, then `endpoint_url` in the AWS config file (for STS, then global).
 /// `None` is the region's own endpoint.
-pub(crate) fn sts_endpoint_override(
-    sdk: &aws_types::SdkConfig,
-) -> Result<Option<String>, StsSetupError> {
+fn sts_endpoint_override(sdk: &aws_types::SdkConfig) -> Result<Option<String>, StsSetupError> {
     // The same lookup as `aws_sdk_sts::config::Builder::from(&SdkConfig)`.
     let url = if sdk.get_origin("endpoint_url").is_client_config() {
         sdk.endpoint_url().map(str::to_owned)
@@ -129,7 +159,7 @@ pub(crate) fn sts_endpoint_override(
 }
 
 /// An endpoint URL fit for logs: scheme, host and port, without any user-info.
-pub(crate) fn endpoint_for_logs(url: &str) -> String {
+fn endpoint_for_logs(url: &str) -> String {
     match url.parse::<http::Uri>() {
         Ok(u) => match (u.scheme_str(), u.host(), u.port_u16()) {
             (Some(s), Some(h), Some(p)) => format!("{s}://{h}:{p}"),
@@ -149,5 +179,31 @@ fn endpoint_source() -> &'static str {
         "AWS_ENDPOINT_URL"
     } else {
         "endpoint_url in the AWS config file"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoints_are_logged_without_user_info_or_path() {
+        for (url, logged) in [
+            (
+                "http://moto.aws-standin.svc:5000",
+                "http://moto.aws-standin.svc:5000",
+            ),
+            (
+                "https://user:secret@sts.example/x?y=1",
+                "https://sts.example",
+            ),
+            (
+                "https://sts.us-east-1.amazonaws.com/",
+                "https://sts.us-east-1.amazonaws.com",
+            ),
+            ("not a url", "(unprintable)"),
+        ] {
+            assert_eq!(endpoint_for_logs(url), logged, "{url}");
+        }
     }
 }

@@ -202,9 +202,10 @@ pub async fn build(args: &ServeArgs) -> Result<Arc<App>, SetupError> {
             let sdk = crate::sdk_config::load(args.region.clone())
                 .await
                 .map_err(|e| cfg(e.to_string()))?;
-            let sts = Sts::from_sdk_config(&sdk, args.session_duration_seconds, timeout)
+            let (client, endpoint) = crate::sdk_config::sts_client(&sdk)
                 .await
                 .map_err(|e| cfg(e.to_string()))?;
+            let sts = Sts::new(client, endpoint, args.session_duration_seconds, timeout);
             Some(CredentialsEndpoint {
                 sts,
                 policy,
