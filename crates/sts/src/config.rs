@@ -67,8 +67,9 @@ pub struct ServeArgs {
     /// learns the endpoint is gone.
     #[arg(long, env = "TOKENVEND_SHUTDOWN_DELAY_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=60))]
     pub shutdown_delay_seconds: u64,
-    /// Default role for POST /credentials (enables that endpoint).
-    #[arg(long, env = "AWS_ROLE_ARN")]
+    /// Default role for POST /credentials (enables that endpoint). Without it, the seed's
+    /// `AWS_ROLE_ARN` is read, unless `AWS_WEB_IDENTITY_TOKEN_FILE` makes that the SDK's own role.
+    #[arg(long, env = "TOKENVEND_ROLE_ARN")]
     pub role_arn: Option<String>,
     /// Globs of other roles a request may ask for in its body (comma-separated).
     #[arg(long, env = "TOKENVEND_ALLOWED_ROLES", value_delimiter = ',')]
@@ -141,6 +142,47 @@ pub struct ServeArgs {
     pub token_ttl_seconds: u64,
 }
 
+/// The default role to vend and the setting it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DefaultRole {
+    /// The role ARN, not yet parsed.
+    pub arn: String,
+    /// `TOKENVEND_ROLE_ARN` (or `--role-arn`), or the seed's `AWS_ROLE_ARN`.
+    pub setting: &'static str,
+}
+
+/// The role `POST /credentials` vends by default. `env` reads the process environment.
+///
+/// `AWS_ROLE_ARN` is the seed's name for it, and also the AWS SDK's: with
+/// `AWS_WEB_IDENTITY_TOKEN_FILE` set (IRSA on EKS injects both, and keeps an `AWS_ROLE_ARN` the
+/// manifest already has), the SDK assumes that role as tokenvend-sts's own identity. Read as
+/// the role to vend as well, the service would sign in as the role it vends; so in that case
+/// only `TOKENVEND_ROLE_ARN` names the role to vend.
+pub fn default_role(
+    role_arn: Option<&str>,
+    env: impl Fn(&str) -> Option<String>,
+) -> Result<Option<DefaultRole>, String> {
+    if let Some(arn) = role_arn {
+        return Ok(Some(DefaultRole {
+            arn: arn.to_owned(),
+            setting: "TOKENVEND_ROLE_ARN",
+        }));
+    }
+    let Some(arn) = env("AWS_ROLE_ARN") else {
+        return Ok(None);
+    };
+    if env("AWS_WEB_IDENTITY_TOKEN_FILE").is_some() {
+        return Err(format!(
+            "AWS_ROLE_ARN {arn:?} is the role the AWS SDK assumes for tokenvend-sts itself, because \
+             AWS_WEB_IDENTITY_TOKEN_FILE is set (IRSA); name the role to vend with TOKENVEND_ROLE_ARN"
+        ));
+    }
+    Ok(Some(DefaultRole {
+        arn,
+        setting: "AWS_ROLE_ARN",
+    }))
+}
+
 impl ServeArgs {
     /// The address to bind.
     pub fn addr(&self) -> SocketAddr {
@@ -156,5 +198,54 @@ impl ServeArgs {
             .parse()
             .map_err(|e| format!("LOG_LEVEL: {e}"))?;
         Ok(level.directive(&["tokenvend_sts", "tokenvend_core"]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_role_is_never_the_sdks_own() {
+        const VEND: &str = "arn:aws:iam::1:role/vend";
+        const OWN: &str = "arn:aws:iam::1:role/tokenvend-sts";
+        let env = |vars: Vec<(&'static str, &'static str)>| {
+            move |name: &str| {
+                vars.iter()
+                    .find(|(k, _)| *k == name)
+                    .map(|(_, v)| (*v).to_owned())
+            }
+        };
+        let role = |arn: &str, setting| {
+            Ok(Some(DefaultRole {
+                arn: arn.into(),
+                setting,
+            }))
+        };
+        // Neither: no /credentials.
+        assert_eq!(default_role(None, env(vec![])), Ok(None));
+        // The seed's name, without a web identity of its own.
+        assert_eq!(
+            default_role(None, env(vec![("AWS_ROLE_ARN", VEND)])),
+            role(VEND, "AWS_ROLE_ARN")
+        );
+        // IRSA: AWS_ROLE_ARN is the service's own role; the one to vend has its own name.
+        let irsa = env(vec![
+            ("AWS_ROLE_ARN", OWN),
+            (
+                "AWS_WEB_IDENTITY_TOKEN_FILE",
+                "/var/run/secrets/eks.amazonaws.com/serviceaccount/token",
+            ),
+        ]);
+        assert_eq!(
+            default_role(Some(VEND), &irsa),
+            role(VEND, "TOKENVEND_ROLE_ARN")
+        );
+        // Without it the service would sign in as the role it vends: refused, saying what to set.
+        let err = default_role(None, &irsa).expect_err("ambiguous");
+        assert!(
+            err.contains("TOKENVEND_ROLE_ARN") && err.contains(OWN),
+            "{err}"
+        );
     }
 }

@@ -165,9 +165,13 @@ pub async fn build(args: &ServeArgs) -> Result<Arc<App>, SetupError> {
         Duration::from_secs(args.validation_cache_seconds),
     );
 
-    if let Some(role) = &args.role_arn {
-        RoleArn::parse(role).map_err(|e| cfg(format!("AWS_ROLE_ARN: {e}")))?;
+    let default_role =
+        crate::config::default_role(args.role_arn.as_deref(), |name| std::env::var(name).ok())
+            .map_err(cfg)?;
+    if let Some(role) = &default_role {
+        RoleArn::parse(&role.arn).map_err(|e| cfg(format!("{}: {e}", role.setting)))?;
     }
+    let default_role = default_role.map(|r| r.arn);
     let rules = match &args.rules_file {
         Some(p) => Some(
             std::fs::read_to_string(p)
@@ -175,10 +179,10 @@ pub async fn build(args: &ServeArgs) -> Result<Arc<App>, SetupError> {
         ),
         None => None,
     };
-    let authz = Authorizer::new(args.role_arn.clone(), &args.allowed_roles, rules.as_deref())
+    let authz = Authorizer::new(default_role.clone(), &args.allowed_roles, rules.as_deref())
         .map_err(|e| cfg(e.to_string()))?;
 
-    let credentials = match &args.role_arn {
+    let credentials = match &default_role {
         None => None,
         Some(_) => {
             let min = if args.allow_short_sessions { 1 } else { 900 };
@@ -240,7 +244,7 @@ pub async fn build(args: &ServeArgs) -> Result<Arc<App>, SetupError> {
     };
     if credentials.is_none() && issuer.is_none() {
         return Err(cfg(
-            "nothing to serve: set AWS_ROLE_ARN (POST /credentials) and/or TOKENVEND_ISSUER_URL with TOKENVEND_SIGNING_KEY_DIR (POST /token)".into(),
+            "nothing to serve: set TOKENVEND_ROLE_ARN or AWS_ROLE_ARN (POST /credentials) and/or TOKENVEND_ISSUER_URL with TOKENVEND_SIGNING_KEY_DIR (POST /token)".into(),
         ));
     }
     let metrics = Metrics::new(Parts {
@@ -415,7 +419,7 @@ async fn credentials_inner(
     outcome: &mut Outcome,
 ) -> Result<Response, ApiError> {
     let ep = app.credentials.as_ref().ok_or(ApiError::NotConfigured(
-        "POST /credentials is not enabled: set AWS_ROLE_ARN",
+        "POST /credentials is not enabled: set TOKENVEND_ROLE_ARN or AWS_ROLE_ARN",
     ))?;
     let request = parse_body(body)?;
     let id = authenticate(app, headers).await?;

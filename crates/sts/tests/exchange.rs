@@ -785,6 +785,58 @@ async fn sts_calls_go_through_the_proxy_the_environment_names() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_irsa_the_service_signs_in_as_its_own_role_and_vends_the_other() {
+    provider();
+    let moto = Moto::start();
+    let cluster = Cluster::new();
+    let dir = tempfile::tempdir().expect("tmp");
+    // What IRSA injects: a projected token and the service's own role, beside the manifest's
+    // role to vend. No static keys (blank is unset for the SDK).
+    let web_identity = dir.path().join("token");
+    std::fs::write(
+        &web_identity,
+        "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ0b2tlbnZlbmQifQ.c2ln",
+    )
+    .expect("token");
+    let own = "arn:aws:iam::123456789012:role/tokenvend-sts";
+    let sts = Sts::start(
+        &moto,
+        &cluster,
+        &[
+            ("AWS_ACCESS_KEY_ID", String::new()),
+            ("AWS_SECRET_ACCESS_KEY", String::new()),
+            ("AWS_ROLE_ARN", own.into()),
+            (
+                "AWS_WEB_IDENTITY_TOKEN_FILE",
+                web_identity.display().to_string(),
+            ),
+            ("TOKENVEND_ROLE_ARN", ROLE.into()),
+        ],
+    );
+    let c = reqwest::Client::new();
+    let token = cluster.token("shop", "orders", None, "tokenvend", 3600);
+    let (status, creds) = post(&c, &sts.url("/credentials"), Some(&token), None).await;
+    assert_eq!(status, 200, "{creds} {}", sts.all_logs());
+    assert_eq!(
+        caller_arn(&moto, &creds).await,
+        "arn:aws:sts::123456789012:assumed-role/tvm/shop.orders"
+    );
+    // The SDK signed in with the web identity as the service's own role, then assumed the other.
+    let sign_ins = moto.calls("AssumeRoleWithWebIdentity");
+    assert_eq!(sign_ins.len(), 1, "{sign_ins:?}");
+    assert!(
+        sign_ins[0].contains("RoleArn=arn%3Aaws%3Aiam%3A%3A123456789012%3Arole%2Ftokenvend-sts"),
+        "{sign_ins:?}"
+    );
+    let vended = moto.calls("AssumeRole");
+    assert_eq!(vended.len(), 1, "{vended:?}");
+    assert!(
+        vended[0].contains("RoleArn=arn%3Aaws%3Aiam%3A%3A123456789012%3Arole%2Ftvm"),
+        "{vended:?}"
+    );
+}
+
 /// The status and the JSON error of a refused request: `want`, and an error saying `says`.
 fn assert_refused(status: u16, resp: &Value, want: u16, says: &str) {
     assert_eq!(status, want, "{says}: {resp}");
@@ -910,6 +962,15 @@ fn bad_configuration_fails_at_start_naming_the_setting() {
         ),
         "{err}"
     );
+    // With a web identity of its own (IRSA), AWS_ROLE_ARN is the SDK's: the role to vend must
+    // be named by TOKENVEND_ROLE_ARN, or the service would sign in as the role it vends.
+    let err = creds(&[("AWS_WEB_IDENTITY_TOKEN_FILE", "/var/run/secrets/token")]);
+    assert!(
+        err.contains("because AWS_WEB_IDENTITY_TOKEN_FILE is set (IRSA); name the role to vend with TOKENVEND_ROLE_ARN"),
+        "{err}"
+    );
+    let err = run(&with(&[("TOKENVEND_ROLE_ARN", "tvm")]));
+    assert!(err.contains("TOKENVEND_ROLE_ARN: "), "{err}");
     // aws-config panics on a bad retry setting; it is refused with the setting's source instead.
     for (setting, says) in [
         (

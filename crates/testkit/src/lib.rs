@@ -167,8 +167,8 @@ impl Moto {
         );
     }
 
-    /// AssumeRole calls recorded so far whose RoleSessionName is `session`.
-    pub fn assume_role_calls(&self, session: &str) -> usize {
+    /// The bodies of the calls of STS `action` (e.g. `AssumeRole`) recorded so far.
+    pub fn calls(&self, action: &str) -> Vec<String> {
         use base64::Engine;
         let out = Command::new("curl")
             .args([
@@ -183,10 +183,15 @@ impl Moto {
             .filter_map(|v| v["body"].as_str().map(str::to_owned))
             .filter_map(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
             .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .filter(|b| {
-                b.contains("Action=AssumeRole&")
-                    && b.contains(&format!("RoleSessionName={session}&"))
-            })
+            .filter(|b| b.contains(&format!("Action={action}&")))
+            .collect()
+    }
+
+    /// AssumeRole calls recorded so far whose RoleSessionName is `session`.
+    pub fn assume_role_calls(&self, session: &str) -> usize {
+        self.calls("AssumeRole")
+            .iter()
+            .filter(|b| b.contains(&format!("RoleSessionName={session}&")))
             .count()
     }
 }
