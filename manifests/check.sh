@@ -24,6 +24,11 @@ for overlay in manifests/overlays/*/; do
       echo "FAIL $name: not valid for Kubernetes $version"; ok=0
     fi
   done
+  # IRSA keeps an AWS_ROLE_ARN a container already has and makes it the service's own role, so
+  # the role to vend is set as TOKENVEND_ROLE_ARN.
+  if grep -q "name: AWS_ROLE_ARN$" "$rendered"; then
+    echo "FAIL $name: sets AWS_ROLE_ARN (use TOKENVEND_ROLE_ARN)"; ok=0
+  fi
   for kind in Namespace ServiceAccount Role ClusterRole Deployment Service PodDisruptionBudget \
     MutatingWebhookConfiguration Job CronJob ConfigMap NetworkPolicy; do
     grep -q "^kind: $kind$" "$rendered" || { echo "FAIL $name: no $kind"; ok=0; }

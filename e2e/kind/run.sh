@@ -63,7 +63,7 @@ configMapGenerator:
   - config.yaml=webhook-config.yaml
 patches:
 - target: {kind: Deployment, name: tokenvend-sts}
-  # Strategic merge: env entries merge by name, so AWS_ROLE_ARN is replaced, not repeated.
+  # Strategic merge: env entries merge by name, so TOKENVEND_ROLE_ARN is replaced, not repeated.
   patch: |-
     apiVersion: apps/v1
     kind: Deployment
@@ -74,7 +74,7 @@ patches:
           containers:
           - name: sts
             env:
-            - {name: AWS_ROLE_ARN, value: "$ROLE_ARN"}
+            - {name: TOKENVEND_ROLE_ARN, value: "$ROLE_ARN"}
 $(sts_endpoint_env '            - ')
 - target: {kind: Deployment}
   patch: |-
