@@ -165,9 +165,17 @@ pub async fn build(args: &ServeArgs) -> Result<Arc<App>, SetupError> {
         Duration::from_secs(args.validation_cache_seconds),
     );
 
-    let default_role =
-        crate::config::default_role(args.role_arn.as_deref(), |name| std::env::var(name).ok())
-            .map_err(cfg)?;
+    let default_role = match crate::config::default_role(args.role_arn.as_deref(), |name| {
+        std::env::var(name).ok()
+    }) {
+        Ok(role) => role,
+        // An issuer-only service may run with IRSA too; it vends no role, and says so.
+        Err(why) if args.issuer_url.is_some() && args.signing_key_dir.is_some() => {
+            tracing::warn!("POST /credentials stays off: {why}");
+            None
+        }
+        Err(why) => return Err(cfg(why)),
+    };
     if let Some(role) = &default_role {
         RoleArn::parse(&role.arn).map_err(|e| cfg(format!("{}: {e}", role.setting)))?;
     }

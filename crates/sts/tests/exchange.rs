@@ -786,7 +786,7 @@ async fn sts_calls_go_through_the_proxy_the_environment_names() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_irsa_the_service_signs_in_as_its_own_role_and_vends_the_other() {
+async fn with_irsa_the_service_never_vends_its_own_role() {
     provider();
     let moto = Moto::start();
     let cluster = Cluster::new();
@@ -835,6 +835,32 @@ async fn with_irsa_the_service_signs_in_as_its_own_role_and_vends_the_other() {
         vended[0].contains("RoleArn=arn%3Aaws%3Aiam%3A%3A123456789012%3Arole%2Ftvm"),
         "{vended:?}"
     );
+    drop(sts);
+
+    // Without TOKENVEND_ROLE_ARN, a service that also issues tokens starts with /credentials off
+    // and says why, rather than vending its own role.
+    let sts = Sts::start(
+        &moto,
+        &cluster,
+        &[
+            ("AWS_ROLE_ARN", own.into()),
+            (
+                "AWS_WEB_IDENTITY_TOKEN_FILE",
+                web_identity.display().to_string(),
+            ),
+        ],
+    );
+    let (status, resp) = post(&c, &sts.url("/credentials"), Some(&token), None).await;
+    assert_refused(status, &resp, 404, "TOKENVEND_ROLE_ARN");
+    let (status, resp) = post(&c, &sts.url("/token"), Some(&token), None).await;
+    assert_eq!(status, 200, "{resp}");
+    assert!(
+        sts.all_logs()
+            .contains("POST /credentials stays off: AWS_ROLE_ARN"),
+        "{}",
+        sts.all_logs()
+    );
+    assert_eq!(moto.calls("AssumeRole").len(), 1, "no more STS calls");
 }
 
 /// The status and the JSON error of a refused request: `want`, and an error saying `says`.
