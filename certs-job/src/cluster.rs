@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 
 use base64::Engine;
 use k8s_openapi::ByteString;
-use k8s_openapi::api::admissionregistration::v1::MutatingWebhookConfiguration;
+use k8s_openapi::api::admissionregistration::v1::{
+    MutatingWebhookConfiguration, WebhookClientConfig,
+};
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
@@ -38,6 +40,21 @@ pub enum ClusterError {
         "MutatingWebhookConfiguration {0:?} not found: apply the manifests first, or fix --webhook-config"
     )]
     MissingWebhookConfig(String),
+    /// A webhook calls a host the serving certificate would not name, so the API server would
+    /// refuse its TLS; typically manifests installed into another namespace than --namespace.
+    #[error(
+        "MutatingWebhookConfiguration {config:?}: webhook {webhook:?} calls {host}, which the serving certificate would not name (it names {sans}): the API server would refuse its TLS. Fix --service / --namespace, or the webhook's clientConfig (installed into another namespace? see the README, Install)"
+    )]
+    WebhookNotServed {
+        /// The MutatingWebhookConfiguration.
+        config: String,
+        /// The webhook entry.
+        webhook: String,
+        /// What the API server dials.
+        host: String,
+        /// The certificate's SANs, comma-separated.
+        sans: String,
+    },
     /// Anything else from the API.
     #[error("{verb} {what}: {message}")]
     Api {
@@ -90,6 +107,47 @@ fn text(data: &BTreeMap<String, ByteString>, key: &str) -> String {
         .unwrap_or_default()
 }
 
+/// The host the API server dials for a webhook: `<service>.<namespace>.svc` (the name it checks
+/// the certificate against), or the host of its URL.
+pub fn dialed_host(config: &WebhookClientConfig) -> Option<String> {
+    if let Some(svc) = &config.service {
+        return Some(format!("{}.{}.svc", svc.name, svc.namespace));
+    }
+    let url = config.url.as_deref()?;
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default(),
+    };
+    Some(host.to_ascii_lowercase())
+}
+
+/// Refuses a configuration with a webhook the certificate would not serve: its caBundle would be
+/// kept in step, and every call to it would still fail TLS (with `failurePolicy: Fail`, every
+/// labelled pod refused).
+pub fn check_served(
+    name: &str,
+    mwc: &MutatingWebhookConfiguration,
+    sans: &[String],
+) -> Result<(), ClusterError> {
+    for w in mwc.webhooks.as_deref().unwrap_or_default() {
+        let Some(host) = dialed_host(&w.client_config) else {
+            continue;
+        };
+        if !sans.contains(&host) {
+            return Err(ClusterError::WebhookNotServed {
+                config: name.to_owned(),
+                webhook: w.name.clone(),
+                host,
+                sans: sans.join(", "),
+            });
+        }
+    }
+    Ok(())
+}
+
 /// One reconciliation.
 pub async fn reconcile(
     client: Client,
@@ -109,6 +167,7 @@ pub async fn reconcile(
         .await
         .map_err(|e| api_err("get", &mwc_what, e))?
         .ok_or_else(|| ClusterError::MissingWebhookConfig(webhook_config.to_owned()))?;
+    check_served(webhook_config, &mwc, &s.sans)?;
     let tls_what = format!("secrets/{secret} in {namespace}");
     let ca_what = format!("secrets/{ca_secret} in {namespace}");
     let tls = secrets
@@ -276,6 +335,54 @@ async fn upsert(
                     other => api_err("create", what, other),
                 })?;
             Ok(true)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::admissionregistration::v1::ServiceReference;
+
+    fn service(name: &str, namespace: &str) -> WebhookClientConfig {
+        WebhookClientConfig {
+            service: Some(ServiceReference {
+                name: name.into(),
+                namespace: namespace.into(),
+                path: Some("/mutate".into()),
+                port: Some(443),
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn url(u: &str) -> WebhookClientConfig {
+        WebhookClientConfig {
+            url: Some(u.into()),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_dialed_host_is_what_the_api_server_checks_the_certificate_against() {
+        for (config, want) in [
+            (
+                service("tokenvend-webhook", "platform"),
+                Some("tokenvend-webhook.platform.svc"),
+            ),
+            (
+                url("https://hooks.example.com/mutate"),
+                Some("hooks.example.com"),
+            ),
+            (
+                url("https://Hooks.Example.com:8443/m?x=1"),
+                Some("hooks.example.com"),
+            ),
+            (url("https://[fd00::1]:8443/mutate"), Some("fd00::1")),
+            (url("https://10.0.0.7"), Some("10.0.0.7")),
+            (WebhookClientConfig::default(), None),
+        ] {
+            assert_eq!(dialed_host(&config).as_deref(), want, "{config:?}");
         }
     }
 }

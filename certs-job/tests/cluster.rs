@@ -265,6 +265,77 @@ async fn clear_errors_for_missing_config_namespace_and_rbac() {
     );
 }
 
+#[tokio::test]
+async fn a_webhook_the_certificate_would_not_serve_is_refused_before_any_write() {
+    // The manifests installed into namespace `platform` while the webhook configuration still
+    // calls the Service in `tokenvend`: a caBundle kept in step would not help, every call would
+    // fail TLS.
+    let (s, client, _dir) = standin().await;
+    s.store
+        .lock()
+        .expect("store")
+        .namespaces
+        .insert("platform".into());
+    let elsewhere = Settings::defaults(
+        service_sans("tokenvend-webhook", "platform"),
+        "tokenvend-webhook-ca",
+    );
+    let err = reconcile(
+        client.clone(),
+        "platform",
+        "t",
+        "tokenvend",
+        &elsewhere,
+        NOW,
+    )
+    .await
+    .expect_err("the webhook calls another namespace");
+    assert!(
+        matches!(err, ClusterError::WebhookNotServed { .. }),
+        "{err}"
+    );
+    let msg = err.to_string();
+    assert!(
+        msg.contains("webhook \"pods.tokenvend.io\" calls tokenvend-webhook.tokenvend.svc")
+            && msg.contains("tokenvend-webhook.platform.svc")
+            && msg.contains("--namespace"),
+        "{msg}"
+    );
+    {
+        let st = s.store.lock().expect("store");
+        assert!(st.secrets.is_empty(), "no Secret written");
+        let webhooks = st.mwcs["tokenvend"]["webhooks"].clone();
+        assert!(
+            webhooks[0]["clientConfig"].get("caBundle").is_none(),
+            "caBundle untouched"
+        );
+        assert_eq!(webhooks[1]["clientConfig"]["caBundle"], "c3RhbGU=");
+    }
+
+    // The configuration pointed at the Service where it now runs: served.
+    for w in s
+        .store
+        .lock()
+        .expect("store")
+        .mwcs
+        .get_mut("tokenvend")
+        .expect("mwc")["webhooks"]
+        .as_array_mut()
+        .expect("webhooks")
+    {
+        w["clientConfig"]["service"]["namespace"] = json!("platform");
+    }
+    let r = reconcile(client, "platform", "t", "tokenvend", &elsewhere, NOW)
+        .await
+        .expect("served");
+    assert!(
+        matches!(r.decision, Decision::Create(_)),
+        "{:?}",
+        r.decision
+    );
+    assert_eq!((r.webhooks_patched, r.secrets_written), (2, true));
+}
+
 #[test]
 fn out_dir_mode_writes_usable_files_and_keeps_them() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
