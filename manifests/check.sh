@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Renders every overlay with `kubectl kustomize`, validates every object with
-# `kubernetes-validate --strict` for Kubernetes 1.30 and 1.34, and checks that the webhook's
-# ConfigMap is accepted by the real tokenvend-webhook (--check-config); then the same for what
-# e2e/kind/run.sh would apply. Run by e2e/run-tests.sh
+# `kubernetes-validate --strict` for Kubernetes 1.30 and 1.34, and checks with check-render.py that
+# every namespace reference holds and that the real tokenvend-webhook accepts its configuration
+# (--check-config); then the same installed into another namespace, and for what e2e/kind/run.sh
+# would apply. Run by e2e/run-tests.sh
 # (which provides kubectl and kubernetes-validate in .venv and the debug build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,6 +13,8 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj 
   -keyout "$out/ca.key" -out "$out/ca.crt" -days 1 2>/dev/null
 passed=0
 failed=0
+# report PREFIX LINES: each line of LINES, prefixed.
+report() { while IFS= read -r line; do echo "$1$line"; done <<<"$2"; }
 for overlay in manifests/overlays/*/; do
   name=$(basename "$overlay")
   rendered="$out/$name.yaml"
@@ -33,19 +36,49 @@ for overlay in manifests/overlays/*/; do
     MutatingWebhookConfiguration Job CronJob ConfigMap NetworkPolicy; do
     grep -q "^kind: $kind$" "$rendered" || { echo "FAIL $name: no $kind"; ok=0; }
   done
-  python3 - "$rendered" "$out/$name-config.yaml" "$out/ca.crt" <<'PY'
-import sys, yaml
-docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
-cm = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("tokenvend-webhook-config"))
-cfg = yaml.safe_load(cm["data"]["config.yaml"])
-cfg["exchangeCaFile"] = sys.argv[3]  # the Secret-mounted path does not exist here
-open(sys.argv[2], "w").write(yaml.safe_dump(cfg))
-PY
-  if ! target/debug/tokenvend-webhook --check-config --config "$out/$name-config.yaml" >/dev/null; then
-    echo "FAIL $name: tokenvend-webhook rejects its ConfigMap"; ok=0
+  if ! problems=$(python3 manifests/check-render.py target/debug/tokenvend-webhook "$out/ca.crt" \
+      "$rendered" tokenvend); then
+    report "FAIL $name: " "$problems"; ok=0
   fi
   if ((ok)); then
-    echo "ok   $name: $(grep -c '^kind:' "$rendered") objects valid for 1.30 and 1.34; webhook config accepted"
+    echo "ok   $name: $(grep -c '^kind:' "$rendered") objects valid for 1.30 and 1.34; namespace references and webhook config hold"
+    passed=$((passed + 1))
+  else
+    failed=$((failed + 1))
+  fi
+done
+# Installed into another namespace, both ways the README gives: `namespace:` changed in the base
+# (its replacements carry the name into every field that names it), and a kustomization of one's
+# own with `namespace:` and a copy of that replacements block. Every reference must follow.
+moved="$out/moved"
+mkdir -p "$moved/mine"
+cp -r manifests "$moved/"
+sed -i 's/^namespace: tokenvend$/namespace: platform-creds/' "$moved/manifests/base/kustomization.yaml"
+python3 - manifests/base/kustomization.yaml "$moved/mine/kustomization.yaml" <<'PY'
+import sys, yaml
+base = yaml.safe_load(open(sys.argv[1]))
+mine = {"apiVersion": "kustomize.config.k8s.io/v1beta1", "kind": "Kustomization",
+        "namespace": "team-aws", "resources": ["../original/overlays/credentials"],
+        "replacements": base.get("replacements", [])}
+open(sys.argv[2], "w").write(yaml.safe_dump(mine))
+PY
+cp -r manifests "$moved/original"
+for variant in web-identity:platform-creds credentials:platform-creds mine:team-aws; do
+  dir=${variant%%:*} ns=${variant#*:}
+  [ "$dir" = mine ] && src="$moved/mine" || src="$moved/manifests/overlays/$dir"
+  rendered="$out/moved-$dir.yaml"
+  ok=1
+  if ! kubectl kustomize "$src" >"$rendered"; then
+    echo "FAIL $dir in $ns: kubectl kustomize"; failed=$((failed + 1)); continue
+  fi
+  kubernetes-validate --strict --quiet -k 1.34.0 "$rendered" \
+    || { echo "FAIL $dir in $ns: not valid for Kubernetes 1.34"; ok=0; }
+  if ! problems=$(python3 manifests/check-render.py target/debug/tokenvend-webhook "$out/ca.crt" \
+      "$rendered" "$ns"); then
+    report "FAIL $dir in $ns: " "$problems"; ok=0
+  fi
+  if ((ok)); then
+    echo "ok   $dir in namespace $ns: valid for 1.34; every namespace reference follows"
     passed=$((passed + 1))
   else
     failed=$((failed + 1))
@@ -65,9 +98,9 @@ for aws in moto real; do
     kubernetes-validate --strict --quiet -k 1.34.0 "$rendered" \
       || { echo "FAIL kind ($aws): $(basename "$rendered") is not valid"; ok=0; }
   done
-  if ! python3 - "$kind_out" "$aws" "$out/ca.crt" <<'PY'
+  if ! python3 - "$kind_out" "$aws" <<'PY'
 import glob, os, sys, yaml
-out, aws, ca = sys.argv[1:]
+out, aws = sys.argv[1:]
 moto = "http://moto.aws-standin.svc:5000"
 errors = []
 for path in sorted(glob.glob(os.path.join(out, "*.yaml"))):
@@ -84,21 +117,20 @@ for path in sorted(glob.glob(os.path.join(out, "*.yaml"))):
             expected = [moto] if aws == "moto" and wants else []
             if endpoint != expected:
                 errors.append(f"{name}: {doc['metadata']['name']}/{c['name']} AWS_ENDPOINT_URL_STS {endpoint}, want {expected}")
-        if doc["kind"] == "ConfigMap" and doc["metadata"]["name"].startswith("tokenvend-webhook-config"):
-            cfg = yaml.safe_load(doc["data"]["config.yaml"])
-            cfg["exchangeCaFile"] = ca
-            open(path[:-5] + ".config", "w").write(yaml.safe_dump(cfg))
 for e in errors:
     print("FAIL kind", aws + ":", e)
 sys.exit(1 if errors else 0)
 PY
   then ok=0; fi
-  for config in "$kind_out"/*.config; do
-    target/debug/tokenvend-webhook --check-config --config "$config" >/dev/null \
-      || { echo "FAIL kind ($aws): tokenvend-webhook rejects $(basename "$config")"; ok=0; }
+  for rendered in "$kind_out"/*.yaml; do
+    case $rendered in *-pod.yaml) continue ;; esac
+    if ! problems=$(python3 manifests/check-render.py target/debug/tokenvend-webhook \
+        "$out/ca.crt" "$rendered" tokenvend); then
+      report "FAIL kind ($aws) $(basename "$rendered"): " "$problems"; ok=0
+    fi
   done
   if ((ok)); then
-    echo "ok   kind ($aws): $(cat "$kind_out"/*.yaml | grep -c '^kind:') objects valid for 1.34; env and webhook config accepted"
+    echo "ok   kind ($aws): $(cat "$kind_out"/*.yaml | grep -c '^kind:') objects valid for 1.34; env, namespace references and webhook config hold"
     passed=$((passed + 1))
   else
     failed=$((failed + 1))

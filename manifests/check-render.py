@@ -1,0 +1,112 @@
+#!/usr/bin/env python3
+"""Checks one rendered install (`kubectl kustomize` output) beyond its schemas, as
+manifests/check.sh calls it:
+
+    check-render.py WEBHOOK_BIN CA_FILE RENDERED.yaml [EXPECTED_NAMESPACE]
+
+- Every field that names tokenvend's namespace names the Namespace it installs (object
+  namespaces, RoleBinding subjects, the webhook's Service reference and namespaceSelector, the
+  exchange URL, the certs job's namespace), and the names those fields pair with exist: a
+  kustomize `namespace:` moves only metadata.namespace by itself.
+- tokenvend-webhook accepts its configuration as its pod would see it: the ConfigMap's file plus
+  the Deployment's TOKENVEND_* env (`--check-config`).
+
+Prints one line per problem and exits 1 if there is any.
+"""
+import os
+import subprocess
+import sys
+import tempfile
+
+import yaml
+
+CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding", "MutatingWebhookConfiguration"}
+
+
+def pod_spec(doc):
+    if doc["kind"] == "CronJob":
+        return doc["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    if doc["kind"] in ("Deployment", "Job"):
+        return doc["spec"]["template"]["spec"]
+    return None
+
+
+def check(webhook_bin, ca_file, path, expected_ns):
+    docs = [d for d in yaml.safe_load_all(open(path)) if d]
+    ours = [d for d in docs if d["metadata"].get("labels", {}).get("app.kubernetes.io/part-of") == "tokenvend"]
+    errors = []
+    namespaces = [d["metadata"]["name"] for d in ours if d["kind"] == "Namespace"]
+    if len(namespaces) != 1:
+        return [f"want one Namespace, found {namespaces}"]
+    ns = namespaces[0]
+    if expected_ns and ns != expected_ns:
+        errors.append(f"installs into namespace {ns!r}, want {expected_ns!r}")
+    named = lambda kind: {d["metadata"]["name"] for d in ours if d["kind"] == kind}  # noqa: E731
+    services, accounts = named("Service"), named("ServiceAccount")
+
+    for d in ours:
+        what = f"{d['kind']}/{d['metadata']['name']}"
+        if d["kind"] not in CLUSTER_SCOPED and d["metadata"].get("namespace") != ns:
+            errors.append(f"{what} is in namespace {d['metadata'].get('namespace')!r}, not {ns!r}")
+        for s in d.get("subjects", []) if d["kind"] in ("RoleBinding", "ClusterRoleBinding") else []:
+            if s["kind"] == "ServiceAccount" and (s.get("namespace") != ns or s["name"] not in accounts):
+                errors.append(f"{what} binds ServiceAccount {s.get('namespace')}/{s['name']}, not one in {ns!r}")
+        if d["kind"] == "MutatingWebhookConfiguration":
+            for w in d["webhooks"]:
+                svc = w["clientConfig"].get("service", {})
+                if svc.get("namespace") != ns or svc.get("name") not in services:
+                    errors.append(f"{what} webhook {w['name']} calls Service {svc.get('namespace')}/{svc.get('name')}, not one in {ns!r}")
+                excluded = [v for e in w.get("namespaceSelector", {}).get("matchExpressions", [])
+                            if e["key"] == "kubernetes.io/metadata.name" and e["operator"] == "NotIn"
+                            for v in e["values"]]
+                if ns not in excluded or "kube-system" not in excluded:
+                    errors.append(f"{what} webhook {w['name']} excludes namespaces {excluded}, want kube-system and {ns!r}")
+        spec = pod_spec(d)
+        for c in spec["containers"] if spec else []:
+            env = {e["name"]: e for e in c.get("env", [])}
+            if d["metadata"]["name"] == "tokenvend-certs":
+                if any(a.startswith("--namespace") for a in c.get("args", [])):
+                    errors.append(f"{what} gives --namespace literally; it comes from the pod's own namespace")
+                source = env.get("TOKENVEND_NAMESPACE", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath")
+                if source != "metadata.namespace":
+                    errors.append(f"{what}: TOKENVEND_NAMESPACE must come from metadata.namespace, got {env.get('TOKENVEND_NAMESPACE')}")
+                served = next((a.split("=", 1)[1].split(",") for a in c.get("args", []) if a.startswith("--service=")), [])
+                missing = sorted(services - set(served))
+                if missing:
+                    errors.append(f"{what}: the certificate would not name the Services {missing}")
+            if d["metadata"]["name"] == "tokenvend-webhook" and c["name"] == "webhook":
+                url = env.get("TOKENVEND_EXCHANGE_URL", {}).get("value", "")
+                host = url.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0]
+                svc, _, rest = host.partition(".")
+                if rest != f"{ns}.svc" or svc not in services:
+                    errors.append(f"{what}: TOKENVEND_EXCHANGE_URL {url!r} is not a Service in {ns!r}")
+                errors += check_webhook_config(webhook_bin, ca_file, ours, c)
+    return errors
+
+
+def check_webhook_config(webhook_bin, ca_file, ours, container):
+    cms = [d for d in ours if d["kind"] == "ConfigMap" and d["metadata"]["name"].startswith("tokenvend-webhook-config")]
+    if len(cms) != 1:
+        return [f"want one tokenvend-webhook-config ConfigMap, found {len(cms)}"]
+    cfg = yaml.safe_load(cms[0]["data"]["config.yaml"])
+    cfg["exchangeCaFile"] = ca_file  # the Secret-mounted path does not exist here
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENVEND_")}
+    env["RUST_BACKTRACE"] = "0"
+    env.update({e["name"]: e["value"] for e in container.get("env", []) if "value" in e})
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
+        yaml.safe_dump(cfg, f)
+        f.flush()
+        run = subprocess.run([webhook_bin, "--check-config", "--config", f.name],
+                             env=env, capture_output=True, text=True)
+    if run.returncode != 0:
+        return [f"tokenvend-webhook rejects its configuration: {run.stderr.strip().splitlines()[0]}"]
+    return []
+
+
+if __name__ == "__main__":
+    webhook_bin, ca_file, path = sys.argv[1:4]
+    expected = sys.argv[4] if len(sys.argv) > 4 else None
+    problems = check(webhook_bin, ca_file, path, expected)
+    for p in problems:
+        print(p)
+    sys.exit(1 if problems else 0)
