@@ -115,8 +115,10 @@ pub fn load(cert_path: &Path, key_path: &Path) -> Result<Loaded, TlsError> {
 }
 
 /// Poll the files every `interval`; reload when their content changes and the new pair is valid.
-/// An invalid new pair (e.g. cert written, key not yet) keeps the old one and is retried.
-/// `on_reload` hears of every reload attempt, `Ok(not_after)` or the error, and of the files
+/// An invalid new pair keeps the old one and is retried. It is reported only if it is still on
+/// disk a tick later: a writer that replaces the certificate and then the key (two renames, or
+/// `cp`) leaves a mismatched pair for a moment, and that is no failure to alert on.
+/// `on_reload` hears of every reload, `Ok(not_after)`, of every such failure and of the files
 /// becoming unreadable; each failure is reported and logged once, not on every tick.
 pub async fn watch(
     rustls: RustlsConfig,
@@ -127,6 +129,8 @@ pub async fn watch(
     on_reload: impl Fn(Result<i64, &TlsError>) + Send + 'static,
 ) {
     let mut last_error: Option<[u8; 32]> = None;
+    // An invalid pair seen once: reported if the next tick still finds it.
+    let mut pending: Option<[u8; 32]> = None;
     // A Secret that stays missing is one warning and one counted failure, not one per tick.
     let mut unreadable = crate::FailureLatch::default();
     let mut tick = tokio::time::interval(interval);
@@ -154,13 +158,16 @@ pub async fn watch(
                 rustls.reload_from_config(loaded.config);
                 current = fp;
                 last_error = None;
+                pending = None;
                 on_reload(Ok(loaded.not_after));
                 tracing::info!(not_after = loaded.not_after, "reloaded serving certificate");
             }
             // The files changed again between the two reads: look again next tick.
             Ok(_) => {}
+            Err(_) if pending != Some(fp) => pending = Some(fp),
             Err(e) => {
                 last_error = Some(fp);
+                pending = None;
                 on_reload(Err(&e));
                 tracing::warn!(error = %e, "new serving certificate rejected; keeping the loaded one");
             }
@@ -220,6 +227,68 @@ impl CertMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Mutex;
+    use tokenvend_testkit::tls::{ca, install, leaf};
+
+    /// Sleeps in paused time; the watcher ticks at 0 s, 1 s, 2 s, ... and the test acts between.
+    async fn sleep_ms(ms: u64) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pair_replaced_file_by_file_is_no_failure_and_a_bad_one_is_reported_once() {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let dir = tempfile::tempdir().expect("tmp");
+        let (ca_cert, _key, issuer) = ca("ca");
+        let [first, second, third] = [(); 3].map(|()| leaf(&ca_cert, &issuer));
+        install(dir.path(), &first);
+        let (crt, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+        let loaded = load(&crt, &key).expect("first pair");
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let seen = events.clone();
+        tokio::spawn(watch(
+            RustlsConfig::from_config(loaded.config),
+            crt.clone(),
+            key.clone(),
+            loaded.fingerprint,
+            Duration::from_secs(1),
+            move |r| {
+                seen.lock()
+                    .expect("events")
+                    .push(r.map_err(|e| e.to_string()))
+            },
+        ));
+        let events = move || events.lock().expect("events").clone();
+
+        // A writer replaces the certificate, and the key only after the 1 s tick has seen the
+        // certificate without it.
+        sleep_ms(500).await;
+        std::fs::write(&crt, &second.cert_pem).expect("write");
+        sleep_ms(1000).await;
+        std::fs::write(&key, &second.key_pem).expect("write");
+        sleep_ms(1000).await;
+        let second_not_after = load(&crt, &key).expect("second pair").not_after;
+        assert_eq!(
+            events(),
+            vec![Ok(second_not_after)],
+            "loaded, and no failure"
+        );
+
+        // A certificate whose key never comes: reported at the tick after the one that first saw
+        // it, and only once.
+        std::fs::write(&crt, &third.cert_pem).expect("write");
+        sleep_ms(1000).await;
+        assert_eq!(events().len(), 1, "not yet: the key may be on its way");
+        sleep_ms(3000).await;
+        let all = events();
+        assert_eq!(all.len(), 2, "{all:?}");
+        assert!(
+            all[1]
+                .as_ref()
+                .is_err_and(|e| e.contains("cannot be used together")),
+            "{all:?}"
+        );
+    }
 
     #[test]
     fn cert_metrics_keep_the_last_good_not_after_and_count_each_result() {

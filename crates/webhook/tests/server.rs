@@ -330,9 +330,10 @@ async fn certificate_rotation_mid_load_fails_no_request() {
         "CA2 not served yet"
     );
 
-    // Rotation 1, written non-atomically: a window where cert and key do not match.
+    // Rotation 1, written non-atomically: a window where cert and key do not match, long
+    // enough for two 1 s checks (a mismatch counts only when the next check still finds it).
     std::fs::write(dir.path().join("tls.crt"), &second.cert_pem).expect("write");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     std::fs::write(dir.path().join("tls.key"), &second.key_pem).expect("write");
     let deadline = Instant::now() + Duration::from_secs(15);
     while post_review(&only_ca2, wh.addr, "probe2").await.is_err() {
