@@ -9,7 +9,8 @@ manifests/check.sh calls it:
   exchange URL, the certs job's namespace), and the names those fields pair with exist: a
   kustomize `namespace:` moves only metadata.namespace by itself.
 - tokenvend-webhook accepts its configuration as its pod would see it: the ConfigMap's file plus
-  the Deployment's TOKENVEND_* env (`--check-config`).
+  the Deployment's TOKENVEND_* env (`--check-config`), and the sidecar image it injects has the
+  tag of its own image.
 
 Prints one line per problem and exits 1 if there is any.
 """
@@ -89,18 +90,31 @@ def check_webhook_config(webhook_bin, ca_file, ours, container):
     if len(cms) != 1:
         return [f"want one tokenvend-webhook-config ConfigMap, found {len(cms)}"]
     cfg = yaml.safe_load(cms[0]["data"]["config.yaml"])
+    problems = []
+    # Released together: an upgrade that bumps one tag and not the other would give pods the old
+    # sidecar.
+    env_values = {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+    sidecar = env_values.get("TOKENVEND_SIDECAR_IMAGE", cfg.get("sidecarImage", ""))
+    if tag(sidecar) != tag(container["image"]):
+        problems.append(f"sidecar image {sidecar!r} is not the tag of the webhook's image {container['image']!r}")
     cfg["exchangeCaFile"] = ca_file  # the Secret-mounted path does not exist here
     env = {k: v for k, v in os.environ.items() if not k.startswith("TOKENVEND_")}
     env["RUST_BACKTRACE"] = "0"
-    env.update({e["name"]: e["value"] for e in container.get("env", []) if "value" in e})
+    env.update(env_values)
     with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
         yaml.safe_dump(cfg, f)
         f.flush()
         run = subprocess.run([webhook_bin, "--check-config", "--config", f.name],
                              env=env, capture_output=True, text=True)
     if run.returncode != 0:
-        return [f"tokenvend-webhook rejects its configuration: {run.stderr.strip().splitlines()[0]}"]
-    return []
+        problems.append(f"tokenvend-webhook rejects its configuration: {run.stderr.strip().splitlines()[0]}")
+    return problems
+
+
+def tag(image):
+    name = image.split("@", 1)[0]
+    last = name.rsplit("/", 1)[-1]
+    return last.split(":", 1)[1] if ":" in last else "latest"
 
 
 if __name__ == "__main__":
