@@ -108,13 +108,13 @@ pub enum StsSetupError {
     )]
     EmptyEndpoint {
         /// Where the value came from.
-        source_name: &'static str,
+        source_name: String,
     },
     /// Not an absolute http(s) URL: every call would fail.
     #[error("{source_name} {url:?} is not an http:// or https:// URL with a host")]
     NotAUrl {
         /// Where the value came from.
-        source_name: &'static str,
+        source_name: String,
         /// The value.
         url: String,
     },
@@ -171,14 +171,21 @@ fn endpoint_for_logs(url: &str) -> String {
 }
 
 /// Which setting an endpoint override most likely came from, to name it in errors.
-fn endpoint_source() -> &'static str {
+fn endpoint_source() -> String {
     let set = |name| std::env::var_os(name).is_some();
     if set("AWS_ENDPOINT_URL_STS") {
-        "AWS_ENDPOINT_URL_STS"
+        "AWS_ENDPOINT_URL_STS".into()
     } else if set("AWS_ENDPOINT_URL") {
-        "AWS_ENDPOINT_URL"
+        "AWS_ENDPOINT_URL".into()
     } else {
-        "endpoint_url in the AWS config file"
+        // The SDK's profile selection: AWS_PROFILE, else `default`.
+        let profile = std::env::var("AWS_PROFILE")
+            .ok()
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| "default".into());
+        format!(
+            "endpoint_url of profile {profile:?} (or its services section) in the AWS config file"
+        )
     }
 }
 

@@ -1034,7 +1034,15 @@ fn bad_configuration_fails_at_start_naming_the_setting() {
         Box::leak(config.to_str().expect("path").to_owned().into_boxed_str());
     let err = creds(&[("AWS_CONFIG_FILE", config)]);
     assert!(
-        err.contains("endpoint_url in the AWS config file \"ftp://sts.example\" is not an http://"),
+        err.contains("endpoint_url of profile \"default\" (or its services section) in the AWS config file \"ftp://sts.example\" is not an http://"),
+        "{err}"
+    );
+    let named = dir.path().join("aws-config-named");
+    std::fs::write(&named, "[profile apps]\nendpoint_url = moto:5000\n").expect("write");
+    let named: &'static str = Box::leak(named.to_str().expect("path").to_owned().into_boxed_str());
+    let err = creds(&[("AWS_CONFIG_FILE", named), ("AWS_PROFILE", "apps")]);
+    assert!(
+        err.contains("endpoint_url of profile \"apps\" (or its services section) in the AWS config file \"moto:5000\""),
         "{err}"
     );
     let profile = dir.path().join("aws-config-retry");
