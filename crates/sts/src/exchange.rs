@@ -107,12 +107,34 @@ fn sdk_error<E: std::error::Error + 'static>(e: &aws_sdk_sts::error::SdkError<E>
             m
         }
         SdkError::TimeoutError(_) => "timed out".into(),
-        SdkError::DispatchFailure(d) => format!(
-            "cannot reach STS: {:?}",
-            d.as_connector_error().map(|c| c.to_string())
-        ),
+        SdkError::DispatchFailure(d) => {
+            let cause = d
+                .as_connector_error()
+                .map(|c| causes(std::error::Error::source(c)))
+                .unwrap_or_default();
+            if d.is_io() || d.is_timeout() {
+                format!("cannot reach STS: {cause}")
+            } else {
+                // Not the network: typically the service's own credentials (the provider
+                // chain's reason).
+                format!("request not sent: {cause}")
+            }
+        }
         other => other.to_string(),
     }
+}
+
+/// An error and its sources, each message once, joined with ": ".
+fn causes(mut e: Option<&(dyn std::error::Error + 'static)>) -> String {
+    let mut out: Vec<String> = Vec::new();
+    while let Some(err) = e {
+        let m = err.to_string();
+        if !out.last().is_some_and(|l| l.contains(&m)) {
+            out.push(m);
+        }
+        e = err.source();
+    }
+    out.join(": ")
 }
 
 /// `RoleSessionName` for an identity: `<namespace>.<serviceaccount>` made valid for AWS.
@@ -298,6 +320,39 @@ impl CredentialCache {
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// An error with a message and an optional source.
+    #[derive(Debug)]
+    struct Chained(&'static str, Option<Box<Chained>>);
+
+    impl std::fmt::Display for Chained {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Chained {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|e| e as _)
+        }
+    }
+
+    #[test]
+    fn causes_name_each_reason_once_down_to_the_root() {
+        let root = Chained("Connection refused (os error 111)", None);
+        let wrapped = Chained(
+            "client error (Connect)",
+            Some(Box::new(Chained(
+                "tcp connect error: Connection refused (os error 111)",
+                Some(Box::new(root)),
+            ))),
+        );
+        assert_eq!(
+            causes(Some(&wrapped)),
+            "client error (Connect): tcp connect error: Connection refused (os error 111)"
+        );
+        assert_eq!(causes(None), "");
+    }
 
     fn issued(ttl: i64) -> Issued {
         Issued {

@@ -274,7 +274,18 @@ async fn every_error_status_is_reached() {
         None,
     )
     .await;
-    assert_refused(status, &resp, 500, "STS AssumeRole failed");
+    assert_refused(
+        status,
+        &resp,
+        500,
+        "STS AssumeRole failed: cannot reach STS: ",
+    );
+    assert!(
+        resp["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("Connection refused")),
+        "the reason, not just a kind: {resp}"
+    );
     assert!(t0.elapsed() < Duration::from_secs(10));
 
     // 20 requests of one service account at once with STS down (tokens not bound to a pod, so
@@ -861,6 +872,114 @@ async fn with_irsa_the_service_never_vends_its_own_role() {
         sts.all_logs()
     );
     assert_eq!(moto.calls("AssumeRole").len(), 1, "no more STS calls");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_eks_pod_identity_the_service_signs_with_the_agents_credentials() {
+    provider();
+    let moto = Moto::start();
+    let cluster = Cluster::new();
+    let dir = tempfile::tempdir().expect("tmp");
+    // A STAND-IN for the EKS Pod Identity agent (it cannot run here), as the SDK's container
+    // provider calls it: GET on the full URI with the token file's content as Authorization.
+    let token_file = dir.path().join("eks-pod-identity-token");
+    std::fs::write(&token_file, "agent-token").expect("token");
+    let asked = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen = asked.clone();
+    let agent = axum::Router::new().route(
+        "/v1/credentials",
+        axum::routing::get(move |headers: axum::http::HeaderMap| {
+            let seen = seen.clone();
+            async move {
+                let auth = headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned();
+                seen.lock().expect("asked").push(auth.clone());
+                if auth != "agent-token" {
+                    return (axum::http::StatusCode::UNAUTHORIZED, "{}".to_owned());
+                }
+                let body = json!({
+                    "AccessKeyId": "ASIAPODIDENTITY00001",
+                    "SecretAccessKey": "podidentitysecret",
+                    "Token": "pod-identity-session",
+                    "AccountId": "123456789012",
+                    "Expiration": "2099-01-01T00:00:00Z",
+                });
+                (axum::http::StatusCode::OK, body.to_string())
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move { axum::serve(listener, agent).await });
+
+    // What EKS Pod Identity injects: the agent's URI and token file, and no AWS_ROLE_ARN; no
+    // static keys (blank is unset for the SDK).
+    let env = [
+        ("AWS_ACCESS_KEY_ID", String::new()),
+        ("AWS_SECRET_ACCESS_KEY", String::new()),
+        ("AWS_ROLE_ARN", String::new()),
+        (
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            format!("http://127.0.0.1:{port}/v1/credentials"),
+        ),
+        (
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+            token_file.display().to_string(),
+        ),
+        ("TOKENVEND_ROLE_ARN", ROLE.into()),
+    ];
+    let sts = Sts::start(&moto, &cluster, &env);
+    let c = reqwest::Client::new();
+    let token = cluster.token("shop", "orders", None, "tokenvend", 3600);
+    let (status, creds) = post(&c, &sts.url("/credentials"), Some(&token), None).await;
+    assert_eq!(status, 200, "{creds} {}", sts.all_logs());
+    assert_eq!(
+        caller_arn(&moto, &creds).await,
+        "arn:aws:sts::123456789012:assumed-role/tvm/shop.orders"
+    );
+    assert_eq!(
+        moto.signers("AssumeRole"),
+        vec![(
+            "ASIAPODIDENTITY00001".to_owned(),
+            Some("pod-identity-session".to_owned())
+        )],
+        "the vended role was assumed with the agent's credentials"
+    );
+    let asked = asked.lock().expect("asked").clone();
+    assert!(
+        !asked.is_empty() && asked.iter().all(|a| a == "agent-token"),
+        "{asked:?}"
+    );
+    let logs = sts.all_logs();
+    for secret in ["podidentitysecret", "pod-identity-session", "agent-token"] {
+        assert!(!logs.contains(secret), "{secret} logged: {logs}");
+    }
+    drop(sts);
+
+    // The agent refuses (a stale token): the error says it was the service's own credentials,
+    // not that STS could not be reached.
+    std::fs::write(&token_file, "stale-token").expect("token");
+    let sts = Sts::start(&moto, &cluster, &env);
+    let (status, resp) = post(&c, &sts.url("/credentials"), Some(&token), None).await;
+    assert_refused(
+        status,
+        &resp,
+        500,
+        "STS AssumeRole failed: request not sent: ",
+    );
+    assert!(
+        resp["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("loading credentials") && e.contains("401")),
+        "{resp}"
+    );
+    assert_eq!(moto.calls("AssumeRole").len(), 1, "nothing sent to STS");
+    assert!(!sts.all_logs().contains("stale-token"));
 }
 
 /// The status and the JSON error of a refused request: `want`, and an error saying `says`.

@@ -167,8 +167,9 @@ impl Moto {
         );
     }
 
-    /// The bodies of the calls of STS `action` (e.g. `AssumeRole`) recorded so far.
-    pub fn calls(&self, action: &str) -> Vec<String> {
+    /// The calls of STS `action` (e.g. `AssumeRole`) recorded so far: each one's decoded body
+    /// and its headers.
+    fn records(&self, action: &str) -> Vec<(String, Value)> {
         use base64::Engine;
         let out = Command::new("curl")
             .args([
@@ -180,10 +181,45 @@ impl Moto {
         String::from_utf8_lossy(&out.stdout)
             .lines()
             .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-            .filter_map(|v| v["body"].as_str().map(str::to_owned))
-            .filter_map(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .filter(|b| b.contains(&format!("Action={action}&")))
+            .filter_map(|v| {
+                let body = base64::engine::general_purpose::STANDARD
+                    .decode(v["body"].as_str()?)
+                    .ok()?;
+                Some((
+                    String::from_utf8_lossy(&body).into_owned(),
+                    v["headers"].clone(),
+                ))
+            })
+            .filter(|(b, _)| b.contains(&format!("Action={action}&")))
+            .collect()
+    }
+
+    /// The bodies of the calls of STS `action` (e.g. `AssumeRole`) recorded so far.
+    pub fn calls(&self, action: &str) -> Vec<String> {
+        self.records(action).into_iter().map(|(b, _)| b).collect()
+    }
+
+    /// Who signed each call of `action`: the access key ID in its SigV4 `Authorization`, and
+    /// its session token (`X-Amz-Security-Token`), if any.
+    pub fn signers(&self, action: &str) -> Vec<(String, Option<String>)> {
+        self.records(action)
+            .into_iter()
+            .map(|(_, h)| {
+                let header = |name: &str| {
+                    h.as_object()?
+                        .iter()
+                        .find(|(k, _)| k.eq_ignore_ascii_case(name))?
+                        .1
+                        .as_str()
+                };
+                let key = header("Authorization")
+                    .and_then(|a| a.split("Credential=").nth(1))
+                    .and_then(|c| c.split('/').next())
+                    .unwrap_or_default()
+                    .to_owned();
+                let token = header("X-Amz-Security-Token").map(str::to_owned);
+                (key, token)
+            })
             .collect()
     }
 
