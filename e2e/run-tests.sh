@@ -44,7 +44,7 @@ python3 crates/webhook/tests/check_golden.py
 step "end to end: every binary for real, moto, boto3 / AWS CLI / JS SDK v3 / Rust SDK (pytest)"
 python3 -m pytest -p no:cacheprovider -q e2e/test_stack.py e2e/test_e2e.py
 
-step "manifests: kubectl kustomize + kubernetes-validate --strict (1.30, 1.34) + webhook --check-config"
+step "manifests: kubectl kustomize + kubernetes-validate --strict (1.30, 1.34) + namespace references + webhook --check-config"
 bash manifests/check.sh
 
 step "shellcheck (scripts) and hadolint (Dockerfiles)"
