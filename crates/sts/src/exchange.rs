@@ -110,7 +110,8 @@ fn sdk_error<E: std::error::Error + 'static>(e: &aws_sdk_sts::error::SdkError<E>
         SdkError::DispatchFailure(d) => {
             let cause = d
                 .as_connector_error()
-                .map(|c| causes(std::error::Error::source(c)))
+                .and_then(std::error::Error::source)
+                .map(crate::causes)
                 .unwrap_or_default();
             if d.is_io() || d.is_timeout() {
                 format!("cannot reach STS: {cause}")
@@ -122,19 +123,6 @@ fn sdk_error<E: std::error::Error + 'static>(e: &aws_sdk_sts::error::SdkError<E>
         }
         other => other.to_string(),
     }
-}
-
-/// An error and its sources, each message once, joined with ": ".
-fn causes(mut e: Option<&(dyn std::error::Error + 'static)>) -> String {
-    let mut out: Vec<String> = Vec::new();
-    while let Some(err) = e {
-        let m = err.to_string();
-        if !out.last().is_some_and(|l| l.contains(&m)) {
-            out.push(m);
-        }
-        e = err.source();
-    }
-    out.join(": ")
 }
 
 /// `RoleSessionName` for an identity: `<namespace>.<serviceaccount>` made valid for AWS.
@@ -348,10 +336,9 @@ mod tests {
             ))),
         );
         assert_eq!(
-            causes(Some(&wrapped)),
+            crate::causes(&wrapped),
             "client error (Connect): tcp connect error: Connection refused (os error 111)"
         );
-        assert_eq!(causes(None), "");
     }
 
     fn issued(ttl: i64) -> Issued {

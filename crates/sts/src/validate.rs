@@ -89,6 +89,39 @@ pub enum JwksSource {
     },
 }
 
+/// GET `url` as JSON within `timeout`. A GET can be repeated, so one that got no HTTP answer
+/// at all (its connection closed under it: fetches are minutes apart, and a pooled connection
+/// may be closed by the server just as it is reused) is sent once more.
+async fn get_json<T: serde::de::DeserializeOwned>(
+    client: &reqwest::Client,
+    url: &str,
+    timeout: Duration,
+) -> Result<T, String> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut retried = false;
+    loop {
+        let attempt = tokio::time::timeout_at(deadline, async {
+            client
+                .get(url)
+                .send()
+                .await?
+                .error_for_status()?
+                .json::<T>()
+                .await
+        })
+        .await
+        .map_err(|_| "fetch timed out".to_owned())?;
+        match attempt {
+            Ok(v) => return Ok(v),
+            Err(e) if !retried && e.is_request() && e.status().is_none() => {
+                retried = true;
+                tracing::info!(url, error = %crate::causes(&e), "OIDC fetch got no answer; retrying once");
+            }
+            Err(e) => return Err(crate::causes(&e)),
+        }
+    }
+}
+
 /// Local JWT verification against a JWKS.
 pub struct JwksValidator {
     source: JwksSource,
@@ -145,34 +178,16 @@ impl JwksValidator {
                     "{}/.well-known/openid-configuration",
                     issuer.trim_end_matches('/')
                 );
-                let doc: serde_json::Value = tokio::time::timeout(self.timeout, async {
-                    client
-                        .get(&url)
-                        .send()
-                        .await?
-                        .error_for_status()?
-                        .json()
-                        .await
-                })
-                .await
-                .map_err(|_| unavailable("timed out".into()))?
-                .map_err(|e| unavailable(e.to_string()))?;
+                let doc: serde_json::Value = get_json(client, &url, self.timeout)
+                    .await
+                    .map_err(unavailable)?;
                 let jwks_uri = doc["jwks_uri"]
                     .as_str()
                     .ok_or_else(|| unavailable("no jwks_uri in the discovery document".into()))?
                     .to_owned();
-                tokio::time::timeout(self.timeout, async {
-                    client
-                        .get(&jwks_uri)
-                        .send()
-                        .await?
-                        .error_for_status()?
-                        .json::<JwkSet>()
-                        .await
-                })
-                .await
-                .map_err(|_| unavailable("JWKS fetch timed out".into()))?
-                .map_err(|e| unavailable(e.to_string()))
+                get_json(client, &jwks_uri, self.timeout)
+                    .await
+                    .map_err(|e| unavailable(format!("JWKS {e}")))
             }
         }
     }
@@ -356,7 +371,7 @@ fn is_transport(e: &kube::Error) -> bool {
 fn kube_error(e: &kube::Error) -> String {
     match e {
         kube::Error::Api(s) => format!("{} {}: {}", s.code, s.reason, s.message),
-        other => other.to_string(),
+        other => crate::causes(other),
     }
 }
 
@@ -491,6 +506,57 @@ mod tests {
             failing,
             jwks,
         }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_discovery_fetch_whose_connection_closes_unanswered_is_sent_once_more() {
+        let cluster = Cluster::new();
+        let server = discovery(cluster.jwks.clone()).await;
+        let port: u16 = server
+            .url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port");
+        let source = |drops: usize| async move {
+            let drops = Arc::new(AtomicUsize::new(drops));
+            let relay = tokenvend_testkit::closing_relay(port, drops.clone()).await;
+            let v = JwksValidator::new(
+                JwksSource::Discovery {
+                    issuer: format!("http://127.0.0.1:{relay}"),
+                    client: reqwest::Client::new(),
+                },
+                CLUSTER_ISSUER.into(),
+                "tokenvend".into(),
+                Duration::from_secs(5),
+            )
+            .await;
+            (v, drops)
+        };
+        // The first request's connection closes before any answer: asked again, and served.
+        let (v, drops) = source(1).await;
+        let v = v.expect("second attempt answered");
+        assert_eq!(
+            drops.load(Ordering::SeqCst),
+            0,
+            "the first attempt was dropped"
+        );
+        assert_eq!(
+            server.fetches.load(Ordering::SeqCst),
+            1,
+            "one answered discovery"
+        );
+        v.validate(&cluster.token("shop", "orders", None, "tokenvend", 3600))
+            .await
+            .expect("keys fetched");
+        // Only once: two closes in a row are the source's failure.
+        let (v, _) = source(2).await;
+        assert!(
+            matches!(&v, Err(AuthError::Unavailable(m)) if m.contains("OIDC discovery")),
+            "{:?}",
+            v.err()
+        );
+        assert_eq!(server.fetches.load(Ordering::SeqCst), 1);
     }
 
     async fn validate_all(v: &Arc<JwksValidator>, token: &str) -> Vec<Result<(), AuthError>> {

@@ -938,6 +938,61 @@ mod tests {
     }
 }
 
+/// A TCP relay to `target` on loopback. Each chunk a client sends goes to `inspect` first, and
+/// when that returns false the connection is closed instead of the chunk relayed.
+pub async fn relay(target: u16, inspect: impl Fn(&[u8]) -> bool + Send + Sync + 'static) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let inspect = Arc::new(inspect);
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let inspect = inspect.clone();
+            tokio::spawn(async move {
+                let Ok(upstream) = tokio::net::TcpStream::connect(("127.0.0.1", target)).await
+                else {
+                    return;
+                };
+                let (mut from_client, mut to_client) = client.into_split();
+                let (mut from_upstream, mut to_upstream) = upstream.into_split();
+                let back = tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut from_upstream, &mut to_client).await;
+                });
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = match from_client.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => n,
+                    };
+                    if !inspect(&buf[..n]) || to_upstream.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+                back.abort();
+            });
+        }
+    });
+    port
+}
+
+/// A relay that, while `drops` is above zero, takes one and closes the connection at the next
+/// bytes a client sends: a request written just as the server's close of an idle connection
+/// arrives.
+pub async fn closing_relay(target: u16, drops: Arc<std::sync::atomic::AtomicUsize>) -> u16 {
+    relay(target, move |_| {
+        drops
+            .fetch_update(
+                std::sync::atomic::Ordering::SeqCst,
+                std::sync::atomic::Ordering::SeqCst,
+                |d| d.checked_sub(1),
+            )
+            .is_err()
+    })
+    .await
+}
+
 /// Serving certificates for the servers under test: a CA, leaves for `localhost` and
 /// 127.0.0.1, and the kubelet's way of swapping the mounted files.
 pub mod tls {
