@@ -593,12 +593,7 @@ async fn tokenreview_through_the_apiserver_stand_in() {
     );
     let c = reqwest::Client::new();
     let token = cluster.token("shop", "orders", Some("orders-7"), "tokenvend", 3600);
-    let (status, creds) = post(&c, &sts.url("/credentials"), Some(&token), None).await;
-    assert_eq!(status, 200, "{creds} {}", sts.all_logs());
-    assert_eq!(
-        caller_arn(&moto, &creds).await,
-        "arn:aws:sts::123456789012:assumed-role/tvm/shop.orders"
-    );
+    vended_to_shop_orders(&c, &sts, &moto, &token).await;
     {
         let reviews = standin.reviews.lock().expect("reviews");
         assert_eq!(reviews.len(), 1);
@@ -776,12 +771,7 @@ async fn with_irsa_the_service_never_vends_its_own_role() {
     );
     let c = reqwest::Client::new();
     let token = cluster.token("shop", "orders", None, "tokenvend", 3600);
-    let (status, creds) = post(&c, &sts.url("/credentials"), Some(&token), None).await;
-    assert_eq!(status, 200, "{creds} {}", sts.all_logs());
-    assert_eq!(
-        caller_arn(&moto, &creds).await,
-        "arn:aws:sts::123456789012:assumed-role/tvm/shop.orders"
-    );
+    vended_to_shop_orders(&c, &sts, &moto, &token).await;
     // The SDK signed in with the web identity as the service's own role, then assumed the other.
     let sign_ins = moto.calls("AssumeRoleWithWebIdentity");
     assert_eq!(sign_ins.len(), 1, "{sign_ins:?}");
@@ -885,12 +875,7 @@ async fn with_eks_pod_identity_the_service_signs_with_the_agents_credentials() {
     let sts = Sts::start(&moto, &cluster, &env);
     let c = reqwest::Client::new();
     let token = cluster.token("shop", "orders", None, "tokenvend", 3600);
-    let (status, creds) = post(&c, &sts.url("/credentials"), Some(&token), None).await;
-    assert_eq!(status, 200, "{creds} {}", sts.all_logs());
-    assert_eq!(
-        caller_arn(&moto, &creds).await,
-        "arn:aws:sts::123456789012:assumed-role/tvm/shop.orders"
-    );
+    vended_to_shop_orders(&c, &sts, &moto, &token).await;
     assert_eq!(
         moto.signers("AssumeRole"),
         vec![(
@@ -929,6 +914,17 @@ async fn with_eks_pod_identity_the_service_signs_with_the_agents_credentials() {
     );
     assert_eq!(moto.calls("AssumeRole").len(), 1, "nothing sent to STS");
     assert!(!sts.all_logs().contains("stale-token"));
+}
+
+/// Asks `sts` for credentials with `token` (of shop/orders) and checks they are a session of the
+/// vended role for shop/orders.
+async fn vended_to_shop_orders(c: &reqwest::Client, sts: &Sts, moto: &Moto, token: &str) {
+    let (status, creds) = post(c, &sts.url("/credentials"), Some(token), None).await;
+    assert_eq!(status, 200, "{creds} {}", sts.all_logs());
+    assert_eq!(
+        caller_arn(moto, &creds).await,
+        "arn:aws:sts::123456789012:assumed-role/tvm/shop.orders"
+    );
 }
 
 /// The status and the JSON error of a refused request: `want`, and an error saying `says`.
