@@ -29,3 +29,40 @@ pub(crate) fn causes(e: &(dyn std::error::Error + 'static)) -> String {
     }
     out.join(": ")
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An error with a message and an optional source.
+    #[derive(Debug)]
+    struct Chained(&'static str, Option<Box<Chained>>);
+
+    impl std::fmt::Display for Chained {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(self.0)
+        }
+    }
+
+    impl std::error::Error for Chained {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            self.1.as_deref().map(|e| e as _)
+        }
+    }
+
+    #[test]
+    fn causes_name_each_reason_once_down_to_the_root() {
+        let root = Chained("Connection refused (os error 111)", None);
+        let wrapped = Chained(
+            "client error (Connect)",
+            Some(Box::new(Chained(
+                "tcp connect error: Connection refused (os error 111)",
+                Some(Box::new(root)),
+            ))),
+        );
+        assert_eq!(
+            causes(&wrapped),
+            "client error (Connect): tcp connect error: Connection refused (os error 111)"
+        );
+    }
+}
