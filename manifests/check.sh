@@ -13,8 +13,19 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj 
   -keyout "$out/ca.key" -out "$out/ca.crt" -days 1 2>/dev/null
 passed=0
 failed=0
-# report PREFIX LINES: each line of LINES, prefixed.
-report() { while IFS= read -r line; do echo "$1$line"; done <<<"$2"; }
+# check_render LABEL RENDERED NAMESPACE: each problem check-render.py finds as a FAIL line;
+# status 1 if there is any.
+check_render() {
+  local problems line
+  problems=$(python3 manifests/check-render.py target/debug/tokenvend-webhook "$out/ca.crt" \
+    "$2" "$3") && return 0
+  while IFS= read -r line; do echo "FAIL $1: $line"; done <<<"$problems"
+  return 1
+}
+# tally OK MESSAGE: count one check, printing MESSAGE when it passed.
+tally() {
+  if (($1)); then echo "ok   $2"; passed=$((passed + 1)); else failed=$((failed + 1)); fi
+}
 for overlay in manifests/overlays/*/; do
   name=$(basename "$overlay")
   rendered="$out/$name.yaml"
@@ -36,16 +47,8 @@ for overlay in manifests/overlays/*/; do
     MutatingWebhookConfiguration Job CronJob ConfigMap NetworkPolicy; do
     grep -q "^kind: $kind$" "$rendered" || { echo "FAIL $name: no $kind"; ok=0; }
   done
-  if ! problems=$(python3 manifests/check-render.py target/debug/tokenvend-webhook "$out/ca.crt" \
-      "$rendered" tokenvend); then
-    report "FAIL $name: " "$problems"; ok=0
-  fi
-  if ((ok)); then
-    echo "ok   $name: $(grep -c '^kind:' "$rendered") objects valid for 1.30 and 1.34; namespace references and webhook config hold"
-    passed=$((passed + 1))
-  else
-    failed=$((failed + 1))
-  fi
+  check_render "$name" "$rendered" tokenvend || ok=0
+  tally "$ok" "$name: $(grep -c '^kind:' "$rendered") objects valid for 1.30 and 1.34; namespace references and webhook config hold"
 done
 # Installed into another namespace, both ways the README gives: `namespace:` changed in the base
 # (its replacements carry the name into every field that names it), and a kustomization of one's
@@ -73,16 +76,8 @@ for variant in web-identity:platform-creds credentials:platform-creds mine:team-
   fi
   kubernetes-validate --strict --quiet -k 1.34.0 "$rendered" \
     || { echo "FAIL $dir in $ns: not valid for Kubernetes 1.34"; ok=0; }
-  if ! problems=$(python3 manifests/check-render.py target/debug/tokenvend-webhook "$out/ca.crt" \
-      "$rendered" "$ns"); then
-    report "FAIL $dir in $ns: " "$problems"; ok=0
-  fi
-  if ((ok)); then
-    echo "ok   $dir in namespace $ns: valid for 1.34; every namespace reference follows"
-    passed=$((passed + 1))
-  else
-    failed=$((failed + 1))
-  fi
+  check_render "$dir in $ns" "$rendered" "$ns" || ok=0
+  tally "$ok" "$dir in namespace $ns: valid for 1.34; every namespace reference follows"
 done
 # What e2e/kind/run.sh applies (it needs Docker, so it cannot run here): each mode's overlay as
 # that script patches it, with moto and with real AWS, must render, be valid, keep one value per
@@ -124,17 +119,9 @@ PY
   then ok=0; fi
   for rendered in "$kind_out"/*.yaml; do
     case $rendered in *-pod.yaml) continue ;; esac
-    if ! problems=$(python3 manifests/check-render.py target/debug/tokenvend-webhook \
-        "$out/ca.crt" "$rendered" tokenvend); then
-      report "FAIL kind ($aws) $(basename "$rendered"): " "$problems"; ok=0
-    fi
+    check_render "kind ($aws) $(basename "$rendered")" "$rendered" tokenvend || ok=0
   done
-  if ((ok)); then
-    echo "ok   kind ($aws): $(cat "$kind_out"/*.yaml | grep -c '^kind:') objects valid for 1.34; env, namespace references and webhook config hold"
-    passed=$((passed + 1))
-  else
-    failed=$((failed + 1))
-  fi
+  tally "$ok" "kind ($aws): $(cat "$kind_out"/*.yaml | grep -c '^kind:') objects valid for 1.34; env, namespace references and webhook config hold"
 done
 echo "manifests: $passed passed, $failed failed"
 ((failed == 0))
