@@ -62,15 +62,11 @@ impl PolicyTemplate {
 
     /// Compile and check template source.
     pub fn from_source(source: String) -> Result<Self, PolicyError> {
-        if let Some(start) = source.find("${") {
-            let end = source[start..]
-                .find('}')
-                .map_or(source.len(), |e| start + e + 1);
-            let found = source[start..end].to_owned();
+        if let Some(found) = dollar_placeholder(&source) {
             let name = found.trim_start_matches("${").trim_end_matches('}').trim();
             return Err(PolicyError::DollarPlaceholder {
                 suggestion: format!("{{{{ {name} }}}}"),
-                found,
+                found: found.to_owned(),
             });
         }
         let mut env = Environment::new();
@@ -120,6 +116,19 @@ impl PolicyTemplate {
         }
         Ok(compact)
     }
+}
+
+/// The first `${name}` in `source` meant as a template variable. IAM's own policy variables
+/// (`${aws:userid}`, `${aws:PrincipalTag/team, 'none'}`, `${s3:prefix}`) always carry a service
+/// prefix, and `${*}`, `${?}`, `${$}` are IAM's escapes: AWS resolves those when it evaluates the
+/// session policy, so they pass through untouched.
+fn dollar_placeholder(source: &str) -> Option<&str> {
+    source.match_indices("${").find_map(|(start, _)| {
+        let end = start + source[start..].find('}')?;
+        let inner = source[start + 2..end].trim();
+        let iam = inner.contains(':') || matches!(inner, "*" | "?" | "$");
+        (!iam).then(|| &source[start..=end])
+    })
 }
 
 #[cfg(test)]
@@ -227,6 +236,34 @@ mod tests {
         assert!(
             msg.contains("${namespace}") && msg.contains("{{ namespace }}"),
             "{msg}"
+        );
+    }
+
+    #[test]
+    fn iam_policy_variables_pass_through_for_aws_to_resolve() {
+        let src = r#"{"Statement":[{"Resource":[
+            "arn:aws:s3:::b/{{ namespace }}/${aws:userid}/*",
+            "arn:aws:s3:::b/${aws:PrincipalTag/team, 'none'}/${ aws:SourceIdentity }/*",
+            "arn:aws:s3:::b/${*}${?}${$}"],
+            "Condition":{"StringLike":{"s3:prefix":["${s3:prefix}"]}}}]}"#;
+        let v = render(src, &id("shop", "orders"));
+        assert_eq!(
+            v["Statement"][0]["Resource"],
+            json!([
+                "arn:aws:s3:::b/shop/${aws:userid}/*",
+                "arn:aws:s3:::b/${aws:PrincipalTag/team, 'none'}/${ aws:SourceIdentity }/*",
+                "arn:aws:s3:::b/${*}${?}${$}"
+            ])
+        );
+        // A template placeholder after an IAM variable is still caught, and named.
+        let err = PolicyTemplate::from_source(
+            r#"{"R":["b/${aws:userid}/*", "b/${ serviceaccount }/*"]}"#.into(),
+        )
+        .expect_err("refused");
+        assert!(
+            matches!(&err, PolicyError::DollarPlaceholder { found, suggestion }
+                if found == "${ serviceaccount }" && suggestion == "{{ serviceaccount }}"),
+            "{err}"
         );
     }
 

@@ -44,6 +44,22 @@ async fn credentials_work_are_cached_and_coalesced() {
         "arn:aws:sts::123456789012:assumed-role/tvm/shop.orders"
     );
 
+    // The session policy AssumeRole got: the template rendered for the pod, and the IAM policy
+    // variable left for AWS to resolve.
+    let policies = moto.session_policies("shop.orders");
+    let policy: Value = match policies.as_slice() {
+        [Some(p)] => serde_json::from_str(p).expect("policy JSON"),
+        other => panic!("one AssumeRole with a Policy: {other:?}"),
+    };
+    assert_eq!(
+        policy["Statement"][0]["Resource"],
+        json!(["arn:aws:s3:::bucket/shop/orders/orders-1/*"])
+    );
+    assert_eq!(
+        policy["Statement"][1]["Resource"],
+        json!(["arn:aws:s3:::scratch/${aws:userid}/*"])
+    );
+
     // Same identity again: served from the cache, no second STS call.
     let (_, again) = post(&c, &sts.url("/credentials"), Some(&token), Some("")).await;
     assert_eq!(again["AWS_ACCESS_KEY_ID"], creds["AWS_ACCESS_KEY_ID"]);

@@ -223,6 +223,24 @@ impl Moto {
             .collect()
     }
 
+    /// The session policy (`Policy`, decoded) of each AssumeRole call recorded so far whose
+    /// RoleSessionName is `session`.
+    pub fn session_policies(&self, session: &str) -> Vec<Option<String>> {
+        self.calls("AssumeRole")
+            .iter()
+            .filter_map(|b| reqwest::Url::parse(&format!("http://recorded/?{b}")).ok())
+            .filter(|u| {
+                u.query_pairs()
+                    .any(|(k, v)| k == "RoleSessionName" && v == session)
+            })
+            .map(|u| {
+                u.query_pairs()
+                    .find(|(k, _)| k == "Policy")
+                    .map(|(_, v)| v.into_owned())
+            })
+            .collect()
+    }
+
     /// AssumeRole calls recorded so far whose RoleSessionName is `session`.
     pub fn assume_role_calls(&self, session: &str) -> usize {
         self.calls("AssumeRole")
@@ -672,7 +690,8 @@ pub const POLICY: &str = r#"{
   "Version": "2012-10-17",
   "Statement": [
     {"Effect": "Allow", "Action": ["s3:GetObject"],
-     "Resource": ["arn:aws:s3:::bucket/{{ namespace }}/{{ serviceaccount }}/{% if pod_name %}{{ pod_name }}/{% endif %}*"]}
+     "Resource": ["arn:aws:s3:::bucket/{{ namespace }}/{{ serviceaccount }}/{% if pod_name %}{{ pod_name }}/{% endif %}*"]},
+    {"Effect": "Allow", "Action": ["s3:PutObject"], "Resource": ["arn:aws:s3:::scratch/${aws:userid}/*"]}
     {% if namespace == "huge" %}{% for i in range(200) %}, {"Effect": "Deny", "Action": ["s3:PutObject"], "Resource": ["arn:aws:s3:::b/{{ i }}"]}{% endfor %}{% endif %}
   ]
 }"#;
