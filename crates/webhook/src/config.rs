@@ -490,6 +490,9 @@ pub struct ServerConfig {
     pub shutdown_delay: Duration,
     /// Mutation settings.
     pub mutation: Config,
+    /// Where `mutation.exchange_ca_pem` was read from: watched, so a CA the certs job rotates
+    /// or recreates reaches the sidecars of pods admitted from then on.
+    pub exchange_ca_file: Option<PathBuf>,
 }
 
 impl Cli {
@@ -499,19 +502,22 @@ impl Cli {
             Some(path) => read_file(path)?,
             None => MutationArgs::default(),
         };
+        let merged = from_file.overlay(self.mutation);
         Ok(ServerConfig {
+            exchange_ca_file: merged.exchange_ca_file.clone(),
             listen: self.listen,
             probe_listen: self.probe_listen,
             tls_cert: self.tls_cert.unwrap_or_default(),
             tls_key: self.tls_key.unwrap_or_default(),
             cert_reload: Duration::from_secs(self.cert_reload_seconds),
             shutdown_delay: Duration::from_secs(self.shutdown_delay_seconds),
-            mutation: Config::from_args(from_file.overlay(self.mutation))?,
+            mutation: Config::from_args(merged)?,
         })
     }
 }
 
-fn read_ca_bundle(path: &Path) -> Result<String, String> {
+/// The PEM bundle at `path`, checked to hold at least one certificate and nothing malformed.
+pub fn read_ca_bundle(path: &Path) -> Result<String, String> {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;

@@ -5,6 +5,7 @@
 
 pub mod admission;
 pub mod config;
+pub mod exchange_ca;
 pub mod metrics;
 pub mod mutate;
 pub mod patch;

@@ -26,6 +26,7 @@ pub struct Metrics {
     admissions: Family<AdmissionLabels, Counter>,
     latency: Histogram,
     rejected: Family<ResultLabels, Counter>,
+    exchange_ca_reloads: Family<ResultLabels, Counter>,
     cert: CertMetrics,
     /// [`STARTING`], [`SERVING`] or [`STOPPING`]: whether the TLS listener is bound and not
     /// shutting down.
@@ -65,12 +66,19 @@ impl Metrics {
             "Requests refused before admission (bad JSON, wrong version, content type, size)",
             rejected.clone(),
         );
+        let exchange_ca_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "exchange_ca_reloads",
+            "Changes of the exchange CA bundle file given to sidecars: loaded (ok) or unusable (error)",
+            exchange_ca_reloads.clone(),
+        );
         let cert = CertMetrics::register(&mut registry);
         Metrics {
             registry,
             admissions,
             latency,
             rejected,
+            exchange_ca_reloads,
             cert,
             phase: AtomicU8::new(STARTING),
         }
@@ -87,6 +95,14 @@ impl Metrics {
     /// Count one request refused before admission.
     pub fn bad_request(&self, result: &'static str) {
         self.rejected.get_or_create(&ResultLabels { result }).inc();
+    }
+
+    /// A changed exchange CA bundle loaded (`true`), or found unusable.
+    pub fn exchange_ca_reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.exchange_ca_reloads
+            .get_or_create(&ResultLabels { result })
+            .inc();
     }
 
     /// A certificate loaded (at start or by reload), or a failed reload.

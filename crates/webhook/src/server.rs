@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use arc_swap::ArcSwap;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -29,8 +30,8 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Shared state of the handlers.
 pub struct AppState {
-    /// The mutation, prepared from the settings.
-    pub injector: Injector,
+    /// The mutation, prepared from the settings; replaced when the exchange CA bundle changes.
+    pub injector: Arc<ArcSwap<Injector>>,
     /// Metrics and readiness.
     pub metrics: Arc<Metrics>,
 }
@@ -144,7 +145,7 @@ fn answer(s: &AppState, headers: &HeaderMap, body: Result<Bytes, BytesRejection>
             return (e.status(), e.body_text()).into_response();
         }
     };
-    match admission::review(&body, &s.injector) {
+    match admission::review(&body, &s.injector.load()) {
         Ok(r) => {
             let elapsed = start.elapsed();
             let mode = r.mode.map_or("none", |m| m.as_str());
@@ -195,6 +196,15 @@ pub async fn run(cfg: ServerConfig) -> Result<(), RunError> {
     let metrics = Arc::new(Metrics::new());
     let injector =
         Injector::new(cfg.mutation.clone()).map_err(|e| RunError::Prepare(e.to_string()))?;
+    let injector = Arc::new(ArcSwap::from_pointee(injector));
+    if let Some(path) = cfg.exchange_ca_file.clone() {
+        tokio::spawn(crate::exchange_ca::watch(
+            path,
+            injector.clone(),
+            cfg.cert_reload,
+            metrics.clone(),
+        ));
+    }
     let state = Arc::new(AppState {
         injector,
         metrics: metrics.clone(),

@@ -507,6 +507,99 @@ async fn vanished_certificate_files_are_one_counted_failure_and_serving_goes_on(
         .expect("serves after the new pair");
 }
 
+/// The CA bundle the admitted pod's sidecar is given (`TOKENVEND_CA_PEM` in the patch).
+fn sidecar_ca(review: &Value) -> Option<String> {
+    use base64::Engine;
+    let patch = base64::engine::general_purpose::STANDARD
+        .decode(review["response"]["patch"].as_str()?)
+        .ok()?;
+    let ops: Vec<Value> = serde_json::from_slice(&patch).ok()?;
+    ops.iter()
+        .flat_map(|op| match &op["value"] {
+            Value::Array(many) => many.clone(),
+            one => vec![one.clone()],
+        })
+        .filter(|c| c["name"] == json!("tokenvend-sidecar"))
+        .flat_map(|c| c["env"].as_array().cloned().unwrap_or_default())
+        .find(|e| e["name"] == json!("TOKENVEND_CA_PEM"))
+        .and_then(|e| e["value"].as_str().map(str::to_owned))
+}
+
+#[tokio::test]
+async fn a_changed_exchange_ca_bundle_reaches_pods_admitted_after_it_without_a_restart() {
+    provider();
+    let dir = tempfile::tempdir().expect("tmp");
+    let (ca1, _k, issuer) = ca("ca");
+    let pair = leaf(&ca1, &issuer);
+    install(dir.path(), &pair);
+    let bundle = dir.path().join("exchange-ca.crt");
+    // As the kubelet updates a mounted Secret: the new content appears at once, by a rename.
+    let replace = |content: &str| {
+        let tmp = dir.path().join(".exchange-ca.tmp");
+        std::fs::write(&tmp, content).expect("write");
+        std::fs::rename(&tmp, &bundle).expect("rename");
+    };
+    let old_ca = ca("exchange-ca-1").0.pem();
+    let new_ca = ca("exchange-ca-2").0.pem();
+    replace(&old_ca);
+    let wh = start(
+        dir.path(),
+        &["--exchange-ca-file", bundle.to_str().expect("path")],
+    );
+    wait_ready(wh.probe).await;
+    let c = client(&[&pair.ca_pem], false);
+    let first = post_review(&c, wh.addr, "before").await.expect("admitted");
+    assert_eq!(sidecar_ca(&first).as_deref(), Some(old_ca.as_str()));
+
+    // The certs job rotates the CA: the bundle now holds the new CA and the old one.
+    let rotated = format!("{new_ca}{old_ca}");
+    replace(&rotated);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let review = post_review(&c, wh.addr, "after").await.expect("admitted");
+        if sidecar_ca(&review).as_deref() == Some(rotated.as_str()) {
+            break;
+        }
+        assert_eq!(sidecar_ca(&review).as_deref(), Some(old_ca.as_str()));
+        assert!(
+            Instant::now() < deadline,
+            "the new bundle never reached an admission"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let metrics = metrics_text(wh.probe).await;
+    assert!(
+        has_metric(
+            &metrics,
+            "tokenvend_webhook_exchange_ca_reloads_total{result=\"ok\"} 1"
+        ),
+        "{metrics}"
+    );
+
+    // A file that is not a bundle is counted once and changes nothing; pods keep getting the
+    // last good bundle.
+    replace("not a certificate\n-----BEGIN CERTIFICATE-----\nnot base64\n");
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let review = post_review(&c, wh.addr, "broken").await.expect("admitted");
+    assert_eq!(sidecar_ca(&review).as_deref(), Some(rotated.as_str()));
+    let metrics = metrics_text(wh.probe).await;
+    assert!(
+        has_metric(
+            &metrics,
+            "tokenvend_webhook_exchange_ca_reloads_total{result=\"error\"} 1"
+        ),
+        "{metrics}"
+    );
+    let logs = wh.logs.lock().expect("logs").clone();
+    assert_eq!(
+        logs.iter()
+            .filter(|l| l.contains("exchange CA bundle unusable"))
+            .count(),
+        1,
+        "{logs:?}"
+    );
+}
+
 #[tokio::test]
 async fn bad_requests_get_clear_http_errors() {
     let (_dir, pair, wh) = ready(&[]).await;
