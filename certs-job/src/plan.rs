@@ -64,10 +64,11 @@ pub enum Decision {
     Keep,
     /// New serving certificate from the current CA.
     IssueServing(String),
-    /// New CA (old one kept in the bundle for the overlap) and a serving certificate from it.
+    /// New CA, the old one kept in the bundle for the overlap; the serving certificate stays
+    /// through the overlap if still good, else a new one from the new CA.
     RotateCa(String),
-    /// Nothing usable: a new CA and serving certificate (an old CA certificate that still parses
-    /// stays trusted for the overlap).
+    /// Nothing usable: a new CA (an old CA certificate that still parses stays trusted for the
+    /// overlap), the serving certificate kept or issued as for `RotateCa`.
     Create(String),
 }
 
@@ -80,10 +81,11 @@ pub fn decide(now: i64, m: Option<&Material>, s: &Settings) -> Decision {
     let Some(m) = m else {
         return Decision::Create("no CA yet".into());
     };
-    let ca = match parse_bundle(&m.ca_bundle) {
-        Ok(c) => c[0].clone(),
+    let bundle = match parse_bundle(&m.ca_bundle) {
+        Ok(c) => c,
         Err(e) => return Decision::Create(format!("CA unreadable: {e}")),
     };
+    let ca = &bundle[0];
     if !ca.is_ca || !key_matches(&m.ca_bundle, &m.ca_key) {
         return Decision::Create("CA certificate and key do not form a usable CA".into());
     }
@@ -100,10 +102,24 @@ pub fn decide(now: i64, m: Option<&Material>, s: &Settings) -> Decision {
     if !key_matches(&m.tls_crt, &m.tls_key) {
         return Decision::IssueServing("serving key does not match its certificate".into());
     }
-    if !serving.issued_by(&ca) {
-        return Decision::IssueServing(
-            "serving certificate is not signed by the current CA".into(),
-        );
+    if !serving.issued_by(ca) {
+        // After a CA rotation, the certificate from the previous CA goes on serving through the
+        // overlap: sidecars admitted before the rotation were given only that CA.
+        let from_previous = bundle[1..]
+            .iter()
+            .any(|p| p.is_ca && p.not_after > now && serving.issued_by(p));
+        if !from_previous {
+            return Decision::IssueServing(
+                "serving certificate is not signed by the current CA".into(),
+            );
+        }
+        if now >= ca.not_before + secs(s.ca_overlap) {
+            return Decision::IssueServing(format!(
+                "serving certificate is from the previous CA, and the {}-day overlap since the \
+                 current CA appeared has passed",
+                s.ca_overlap.as_secs() / 86_400
+            ));
+        }
     }
     let mut have = serving.dns_names.clone();
     let mut want = s.sans.clone();
@@ -135,14 +151,28 @@ fn pem_blocks(bundle: &str) -> Vec<String> {
     out
 }
 
-/// The CA bundle to trust: `current` first, then `previous` CAs while the overlap since the
-/// current CA appeared lasts and they have not expired.
-pub fn trust_bundle(now: i64, current: &str, previous: &[String], s: &Settings) -> String {
+/// The CA bundle to trust: `current` first, then `previous` CAs that have not expired, while the
+/// overlap since the current CA appeared lasts or while one of them issued `served`, the
+/// certificate in use until this run (the webhook and tokenvend-sts go on serving it until they
+/// load its replacement).
+pub fn trust_bundle(
+    now: i64,
+    current: &str,
+    previous: &[String],
+    served: Option<&str>,
+    s: &Settings,
+) -> String {
     let current_info = parse_bundle(current).ok().map(|c| c[0].clone());
     let overlap_until = current_info.map_or(0, |c| c.not_before + secs(s.ca_overlap));
+    let served = served
+        .and_then(|pem| parse_bundle(pem).ok())
+        .map(|c| c[0].clone());
     let mut out = current.to_owned();
     for p in previous {
-        let keep = now < overlap_until && parse_bundle(p).is_ok_and(|c| c[0].not_after > now);
+        let keep = parse_bundle(p).is_ok_and(|c| {
+            c[0].not_after > now
+                && (now < overlap_until || served.as_ref().is_some_and(|sv| sv.issued_by(&c[0])))
+        });
         if keep && !out.contains(p.as_str()) {
             out.push_str(p);
         }
@@ -184,9 +214,20 @@ pub fn apply(
         // too: a CA whose key is lost can sign nothing new, but the webhook serves the certificate
         // it signed until the new Secret reaches it, and the API server must still trust that.
         // (trust_bundle drops whatever does not parse or has expired.)
+        // The serving certificate, if still good, stays through the overlap (see `decide`), so
+        // sidecars admitted before the new CA, which trust only the old one, still connect.
         (Decision::RotateCa(_) | Decision::Create(_), Some(m)) => {
             let previous = pem_blocks(&m.ca_bundle);
             let ca = generate_ca(&s.ca_name, now, s.ca_validity)?;
+            let kept = Material {
+                ca_bundle: trust_bundle(now, &ca.cert_pem, &previous, Some(&m.tls_crt), s),
+                ca_key: ca.key_pem.clone(),
+                tls_crt: m.tls_crt.clone(),
+                tls_key: m.tls_key.clone(),
+            };
+            if decide(now, Some(&kept), s) == Decision::Keep {
+                return Ok(kept);
+            }
             let serving = new_serving(&ca)?;
             (ca, previous, serving)
         }
@@ -197,7 +238,13 @@ pub fn apply(
         }
     };
     Ok(Material {
-        ca_bundle: trust_bundle(now, &ca.cert_pem, &previous, s),
+        ca_bundle: trust_bundle(
+            now,
+            &ca.cert_pem,
+            &previous,
+            m.map(|m| m.tls_crt.as_str()),
+            s,
+        ),
         ca_key: ca.key_pem,
         tls_crt: serving.cert_pem,
         tls_key: serving.key_pem,
@@ -257,14 +304,32 @@ mod tests {
             "the certificate still served stays trusted"
         );
         assert_eq!(bundle[1], parse_bundle(&m.ca_bundle).expect("old")[0]);
+        assert_eq!(
+            (&created.tls_crt, &created.tls_key),
+            (&m.tls_crt, &m.tls_key),
+            "the serving certificate, still good, stays through the overlap"
+        );
+        assert_eq!(decide(later, Some(&created), &s), Decision::Keep);
+        let switched = walk_past_the_overlap(later, &created, &s);
+        assert_eq!(
+            parse_bundle(&switched.ca_bundle).expect("bundle"),
+            vec![bundle[0].clone()]
+        );
+
+        // A lost key and a serving certificate past its renewal point: a new one at once.
+        let expiring = later + 240 * DAY;
+        let created = apply(expiring, Some(&m), &Decision::Create("t".into()), &s).expect("create");
         let serving = &parse_bundle(&created.tls_crt).expect("serving")[0];
+        let bundle = parse_bundle(&created.ca_bundle).expect("bundle");
         assert!(
             serving.issued_by(&bundle[0]),
             "serving cert from the new CA"
         );
-        assert_eq!(decide(later, Some(&created), &s), Decision::Keep);
-        let after = apply(later + 8 * DAY, Some(&created), &Decision::Keep, &s).expect("keep");
-        assert_eq!(parse_bundle(&after.ca_bundle).expect("bundle").len(), 1);
+        assert_eq!(
+            bundle.len(),
+            2,
+            "the certificate still served stays trusted"
+        );
 
         // A block that is not a certificate is not carried over.
         let garbage = Material {
@@ -326,13 +391,65 @@ mod tests {
         );
     }
 
+    /// Daily runs from `start` until the serving certificate comes from the current CA and the
+    /// bundle holds that CA alone; checks each step on the way and returns the final material.
+    fn walk_past_the_overlap(start: i64, m: &Material, s: &Settings) -> Material {
+        let current_ca = parse_bundle(&m.ca_bundle).expect("bundle")[0].clone();
+        let old_serving = m.tls_crt.clone();
+        let mut m = m.clone();
+        let mut switched_on = None;
+        for day in 1..=20 {
+            let t = start + day * DAY;
+            let d = decide(t, Some(&m), s);
+            let next = apply(t, Some(&m), &d, s).expect("apply");
+            let bundle = parse_bundle(&next.ca_bundle).expect("bundle");
+            let serving = &parse_bundle(&next.tls_crt).expect("serving")[0];
+            // Whatever is served is trusted in the bundle written with it.
+            assert!(
+                bundle.iter().any(|ca| serving.issued_by(ca)),
+                "day {day}: served certificate not trusted"
+            );
+            if m.tls_crt == old_serving && next.tls_crt != old_serving {
+                assert!(
+                    matches!(&d, Decision::IssueServing(r) if r.contains("overlap")),
+                    "{d:?}"
+                );
+                assert!(serving.issued_by(&current_ca), "switched to the current CA");
+                assert!(
+                    bundle.len() >= 2,
+                    "day {day}: the old CA stays for the run that switches"
+                );
+                switched_on = Some(day);
+            }
+            m = next;
+            if let Some(switched) = switched_on
+                && bundle.len() == 1
+            {
+                assert!(
+                    (7..=8).contains(&switched) && day == switched + 1,
+                    "switched on day {switched}, old CA dropped on day {day}"
+                );
+                assert_eq!(decide(t, Some(&m), s), Decision::Keep);
+                return m;
+            }
+        }
+        panic!("the serving certificate never switched to the current CA");
+    }
+
     #[test]
-    fn ca_rotation_keeps_the_old_ca_trusted_for_the_overlap_then_drops_it() {
+    fn ca_rotation_serves_the_old_certificate_through_the_overlap_then_switches_then_drops_it() {
         let s = settings();
         let t = 1_800_000_000;
-        let m = fresh(t);
-        // Nine years and one day later the CA has < 1 year left.
+        // Nine years of daily runs: the serving certificate was last renewed 20 days ago.
         let rot = t + (9 * 365 + 1) * DAY;
+        let mut m = fresh(t);
+        m = apply(
+            rot - 20 * DAY,
+            Some(&m),
+            &Decision::IssueServing("t".into()),
+            &s,
+        )
+        .expect("renew");
         let d = decide(rot, Some(&m), &s);
         assert!(matches!(d, Decision::RotateCa(_)), "{d:?}");
         let rotated = apply(rot, Some(&m), &d, &s).expect("rotate");
@@ -340,22 +457,25 @@ mod tests {
         assert_eq!(bundle.len(), 2, "new and old CA both trusted");
         let old_ca = &parse_bundle(&m.ca_bundle).expect("old")[0];
         assert_eq!(&bundle[1], old_ca);
-        let serving = &parse_bundle(&rotated.tls_crt).expect("serving")[0];
-        assert!(
-            serving.issued_by(&bundle[0]),
-            "serving cert from the new CA"
+        assert_ne!(rotated.ca_key, m.ca_key, "the new CA's key is kept");
+        assert_eq!(
+            (&rotated.tls_crt, &rotated.tls_key),
+            (&m.tls_crt, &m.tls_key),
+            "sidecars given only the old CA still connect"
         );
-        // During the overlap: kept as is.
+        // During the overlap: nothing changes.
         assert_eq!(decide(rot + DAY, Some(&rotated), &s), Decision::Keep);
         assert_eq!(
-            apply(rot + DAY, Some(&rotated), &Decision::Keep, &s)
-                .expect("keep")
-                .ca_bundle,
-            rotated.ca_bundle
+            apply(rot + DAY, Some(&rotated), &Decision::Keep, &s).expect("keep"),
+            rotated
         );
-        // After the overlap: the old CA leaves the bundle.
-        let after = apply(rot + 8 * DAY, Some(&rotated), &Decision::Keep, &s).expect("keep");
-        assert_eq!(parse_bundle(&after.ca_bundle).expect("bundle").len(), 1);
-        assert_eq!(decide(rot + 8 * DAY, Some(&after), &s), Decision::Keep);
+        let last = walk_past_the_overlap(rot, &rotated, &s);
+        assert_eq!(parse_bundle(&last.ca_bundle).expect("bundle")[0], bundle[0]);
+
+        // A serving certificate due for renewal at the rotation is issued by the new CA at once.
+        let stale = fresh(t);
+        let rotated = apply(rot, Some(&stale), &d, &s).expect("rotate");
+        let serving = &parse_bundle(&rotated.tls_crt).expect("serving")[0];
+        assert!(serving.issued_by(&parse_bundle(&rotated.ca_bundle).expect("b")[0]));
     }
 }

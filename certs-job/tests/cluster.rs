@@ -142,8 +142,13 @@ async fn bootstrap_keep_renew_and_rotate_with_overlap() {
     assert_ne!(data(&renewed, "tls.crt"), data(&tls, "tls.crt"));
     assert_eq!(data(&renewed, "ca.crt"), data(&tls, "ca.crt"));
 
-    // Nine years on: CA rotation; old and new CA both in every caBundle before the new cert lands.
+    // Nine years on (the serving certificate renewed yearly, last 20 days before): CA rotation.
+    // Old and new CA both in every caBundle before the Secrets change; the serving certificate
+    // from the old CA stays, so sidecars given only the old CA still connect.
     let rot = NOW + (9 * 365 + 1) * DAY;
+    let r = reconcile_at(&client, rot - 20 * DAY).await.expect("renew");
+    assert!(matches!(r.decision, Decision::IssueServing(_)));
+    let served = data(&secret(&s, "tokenvend-webhook-tls"), "tls.crt");
     let before = writes(&s).len();
     let r = reconcile_at(&client, rot).await.expect("rotate");
     assert!(matches!(r.decision, Decision::RotateCa(_)));
@@ -158,14 +163,31 @@ async fn bootstrap_keep_renew_and_rotate_with_overlap() {
     }
     let rotated = secret(&s, "tokenvend-webhook-tls");
     let trust = parse_bundle(&data(&rotated, "ca.crt")).expect("trust");
-    assert!(parse_bundle(&data(&rotated, "tls.crt")).expect("serving")[0].issued_by(&trust[0]));
+    assert_eq!(data(&rotated, "tls.crt"), served);
     assert_eq!(
         trust[1],
         parse_bundle(&data(&tls, "ca.crt")).expect("old")[0]
     );
+    let r = reconcile_at(&client, rot + DAY).await.expect("keep");
+    assert_eq!(r.decision, Decision::Keep);
+    assert!(!r.secrets_written && r.webhooks_patched == 0);
 
-    // After the overlap the old CA leaves the caBundles and the Secrets.
-    let r = reconcile_at(&client, rot + 8 * DAY).await.expect("prune");
+    // After the 7-day overlap: a serving certificate from the new CA; both CAs stay trusted
+    // while the old certificate may still be served.
+    let r = reconcile_at(&client, rot + 8 * DAY).await.expect("switch");
+    assert!(
+        matches!(&r.decision, Decision::IssueServing(why) if why.contains("previous CA")),
+        "{r:?}"
+    );
+    assert_eq!(r.webhooks_patched, 0);
+    let switched = secret(&s, "tokenvend-webhook-tls");
+    assert!(parse_bundle(&data(&switched, "tls.crt")).expect("serving")[0].issued_by(&trust[0]));
+    for b in bundles(&s) {
+        assert_eq!(parse_bundle(&b).expect("bundle").len(), 2);
+    }
+
+    // The next run: the old CA leaves the caBundles and the Secrets.
+    let r = reconcile_at(&client, rot + 9 * DAY).await.expect("prune");
     assert_eq!(r.decision, Decision::Keep);
     assert_eq!(r.webhooks_patched, 2);
     for b in bundles(&s) {
