@@ -179,14 +179,21 @@ pub async fn reconcile(
         .await
         .map_err(|e| api_err("get", &ca_what, e))?;
 
-    let current = ca.as_ref().map(|ca| {
-        let ca_data = ca.data.clone().unwrap_or_default();
+    let current = (ca.is_some() || tls.is_some()).then(|| {
+        let ca_data = ca.as_ref().and_then(|c| c.data.clone()).unwrap_or_default();
         let tls_data = tls
             .as_ref()
             .and_then(|t| t.data.clone())
             .unwrap_or_default();
+        // Without the CA Secret (deleted, say), the bundle in the serving Secret still names the
+        // CAs trusted now: the new CA is then made with those kept for the overlap, and the
+        // certificate in use goes on serving, instead of breaking every sidecar at once.
+        let mut ca_bundle = text(&ca_data, "ca.crt");
+        if ca_bundle.is_empty() {
+            ca_bundle = text(&tls_data, "ca.crt");
+        }
         Material {
-            ca_bundle: text(&ca_data, "ca.crt"),
+            ca_bundle,
             ca_key: text(&ca_data, "ca.key"),
             tls_crt: text(&tls_data, "tls.crt"),
             tls_key: text(&tls_data, "tls.key"),

@@ -86,6 +86,9 @@ pub fn decide(now: i64, m: Option<&Material>, s: &Settings) -> Decision {
         Err(e) => return Decision::Create(format!("CA unreadable: {e}")),
     };
     let ca = &bundle[0];
+    if m.ca_key.is_empty() {
+        return Decision::Create("no CA key (the CA Secret is missing or empty)".into());
+    }
     if !ca.is_ca || !key_matches(&m.ca_bundle, &m.ca_key) {
         return Decision::Create("CA certificate and key do not form a usable CA".into());
     }

@@ -202,6 +202,57 @@ async fn bootstrap_keep_renew_and_rotate_with_overlap() {
 }
 
 #[tokio::test]
+async fn a_deleted_ca_secret_gives_a_new_ca_while_the_old_one_stays_trusted_and_its_certificate_serves()
+ {
+    let (s, client, _dir) = standin().await;
+    reconcile_at(&client, NOW).await.expect("bootstrap");
+    let before = secret(&s, "tokenvend-webhook-tls");
+    let old_ca = parse_bundle(&data(&before, "ca.crt")).expect("old")[0].clone();
+    s.store.lock().expect("store").secrets.remove(&(
+        "tokenvend".to_owned(),
+        "tokenvend-webhook-tls-ca".to_owned(),
+    ));
+
+    let r = reconcile_at(&client, NOW + 30 * DAY)
+        .await
+        .expect("recreate");
+    assert!(
+        matches!(&r.decision, Decision::Create(why) if why.contains("no CA key")),
+        "{r:?}"
+    );
+    assert_eq!(r.webhooks_patched, 2);
+    for b in bundles(&s) {
+        let trust = parse_bundle(&b).expect("bundle");
+        assert_eq!(trust.len(), 2, "new CA, and the old one still trusted");
+        assert_eq!(trust[1], old_ca);
+    }
+    let after = secret(&s, "tokenvend-webhook-tls");
+    assert_eq!(
+        data(&after, "tls.crt"),
+        data(&before, "tls.crt"),
+        "the certificate sidecars trust goes on serving"
+    );
+    let new_ca = &parse_bundle(&data(&after, "ca.crt")).expect("trust")[0];
+    assert_ne!(new_ca, &old_ca);
+    assert!(
+        parse_bundle(&data(&secret(&s, "tokenvend-webhook-tls-ca"), "ca.key")).is_err(),
+        "a key, not a certificate"
+    );
+    assert!(!data(&secret(&s, "tokenvend-webhook-tls-ca"), "ca.key").is_empty());
+
+    // Past the overlap: a certificate from the new CA, then the old CA leaves.
+    let r = reconcile_at(&client, NOW + 38 * DAY).await.expect("switch");
+    assert!(matches!(r.decision, Decision::IssueServing(_)), "{r:?}");
+    let switched = secret(&s, "tokenvend-webhook-tls");
+    assert!(parse_bundle(&data(&switched, "tls.crt")).expect("serving")[0].issued_by(new_ca));
+    let r = reconcile_at(&client, NOW + 39 * DAY).await.expect("prune");
+    assert_eq!(r.decision, Decision::Keep);
+    for b in bundles(&s) {
+        assert_eq!(parse_bundle(&b).expect("bundle"), vec![new_ca.clone()]);
+    }
+}
+
+#[tokio::test]
 async fn a_serving_secret_created_as_opaque_is_filled_once_and_then_left_alone() {
     let (s, client, _dir) = standin().await;
     // Made beforehand by hand (`kubectl create secret generic`), so of type Opaque, which the
