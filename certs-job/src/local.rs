@@ -11,7 +11,8 @@ pub fn read(dir: &Path) -> Option<Material> {
     let r = |name: &str| std::fs::read_to_string(dir.join(name)).ok();
     Some(Material {
         ca_bundle: r("ca.crt")?,
-        ca_key: r("ca.key")?,
+        // A lost key still leaves the bundle saying which CAs are trusted now.
+        ca_key: r("ca.key").unwrap_or_default(),
         tls_crt: r("tls.crt").unwrap_or_default(),
         tls_key: r("tls.key").unwrap_or_default(),
     })

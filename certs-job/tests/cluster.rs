@@ -451,6 +451,14 @@ fn out_dir_mode_writes_usable_files_and_keeps_them() {
         first,
         "kept on the second run"
     );
+    // The CA key lost: a new CA, the old one still trusted and its certificate still served.
+    std::fs::remove_file(dir.path().join("ca.key")).expect("rm");
+    run();
+    let trust = parse_bundle(&String::from_utf8_lossy(&read("ca.crt"))).expect("bundle");
+    let old = parse_bundle(&String::from_utf8_lossy(&first.0)).expect("old");
+    assert_eq!((trust.len(), &trust[1]), (2, &old[0]));
+    assert_eq!((read("tls.crt"), read("tls.key")), (first.1, first.2));
+    assert!(dir.path().join("ca.key").exists());
     let bad = std::process::Command::new(env!("CARGO_BIN_EXE_tokenvend-certs"))
         .args(["--service", "s", "--namespace", "n", "--secret", "x"])
         .output()
