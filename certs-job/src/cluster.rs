@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 
-use crate::plan::{Decision, Material, Settings, apply, decide};
+use crate::plan::{Decision, Material, Settings, apply, decide, sidecar_restart_deadline};
 
 /// Failures, each saying what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +99,9 @@ pub struct Report {
     pub webhooks_patched: usize,
     /// Whether the Secrets were written.
     pub secrets_written: bool,
+    /// Set when this run replaced the CA sidecars trust: restart pods admitted before it by
+    /// then (Unix seconds).
+    pub restart_sidecars_by: Option<i64>,
 }
 
 fn text(data: &BTreeMap<String, ByteString>, key: &str) -> String {
@@ -201,6 +204,7 @@ pub async fn reconcile(
     });
     let decision = decide(now, current.as_ref(), s);
     let desired = apply(now, current.as_ref(), &decision, s)?;
+    let restart_sidecars_by = sidecar_restart_deadline(now, current.as_ref(), &desired, s);
 
     // 1. Trust first: every webhook's caBundle gets the bundle (new and old CA during a rotation).
     let mut ops = Vec::new();
@@ -292,6 +296,7 @@ pub async fn reconcile(
         decision,
         webhooks_patched,
         secrets_written: written,
+        restart_sidecars_by,
     })
 }
 

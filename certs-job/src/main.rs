@@ -38,6 +38,16 @@ async fn main() -> anyhow::Result<()> {
             )
             .await?;
             tracing::info!(decision = ?r.decision, webhooks_patched = r.webhooks_patched, secrets_written = r.secrets_written, "certificates reconciled");
+            if let Some(by) = r.restart_sidecars_by {
+                let by = time::OffsetDateTime::from_unix_timestamp(by)
+                    .ok()
+                    .and_then(|t| {
+                        t.format(&time::format_description::well_known::Rfc3339)
+                            .ok()
+                    })
+                    .unwrap_or_else(|| by.to_string());
+                tracing::warn!(restart_before = %by, "the CA changed: pods with a tokenvend sidecar admitted before now trust only the old one; restart them before this time, after which their sidecars can no longer refresh");
+            }
         }
     }
     Ok(())

@@ -140,6 +140,24 @@ pub fn decide(now: i64, m: Option<&Material>, s: &Settings) -> Decision {
     Decision::Keep
 }
 
+/// When the run that turned `before` into `after` replaced the CA sidecars were given: the time
+/// by which pods admitted before it must be restarted (then the serving certificate moves to the
+/// new CA, which they do not trust; `now` when it moved already).
+pub fn sidecar_restart_deadline(
+    now: i64,
+    before: Option<&Material>,
+    after: &Material,
+    s: &Settings,
+) -> Option<i64> {
+    let old = parse_bundle(&before?.ca_bundle).ok()?;
+    let new = parse_bundle(&after.ca_bundle).ok()?;
+    if old[0] == new[0] {
+        return None;
+    }
+    let kept = before.is_some_and(|b| b.tls_crt == after.tls_crt);
+    Some(if kept { now + secs(s.ca_overlap) } else { now })
+}
+
 /// PEM blocks of a bundle, in order.
 fn pem_blocks(bundle: &str) -> Vec<String> {
     let mut out = Vec::new();
@@ -405,6 +423,8 @@ mod tests {
             let t = start + day * DAY;
             let d = decide(t, Some(&m), s);
             let next = apply(t, Some(&m), &d, s).expect("apply");
+            // Keeping, switching the serving certificate and pruning set no restart deadline.
+            assert_eq!(sidecar_restart_deadline(t, Some(&m), &next, s), None);
             let bundle = parse_bundle(&next.ca_bundle).expect("bundle");
             let serving = &parse_bundle(&next.tls_crt).expect("serving")[0];
             // Whatever is served is trusted in the bundle written with it.
@@ -456,6 +476,12 @@ mod tests {
         let d = decide(rot, Some(&m), &s);
         assert!(matches!(d, Decision::RotateCa(_)), "{d:?}");
         let rotated = apply(rot, Some(&m), &d, &s).expect("rotate");
+        assert_eq!(
+            sidecar_restart_deadline(rot, Some(&m), &rotated, &s),
+            Some(rot + 7 * DAY),
+            "pods admitted before have the overlap to restart"
+        );
+        assert_eq!(sidecar_restart_deadline(rot, None, &rotated, &s), None);
         let bundle = parse_bundle(&rotated.ca_bundle).expect("bundle");
         assert_eq!(bundle.len(), 2, "new and old CA both trusted");
         let old_ca = &parse_bundle(&m.ca_bundle).expect("old")[0];
@@ -480,5 +506,10 @@ mod tests {
         let rotated = apply(rot, Some(&stale), &d, &s).expect("rotate");
         let serving = &parse_bundle(&rotated.tls_crt).expect("serving")[0];
         assert!(serving.issued_by(&parse_bundle(&rotated.ca_bundle).expect("b")[0]));
+        assert_eq!(
+            sidecar_restart_deadline(rot, Some(&stale), &rotated, &s),
+            Some(rot),
+            "already moved: pods admitted before need a restart now"
+        );
     }
 }

@@ -106,6 +106,7 @@ async fn bootstrap_keep_renew_and_rotate_with_overlap() {
     let r = reconcile_at(&client, NOW).await.expect("bootstrap");
     assert!(matches!(r.decision, Decision::Create(_)));
     assert_eq!(r.webhooks_patched, 2);
+    assert_eq!(r.restart_sidecars_by, None, "no pod was given a CA yet");
     let w = writes(&s);
     assert_eq!(w[0].0, "patch", "trust before secrets: {w:?}");
     let tls = secret(&s, "tokenvend-webhook-tls");
@@ -129,7 +130,8 @@ async fn bootstrap_keep_renew_and_rotate_with_overlap() {
         Report {
             decision: Decision::Keep,
             webhooks_patched: 0,
-            secrets_written: false
+            secrets_written: false,
+            restart_sidecars_by: None
         }
     );
     assert_eq!(writes(&s).len(), before);
@@ -152,6 +154,7 @@ async fn bootstrap_keep_renew_and_rotate_with_overlap() {
     let before = writes(&s).len();
     let r = reconcile_at(&client, rot).await.expect("rotate");
     assert!(matches!(r.decision, Decision::RotateCa(_)));
+    assert_eq!(r.restart_sidecars_by, Some(rot + 7 * DAY));
     let w = writes(&s)[before..].to_vec();
     assert_eq!(
         w.iter().map(|x| x.0.as_str()).collect::<Vec<_>>(),
@@ -220,6 +223,7 @@ async fn a_deleted_ca_secret_gives_a_new_ca_while_the_old_one_stays_trusted_and_
         matches!(&r.decision, Decision::Create(why) if why.contains("no CA key")),
         "{r:?}"
     );
+    assert_eq!(r.restart_sidecars_by, Some(NOW + 37 * DAY));
     assert_eq!(r.webhooks_patched, 2);
     for b in bundles(&s) {
         let trust = parse_bundle(&b).expect("bundle");
@@ -281,7 +285,8 @@ async fn a_serving_secret_created_as_opaque_is_filled_once_and_then_left_alone()
         Report {
             decision: Decision::Keep,
             webhooks_patched: 0,
-            secrets_written: false
+            secrets_written: false,
+            restart_sidecars_by: None
         }
     );
     assert_eq!(writes(&s).len(), before, "nothing rewritten");
