@@ -246,7 +246,11 @@ pub fn apply(
                 tls_crt: m.tls_crt.clone(),
                 tls_key: m.tls_key.clone(),
             };
-            if decide(now, Some(&kept), s) == Decision::Keep {
+            // Kept only if it needs no renewal before the overlap ends: the old CA's key is
+            // gone, so a renewal would switch early, before the deadline older pods are given.
+            let lasts = parse_bundle(&m.tls_crt)
+                .is_ok_and(|c| c[0].not_after - secs(s.renew_before) > now + secs(s.ca_overlap));
+            if lasts && decide(now, Some(&kept), s) == Decision::Keep {
                 return Ok(kept);
             }
             let serving = new_serving(&ca)?;
@@ -500,6 +504,23 @@ mod tests {
         );
         let last = walk_past_the_overlap(rot, &rotated, &s);
         assert_eq!(parse_bundle(&last.ca_bundle).expect("bundle")[0], bundle[0]);
+
+        // One that would be due for renewal within the overlap (35 days left, renewed at 30) is
+        // replaced at once too, so the deadline given is the real one.
+        let due_soon = apply(
+            rot - 330 * DAY,
+            Some(&m),
+            &Decision::IssueServing("t".into()),
+            &s,
+        )
+        .expect("renew");
+        assert_eq!(decide(rot, Some(&due_soon), &s), d);
+        let rotated = apply(rot, Some(&due_soon), &d, &s).expect("rotate");
+        assert_ne!(rotated.tls_crt, due_soon.tls_crt);
+        assert_eq!(
+            sidecar_restart_deadline(rot, Some(&due_soon), &rotated, &s),
+            Some(rot)
+        );
 
         // A serving certificate due for renewal at the rotation is issued by the new CA at once.
         let stale = fresh(t);
