@@ -99,8 +99,8 @@ pub struct Report {
     pub webhooks_patched: usize,
     /// Whether the Secrets were written.
     pub secrets_written: bool,
-    /// Set when this run replaced the CA sidecars trust: restart pods admitted before it by
-    /// then (Unix seconds).
+    /// Set when this run replaced the CA that sidecars trust: pods admitted before it must be
+    /// restarted by then (Unix seconds).
     pub restart_sidecars_by: Option<i64>,
 }
 

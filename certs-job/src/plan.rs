@@ -140,21 +140,22 @@ pub fn decide(now: i64, m: Option<&Material>, s: &Settings) -> Decision {
     Decision::Keep
 }
 
-/// When the run that turned `before` into `after` replaced the CA sidecars were given: the time
-/// by which pods admitted before it must be restarted (then the serving certificate moves to the
-/// new CA, which they do not trust; `now` when it moved already).
+/// When the run that turned `before` into `after` replaced the CA that sidecars were given: the
+/// time by which pods admitted before it must be restarted (then the serving certificate moves to
+/// the new CA, which they do not trust; `now` when it moved already).
 pub fn sidecar_restart_deadline(
     now: i64,
     before: Option<&Material>,
     after: &Material,
     s: &Settings,
 ) -> Option<i64> {
-    let old = parse_bundle(&before?.ca_bundle).ok()?;
+    let before = before?;
+    let old = parse_bundle(&before.ca_bundle).ok()?;
     let new = parse_bundle(&after.ca_bundle).ok()?;
     if old[0] == new[0] {
         return None;
     }
-    let kept = before.is_some_and(|b| b.tls_crt == after.tls_crt);
+    let kept = before.tls_crt == after.tls_crt;
     Some(if kept { now + secs(s.ca_overlap) } else { now })
 }
 
