@@ -579,17 +579,21 @@ async fn a_changed_exchange_ca_bundle_reaches_pods_admitted_after_it_without_a_r
     // A file that is not a bundle is counted once and changes nothing; pods keep getting the
     // last good bundle.
     replace("not a certificate\n-----BEGIN CERTIFICATE-----\nnot base64\n");
+    let counted = "tokenvend_webhook_exchange_ca_reloads_total{result=\"error\"} 1";
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !has_metric(&metrics_text(wh.probe).await, counted) {
+        assert!(
+            Instant::now() < deadline,
+            "the broken bundle was never counted"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Several more checks (1 s apart) find the same file: still one count, one warning.
     tokio::time::sleep(Duration::from_millis(3500)).await;
     let review = post_review(&c, wh.addr, "broken").await.expect("admitted");
     assert_eq!(sidecar_ca(&review).as_deref(), Some(rotated.as_str()));
     let metrics = metrics_text(wh.probe).await;
-    assert!(
-        has_metric(
-            &metrics,
-            "tokenvend_webhook_exchange_ca_reloads_total{result=\"error\"} 1"
-        ),
-        "{metrics}"
-    );
+    assert!(has_metric(&metrics, counted), "{metrics}");
     let logs = wh.logs.lock().expect("logs").clone();
     assert_eq!(
         logs.iter()
