@@ -527,26 +527,18 @@ fn sidecar_ca(review: &Value) -> Option<String> {
 
 #[tokio::test]
 async fn a_changed_exchange_ca_bundle_reaches_pods_admitted_after_it_without_a_restart() {
-    provider();
-    let dir = tempfile::tempdir().expect("tmp");
-    let (ca1, _k, issuer) = ca("ca");
-    let pair = leaf(&ca1, &issuer);
-    install(dir.path(), &pair);
-    let bundle = dir.path().join("exchange-ca.crt");
+    let exchange = tempfile::tempdir().expect("tmp");
+    let bundle = exchange.path().join("ca.crt");
     // As the kubelet updates a mounted Secret: the new content appears at once, by a rename.
     let replace = |content: &str| {
-        let tmp = dir.path().join(".exchange-ca.tmp");
+        let tmp = exchange.path().join(".ca.crt.tmp");
         std::fs::write(&tmp, content).expect("write");
         std::fs::rename(&tmp, &bundle).expect("rename");
     };
     let old_ca = ca("exchange-ca-1").0.pem();
     let new_ca = ca("exchange-ca-2").0.pem();
     replace(&old_ca);
-    let wh = start(
-        dir.path(),
-        &["--exchange-ca-file", bundle.to_str().expect("path")],
-    );
-    wait_ready(wh.probe).await;
+    let (_dir, pair, wh) = ready(&["--exchange-ca-file", bundle.to_str().expect("path")]).await;
     let c = client(&[&pair.ca_pem], false);
     let first = post_review(&c, wh.addr, "before").await.expect("admitted");
     assert_eq!(sidecar_ca(&first).as_deref(), Some(old_ca.as_str()));
