@@ -232,12 +232,10 @@ pub fn apply(
             let serving = new_serving(&ca)?;
             (ca, blocks[1..].to_vec(), serving)
         }
-        // The old CA (and any older still in overlap) stays trusted for the overlap. On Create
-        // too: a CA whose key is lost can sign nothing new, but the webhook serves the certificate
-        // it signed until the new Secret reaches it, and the API server must still trust that.
+        // A new CA; the old one (and any older still in overlap) stays trusted for the overlap,
+        // on Create too, and the serving certificate it signed, if still good, goes on serving
+        // (see `decide`): sidecars admitted before the new CA trust only the old one.
         // (trust_bundle drops whatever does not parse or has expired.)
-        // The serving certificate, if still good, stays through the overlap (see `decide`), so
-        // sidecars admitted before the new CA, which trust only the old one, still connect.
         (Decision::RotateCa(_) | Decision::Create(_), Some(m)) => {
             let previous = pem_blocks(&m.ca_bundle);
             let ca = generate_ca(&s.ca_name, now, s.ca_validity)?;
