@@ -17,6 +17,8 @@ ensure_debs() {
   command -v nsenter >/dev/null || missing+=(util-linux)
   command -v node >/dev/null || missing+=(nodejs npm)
   python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+  # The sidecar test that moves its wall clock (a suspend and resume) preloads libfaketime.
+  compgen -G '/usr/lib/*/faketime/libfaketimeMT.so.1' >/dev/null || missing+=(libfaketime)
   if ((${#missing[@]})); then
     step "installing Debian packages: ${missing[*]}"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null

@@ -9,7 +9,7 @@ pub mod refresh;
 pub mod serve;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokenvend_core::Mode;
 
@@ -99,7 +99,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         };
         if !wait.is_zero() {
             tokio::select! {
-                () = tokio::time::sleep(wait) => {}
+                () = sleep_until(SystemTime::now() + wait) => {}
                 _ = term.recv() => break,
             }
         }
@@ -148,6 +148,14 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         s.abort();
     }
     Ok(())
+}
+
+/// Sleep until the wall clock reaches `due`, in naps (see [`refresh::MAX_NAP`]), so a suspended
+/// machine that wakes up past `due` refreshes within a nap instead of after the whole sleep.
+async fn sleep_until(due: SystemTime) {
+    while let Some(nap) = refresh::next_nap(SystemTime::now(), due) {
+        tokio::time::sleep(nap).await;
+    }
 }
 
 fn signal_stream() -> Result<tokio::signal::unix::Signal, String> {

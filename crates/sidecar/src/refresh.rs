@@ -1,7 +1,7 @@
 //! When to refresh and how long to back off: pure functions of (now, validity, policy, a random
 //! draw), so the schedule is tested without clocks.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// Refresh policy.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -42,6 +42,20 @@ pub fn refresh_delay(now: i64, issued: i64, expires: i64, p: &Policy, rand01: f6
     let wait = (due_at(issued, expires, p) - now).max(0) as f64;
     let jittered = wait * (1.0 - p.jitter * rand01.clamp(0.0, 1.0));
     Duration::from_secs_f64(jittered.max(0.0))
+}
+
+/// The longest the refresher sleeps before looking at the wall clock again. Timers run on the
+/// monotonic clock, which stands still while the machine is suspended (a laptop's kind cluster, a
+/// paused VM): one long sleep would outlast the value it was meant to refresh by the whole suspension.
+pub const MAX_NAP: Duration = Duration::from_secs(10);
+
+/// The next sleep on the way to the wall-clock time `due`: `None` once it is reached, else what is
+/// left, at most [`MAX_NAP`].
+pub fn next_nap(now: SystemTime, due: SystemTime) -> Option<Duration> {
+    match due.duration_since(now) {
+        Ok(left) if !left.is_zero() => Some(left.min(MAX_NAP)),
+        _ => None,
+    }
 }
 
 /// First retry cap (seconds).
@@ -115,6 +129,22 @@ mod tests {
         assert_eq!(refresh_delay(5000, 0, HOUR, &p, 0.5), Duration::ZERO);
         assert_eq!(refresh_delay(10, 0, 0, &p, 0.5), Duration::ZERO);
         assert_eq!(refresh_delay(0, 0, -5, &p, 0.5), Duration::ZERO);
+    }
+
+    #[test]
+    fn sleeps_are_naps_that_end_at_the_wall_clock_due_time() {
+        let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let due = t0 + Duration::from_secs(1800);
+        assert_eq!(next_nap(t0, due), Some(MAX_NAP));
+        assert_eq!(
+            next_nap(due - Duration::from_millis(1500), due),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(next_nap(due, due), None);
+        // Woken from a nap after a two-hour suspension: due long ago, so no more sleeping.
+        assert_eq!(next_nap(t0 + Duration::from_secs(7200), due), None);
+        // The wall clock stepped back: still naps, never one long sleep.
+        assert_eq!(next_nap(t0 - Duration::from_secs(7200), due), Some(MAX_NAP));
     }
 
     #[test]

@@ -7,10 +7,12 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+use tokenvend_sidecar::refresh;
 use tokenvend_testkit::*;
 
 /// A projected-token directory laid out as the kubelet does: `token -> ..data/token`, with
@@ -350,16 +352,18 @@ fn credentials_endpoint_survives_an_sts_outage_and_recovers() {
     drop(sts2);
 }
 
-/// A local server following tokenvend-sts's API, scripted to misbehave.
+/// A local server following tokenvend-sts's API, scripted to misbehave. Good tokens expire
+/// `exp_secs` after now as the sidecar sees it: `ahead` seconds later than this process's clock.
 async fn scripted_upstream(
     script: Arc<std::sync::Mutex<Vec<&'static str>>>,
     exp_secs: i64,
+    ahead: Arc<AtomicI64>,
 ) -> SocketAddr {
     use axum::routing::post;
     let app = axum::Router::new().route(
         "/token",
         post(move || {
-            let script = script.clone();
+            let (script, ahead) = (script.clone(), ahead.clone());
             async move {
                 let step = {
                     let mut s = script.lock().expect("script");
@@ -367,8 +371,10 @@ async fn scripted_upstream(
                 };
                 let good = || {
                     use base64::Engine;
-                    let p = base64::engine::general_purpose::URL_SAFE_NO_PAD
-                        .encode(format!("{{\"exp\":{}}}", now() + exp_secs));
+                    let p = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!(
+                        "{{\"exp\":{}}}",
+                        now() + ahead.load(Ordering::Relaxed) + exp_secs
+                    ));
                     format!("{{\"token\":\"eyJhbGciOiJFUzI1NiJ9.{p}.c2ln\",\"expiration\":\"x\"}}")
                 };
                 match step {
@@ -405,7 +411,7 @@ async fn garbage_500s_and_hangs_never_replace_the_good_file() {
     let script = Arc::new(std::sync::Mutex::new(vec![
         "good", "garbage", "notjwt", "500", "hang", "good",
     ]));
-    let addr = scripted_upstream(script.clone(), 4).await;
+    let addr = scripted_upstream(script.clone(), 4, Arc::default()).await;
     let sa = ProjectedToken::new("sa-token");
     let sc = start_sidecar("web-identity", &sa.path(), &format!("http://{addr}"), &[]);
     sc.wait_file("token");
@@ -444,10 +450,83 @@ async fn garbage_500s_and_hangs_never_replace_the_good_file() {
     assert_eq!(names, vec!["token".to_owned()], "no temp files left");
 }
 
+/// libfaketime (Debian `libfaketime`, installed by the test command): moves the sidecar's wall
+/// clock and leaves its monotonic clock alone, as a suspended and resumed machine does.
+fn libfaketime() -> PathBuf {
+    std::fs::read_dir("/usr/lib")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|arch| arch.path().join("faketime/libfaketimeMT.so.1"))
+        .find(|p| p.exists())
+        .expect(
+            "libfaketime not installed: `apt-get install libfaketime` (bash e2e/run-tests.sh does)",
+        )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_machine_resumed_from_suspend_past_the_expiry_refreshes_within_seconds() {
+    let ahead = Arc::new(AtomicI64::new(0));
+    let addr = scripted_upstream(
+        Arc::new(std::sync::Mutex::new(vec!["good"])),
+        3600,
+        ahead.clone(),
+    )
+    .await;
+    let sa = ProjectedToken::new("sa-token");
+    let clock = tempfile::NamedTempFile::new().expect("clock file");
+    std::fs::write(clock.path(), "+0").expect("clock");
+    let out = tempfile::tempdir().expect("out");
+    let mut child = sidecar_cmd(
+        "web-identity",
+        &sa.path(),
+        out.path(),
+        &format!("http://{addr}"),
+        &[],
+    )
+    .env("LD_PRELOAD", libfaketime())
+    .env("FAKETIME_TIMESTAMP_FILE", clock.path())
+    .env("FAKETIME_NO_CACHE", "1")
+    .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .expect("start sidecar");
+    let logs = capture_output(&mut child);
+    let sc = Sidecar { child, out, logs };
+    sc.wait_file("token");
+    let first = jwt_exp(&std::fs::read_to_string(sc.file("token")).expect("token"));
+
+    // Two hours pass on the wall clock, none on the monotonic one: the token is an hour past its
+    // expiry, and the refresh that was due half-way through went by while suspended.
+    ahead.store(7200, Ordering::Relaxed);
+    std::fs::write(clock.path(), "+7200").expect("clock");
+    let resumed = Instant::now();
+    let deadline = resumed + Duration::from_secs(30);
+    loop {
+        let exp = jwt_exp(&std::fs::read_to_string(sc.file("token")).expect("token"));
+        if exp >= first + 7200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still the expired token 30 s after the resume: {}",
+            sc.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let took = resumed.elapsed();
+    assert!(
+        took < refresh::MAX_NAP + Duration::from_secs(5),
+        "refreshed {took:?} after the resume"
+    );
+    assert!(sc.logs().contains("refreshed"), "{}", sc.logs());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn once_probe_and_start_up_reuse() {
     let script = Arc::new(std::sync::Mutex::new(vec!["good"]));
-    let addr = scripted_upstream(script, 3600).await;
+    let addr = scripted_upstream(script, 3600, Arc::default()).await;
     let sa = ProjectedToken::new("sa-token");
     let out = tempfile::tempdir().expect("out");
     let url = format!("http://{addr}");
