@@ -327,7 +327,7 @@ impl Injector {
         );
 
         // Sidecars: which of ours are already there, and which names clash.
-        let sidecar_plan = self.sidecars(prepared, spec, &mut problems);
+        let sidecar_plan = self.sidecars(prepared, spec, &mut warnings, &mut problems);
 
         // App containers, then existing init containers (before any insertion at index 0 shifts them).
         let mut targeted = 0;
@@ -371,12 +371,12 @@ impl Injector {
         }
     }
 
-    /// Whether `c` is a sidecar this webhook injected earlier (it gets no app env).
+    /// Whether `c` is a sidecar this webhook injected earlier (it gets no app env), whatever
+    /// image the configuration of that time gave it.
     fn is_our_sidecar(&self, c: &ContainerView) -> bool {
-        c.image.as_deref() == Some(self.cfg.sidecar_image.as_str())
-            && c.command
-                .as_deref()
-                .is_some_and(|cmd| cmd.first().map(|c| &**c) == Some(SIDECAR_BINARY))
+        c.command
+            .as_deref()
+            .is_some_and(|cmd| cmd.first().map(|c| &**c) == Some(SIDECAR_BINARY))
     }
 
     /// Which sidecar containers to add, given what the pod already has.
@@ -384,6 +384,7 @@ impl Injector {
         &self,
         prepared: &'p Prepared,
         spec: &PodSpecView,
+        warnings: &mut Vec<String>,
         problems: &mut Vec<String>,
     ) -> SidecarPlan<'p> {
         let mut plan = SidecarPlan {
@@ -397,7 +398,11 @@ impl Injector {
         let inits = spec.init_containers.as_deref().unwrap_or_default();
         let name = &self.cfg.sidecar_name;
         let init_name = format!("{name}-init");
-        // Ours if the name and image match; anything else with our name is a clash.
+        // Ours if the name matches and it has our image or runs our binary; anything else with
+        // our name is a clash. Our binary with another image is an earlier configuration's
+        // sidecar: seen again when another webhook's change makes the API server call this one
+        // again, and that call reaches a replica already running a new sidecarImage.
+        let configured = self.cfg.sidecar_image.as_str();
         let mut check = |wanted_in: &[ContainerView], other: &[ContainerView], n: &str| -> bool {
             if other.iter().any(|c| c.name == n) {
                 problems.push(format!(
@@ -406,7 +411,15 @@ impl Injector {
                 return true;
             }
             match wanted_in.iter().find(|c| c.name == n) {
-                Some(c) if c.image.as_deref() == Some(self.cfg.sidecar_image.as_str()) => true,
+                Some(c) if c.image.as_deref() == Some(configured) => true,
+                Some(c) if self.is_our_sidecar(c) => {
+                    warnings.push(format!(
+                        "container {n:?} runs image {:?}, not the configured {configured:?}: \
+                         added by an earlier configuration, left as it is",
+                        c.image.as_deref().unwrap_or_default()
+                    ));
+                    true
+                }
                 Some(_) => {
                     problems.push(format!(
                         "the pod already has a container named {n:?} with another image; \

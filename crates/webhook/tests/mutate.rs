@@ -380,6 +380,34 @@ fn second_pass_over_own_output_is_empty_in_every_mode_and_style() {
 }
 
 #[test]
+fn a_sidecar_from_an_earlier_sidecar_image_is_kept_not_refused() {
+    // Another webhook changed the pod after ours, so the API server calls ours again, and a
+    // rolling upgrade to a new sidecarImage answers that second call from a new replica.
+    for style in ["native", "classic"] {
+        for mode in [Mode::WebIdentity, Mode::Credentials] {
+            let image = |img: &'static str| {
+                cfg(move |a| {
+                    a.sidecar_style = Some(style.into());
+                    a.sidecar_image = Some(img.into());
+                })
+            };
+            let (old, new) = (image("sidecar:1"), image("sidecar:2"));
+            let p =
+                pod(json!({"metadata": {"annotations": {"tremolo.io/aws-mode": mode.as_str()}}}));
+            let (_, once) = run(&p, &old);
+            let (again, out) = run(&once, &new);
+            assert!(again.patch.is_empty(), "{style}/{mode}: {:?}", again.patch);
+            assert_eq!(out, once);
+            let w = again.warnings.join("\n");
+            assert!(
+                w.contains("runs image \"sidecar:1\", not the configured \"sidecar:2\""),
+                "{style}/{mode}: {w}"
+            );
+        }
+    }
+}
+
+#[test]
 fn user_settings_are_never_overwritten() {
     let p = pod(json!({"spec": {"containers": [{
         "name": "app", "image": "app:1",
