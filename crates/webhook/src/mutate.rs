@@ -442,6 +442,13 @@ impl Injector {
                 }
                 if !check(&spec.containers, inits, name) {
                     plan.regular = prepared.regular.as_ref();
+                    if let Some(p @ ("Never" | "OnFailure")) = spec.restart_policy.as_deref() {
+                        warnings.push(format!(
+                            "restartPolicy {p} with sidecarStyle classic: the sidecar container \
+                             {name:?} runs until the pod is deleted, so this pod (a Job's, say) \
+                             never completes; native sidecars (Kubernetes 1.29+) stop with the app"
+                        ));
+                    }
                 }
             }
         }

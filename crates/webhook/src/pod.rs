@@ -70,6 +70,7 @@ impl MetaView<'_> {
 }
 
 /// `spec` of the Pod.
+#[serde_as]
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PodSpecView<'a> {
@@ -86,6 +87,10 @@ pub struct PodSpecView<'a> {
     /// `spec.hostNetwork`.
     #[serde(default)]
     pub host_network: Option<bool>,
+    /// `spec.restartPolicy` (`Always` when unset: the API server defaults it before admission).
+    #[serde(default)]
+    #[serde_as(as = "Option<BorrowCow>")]
+    pub restart_policy: Option<Str<'a>>,
     /// `spec.volumes`.
     #[serde(default)]
     #[serde(borrow)]
@@ -239,6 +244,7 @@ mod tests {
                 }],
                 "ephemeralContainers": [{"name": "debug"}],
                 "hostNetwork": true,
+                "restartPolicy": "OnFailure",
                 "volumes": [
                     {"name": "e", "emptyDir": {}},
                     {"name": "p", "projected": {"sources": [{"serviceAccountToken": {"path": "t"}}]}}
@@ -261,6 +267,7 @@ mod tests {
         );
         assert_eq!(spec.ephemeral_containers.map(|e| e.len()), Some(1));
         assert_eq!(spec.host_network, Some(true));
+        assert_eq!(spec.restart_policy.as_deref(), Some("OnFailure"));
         let volumes = spec.volumes.expect("volumes");
         assert!(volumes[0].empty_dir.is_some() && volumes[0].projected.is_none());
         assert_eq!(volumes[1].token_path(), Some("t"));

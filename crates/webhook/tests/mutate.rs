@@ -349,8 +349,37 @@ fn classic_style_adds_an_init_container_and_a_regular_sidecar() {
             .contains(&json!("--once"))
     );
     assert!(!m.patch.is_empty());
+    assert!(
+        !m.warnings.iter().any(|w| w.contains("restartPolicy")),
+        "{:?}",
+        m.warnings
+    );
     let (again, _) = run(&out, &c);
     assert!(again.patch.is_empty(), "idempotent: {:?}", again.patch);
+
+    // Run-to-completion pods: the regular sidecar would keep them running for ever.
+    for (policy, style, warned) in [
+        ("Never", "classic", true),
+        ("OnFailure", "classic", true),
+        ("Always", "classic", false),
+        ("Never", "native", false),
+    ] {
+        let c = cfg(|a| a.sidecar_style = Some(style.into()));
+        let (m, out) = run(&pod(json!({"spec": {"restartPolicy": policy}})), &c);
+        let w = m.warnings.join("\n");
+        assert_eq!(
+            w.contains(&format!("restartPolicy {policy} with sidecarStyle classic")),
+            warned,
+            "{policy}/{style}: {w}"
+        );
+        assert!(w.contains("never completes") == warned, "{w}");
+        let (again, _) = run(&out, &c);
+        assert!(
+            again.warnings.is_empty() && again.patch.is_empty(),
+            "{:?}",
+            again.warnings
+        );
+    }
 }
 
 #[test]
