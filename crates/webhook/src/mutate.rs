@@ -262,6 +262,18 @@ impl Injector {
         let Some(spec) = pod.spec.as_ref() else {
             return refuse(cfg, "pod has no spec".to_owned(), warnings, Some(mode));
         };
+        if mode.has_sidecar() && spec.wants_windows() {
+            return refuse(
+                cfg,
+                format!(
+                    "the pod runs on Windows (spec.os.name or nodeSelector kubernetes.io/os) and \
+                     the {mode} mode needs the sidecar, a Linux container: set {mode_key}: \
+                     projected, which has none (it needs a cluster issuer AWS trusts)"
+                ),
+                warnings,
+                Some(mode),
+            );
+        }
 
         let skip_key = &self.skip_key;
         let skip: BTreeSet<&str> = annotation(skip_key)

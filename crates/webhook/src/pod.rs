@@ -91,10 +91,40 @@ pub struct PodSpecView<'a> {
     #[serde(default)]
     #[serde_as(as = "Option<BorrowCow>")]
     pub restart_policy: Option<Str<'a>>,
+    /// `spec.os`.
+    #[serde(default)]
+    #[serde(borrow)]
+    pub os: Option<OsView<'a>>,
+    /// `spec.nodeSelector`.
+    #[serde(default)]
+    #[serde_as(as = "Option<BTreeMap<BorrowCow, BorrowCow>>")]
+    pub node_selector: Option<BTreeMap<Str<'a>, Str<'a>>>,
     /// `spec.volumes`.
     #[serde(default)]
     #[serde(borrow)]
     pub volumes: Option<Vec<VolumeView<'a>>>,
+}
+
+impl PodSpecView<'_> {
+    /// Whether the pod asks for a Windows node, by `spec.os.name` or the well-known node label.
+    pub fn wants_windows(&self) -> bool {
+        self.os.as_ref().and_then(|o| o.name.as_deref()) == Some("windows")
+            || self
+                .node_selector
+                .as_ref()
+                .and_then(|s| s.get("kubernetes.io/os"))
+                .is_some_and(|os| os == "windows")
+    }
+}
+
+/// `spec.os`.
+#[serde_as]
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct OsView<'a> {
+    /// `linux` or `windows`.
+    #[serde(default)]
+    #[serde_as(as = "Option<BorrowCow>")]
+    pub name: Option<Str<'a>>,
 }
 
 /// One container or init container.
@@ -245,6 +275,8 @@ mod tests {
                 "ephemeralContainers": [{"name": "debug"}],
                 "hostNetwork": true,
                 "restartPolicy": "OnFailure",
+                "os": {"name": "linux"},
+                "nodeSelector": {"kubernetes.io/arch": "arm64"},
                 "volumes": [
                     {"name": "e", "emptyDir": {}},
                     {"name": "p", "projected": {"sources": [{"serviceAccountToken": {"path": "t"}}]}}
@@ -265,9 +297,18 @@ mod tests {
             c.volume_mounts.as_ref().map(|m| &*m[0].mount_path),
             Some("/v")
         );
-        assert_eq!(spec.ephemeral_containers.map(|e| e.len()), Some(1));
+        assert_eq!(spec.ephemeral_containers.as_ref().map(Vec::len), Some(1));
         assert_eq!(spec.host_network, Some(true));
         assert_eq!(spec.restart_policy.as_deref(), Some("OnFailure"));
+        assert!(!spec.wants_windows());
+        for windows in [
+            json!({"containers": [], "os": {"name": "windows"}}),
+            json!({"containers": [], "nodeSelector": {"kubernetes.io/os": "windows", "pool": "w"}}),
+        ] {
+            let body = windows.to_string();
+            let spec: PodSpecView = serde_json::from_str(&body).expect("decodes");
+            assert!(spec.wants_windows(), "{body}");
+        }
         let volumes = spec.volumes.expect("volumes");
         assert!(volumes[0].empty_dir.is_some() && volumes[0].projected.is_none());
         assert_eq!(volumes[1].token_path(), Some("t"));

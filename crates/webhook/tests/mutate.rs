@@ -437,6 +437,39 @@ fn a_sidecar_from_an_earlier_sidecar_image_is_kept_not_refused() {
 }
 
 #[test]
+fn windows_pods_are_refused_a_linux_sidecar_and_pointed_to_projected_mode() {
+    for windows in [
+        json!({"os": {"name": "windows"}}),
+        json!({"nodeSelector": {"kubernetes.io/os": "windows"}}),
+    ] {
+        for mode in [Mode::WebIdentity, Mode::Credentials] {
+            let mut extra =
+                json!({"metadata": {"annotations": {"tremolo.io/aws-mode": mode.as_str()}}});
+            extra["spec"] = windows.clone();
+            let p = pod(extra);
+            let d = mutate(&typed(&p), &Config::default()).expect_err("denied");
+            assert!(
+                d.message.contains("runs on Windows")
+                    && d.message.contains("tremolo.io/aws-mode: projected"),
+                "{}",
+                d.message
+            );
+            let (m, out) = run(&p, &cfg(|a| a.deny_on_invalid = Some(false)));
+            assert!(m.patch.is_empty() && out == p);
+            assert!(m.warnings.iter().any(|w| w.contains("runs on Windows")));
+        }
+        // Projected mode has no sidecar: the pod is mutated as on Linux.
+        let mut extra = json!({"metadata": {"annotations": {"tremolo.io/aws-mode": "projected"}}});
+        extra["spec"] = windows;
+        let (_, out) = run(&pod(extra), &Config::default());
+        assert!(
+            env_names(&out["spec"]["containers"][0])
+                .contains(&"AWS_WEB_IDENTITY_TOKEN_FILE".to_owned())
+        );
+    }
+}
+
+#[test]
 fn user_settings_are_never_overwritten() {
     let p = pod(json!({"spec": {"containers": [{
         "name": "app", "image": "app:1",
