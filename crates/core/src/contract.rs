@@ -60,6 +60,8 @@ pub mod files {
     pub const AUTH_TOKEN: &str = "auth-token";
     /// `credential_process` JSON (Version 1).
     pub const CREDENTIAL_PROCESS: &str = "credentials.json";
+    /// Why the sidecar's latest exchange failed; present only while it stays failed.
+    pub const LAST_ERROR: &str = "last-error";
     /// File name of the projected service-account token inside its volume.
     pub const SA_TOKEN: &str = "token";
 }

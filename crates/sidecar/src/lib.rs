@@ -17,8 +17,16 @@ use crate::config::{Config, ProbeArgs};
 use crate::exchange::{Exchanger, Value, now};
 use crate::files::random01;
 
-/// `probe`: Ok when the file is present and valid long enough, else the reason.
+/// `probe`: Ok when the file is present and valid long enough, else the reason, with why the
+/// latest exchange failed when it did.
 pub fn probe(a: &ProbeArgs) -> Result<i64, String> {
+    check_file(a).map_err(|e| match outputs::last_failure(&a.out_dir) {
+        Some(failure) => format!("{e}; {failure}"),
+        None => e,
+    })
+}
+
+fn check_file(a: &ProbeArgs) -> Result<i64, String> {
     let existing = outputs::read_value(&a.out_dir, a.mode)?;
     let exp = existing.value.expires_at().ok_or("no expiry in the file")?;
     let left = exp - now();
@@ -104,9 +112,12 @@ pub async fn run(cfg: Config) -> Result<(), String> {
             }
         }
         if cfg.once && tokio::time::Instant::now() >= deadline {
+            let why = outputs::last_failure(&cfg.out_dir).unwrap_or_default();
             return Err(format!(
-                "no value from {} within {:?}",
-                cfg.exchange_url, cfg.once_deadline
+                "no value from {} within {:?}{}{why}",
+                cfg.exchange_url,
+                cfg.once_deadline,
+                if why.is_empty() { "" } else { "; " },
             ));
         }
         let result = tokio::select! {
@@ -114,6 +125,10 @@ pub async fn run(cfg: Config) -> Result<(), String> {
             _ = term.recv() => break,
         };
         let written = result.map_err(|e| e.to_string()).and_then(|v| {
+            // Before the value, so a reader that sees the new value never sees the old failure.
+            if let Err(e) = outputs::clear_failure(&cfg.out_dir) {
+                tracing::warn!(error = %e, "could not remove the last-error file");
+            }
             outputs::write_value(&cfg.out_dir, &v, cfg.file_mode)
                 .map_err(|e| format!("writing {}: {e}", cfg.out_dir.display()))?;
             Ok(v)
@@ -140,6 +155,11 @@ pub async fn run(cfg: Config) -> Result<(), String> {
                     .and_then(Value::expires_at)
                     .map(|e| e - now());
                 tracing::warn!(error = %reason, failures, current_valid_for_s = valid_for, "refresh failed; keeping the last good value while it is valid");
+                if let Err(e) =
+                    outputs::record_failure(&cfg.out_dir, &reason, failures, cfg.file_mode)
+                {
+                    tracing::warn!(error = %e, "could not write the last-error file");
+                }
             }
         }
     }

@@ -1,7 +1,7 @@
 //! What the sidecar writes into the shared directory, and reads back at start and in `probe`.
 
 use std::path::Path;
-use std::time::UNIX_EPOCH;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use tokenvend_core::Mode;
@@ -109,4 +109,66 @@ pub fn ensure_auth_token(dir: &Path, mode: u32) -> std::io::Result<String> {
     let token = crate::files::random_hex(32)?;
     write_atomic(dir, files::AUTH_TOKEN, token.as_bytes(), mode)?;
     Ok(token)
+}
+
+/// Longest reason kept in the last-error file (the kubelet keeps 10 KiB of probe output).
+const MAX_REASON_BYTES: usize = 1024;
+
+/// Record why the latest exchange failed, so `probe` (whose output the kubelet puts in the pod's
+/// events) can say it, not only that no file is there yet.
+pub fn record_failure(dir: &Path, reason: &str, failures: u32, mode: u32) -> std::io::Result<()> {
+    let mut end = reason.len().min(MAX_REASON_BYTES);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let text = format!("{} ({failures} in a row)", &reason[..end]);
+    write_atomic(dir, files::LAST_ERROR, text.as_bytes(), mode)
+}
+
+/// The exchange works again: forget the last failure.
+pub fn clear_failure(dir: &Path) -> std::io::Result<()> {
+    match std::fs::remove_file(dir.join(files::LAST_ERROR)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// The recorded failure and how long ago it was recorded, if the latest exchange failed.
+pub fn last_failure(dir: &Path) -> Option<String> {
+    let path = dir.join(files::LAST_ERROR);
+    let text = std::fs::read_to_string(&path).ok()?;
+    let ago = std::fs::metadata(&path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| SystemTime::now().duration_since(t).ok())
+        .map_or_else(String::new, |d| format!(" {} s ago", d.as_secs()));
+    Some(format!("the last exchange failed{ago}: {}", text.trim()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_is_recorded_bounded_then_cleared() {
+        let dir = tempfile::tempdir().expect("tmp");
+        assert_eq!(last_failure(dir.path()), None);
+        clear_failure(dir.path()).expect("nothing to clear is fine");
+        record_failure(dir.path(), "HTTP 403: not allowed", 3, 0o644).expect("record");
+        let f = last_failure(dir.path()).expect("recorded");
+        assert!(
+            f.starts_with("the last exchange failed 0 s ago: HTTP 403: not allowed (3 in a row)"),
+            "{f}"
+        );
+        let long = "é".repeat(1000);
+        record_failure(dir.path(), &long, 4, 0o644).expect("record");
+        let kept = std::fs::read_to_string(dir.path().join(files::LAST_ERROR)).expect("read");
+        assert!(kept.len() <= MAX_REASON_BYTES + 20, "{}", kept.len());
+        assert!(
+            kept.ends_with("é (4 in a row)"),
+            "cut on a character boundary"
+        );
+        clear_failure(dir.path()).expect("clear");
+        assert_eq!(last_failure(dir.path()), None);
+    }
 }

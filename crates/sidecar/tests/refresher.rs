@@ -524,6 +524,44 @@ async fn a_machine_resumed_from_suspend_past_the_expiry_refreshes_within_seconds
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_startup_probe_says_why_the_exchange_fails_until_it_works() {
+    let script = Arc::new(std::sync::Mutex::new(vec!["500"]));
+    let addr = scripted_upstream(script.clone(), 3600, Arc::default()).await;
+    let sa = ProjectedToken::new("sa-token");
+    let sc = start_sidecar("web-identity", &sa.path(), &format!("http://{addr}"), &[]);
+    let probe = || {
+        Command::new(workspace_bin("tokenvend-sidecar"))
+            .args(["probe", "--mode", "web-identity"])
+            .arg("--out-dir")
+            .arg(sc.out.path())
+            .output()
+            .expect("probe")
+    };
+    sc.wait_file("last-error");
+    // What the kubelet shows in the pod's events as "Startup probe failed: ...".
+    let p = probe();
+    assert!(!p.status.success());
+    let said = String::from_utf8_lossy(&p.stderr);
+    assert!(
+        said.contains("No such file")
+            && said.contains("the last exchange failed")
+            && said.contains("HTTP 500: STS AssumeRole failed: boom")
+            && said.contains("in a row)"),
+        "{said}"
+    );
+    assert!(!said.contains("sa-token"), "never the SA token: {said}");
+
+    *script.lock().expect("script") = vec!["good"];
+    sc.wait_file("token");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sc.file("last-error").exists() {
+        assert!(Instant::now() < deadline, "last-error kept after a success");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(probe().status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn once_probe_and_start_up_reuse() {
     let script = Arc::new(std::sync::Mutex::new(vec!["good"]));
     let addr = scripted_upstream(script, 3600, Arc::default()).await;
@@ -599,11 +637,11 @@ async fn once_probe_and_start_up_reuse() {
     .expect("once");
     assert!(!fail.status.success());
     assert!(t0.elapsed() < Duration::from_secs(8));
+    let stderr = String::from_utf8_lossy(&fail.stderr);
     assert!(
-        String::from_utf8_lossy(&fail.stderr)
-            .contains("no value from http://127.0.0.1:9 within 3s"),
-        "{}",
-        String::from_utf8_lossy(&fail.stderr)
+        stderr.contains("no value from http://127.0.0.1:9 within 3s; the last exchange failed")
+            && stderr.contains("exchange request failed"),
+        "{stderr}"
     );
     // Bad flags are refused by name.
     let bad = sidecar_cmd("projected", &sa.path(), empty.path(), &url, &[])
