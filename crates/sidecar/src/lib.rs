@@ -80,6 +80,7 @@ pub async fn run(cfg: Config) -> Result<(), String> {
             auth_token,
             path: cfg.credentials_path.clone(),
             current: rx.clone(),
+            out_dir: cfg.out_dir.clone(),
         });
         server = Some(tokio::spawn(serve::serve(listener, served)));
     } else if cfg.mode == Mode::Credentials {

@@ -3,6 +3,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use http_body_util::Full;
@@ -21,6 +22,8 @@ pub struct Served {
     pub path: String,
     /// The current value.
     pub current: watch::Receiver<Option<Value>>,
+    /// The shared directory, where the last exchange failure is kept.
+    pub out_dir: PathBuf,
 }
 
 fn json_response(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
@@ -57,9 +60,9 @@ pub fn answer(s: &Served, req: &Request<Incoming>) -> Response<Full<Bytes>> {
             json!({"error": "missing or wrong Authorization"}),
         );
     }
-    match &*s.current.borrow() {
+    let what = match &*s.current.borrow() {
         Some(v @ Value::Credentials(c)) if v.expires_at().is_some_and(|e| e > now()) => {
-            json_response(
+            return json_response(
                 StatusCode::OK,
                 json!({
                     "AccessKeyId": c.access_key_id,
@@ -67,13 +70,18 @@ pub fn answer(s: &Served, req: &Request<Incoming>) -> Response<Full<Bytes>> {
                     "Token": c.session_token,
                     "Expiration": c.expiration,
                 }),
-            )
+            );
         }
-        _ => json_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            json!({"error": "no valid credentials yet"}),
-        ),
-    }
+        Some(Value::Credentials(c)) => format!("the credentials expired at {}", c.expiration),
+        _ => "no credentials yet".to_owned(),
+    };
+    // SDKs put this body in the error the app sees (boto3: "Received non 200 response (503)
+    // from container metadata: ..."), so it says why, as the startup probe does.
+    let error = match crate::outputs::last_failure(&s.out_dir) {
+        Some(failure) => format!("{what}; {failure}"),
+        None => what,
+    };
+    json_response(StatusCode::SERVICE_UNAVAILABLE, json!({ "error": error }))
 }
 
 /// Serve on `addr` (loopback) until the task is dropped.

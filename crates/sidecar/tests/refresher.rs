@@ -561,6 +561,46 @@ async fn the_startup_probe_says_why_the_exchange_fails_until_it_works() {
     assert!(probe().status.success());
 }
 
+#[test]
+fn an_unmodified_boto3_is_told_why_the_credentials_endpoint_has_nothing() {
+    let sa = ProjectedToken::new("sa-token");
+    let listen = format!("127.0.0.1:{}", free_port());
+    // Nothing listens on port 9: every exchange fails.
+    let sc = start_sidecar(
+        "credentials",
+        &sa.path(),
+        "http://127.0.0.1:9",
+        &["--listen", &listen],
+    );
+    sc.wait_file("last-error");
+    let home = tempfile::tempdir().expect("home");
+    let out = Command::new(venv_bin("python"))
+        .args([
+            "-c",
+            "import boto3; boto3.client('sts', region_name='us-east-1').get_caller_identity()",
+        ])
+        .env_clear()
+        .env("HOME", home.path())
+        .env(
+            "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+            format!("http://{listen}/credentials"),
+        )
+        .env(
+            "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE",
+            sc.file("auth-token"),
+        )
+        .output()
+        .expect("boto3");
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("non 200 response 503")
+            && said.contains("no credentials yet; the last exchange failed")
+            && said.contains("exchange request failed"),
+        "{said}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn once_probe_and_start_up_reuse() {
     let script = Arc::new(std::sync::Mutex::new(vec!["good"]));
