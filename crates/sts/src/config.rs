@@ -183,6 +183,31 @@ pub fn default_role(
     }))
 }
 
+/// The longest session AWS grants to AssumeRole called with a role session's credentials (role
+/// chaining).
+pub const ROLE_CHAINING_MAX_SECONDS: i32 = 3600;
+
+/// Why `SESSION_DURATION_SECONDS` will be refused by AWS, when tokenvend-sts's own identity is a
+/// role session from a web identity (IRSA): AssumeRole from a role session is role chaining,
+/// which AWS limits to one hour. `env` reads the process environment. Static keys in the
+/// environment come first in the SDK's chain, so with them there is no chaining.
+pub fn chained_session_problem(
+    duration_seconds: i32,
+    env: impl Fn(&str) -> Option<String>,
+) -> Option<String> {
+    let set = |name: &str| env(name).is_some_and(|v| !v.trim().is_empty());
+    let web_identity = set("AWS_WEB_IDENTITY_TOKEN_FILE") && set("AWS_ROLE_ARN");
+    (duration_seconds > ROLE_CHAINING_MAX_SECONDS && web_identity && !set("AWS_ACCESS_KEY_ID"))
+        .then(|| {
+            format!(
+                "SESSION_DURATION_SECONDS {duration_seconds}: tokenvend-sts signs in as a role \
+                 (AWS_WEB_IDENTITY_TOKEN_FILE, IRSA), and AWS limits a role assumed from a role \
+                 session (role chaining) to {ROLE_CHAINING_MAX_SECONDS} s, so every AssumeRole \
+                 will fail; set it to {ROLE_CHAINING_MAX_SECONDS} or less"
+            )
+        })
+}
+
 impl ServeArgs {
     /// The address to bind.
     pub fn addr(&self) -> SocketAddr {
@@ -247,5 +272,35 @@ mod tests {
             err.contains("TOKENVEND_ROLE_ARN") && err.contains(OWN),
             "{err}"
         );
+
+        // Role chaining: with IRSA, sessions over an hour are refused by AWS.
+        let problem = chained_session_problem(7200, &irsa).expect("chained");
+        assert!(
+            problem.contains("SESSION_DURATION_SECONDS 7200")
+                && problem.contains("role chaining")
+                && problem.contains("3600 or less"),
+            "{problem}"
+        );
+        assert_eq!(chained_session_problem(3600, &irsa), None);
+        assert_eq!(
+            chained_session_problem(7200, env(vec![("AWS_ROLE_ARN", VEND)])),
+            None,
+            "no web identity"
+        );
+        let with_keys = env(vec![
+            ("AWS_ROLE_ARN", OWN),
+            ("AWS_WEB_IDENTITY_TOKEN_FILE", "/t"),
+            ("AWS_ACCESS_KEY_ID", "AKIAEXAMPLE"),
+        ]);
+        assert_eq!(
+            chained_session_problem(7200, with_keys),
+            None,
+            "static keys come first"
+        );
+        let blank = env(vec![
+            ("AWS_ROLE_ARN", OWN),
+            ("AWS_WEB_IDENTITY_TOKEN_FILE", " "),
+        ]);
+        assert_eq!(chained_session_problem(7200, blank), None, "blank is unset");
     }
 }

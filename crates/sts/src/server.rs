@@ -200,6 +200,15 @@ pub async fn build(args: &ServeArgs) -> Result<Arc<App>, SetupError> {
                     args.session_duration_seconds
                 )));
             }
+            // A warning, not a refusal: a profile with static keys, which the SDK would use
+            // first, cannot be ruled out here; but AWS's own error on each call is one line deep.
+            if let Some(problem) =
+                crate::config::chained_session_problem(args.session_duration_seconds, |name| {
+                    std::env::var(name).ok()
+                })
+            {
+                tracing::warn!("{problem}");
+            }
             let policy = if args.policy_template_path.is_empty() {
                 tracing::warn!(
                     "POLICY_TEMPLATE_PATH is empty: sessions get the role's full permissions"

@@ -827,6 +827,32 @@ async fn with_irsa_the_service_never_vends_its_own_role() {
         sts.all_logs()
     );
     assert_eq!(moto.calls("AssumeRole").len(), 1, "no more STS calls");
+    drop(sts);
+
+    // AWS limits a role assumed from a role session to an hour: a longer session is warned about
+    // at start (moto does not enforce the limit, so the calls themselves are not the test).
+    let sts = Sts::start(
+        &moto,
+        &cluster,
+        &[
+            ("AWS_ACCESS_KEY_ID", String::new()),
+            ("AWS_SECRET_ACCESS_KEY", String::new()),
+            ("AWS_ROLE_ARN", own.into()),
+            (
+                "AWS_WEB_IDENTITY_TOKEN_FILE",
+                web_identity.display().to_string(),
+            ),
+            ("TOKENVEND_ROLE_ARN", ROLE.into()),
+            ("SESSION_DURATION_SECONDS", "7200".into()),
+        ],
+    );
+    assert!(
+        sts.all_logs().contains(
+            "SESSION_DURATION_SECONDS 7200: tokenvend-sts signs in as a role (AWS_WEB_IDENTITY_TOKEN_FILE, IRSA)"
+        ),
+        "{}",
+        sts.all_logs()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
