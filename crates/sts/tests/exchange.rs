@@ -771,20 +771,21 @@ async fn with_irsa_the_service_never_vends_its_own_role() {
     )
     .expect("token");
     let own = "arn:aws:iam::123456789012:role/tokenvend-sts";
-    let sts = Sts::start(
-        &moto,
-        &cluster,
-        &[
+    let with_irsa = |extra: &[(&'static str, &str)]| {
+        let mut env = vec![
             ("AWS_ACCESS_KEY_ID", String::new()),
             ("AWS_SECRET_ACCESS_KEY", String::new()),
-            ("AWS_ROLE_ARN", own.into()),
+            ("AWS_ROLE_ARN", own.to_owned()),
             (
                 "AWS_WEB_IDENTITY_TOKEN_FILE",
                 web_identity.display().to_string(),
             ),
-            ("TOKENVEND_ROLE_ARN", ROLE.into()),
-        ],
-    );
+            ("TOKENVEND_ROLE_ARN", ROLE.to_owned()),
+        ];
+        env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+        Sts::start(&moto, &cluster, &env)
+    };
+    let sts = with_irsa(&[]);
     let c = reqwest::Client::new();
     let token = cluster.token("shop", "orders", None, "tokenvend", 3600);
     vended_to_shop_orders(&c, &sts, &moto, &token).await;
@@ -831,21 +832,7 @@ async fn with_irsa_the_service_never_vends_its_own_role() {
 
     // AWS limits a role assumed from a role session to an hour: a longer session is warned about
     // at start (moto does not enforce the limit, so the calls themselves are not the test).
-    let sts = Sts::start(
-        &moto,
-        &cluster,
-        &[
-            ("AWS_ACCESS_KEY_ID", String::new()),
-            ("AWS_SECRET_ACCESS_KEY", String::new()),
-            ("AWS_ROLE_ARN", own.into()),
-            (
-                "AWS_WEB_IDENTITY_TOKEN_FILE",
-                web_identity.display().to_string(),
-            ),
-            ("TOKENVEND_ROLE_ARN", ROLE.into()),
-            ("SESSION_DURATION_SECONDS", "7200".into()),
-        ],
-    );
+    let sts = with_irsa(&[("SESSION_DURATION_SECONDS", "7200")]);
     assert!(
         sts.all_logs().contains(
             "SESSION_DURATION_SECONDS 7200: tokenvend-sts signs in as a role (AWS_WEB_IDENTITY_TOKEN_FILE, IRSA)"
