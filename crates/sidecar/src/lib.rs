@@ -20,10 +20,7 @@ use crate::files::random01;
 /// `probe`: Ok when the file is present and valid long enough, else the reason, with why the
 /// latest exchange failed when it did.
 pub fn probe(a: &ProbeArgs) -> Result<i64, String> {
-    check_file(a).map_err(|e| match outputs::last_failure(&a.out_dir) {
-        Some(failure) => format!("{e}; {failure}"),
-        None => e,
-    })
+    check_file(a).map_err(|e| outputs::with_last_failure(&a.out_dir, e))
 }
 
 fn check_file(a: &ProbeArgs) -> Result<i64, String> {
@@ -113,12 +110,12 @@ pub async fn run(cfg: Config) -> Result<(), String> {
             }
         }
         if cfg.once && tokio::time::Instant::now() >= deadline {
-            let why = outputs::last_failure(&cfg.out_dir).unwrap_or_default();
-            return Err(format!(
-                "no value from {} within {:?}{}{why}",
-                cfg.exchange_url,
-                cfg.once_deadline,
-                if why.is_empty() { "" } else { "; " },
+            return Err(outputs::with_last_failure(
+                &cfg.out_dir,
+                format!(
+                    "no value from {} within {:?}",
+                    cfg.exchange_url, cfg.once_deadline
+                ),
             ));
         }
         let result = tokio::select! {

@@ -145,6 +145,14 @@ pub fn last_failure(dir: &Path) -> Option<String> {
     Some(format!("the last exchange failed{ago}: {}", text.trim()))
 }
 
+/// `message`, followed by the recorded failure when the latest exchange failed.
+pub fn with_last_failure(dir: &Path, message: String) -> String {
+    match last_failure(dir) {
+        Some(failure) => format!("{message}; {failure}"),
+        None => message,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

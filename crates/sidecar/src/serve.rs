@@ -77,10 +77,7 @@ pub fn answer(s: &Served, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     };
     // SDKs put this body in the error the app sees (boto3: "Received non 200 response (503)
     // from container metadata: ..."), so it says why, as the startup probe does.
-    let error = match crate::outputs::last_failure(&s.out_dir) {
-        Some(failure) => format!("{what}; {failure}"),
-        None => what,
-    };
+    let error = crate::outputs::with_last_failure(&s.out_dir, what);
     json_response(StatusCode::SERVICE_UNAVAILABLE, json!({ "error": error }))
 }
 

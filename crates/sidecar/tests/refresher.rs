@@ -85,8 +85,20 @@ fn sidecar_cmd(mode: &str, sa: &Path, out: &Path, url: &str, extra: &[&str]) -> 
 }
 
 fn start_sidecar(mode: &str, sa: &Path, url: &str, extra: &[&str]) -> Sidecar {
+    start_sidecar_with_env(mode, sa, url, extra, &[])
+}
+
+/// [`start_sidecar`] with extra environment variables.
+fn start_sidecar_with_env(
+    mode: &str,
+    sa: &Path,
+    url: &str,
+    extra: &[&str],
+    env: &[(&str, &std::ffi::OsStr)],
+) -> Sidecar {
     let out = tempfile::tempdir().expect("out");
     let mut child = sidecar_cmd(mode, sa, out.path(), url, extra)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -476,24 +488,19 @@ async fn a_machine_resumed_from_suspend_past_the_expiry_refreshes_within_seconds
     let sa = ProjectedToken::new("sa-token");
     let clock = tempfile::NamedTempFile::new().expect("clock file");
     std::fs::write(clock.path(), "+0").expect("clock");
-    let out = tempfile::tempdir().expect("out");
-    let mut child = sidecar_cmd(
+    let preload = libfaketime();
+    let sc = start_sidecar_with_env(
         "web-identity",
         &sa.path(),
-        out.path(),
         &format!("http://{addr}"),
         &[],
-    )
-    .env("LD_PRELOAD", libfaketime())
-    .env("FAKETIME_TIMESTAMP_FILE", clock.path())
-    .env("FAKETIME_NO_CACHE", "1")
-    .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .expect("start sidecar");
-    let logs = capture_output(&mut child);
-    let sc = Sidecar { child, out, logs };
+        &[
+            ("LD_PRELOAD", preload.as_os_str()),
+            ("FAKETIME_TIMESTAMP_FILE", clock.path().as_os_str()),
+            ("FAKETIME_NO_CACHE", "1".as_ref()),
+            ("FAKETIME_DONT_FAKE_MONOTONIC", "1".as_ref()),
+        ],
+    );
     sc.wait_file("token");
     let first = jwt_exp(&std::fs::read_to_string(sc.file("token")).expect("token"));
 
