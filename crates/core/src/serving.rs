@@ -1,5 +1,5 @@
-//! How the servers hold connections: bounds on clients that connect and stay silent or slow, and a
-//! graceful stop on SIGTERM or SIGINT.
+//! How the servers hold connections: bounds on clients that connect and stay silent or slow, or
+//! vanish, and a graceful stop on SIGTERM or SIGINT.
 //!
 //! axum-server leaves hyper's header-read timeout off and has no limit on a connection that never
 //! sends a request, so without these a client could hold connections (and their file descriptors)
@@ -38,12 +38,27 @@ pub const FIRST_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// denied. hyper's own default, 30 s, is that race.
 pub const HTTP1_IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// `server` with [`FIRST_REQUEST_TIMEOUT`] and [`HTTP1_IDLE_TIMEOUT`].
+/// How long an HTTP/2 connection may go without a frame from its peer before the server sends
+/// a PING.
+///
+/// hyper has no idle limit for HTTP/2, and a peer whose node vanished without a FIN (a spot node
+/// reclaimed, a partition) is never noticed on a connection where nothing is sent: the
+/// connection and its file descriptor would stay for ever. Live clients answer PINGs (every
+/// HTTP/2 implementation does while it reads its connection), so only dead ones are closed.
+pub const HTTP2_PING_INTERVAL: Duration = Duration::from_secs(30);
+
+/// How long the answer to that PING may take before the connection is closed.
+pub const HTTP2_PING_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// `server` with [`FIRST_REQUEST_TIMEOUT`], [`HTTP1_IDLE_TIMEOUT`] and HTTP/2 PINGs
+/// ([`HTTP2_PING_INTERVAL`], [`HTTP2_PING_TIMEOUT`]).
 pub fn bounded<A: Address, Acc>(mut server: Server<A, Acc>) -> Server<A, Acc> {
-    server
-        .http_builder()
-        .http1()
-        .header_read_timeout(HTTP1_IDLE_TIMEOUT);
+    let builder = server.http_builder();
+    builder.http1().header_read_timeout(HTTP1_IDLE_TIMEOUT);
+    builder
+        .http2()
+        .keep_alive_interval(HTTP2_PING_INTERVAL)
+        .keep_alive_timeout(HTTP2_PING_TIMEOUT);
     server.first_request_timeout(FIRST_REQUEST_TIMEOUT)
 }
 

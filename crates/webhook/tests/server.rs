@@ -283,6 +283,141 @@ async fn silent_and_slow_connections_close_idle_ones_outlast_the_api_servers_poo
     );
 }
 
+/// A TLS connection to the webhook that negotiated HTTP/2.
+async fn h2_connect(
+    addr: SocketAddr,
+    ca_pem: &str,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let mut roots = rustls::RootCertStore::empty();
+    let der =
+        <rustls_pki_types::CertificateDer as rustls_pki_types::pem::PemObject>::from_pem_slice(
+            ca_pem.as_bytes(),
+        )
+        .expect("ca der");
+    roots.add(der).expect("root");
+    let mut tls = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("tcp");
+    let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
+    let conn = tokio_rustls::TlsConnector::from(Arc::new(tls))
+        .connect(name, tcp)
+        .await
+        .expect("tls");
+    assert_eq!(conn.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    conn
+}
+
+/// One HTTP/2 frame header plus payload, as written on the wire.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = u32::try_from(payload.len())
+        .expect("small frame")
+        .to_be_bytes();
+    let mut f = vec![len[1], len[2], len[3], kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// Plays an HTTP/2 client by hand up to its first answer: preface, SETTINGS, the ACK of the
+/// server's SETTINGS, `GET /healthz` on stream 1, and frames read until that stream ends. It
+/// then never writes again, like a peer whose node vanished: the server's PINGs go unanswered.
+async fn h2_request_then_fall_silent(
+    conn: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const DATA: u8 = 0;
+    const HEADERS: u8 = 1;
+    const SETTINGS: u8 = 4;
+    const END_STREAM: u8 = 0x1;
+    const END_HEADERS: u8 = 0x4;
+    const ACK: u8 = 0x1;
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(h2_frame(SETTINGS, 0, 0, &[]));
+    // HPACK: :method GET, :scheme https (static entries 2 and 7), :path and :authority as
+    // literals without indexing of static names 4 and 1.
+    let mut block = vec![0x82, 0x87, 0x04, 8];
+    block.extend_from_slice(b"/healthz");
+    block.extend_from_slice(&[0x01, 9]);
+    block.extend_from_slice(b"localhost");
+    out.extend(h2_frame(HEADERS, END_STREAM | END_HEADERS, 1, &block));
+    conn.write_all(&out).await.expect("preface and request");
+    conn.flush().await.expect("flush");
+
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let mut acked = false;
+    loop {
+        while buf.len() >= 9 {
+            let len = usize::from(buf[0]) << 16 | usize::from(buf[1]) << 8 | usize::from(buf[2]);
+            if buf.len() < 9 + len {
+                break;
+            }
+            let (kind, flags) = (buf[3], buf[4]);
+            let stream = u32::from_be_bytes([buf[5], buf[6], buf[7], buf[8]]) & 0x7fff_ffff;
+            buf.drain(..9 + len);
+            if kind == SETTINGS && flags & ACK == 0 && !acked {
+                conn.write_all(&h2_frame(SETTINGS, ACK, 0, &[]))
+                    .await
+                    .expect("settings ack");
+                conn.flush().await.expect("flush");
+                acked = true;
+            }
+            if stream == 1 && (kind == HEADERS || kind == DATA) && flags & END_STREAM != 0 {
+                assert!(acked, "answered before the server's SETTINGS");
+                return;
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut chunk))
+            .await
+            .expect("frames in time")
+            .expect("read");
+        assert!(n > 0, "connection closed before answering");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_peers_that_stop_answering_pings_are_closed_live_ones_are_kept() {
+    let (_dir, pair, wh) = ready(&[]).await;
+
+    // A sidecar's or the API server's node can vanish without a FIN. HTTP/2 has no idle limit
+    // in hyper, so without PINGs such a connection, and its file descriptor, would stay for
+    // ever: nothing is ever sent on it that could fail.
+    let mut dead = h2_connect(wh.addr, &pair.ca_pem).await;
+    h2_request_then_fall_silent(&mut dead).await;
+
+    // A live client (the h2 crate answers PINGs while its connection is polled) keeps its
+    // connection past the same time, and it still serves requests.
+    let live = h2_connect(wh.addr, &pair.ca_pem).await;
+    let (client, connection) = h2::client::handshake(live).await.expect("h2 handshake");
+    let driver = tokio::spawn(connection);
+    let get = |mut client: h2::client::SendRequest<_>| async move {
+        client = client.ready().await.expect("connection open");
+        let req = http::Request::get("https://localhost/healthz")
+            .body(())
+            .expect("request");
+        let (answer, _) = client.send_request(req, true).expect("send");
+        answer.await.expect("answer").status()
+    };
+    assert_eq!(get(client.clone()).await, 200);
+
+    let (closed_after, ()) = tokio::join!(
+        seconds_until_closed(dead, Duration::from_secs(90)),
+        tokio::time::sleep(Duration::from_secs(70)),
+    );
+    eprintln!("silent HTTP/2 peer closed after {closed_after:.1} s");
+    let ping =
+        tokenvend_core::serving::HTTP2_PING_INTERVAL + tokenvend_core::serving::HTTP2_PING_TIMEOUT;
+    assert!(
+        (ping.as_secs_f64() - 5.0..ping.as_secs_f64() + 10.0).contains(&closed_after),
+        "silent HTTP/2 peer closed after {closed_after} s, expected about {ping:?}"
+    );
+    assert_eq!(get(client).await, 200, "live HTTP/2 connection was kept");
+    assert!(!driver.is_finished(), "live HTTP/2 connection ended");
+}
+
 fn provider() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
