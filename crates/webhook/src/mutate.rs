@@ -266,9 +266,10 @@ impl Injector {
             return refuse(
                 cfg,
                 format!(
-                    "the pod runs on Windows (spec.os.name or nodeSelector kubernetes.io/os) and \
-                     the {mode} mode needs the sidecar, a Linux container: set {mode_key}: \
-                     projected, which has none (it needs a cluster issuer AWS trusts)"
+                    "the pod runs on Windows (spec.os.name, or kubernetes.io/os in its \
+                     nodeSelector or required node affinity) and the {mode} mode needs the \
+                     sidecar, a Linux container: set {mode_key}: projected, which has none (it \
+                     needs a cluster issuer AWS trusts)"
                 ),
                 warnings,
                 Some(mode),

@@ -103,18 +103,111 @@ pub struct PodSpecView<'a> {
     #[serde(default)]
     #[serde(borrow)]
     pub volumes: Option<Vec<VolumeView<'a>>>,
+    /// `spec.affinity`.
+    #[serde(default)]
+    #[serde(borrow)]
+    pub affinity: Option<AffinityView<'a>>,
 }
 
+/// The well-known node label with the node's operating system.
+const OS_LABEL: &str = "kubernetes.io/os";
+
 impl PodSpecView<'_> {
-    /// Whether the pod asks for a Windows node, by `spec.os.name` or the well-known node label.
+    /// Whether the pod asks for a Windows node: by `spec.os.name`, the well-known node label in
+    /// `nodeSelector`, or required node affinity that no Linux node satisfies.
     pub fn wants_windows(&self) -> bool {
         self.os.as_ref().and_then(|o| o.name.as_deref()) == Some("windows")
             || self
                 .node_selector
                 .as_ref()
-                .and_then(|s| s.get("kubernetes.io/os"))
+                .and_then(|s| s.get(OS_LABEL))
                 .is_some_and(|os| os == "windows")
+            || self
+                .affinity
+                .as_ref()
+                .and_then(|a| a.node_affinity.as_ref())
+                .and_then(|n| {
+                    n.required_during_scheduling_ignored_during_execution
+                        .as_ref()
+                })
+                .is_some_and(|r| {
+                    // Terms are alternatives: every one must rule Linux out.
+                    !r.node_selector_terms.is_empty()
+                        && r.node_selector_terms
+                            .iter()
+                            .all(NodeSelectorTermView::rules_out_linux)
+                })
     }
+}
+
+/// `spec.affinity`: only node affinity matters here.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AffinityView<'a> {
+    /// `nodeAffinity`.
+    #[serde(default)]
+    #[serde(borrow)]
+    pub node_affinity: Option<NodeAffinityView<'a>>,
+}
+
+/// `spec.affinity.nodeAffinity`: only what the scheduler must honour.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeAffinityView<'a> {
+    /// `requiredDuringSchedulingIgnoredDuringExecution`.
+    #[serde(default)]
+    #[serde(borrow)]
+    pub required_during_scheduling_ignored_during_execution: Option<NodeSelectorView<'a>>,
+}
+
+/// A `NodeSelector`: any one of its terms admits a node.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeSelectorView<'a> {
+    /// `nodeSelectorTerms` (required by the schema).
+    #[serde(borrow)]
+    pub node_selector_terms: Vec<NodeSelectorTermView<'a>>,
+}
+
+/// A `NodeSelectorTerm`: every one of its requirements must hold.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeSelectorTermView<'a> {
+    /// `matchExpressions` on node labels (`matchFields` names nodes, not their OS).
+    #[serde(default)]
+    #[serde(borrow)]
+    pub match_expressions: Option<Vec<RequirementView<'a>>>,
+}
+
+impl NodeSelectorTermView<'_> {
+    /// Whether no node labelled `kubernetes.io/os=linux` satisfies this term.
+    pub fn rules_out_linux(&self) -> bool {
+        self.match_expressions.iter().flatten().any(|r| {
+            let linux_listed = r.values.iter().flatten().any(|v| v == "linux");
+            r.key == OS_LABEL
+                && match &*r.operator {
+                    "In" => !linux_listed,
+                    "NotIn" => linux_listed,
+                    _ => false,
+                }
+        })
+    }
+}
+
+/// A `NodeSelectorRequirement`.
+#[serde_as]
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct RequirementView<'a> {
+    /// `key` (required).
+    #[serde_as(as = "BorrowCow")]
+    pub key: Str<'a>,
+    /// `operator` (required): `In`, `NotIn`, `Exists`, `DoesNotExist`, `Gt` or `Lt`.
+    #[serde_as(as = "BorrowCow")]
+    pub operator: Str<'a>,
+    /// `values`.
+    #[serde(default)]
+    #[serde_as(as = "Option<Vec<BorrowCow>>")]
+    pub values: Option<Vec<Str<'a>>>,
 }
 
 /// `spec.os`.
@@ -256,7 +349,7 @@ pub struct TokenProjectionView<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     #[test]
     fn reads_what_the_mutation_needs_and_skips_the_rest() {
@@ -301,13 +394,49 @@ mod tests {
         assert_eq!(spec.host_network, Some(true));
         assert_eq!(spec.restart_policy.as_deref(), Some("OnFailure"));
         assert!(!spec.wants_windows());
+        let required = |terms: Value| {
+            json!({"containers": [], "affinity": {"nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": terms},
+                "preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 1, "preference": {}}]
+            }}})
+        };
+        let os_in =
+            |values: Value| json!({"key": "kubernetes.io/os", "operator": "In", "values": values});
+        let pool = json!({"key": "pool", "operator": "Exists"});
         for windows in [
             json!({"containers": [], "os": {"name": "windows"}}),
             json!({"containers": [], "nodeSelector": {"kubernetes.io/os": "windows", "pool": "w"}}),
+            required(json!([{"matchExpressions": [pool, os_in(json!(["windows"]))]}])),
+            required(json!([
+                {"matchExpressions": [os_in(json!(["windows"]))]},
+                {"matchExpressions": [{"key": "kubernetes.io/os", "operator": "NotIn", "values": ["linux"]}]}
+            ])),
         ] {
             let body = windows.to_string();
             let spec: PodSpecView = serde_json::from_str(&body).expect("decodes");
             assert!(spec.wants_windows(), "{body}");
+        }
+        // Linux nodes can still take these: one term allows them, or nothing is said of the OS.
+        for linux_possible in [
+            required(json!([
+                {"matchExpressions": [os_in(json!(["windows"]))]},
+                {"matchExpressions": [pool]}
+            ])),
+            required(json!([{"matchExpressions": [os_in(json!(["windows", "linux"]))]}])),
+            required(
+                json!([{"matchExpressions": [{"key": "kubernetes.io/os", "operator": "NotIn", "values": ["windows"]}]}]),
+            ),
+            required(
+                json!([{"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["n1"]}]}]),
+            ),
+            required(json!([])),
+            json!({"containers": [], "affinity": {"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 1, "preference": {"matchExpressions": [os_in(json!(["windows"]))]}}
+            ]}}}),
+        ] {
+            let body = linux_possible.to_string();
+            let spec: PodSpecView = serde_json::from_str(&body).expect("decodes");
+            assert!(!spec.wants_windows(), "{body}");
         }
         let volumes = spec.volumes.expect("volumes");
         assert!(volumes[0].empty_dir.is_some() && volumes[0].projected.is_none());

@@ -441,6 +441,11 @@ fn windows_pods_are_refused_a_linux_sidecar_and_pointed_to_projected_mode() {
     for windows in [
         json!({"os": {"name": "windows"}}),
         json!({"nodeSelector": {"kubernetes.io/os": "windows"}}),
+        json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+            "nodeSelectorTerms": [{"matchExpressions": [
+                {"key": "kubernetes.io/os", "operator": "In", "values": ["windows"]}
+            ]}]
+        }}}}),
     ] {
         for mode in [Mode::WebIdentity, Mode::Credentials] {
             let mut extra =
