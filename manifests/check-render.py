@@ -8,6 +8,9 @@ manifests/check.sh calls it:
   namespaces, RoleBinding subjects, the webhook's Service reference and namespaceSelector, the
   exchange URL, the certs job's namespace), and the names those fields pair with exist: a
   kustomize `namespace:` moves only metadata.namespace by itself.
+- Every port a tokenvend Deployment serves is open to every source in its NetworkPolicies: the
+  API server, kubelets and host-network pods (a sidecar in a `hostNetwork` pod dials from its
+  node's address) are not pods a namespaceSelector or podSelector can name.
 - tokenvend-webhook accepts its configuration as its pod would see it: the ConfigMap's file plus
   the Deployment's TOKENVEND_* env (`--check-config`), and the sidecar image it injects has the
   tag of its own image.
@@ -82,7 +85,31 @@ def check(webhook_bin, ca_file, path, expected_ns):
                 if rest != f"{ns}.svc" or svc not in services:
                     errors.append(f"{what}: TOKENVEND_EXCHANGE_URL {url!r} is not a Service in {ns!r}")
                 errors += check_webhook_config(webhook_bin, ca_file, ours, c)
+    errors += closed_ports(ours)
     return errors
+
+
+def closed_ports(ours):
+    """Ports of our Deployments that no ingress rule of a NetworkPolicy selecting their pods opens
+    to every source (a rule without `from`)."""
+    policies = [d for d in ours if d["kind"] == "NetworkPolicy" and "Ingress" in d["spec"].get("policyTypes", ["Ingress"])]
+    problems = []
+    for d in ours:
+        if d["kind"] != "Deployment":
+            continue
+        labels = d["spec"]["template"]["metadata"].get("labels", {})
+        rules = [r for p in policies
+                 if all(labels.get(k) == v for k, v in p["spec"]["podSelector"].get("matchLabels", {}).items())
+                 for r in p["spec"].get("ingress", [])]
+        for c in d["spec"]["template"]["spec"]["containers"]:
+            for port in c.get("ports", []):
+                names = {port["containerPort"], port.get("name")}
+                if not any("from" not in r and ("ports" not in r or any(p.get("port") in names for p in r["ports"]))
+                           for r in rules):
+                    problems.append(f"Deployment/{d['metadata']['name']}: port {port['containerPort']} is not open "
+                                    "to every source in its NetworkPolicies (the API server, kubelets and "
+                                    "host-network pods match no namespaceSelector)")
+    return problems
 
 
 def check_webhook_config(webhook_bin, ca_file, ours, container):

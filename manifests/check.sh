@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Renders every overlay with `kubectl kustomize`, validates every object with
 # `kubernetes-validate --strict` for Kubernetes 1.30 and 1.34, and checks with check-render.py that
-# every namespace reference holds and that the real tokenvend-webhook accepts its configuration
+# every namespace reference holds, that every served port is open to any source, and that the real tokenvend-webhook accepts its configuration
 # (--check-config); then the same installed into another namespace, and for what e2e/kind/run.sh
 # would apply. Run by e2e/run-tests.sh
 # (which provides kubectl and kubernetes-validate in .venv and the debug build).
@@ -48,7 +48,7 @@ for overlay in manifests/overlays/*/; do
     grep -q "^kind: $kind$" "$rendered" || { echo "FAIL $name: no $kind"; ok=0; }
   done
   check_render "$name" "$rendered" tokenvend || ok=0
-  tally "$ok" "$name: $(grep -c '^kind:' "$rendered") objects valid for 1.30 and 1.34; namespace references and webhook config hold"
+  tally "$ok" "$name: $(grep -c '^kind:' "$rendered") objects valid for 1.30 and 1.34; namespace references, open ports and webhook config hold"
 done
 # Installed into another namespace, both ways the README gives: `namespace:` changed in the base
 # (its replacements carry the name into every field that names it), and a kustomization of one's
@@ -121,7 +121,7 @@ PY
     case $rendered in *-pod.yaml) continue ;; esac
     check_render "kind ($aws) $(basename "$rendered")" "$rendered" tokenvend || ok=0
   done
-  tally "$ok" "kind ($aws): $(cat "$kind_out"/*.yaml | grep -c '^kind:') objects valid for 1.34; env, namespace references and webhook config hold"
+  tally "$ok" "kind ($aws): $(cat "$kind_out"/*.yaml | grep -c '^kind:') objects valid for 1.34; env, namespace references, open ports and webhook config hold"
 done
 echo "manifests: $passed passed, $failed failed"
 ((failed == 0))
