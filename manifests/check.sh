@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Renders every overlay with `kubectl kustomize`, validates every object with
 # `kubernetes-validate --strict` for Kubernetes 1.30 and 1.34, and checks with check-render.py that
-# every namespace reference holds, that every served port is open to any source, and that the real tokenvend-webhook accepts its configuration
-# (--check-config); then the same installed into another namespace, and for what e2e/kind/run.sh
-# would apply. Run by e2e/run-tests.sh
-# (which provides kubectl and kubernetes-validate in .venv and the debug build).
+# every namespace reference holds, that every served port is open to any source, and that the real
+# tokenvend-webhook accepts its configuration (--check-config); then the same installed into another
+# namespace, and for what e2e/kind/run.sh would apply. Run by e2e/run-tests.sh (which provides
+# kubectl and kubernetes-validate in .venv and the debug build).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=$(mktemp -d)
