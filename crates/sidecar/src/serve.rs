@@ -118,14 +118,38 @@ pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, String> {
             "--listen {addr}: the credentials endpoint must be on a loopback address"
         ));
     }
-    tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("--listen {addr}: {e}"))
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+            // A pod's own loopback is empty but for its containers; the node's is shared.
+            " (something else in this network namespace listens there: in a hostNetwork pod, \
+             another pod on this node in credentials mode; use web-identity mode for such pods)"
+        } else {
+            ""
+        };
+        format!("--listen {addr}: {e}{hint}")
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_taken_port_says_who_may_hold_it() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = taken.local_addr().expect("addr");
+        let e = bind(addr).await.expect_err("port is taken");
+        assert!(
+            e.starts_with(&format!("--listen {addr}: ")) && e.contains("hostNetwork pod"),
+            "{e}"
+        );
+        drop(taken);
+        bind(addr).await.expect("free again");
+        let e = bind("0.0.0.0:9911".parse().expect("addr"))
+            .await
+            .expect_err("not loopback");
+        assert!(e.contains("loopback") && !e.contains("hostNetwork"), "{e}");
+    }
 
     #[test]
     fn constant_time_compare() {

@@ -306,8 +306,10 @@ impl Injector {
         }
         if mode == Mode::Credentials && spec.host_network == Some(true) {
             warnings.push(format!(
-                "hostNetwork pod: the credentials endpoint 127.0.0.1:{} is shared with the node \
-                 (still guarded by its auth token)",
+                "hostNetwork pod: the credentials endpoint 127.0.0.1:{} is on the node's \
+                 loopback, reachable from the whole node (still guarded by its auth token), and a \
+                 second such pod on this node cannot listen there; web-identity mode has no \
+                 endpoint",
                 cfg.credentials_port
             ));
         }

@@ -657,7 +657,13 @@ fn credentials_on_host_network_warns_and_ca_is_injected() {
         json!({"metadata": {"annotations": {"tremolo.io/aws-mode": "credentials"}}, "spec": {"hostNetwork": true}}),
     );
     let (m, out) = run(&p, &c);
-    assert!(m.warnings.iter().any(|w| w.contains("hostNetwork")));
+    assert!(
+        m.warnings
+            .iter()
+            .any(|w| w.contains("hostNetwork") && w.contains("second such pod on this node")),
+        "{:?}",
+        m.warnings
+    );
     let sc_env = &out["spec"]["initContainers"][0]["env"][0];
     assert_eq!(sc_env["name"], json!("TOKENVEND_CA_PEM"));
     assert_eq!(sc_env["value"], json!(cert.pem()));
