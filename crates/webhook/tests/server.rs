@@ -165,6 +165,15 @@ async fn tls_connect(
     addr: SocketAddr,
     ca_pem: &str,
 ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    tls_connect_offering(addr, ca_pem, Vec::new()).await
+}
+
+/// A TLS connection to `localhost` at `addr`, offering the ALPN protocols `alpn`.
+async fn tls_connect_offering(
+    addr: SocketAddr,
+    ca_pem: &str,
+    alpn: Vec<Vec<u8>>,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
     let der =
         <rustls_pki_types::CertificateDer as rustls_pki_types::pem::PemObject>::from_pem_slice(
@@ -172,9 +181,10 @@ async fn tls_connect(
         )
         .expect("ca der");
     roots.add(der).expect("root");
-    let tls = rustls::ClientConfig::builder()
+    let mut tls = rustls::ClientConfig::builder()
         .with_root_certificates(roots)
         .with_no_client_auth();
+    tls.alpn_protocols = alpn;
     let tcp = tokio::net::TcpStream::connect(addr).await.expect("tcp");
     let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
     tokio_rustls::TlsConnector::from(Arc::new(tls))
@@ -288,23 +298,7 @@ async fn h2_connect(
     addr: SocketAddr,
     ca_pem: &str,
 ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    let mut roots = rustls::RootCertStore::empty();
-    let der =
-        <rustls_pki_types::CertificateDer as rustls_pki_types::pem::PemObject>::from_pem_slice(
-            ca_pem.as_bytes(),
-        )
-        .expect("ca der");
-    roots.add(der).expect("root");
-    let mut tls = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![b"h2".to_vec()];
-    let tcp = tokio::net::TcpStream::connect(addr).await.expect("tcp");
-    let name = rustls_pki_types::ServerName::try_from("localhost").expect("name");
-    let conn = tokio_rustls::TlsConnector::from(Arc::new(tls))
-        .connect(name, tcp)
-        .await
-        .expect("tls");
+    let conn = tls_connect_offering(addr, ca_pem, vec![b"h2".to_vec()]).await;
     assert_eq!(conn.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     conn
 }
