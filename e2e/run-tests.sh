@@ -55,14 +55,29 @@ echo "shellcheck and hadolint clean"
 step "static musl builds, exactly as the Dockerfiles run them"
 disk_report
 prune_build target/debug
+# The build follows the machine's architecture (an arm64 `docker buildx` stage builds arm64).
+for pair in x86_64=x86_64 amd64=x86_64 aarch64=aarch64 arm64=aarch64; do
+  got=$(TOKENVEND_STATIC_ARCH=${pair%%=*} bash .ci/build-static.sh target)
+  [[ $got == "${pair#*=}-unknown-linux-musl" ]] || die "build-static.sh builds $got on ${pair%%=*}"
+done
+if TOKENVEND_STATIC_ARCH=riscv64 bash .ci/build-static.sh target 2>/dev/null; then
+  die "build-static.sh accepted an architecture it cannot build"
+fi
 bash .ci/build-static.sh control-plane
 bash .ci/build-static.sh sidecar
-for bin in release/tokenvend-webhook release/tokenvend-sts release/tokenvend-certs sidecar/tokenvend-sidecar; do
-  path=target/x86_64-unknown-linux-musl/$bin
+case "$(uname -m)" in
+  x86_64) machine="X86-64" ;;
+  aarch64) machine="AArch64" ;;
+  *) machine="?" ;;
+esac
+for bin in tokenvend-webhook tokenvend-sts tokenvend-certs tokenvend-sidecar; do
+  path=target/static/$bin
   if readelf -l "$path" | grep -q "program interpreter"; then die "$path is not statically linked"; fi
+  readelf -h "$path" | grep -q "Machine:.*$machine" || die "$path is not a $(uname -m) binary"
   "$path" --version
 done
-size=$(stat -c %s target/x86_64-unknown-linux-musl/sidecar/tokenvend-sidecar)
+echo "static binaries: $(uname -m), $(bash .ci/build-static.sh target)"
+size=$(stat -c %s target/static/tokenvend-sidecar)
 echo "static sidecar: $size bytes (budget 6 MB)"
 ((size <= 6000000)) || die "the sidecar binary grew past its 6 MB budget"
 disk_report
