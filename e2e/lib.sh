@@ -19,6 +19,8 @@ ensure_debs() {
   python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
   # The sidecar test that moves its wall clock (a suspend and resume) preloads libfaketime.
   compgen -G '/usr/lib/*/faketime/libfaketimeMT.so.1' >/dev/null || missing+=(libfaketime)
+  # The e2e test of the arm64 sidecar runs it under user-mode emulation.
+  command -v qemu-aarch64 >/dev/null || missing+=(qemu-user)
   if ((${#missing[@]})); then
     step "installing Debian packages: ${missing[*]}"
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
@@ -31,6 +33,18 @@ ensure_rust_tools() {
   command -v cargo >/dev/null || die "cargo not found: install Rust (rustup) first"
   command -v cargo-nextest >/dev/null || cargo install --locked cargo-nextest
   command -v cargo-fuzz >/dev/null || cargo install --locked cargo-fuzz --version 0.13.2
+  command -v cargo-zigbuild >/dev/null || cargo install --locked cargo-zigbuild --version 0.24.1
+}
+
+# The static sidecar an arm64 image ships, cross-built on this x86_64 machine with cargo-zigbuild
+# (zig from the pinned `ziglang` in .venv: call after ensure_venv). The images themselves build
+# natively per architecture (.ci/build-static.sh); this build lets the e2e tests run the aarch64
+# binary under qemu-aarch64. Prints its path.
+build_arm64_sidecar() {
+  local target=aarch64-unknown-linux-musl
+  rustup target list --installed | grep -qx "$target" || rustup target add "$target" >&2
+  (cd "$ROOT" && cargo zigbuild --locked -q --profile sidecar --target "$target" -p tokenvend-sidecar >&2)
+  echo "$ROOT/target/$target/sidecar/tokenvend-sidecar"
 }
 
 # The HTTP load tool of the benchmarks and the soak, pinned so their figures stay comparable.

@@ -41,8 +41,15 @@ prune_build target/x86_64-unknown-linux-gnu # where `cargo fuzz build` puts the 
 step "golden pods: kubectl patch --local and kubernetes-validate --strict (1.30, 1.34)"
 python3 crates/webhook/tests/check_golden.py
 
+step "arm64 sidecar (cross-built with cargo-zigbuild, for the e2e test that runs it under qemu)"
+TOKENVEND_ARM64_SIDECAR=$(build_arm64_sidecar)
+export TOKENVEND_ARM64_SIDECAR
+readelf -h "$TOKENVEND_ARM64_SIDECAR" | grep -q "Machine:.*AArch64" || die "$TOKENVEND_ARM64_SIDECAR is not an aarch64 binary"
+echo "arm64 sidecar: $(stat -c %s "$TOKENVEND_ARM64_SIDECAR") bytes, $(qemu-aarch64 "$TOKENVEND_ARM64_SIDECAR" --version)"
+
 step "end to end: every binary for real, moto, boto3 / AWS CLI / JS SDK v3 / Rust SDK (pytest)"
 python3 -m pytest -p no:cacheprovider -q e2e/test_stack.py e2e/test_e2e.py
+prune_build target/aarch64-unknown-linux-musl
 
 step "manifests: kubectl kustomize + kubernetes-validate --strict (1.30, 1.34) + namespace references + webhook --check-config"
 bash manifests/check.sh

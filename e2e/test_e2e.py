@@ -7,15 +7,19 @@ stand-ins only for the API server's admission call and the kubelet (see stack.py
   least three refreshes, and a reader loop never sees a partial file.
 - tokenvend-sts down during a refresh and back: the app never sees an error.
 - An invalid role annotation: the denial message the user would see.
+- An arm64 node: the aarch64 static sidecar (what an arm64 image ships) run under qemu-aarch64,
+  sidecar and startupProbe alike, serving an unmodified boto3 in both sidecar modes.
 """
 import json
 import os
+import shutil
+import subprocess
 import threading
 import time
 
 import pytest
 
-from stack import ROOT, PodRunner, Stack, images
+from stack import ROOT, SIDECAR_IMAGE, PodRunner, Stack, images
 
 BIN = os.path.join(ROOT, "target", "debug")
 WORK = os.path.join(ROOT, "e2e", ".work", "pytest")
@@ -46,10 +50,11 @@ def deployment(name, mode, role, image, args=None, sa="app"):
     }
 
 
-def run_pod(stack, dep, rotate_after=None, during=None):
+def run_pod(stack, dep, rotate_after=None, during=None, registry=None):
     answer, pod = stack.admit(stack.pod_from_deployment(dep))
     assert answer["allowed"], answer
-    runner = PodRunner(stack, pod, images(BIN, NODE, VENV), rotate_after=rotate_after, log=lambda m: None)
+    registry = registry or images(BIN, NODE, VENV)
+    runner = PodRunner(stack, pod, registry, rotate_after=rotate_after, log=lambda m: None)
     try:
         if during:
             threading.Thread(target=during, args=(runner,), daemon=True).start()
@@ -158,3 +163,44 @@ def test_invalid_role_annotation_is_denied_with_what_to_fix(stack):
     assert answer["status"]["message"] == (
         'tokenvend: annotation tremolo.io/aws-role: "orders-writer" is not an IAM role ARN: '
         "expected arn:<partition>:iam::<12-digit account>:role/<name>")
+
+
+@pytest.fixture(scope="module")
+def arm64_sidecar():
+    """The aarch64 sidecar: built by the test command (TOKENVEND_ARM64_SIDECAR), else here."""
+    path = os.environ.get("TOKENVEND_ARM64_SIDECAR")
+    if not path:
+        path = subprocess.run(["bash", "-c", f"source {ROOT}/e2e/lib.sh && build_arm64_sidecar"],
+                              check=True, capture_output=True, text=True).stdout.strip()
+    with open(path, "rb") as f:
+        header = f.read(20)
+    # ELF, 64-bit, little-endian, e_machine 183 (EM_AARCH64).
+    assert header[:5] == b"\x7fELF\x02" and int.from_bytes(header[18:20], "little") == 183, path
+    return path
+
+
+@pytest.mark.parametrize("mode", ["web-identity", "credentials"])
+def test_an_arm64_sidecar_serves_an_unmodified_sdk(stack, arm64_sidecar, mode):
+    # The stand-in image runs qemu-aarch64 on the aarch64 binary at the image's path, so the
+    # sidecar and every startupProbe exec run the arm64 build; each exec is recorded. Both files
+    # are for the sidecar's own non-root user.
+    image = os.path.join(stack.work, f"arm64-image-{mode}")
+    os.makedirs(image, mode=0o755)
+    os.chmod(image, 0o755)
+    execs, wrapper = os.path.join(image, "execs"), os.path.join(image, "tokenvend-sidecar")
+    with open(execs, "w"):
+        pass
+    os.chmod(execs, 0o666)
+    with open(wrapper, "w") as f:
+        f.write(f'#!/bin/sh\necho "$1" >> {execs}\nexec {shutil.which("qemu-aarch64")} {arm64_sidecar} "$@"\n')
+    os.chmod(wrapper, 0o755)
+    registry = images(BIN, NODE, VENV)
+    registry[SIDECAR_IMAGE].binaries = {"/usr/local/bin/tokenvend-sidecar": wrapper}
+    role = "arn:aws:iam::123456789012:role/e2e-arm64"
+    runner, (rc, out) = run_pod(stack, deployment(f"arm64-{mode[:4]}", mode, role, "e2e/boto3"), registry=registry)
+    assert rc == 0, f"{out}\n--- sidecar ---\n{runner.logs('tokenvend-sidecar')}"
+    session = "e2e.app" if mode == "credentials" else runner.name
+    assert arns(out) == [f"arn:aws:sts::123456789012:assumed-role/e2e-arm64/{session}"], out
+    with open(execs) as f:
+        ran = f.read().split()
+    assert "--mode" in ran and "probe" in ran, ran  # the sidecar itself and its startupProbe
