@@ -11,6 +11,8 @@ manifests/check.sh calls it:
 - Every port a tokenvend Deployment serves is open to every source in its NetworkPolicies: the
   API server, kubelets and host-network pods (a sidecar in a `hostNetwork` pod dials from its
   node's address) are not pods a namespaceSelector or podSelector can name.
+- No listener is bound to IPv4 alone (`0.0.0.0`, an IPv4 address): pods of an IPv6-only cluster
+  have no IPv4 address, so such a server would never be reached there. `[::]` serves both.
 - tokenvend-webhook accepts its configuration as its pod would see it: the ConfigMap's file plus
   the Deployment's TOKENVEND_* env (`--check-config`), and the sidecar image it injects has the
   tag of its own image.
@@ -86,7 +88,24 @@ def check(webhook_bin, ca_file, path, expected_ns):
                     errors.append(f"{what}: TOKENVEND_EXCHANGE_URL {url!r} is not a Service in {ns!r}")
                 errors += check_webhook_config(webhook_bin, ca_file, ours, c)
     errors += closed_ports(ours)
+    errors += ipv4_only_listeners(ours)
     return errors
+
+
+def ipv4_only_listeners(ours):
+    """Listen addresses in our pods' args and env that take IPv4 connections only."""
+    problems = []
+    for d in ours:
+        spec = pod_spec(d)
+        for c in spec["containers"] if spec else []:
+            given = [a.split("=", 1) for a in c.get("args", []) if a.startswith("--") and "listen" in a and "=" in a]
+            given += [(e["name"], e.get("value", "")) for e in c.get("env", []) if e["name"].endswith("_LISTEN")]
+            for name, value in given:
+                host = value.rsplit(":", 1)[0]
+                if host.count(".") == 3 and all(p.isdigit() for p in host.split(".")):
+                    problems.append(f"{d['kind']}/{d['metadata']['name']} container {c['name']}: {name}={value} "
+                                    "takes IPv4 only; an IPv6-only cluster's pods would never reach it (use [::])")
+    return problems
 
 
 def closed_ports(ours):

@@ -13,8 +13,10 @@
 //! says it is stopping, keeps serving for a delay, and only then stops accepting and lets in-flight
 //! requests finish.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
 
 use axum_server::{Address, Handle, Server};
 use http::header::CONNECTION;
@@ -49,6 +51,49 @@ pub const HTTP2_PING_INTERVAL: Duration = Duration::from_secs(30);
 
 /// How long the answer to that PING may take before the connection is closed.
 pub const HTTP2_PING_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The address the servers listen on by default: every address, IPv4 and IPv6.
+pub fn any_address(port: u16) -> SocketAddr {
+    SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port)
+}
+
+/// A listening socket on `addr`, ready for `axum_server::from_tcp*`.
+///
+/// `[::]` means every address of both families: the socket accepts IPv4 too (as mapped
+/// addresses), whatever `net.ipv6.bindv6only` says, so one default serves IPv4-only, dual-stack
+/// and IPv6-only clusters (a socket on `0.0.0.0` is never reached over IPv6, the only family a
+/// pod of an IPv6-only cluster has). On a kernel without IPv6 (booted with `ipv6.disable=1`), `[::]`
+/// falls back to `0.0.0.0`, with a warning. Any other address is bound as given.
+pub fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    listen_with(addr, |domain| {
+        Socket::new(domain, Type::STREAM, Some(Protocol::TCP))
+    })
+}
+
+fn listen_with(
+    addr: SocketAddr,
+    new_socket: impl Fn(Domain) -> std::io::Result<Socket>,
+) -> std::io::Result<std::net::TcpListener> {
+    let every_address = addr.ip() == IpAddr::V6(Ipv6Addr::UNSPECIFIED);
+    let (socket, addr) = match new_socket(Domain::for_address(addr)) {
+        Ok(s) => (s, addr),
+        Err(e) if every_address => {
+            let v4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), addr.port());
+            tracing::warn!(error = %e, %addr, fallback = %v4, "no IPv6 socket on this kernel: listening on IPv4 only");
+            (new_socket(Domain::IPV4)?, v4)
+        }
+        Err(e) => return Err(e),
+    };
+    if addr.is_ipv6() && every_address {
+        socket.set_only_v6(false)?;
+    }
+    // As std and tokio do on Unix: a restarted server can bind while old connections linger.
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
 
 /// `server` with [`FIRST_REQUEST_TIMEOUT`], [`HTTP1_IDLE_TIMEOUT`] and HTTP/2 PINGs
 /// ([`HTTP2_PING_INTERVAL`], [`HTTP2_PING_TIMEOUT`]).
@@ -118,4 +163,59 @@ pub async fn stop_on_signal(
     }
     tracing::info!("no new connections; finishing in-flight requests");
     handle.graceful_shutdown(Some(DRAIN));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+
+    /// Accepts one connection to `to` on `listener` and checks bytes flow both ways.
+    fn round_trip(listener: &std::net::TcpListener, to: SocketAddr) {
+        let mut client = std::net::TcpStream::connect(to).expect("connect");
+        client.write_all(b"ping").expect("write");
+        listener.set_nonblocking(false).expect("blocking");
+        let (mut server, _) = listener.accept().expect("accept");
+        let mut buf = [0u8; 4];
+        server.read_exact(&mut buf).expect("read");
+        assert_eq!(&buf, b"ping");
+    }
+
+    #[test]
+    fn every_address_means_ipv4_and_ipv6() {
+        let l = listen(any_address(0)).expect("listen");
+        let port = l.local_addr().expect("addr").port();
+        round_trip(&l, SocketAddr::from(([127, 0, 0, 1], port)));
+        round_trip(&l, SocketAddr::new(Ipv6Addr::LOCALHOST.into(), port));
+    }
+
+    #[test]
+    fn without_ipv6_every_address_falls_back_to_ipv4_and_others_fail() {
+        let no_ipv6 = |d: Domain| {
+            if d == Domain::IPV6 {
+                Err(std::io::Error::other(
+                    "Address family not supported by protocol",
+                ))
+            } else {
+                Socket::new(d, Type::STREAM, Some(Protocol::TCP))
+            }
+        };
+        let l = listen_with(any_address(0), no_ipv6).expect("falls back");
+        let local = l.local_addr().expect("addr");
+        assert!(local.is_ipv4() && local.ip().is_unspecified(), "{local}");
+        round_trip(&l, SocketAddr::from(([127, 0, 0, 1], local.port())));
+        // An IPv6 address asked for by name has no fallback.
+        let loopback6 = SocketAddr::new(Ipv6Addr::LOCALHOST.into(), 0);
+        assert!(listen_with(loopback6, no_ipv6).is_err());
+    }
+
+    #[test]
+    fn a_given_address_is_bound_as_given() {
+        let l = listen(SocketAddr::from(([127, 0, 0, 1], 0))).expect("listen");
+        let local = l.local_addr().expect("addr");
+        assert_eq!(local.ip(), IpAddr::V4(Ipv4Addr::LOCALHOST));
+        round_trip(&l, local);
+        let taken = listen(local).expect_err("port in use");
+        assert_eq!(taken.kind(), std::io::ErrorKind::AddrInUse);
+    }
 }

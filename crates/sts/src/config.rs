@@ -51,7 +51,7 @@ pub struct ServeArgs {
     /// Listen address; overrides PORT.
     #[arg(long, env = "TOKENVEND_LISTEN")]
     pub listen: Option<SocketAddr>,
-    /// Port on 0.0.0.0 when --listen is not given.
+    /// Port on every address, IPv4 and IPv6 (`[::]`), when --listen is not given.
     #[arg(long, env = "PORT", default_value_t = 8000)]
     pub port: u16,
     /// Serve HTTPS with this PEM certificate chain (reloaded when it changes).
@@ -212,7 +212,7 @@ impl ServeArgs {
     /// The address to bind.
     pub fn addr(&self) -> SocketAddr {
         self.listen
-            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], self.port)))
+            .unwrap_or_else(|| tokenvend_core::serving::any_address(self.port))
     }
 
     /// The seed's LOG_LEVEL as a tracing filter directive. DEBUG applies to tokenvend's own

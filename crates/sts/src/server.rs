@@ -577,15 +577,17 @@ pub async fn run(args: ServeArgs) -> Result<(), SetupError> {
                     move |r: Result<i64, &tls::TlsError>| app.metrics.cert(r)
                 },
             ));
-            let serve = bounded(axum_server::bind_rustls(addr, rustls))
-                .handle(handle.clone())
-                .serve(service);
+            let listener = tokenvend_core::serving::listen(addr)
+                .and_then(|l| axum_server::from_tcp_rustls(l, rustls))
+                .map_err(|source| SetupError::Listen { addr, source })?;
+            let serve = bounded(listener).handle(handle.clone()).serve(service);
             tokio::join!(announce, serve).1
         }
         _ => {
-            let serve = bounded(axum_server::bind(addr))
-                .handle(handle.clone())
-                .serve(service);
+            let listener = tokenvend_core::serving::listen(addr)
+                .and_then(axum_server::from_tcp)
+                .map_err(|source| SetupError::Listen { addr, source })?;
+            let serve = bounded(listener).handle(handle.clone()).serve(service);
             tokio::join!(announce, serve).1
         }
     };

@@ -152,6 +152,21 @@ async fn credentials_work_are_cached_and_coalesced() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_default_it_listens_on_every_address_ipv4_and_ipv6() {
+    // Pods of an IPv6-only cluster (EKS offers them) have no IPv4 address: a listener on
+    // 0.0.0.0 is never reached there. The default, PORT alone, serves both families.
+    let (moto, cluster) = (Moto::start(), Cluster::new());
+    let port = free_port();
+    let sts = Sts::start(&moto, &cluster, &[("PORT", port.to_string())]);
+    for host in ["127.0.0.1", "[::1]"] {
+        let r = reqwest::get(format!("http://{host}:{port}/healthz"))
+            .await
+            .unwrap_or_else(|e| panic!("{host}: {e}\n{}", sts.all_logs()));
+        assert_eq!(r.status(), 200, "{host}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_error_status_is_reached() {
     provider();
     let moto = Moto::start();

@@ -723,15 +723,20 @@ impl Sts {
                 .serialize_pem(),
         )
         .expect("signing key");
-        let addr: SocketAddr = match env.iter().find(|(k, _)| *k == "TOKENVEND_LISTEN") {
-            Some((_, a)) => a.parse().expect("TOKENVEND_LISTEN"),
-            None => format!("127.0.0.1:{}", free_port()).parse().expect("addr"),
+        // A `PORT` of its own and no TOKENVEND_LISTEN: the default listener on that port.
+        let port = env.iter().find(|(k, _)| *k == "PORT");
+        let addr: SocketAddr = match (env.iter().find(|(k, _)| *k == "TOKENVEND_LISTEN"), port) {
+            (Some((_, a)), _) => a.parse().expect("TOKENVEND_LISTEN"),
+            (None, Some((_, p))) => format!("127.0.0.1:{p}").parse().expect("PORT"),
+            (None, None) => format!("127.0.0.1:{}", free_port()).parse().expect("addr"),
         };
         let mut cmd = Command::new(workspace_bin("tokenvend-sts"));
         cmd.env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("TOKENVEND_LISTEN", addr.to_string())
-            .env("AWS_ROLE_ARN", ROLE)
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default());
+        if port.is_none() {
+            cmd.env("TOKENVEND_LISTEN", addr.to_string());
+        }
+        cmd.env("AWS_ROLE_ARN", ROLE)
             .env("AWS_REGION", "us-east-1")
             .env("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE")
             .env(

@@ -16,8 +16,9 @@ use tokenvend_core::names::{is_dns_label, is_dns_subdomain};
 #[derive(Debug, Parser)]
 #[command(name = "tokenvend-webhook", version, about)]
 pub struct Cli {
-    /// Address of the HTTPS listener (admission, health and metrics).
-    #[arg(long, env = "TOKENVEND_LISTEN", default_value = "0.0.0.0:8443")]
+    /// Address of the HTTPS listener (admission, health and metrics); `[::]` is every address,
+    /// IPv4 and IPv6.
+    #[arg(long, env = "TOKENVEND_LISTEN", default_value = "[::]:8443")]
     pub listen: SocketAddr,
     /// PEM serving certificate (chain); reloaded when it changes.
     #[arg(
@@ -599,6 +600,20 @@ mod tests {
         assert_eq!(c.token_expiration_seconds, 3600);
         assert!(c.deny_on_invalid);
         assert_eq!(c.region, None);
+    }
+
+    #[test]
+    fn the_listener_defaults_to_every_address_of_both_families() {
+        let cli = <Cli as clap::Parser>::try_parse_from([
+            "tokenvend-webhook",
+            "--tls-cert",
+            "c",
+            "--tls-key",
+            "k",
+        ])
+        .expect("flags");
+        assert_eq!(cli.listen, tokenvend_core::serving::any_address(8443));
+        assert_eq!(cli.listen.to_string(), "[::]:8443");
     }
 
     #[test]

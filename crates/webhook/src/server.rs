@@ -222,7 +222,7 @@ pub async fn run(cfg: ServerConfig) -> Result<(), RunError> {
 
     if let Some(addr) = cfg.probe_listen {
         // Bound here, so a taken port is an error at start rather than in the background.
-        let listener = std::net::TcpListener::bind(addr)
+        let listener = tokenvend_core::serving::listen(addr)
             .and_then(axum_server::from_tcp)
             .map_err(|source| RunError::Listen { addr, source })?;
         let probes = bounded(listener).serve(probe_router(state.clone()).into_make_service());
@@ -261,7 +261,13 @@ pub async fn run(cfg: ServerConfig) -> Result<(), RunError> {
         },
     ));
 
-    let serve = bounded(axum_server::bind_rustls(cfg.listen, rustls))
+    let listener = tokenvend_core::serving::listen(cfg.listen)
+        .and_then(|l| axum_server::from_tcp_rustls(l, rustls))
+        .map_err(|source| RunError::Listen {
+            addr: cfg.listen,
+            source,
+        })?;
+    let serve = bounded(listener)
         .handle(handle.clone())
         .serve(router(state).into_make_service());
     // Ready only once the listener is bound: a probe must not pass for a server that is about

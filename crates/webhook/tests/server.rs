@@ -29,14 +29,19 @@ impl Drop for Webhook {
 }
 
 fn start(dir: &Path, extra: &[&str]) -> Webhook {
+    start_on("127.0.0.1", dir, extra)
+}
+
+/// The webhook listening on `host` (both listeners); `addr` and `probe` are their IPv4 loopback.
+fn start_on(host: &str, dir: &Path, extra: &[&str]) -> Webhook {
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
     let probe: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
     let mut child = Command::new(env!("CARGO_BIN_EXE_tokenvend-webhook"))
         .args([
             "--listen",
-            &addr.to_string(),
+            &format!("{host}:{}", addr.port()),
             "--probe-listen",
-            &probe.to_string(),
+            &format!("{host}:{}", probe.port()),
         ])
         .arg("--tls-cert")
         .arg(dir.join("tls.crt"))
@@ -245,6 +250,32 @@ async fn admit_raw(
     }
     assert!(answer.starts_with(b"HTTP/1.1 200"), "{uid}: not a 200");
     String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_every_address_admissions_and_probes_arrive_over_ipv4_and_ipv6() {
+    // What the manifests give it: `[::]`, one socket for both families (an IPv6-only cluster's
+    // API server and kubelet reach the pod over IPv6 only).
+    provider();
+    let dir = tempfile::tempdir().expect("tmp");
+    let (ca1, _k, issuer) = ca("ca");
+    let pair = leaf(&ca1, &issuer);
+    install(dir.path(), &pair);
+    let wh = start_on("[::]", dir.path(), &[]);
+    wait_ready(wh.probe).await;
+    let v6 = |a: SocketAddr| SocketAddr::new(std::net::Ipv6Addr::LOCALHOST.into(), a.port());
+    for (family, addr, probe) in [
+        ("IPv4", wh.addr, wh.probe),
+        ("IPv6", v6(wh.addr), v6(wh.probe)),
+    ] {
+        let mut conn = tls_connect(addr, &pair.ca_pem).await;
+        let answer = admit_raw(&mut conn, family).await;
+        assert!(answer.contains("\"allowed\":true"), "{family}: {answer}");
+        let r = reqwest::get(format!("http://{probe}/readyz"))
+            .await
+            .unwrap_or_else(|e| panic!("{family} probe: {e}"));
+        assert_eq!(r.status(), 200, "{family} probe");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
