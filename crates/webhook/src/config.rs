@@ -92,9 +92,9 @@ pub struct MutationArgs {
     /// Memory limit of the sidecar.
     #[arg(long, env = "TOKENVEND_SIDECAR_MEMORY_LIMIT")]
     pub sidecar_memory_limit: Option<String>,
-    /// UID and GID the sidecar runs as.
+    /// UID and GID the sidecar runs as, or `platform` to leave them to the platform (OpenShift).
     #[arg(long, env = "TOKENVEND_SIDECAR_RUN_AS_USER")]
-    pub sidecar_run_as_user: Option<i64>,
+    pub sidecar_run_as_user: Option<RunAsUser>,
     /// The startupProbe passes once the file is valid for at least this many seconds.
     #[arg(long, env = "TOKENVEND_SIDECAR_PROBE_MIN_VALID_SECONDS")]
     pub sidecar_probe_min_valid_seconds: Option<i64>,
@@ -120,6 +120,27 @@ pub struct MutationArgs {
     #[arg(long, env = "TOKENVEND_DENY_ON_INVALID", action = clap::ArgAction::Set)]
     pub deny_on_invalid: Option<bool>,
 }
+
+/// `sidecarRunAsUser` as given: a number (YAML integer or text), or a word (only `platform` is valid).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum RunAsUser {
+    /// A UID (also the GID).
+    Uid(i64),
+    /// A word.
+    Word(String),
+}
+
+impl std::str::FromStr for RunAsUser {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(s.parse()
+            .map_or_else(|_| RunAsUser::Word(s.to_owned()), RunAsUser::Uid))
+    }
+}
+
+/// The word for "the platform assigns the sidecar's UID and GID".
+pub const PLATFORM_USER: &str = "platform";
 
 impl MutationArgs {
     /// Overlay: values set in `over` win.
@@ -190,8 +211,8 @@ pub struct Config {
     pub sidecar_name: String,
     /// Sidecar resources.
     pub sidecar_resources: Resources,
-    /// Sidecar UID/GID.
-    pub sidecar_run_as_user: i64,
+    /// Sidecar UID/GID; `None`: left to the platform (OpenShift's SCC assigns one per namespace).
+    pub sidecar_run_as_user: Option<i64>,
     /// Minimum remaining validity for the startupProbe to pass.
     pub sidecar_probe_min_valid_seconds: i64,
     /// tokenvend-sts URL.
@@ -382,13 +403,24 @@ impl Config {
             cpu_limit: cpu_limit.map(|l| l.0),
             memory_limit: memory_limit.0,
         };
-        let sidecar_run_as_user = a.sidecar_run_as_user.unwrap_or(65532);
-        if !(1..=2_147_483_647).contains(&sidecar_run_as_user) {
-            return Err(invalid(
-                "sidecarRunAsUser",
-                format!("{sidecar_run_as_user} must be a non-root UID (1..2147483647)"),
-            ));
-        }
+        let sidecar_run_as_user = match a.sidecar_run_as_user {
+            None => Some(65532),
+            Some(RunAsUser::Uid(uid)) if (1..=2_147_483_647).contains(&uid) => Some(uid),
+            Some(RunAsUser::Word(w)) if w == PLATFORM_USER => None,
+            Some(other) => {
+                let given = match other {
+                    RunAsUser::Uid(uid) => uid.to_string(),
+                    RunAsUser::Word(w) => format!("{w:?}"),
+                };
+                return Err(invalid(
+                    "sidecarRunAsUser",
+                    format!(
+                        "{given} must be a non-root UID (1..2147483647) or \"{PLATFORM_USER}\" \
+                         (no UID in the pod: the platform assigns one, as OpenShift does)"
+                    ),
+                ));
+            }
+        };
         let sidecar_probe_min_valid_seconds = a.sidecar_probe_min_valid_seconds.unwrap_or(300);
         if !(0..=43_200).contains(&sidecar_probe_min_valid_seconds) {
             return Err(invalid(
@@ -603,6 +635,39 @@ mod tests {
     }
 
     #[test]
+    fn the_sidecar_user_is_a_uid_or_left_to_the_platform() {
+        let from_flag = |v: &str| {
+            let cli = <Cli as clap::Parser>::try_parse_from([
+                "tokenvend-webhook",
+                "--tls-cert",
+                "c",
+                "--tls-key",
+                "k",
+                &format!("--sidecar-run-as-user={v}"),
+            ])
+            .expect("flags");
+            Config::from_args(cli.mutation).map(|c| c.sidecar_run_as_user)
+        };
+        let from_yaml = |v: &str| {
+            let a: MutationArgs =
+                serde_yaml_ng::from_str(&format!("sidecarRunAsUser: {v}")).expect("yaml");
+            Config::from_args(a).map(|c| c.sidecar_run_as_user)
+        };
+        for read in [&from_flag as &dyn Fn(&str) -> _, &from_yaml] {
+            assert_eq!(read("1000").expect("uid"), Some(1000));
+            assert_eq!(read("platform").expect("platform"), None);
+            for bad in ["0", "-5", "root", "Platform"] {
+                let e = read(bad).expect_err(bad).to_string();
+                assert!(
+                    e.contains("sidecarRunAsUser") && e.contains("\"platform\""),
+                    "{e}"
+                );
+            }
+        }
+        assert_eq!(Config::default().sidecar_run_as_user, Some(65532));
+    }
+
+    #[test]
     fn the_listener_defaults_to_every_address_of_both_families() {
         let cli = <Cli as clap::Parser>::try_parse_from([
             "tokenvend-webhook",
@@ -706,7 +771,7 @@ mod tests {
             ),
             (
                 MutationArgs {
-                    sidecar_run_as_user: Some(0),
+                    sidecar_run_as_user: Some(RunAsUser::Uid(0)),
                     ..Default::default()
                 },
                 "sidecarRunAsUser",

@@ -774,8 +774,8 @@ fn sidecar_container(cfg: &Config, mode: Mode, name: &str, native: bool, once: b
         }),
         security_context: Some(SecurityContext {
             run_as_non_root: Some(true),
-            run_as_user: Some(cfg.sidecar_run_as_user),
-            run_as_group: Some(cfg.sidecar_run_as_user),
+            run_as_user: cfg.sidecar_run_as_user,
+            run_as_group: cfg.sidecar_run_as_user,
             read_only_root_filesystem: Some(true),
             allow_privilege_escalation: Some(false),
             capabilities: Some(Capabilities {

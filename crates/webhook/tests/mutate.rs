@@ -275,6 +275,49 @@ fn each_mode_injects_exactly_its_env() {
 }
 
 #[test]
+fn with_sidecar_run_as_user_platform_no_uid_is_set_and_the_rest_of_the_hardening_stays() {
+    // OpenShift's restricted SCC refuses a pod whose container sets a UID outside the
+    // namespace's range, and assigns one itself when none is set.
+    use tokenvend_webhook::config::RunAsUser;
+    let default = run(&pod(json!({})), &Config::default()).1;
+    let sec = &default["spec"]["initContainers"][0]["securityContext"];
+    assert_eq!(
+        (&sec["runAsUser"], &sec["runAsGroup"]),
+        (&json!(65532), &json!(65532))
+    );
+    for style in ["native", "classic"] {
+        let c = cfg(|a| {
+            a.sidecar_run_as_user = Some(RunAsUser::Word("platform".into()));
+            a.sidecar_style = Some(style.into());
+        });
+        let (_, out) = run(&pod(json!({})), &c);
+        let sidecars = out["spec"]["initContainers"]
+            .as_array()
+            .into_iter()
+            .chain(out["spec"]["containers"].as_array())
+            .flatten()
+            .filter(|c| {
+                c["name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("tokenvend-sidecar"))
+            });
+        let mut seen = 0;
+        for sc in sidecars {
+            seen += 1;
+            let sec = sc["securityContext"].as_object().expect("securityContext");
+            assert!(
+                !sec.contains_key("runAsUser") && !sec.contains_key("runAsGroup"),
+                "{style}: {sec:?}"
+            );
+            assert_eq!(sec["runAsNonRoot"], json!(true));
+            assert_eq!(sec["readOnlyRootFilesystem"], json!(true));
+            assert_eq!(sec["capabilities"]["drop"], json!(["ALL"]));
+        }
+        assert_eq!(seen, if style == "native" { 1 } else { 2 }, "{style}");
+    }
+}
+
+#[test]
 fn native_sidecar_is_hardened_and_gated_by_a_startup_probe() {
     let (_, out) = run(&pod(json!({})), &Config::default());
     let sc = &out["spec"]["initContainers"][0];
