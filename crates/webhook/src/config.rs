@@ -634,18 +634,16 @@ mod tests {
         assert_eq!(c.region, None);
     }
 
+    /// The command line with the required TLS flags and `extra`.
+    fn cli_with(extra: &[&str]) -> Cli {
+        let required = ["tokenvend-webhook", "--tls-cert", "c", "--tls-key", "k"];
+        <Cli as clap::Parser>::try_parse_from(required.iter().chain(extra)).expect("flags")
+    }
+
     #[test]
     fn the_sidecar_user_is_a_uid_or_left_to_the_platform() {
         let from_flag = |v: &str| {
-            let cli = <Cli as clap::Parser>::try_parse_from([
-                "tokenvend-webhook",
-                "--tls-cert",
-                "c",
-                "--tls-key",
-                "k",
-                &format!("--sidecar-run-as-user={v}"),
-            ])
-            .expect("flags");
+            let cli = cli_with(&[&format!("--sidecar-run-as-user={v}")]);
             Config::from_args(cli.mutation).map(|c| c.sidecar_run_as_user)
         };
         let from_yaml = |v: &str| {
@@ -669,14 +667,7 @@ mod tests {
 
     #[test]
     fn the_listener_defaults_to_every_address_of_both_families() {
-        let cli = <Cli as clap::Parser>::try_parse_from([
-            "tokenvend-webhook",
-            "--tls-cert",
-            "c",
-            "--tls-key",
-            "k",
-        ])
-        .expect("flags");
+        let cli = cli_with(&[]);
         assert_eq!(cli.listen, tokenvend_core::serving::any_address(8443));
         assert_eq!(cli.listen.to_string(), "[::]:8443");
     }
