@@ -47,6 +47,21 @@ build_arm64_sidecar() {
   echo "$ROOT/target/$target/sidecar/tokenvend-sidecar"
 }
 
+# The same for the control plane (tokenvend-webhook, tokenvend-sts, tokenvend-certs); prints the
+# directory that holds them.
+build_arm64_control_plane() {
+  local target=aarch64-unknown-linux-musl
+  rustup target list --installed | grep -qx "$target" || rustup target add "$target" >&2
+  (cd "$ROOT" && cargo zigbuild --locked -q --release --target "$target" \
+    --bin tokenvend-webhook --bin tokenvend-sts --bin tokenvend-certs >&2)
+  echo "$ROOT/target/$target/release"
+}
+
+# free_port: a TCP port free on loopback now.
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
 # The HTTP load tool of the benchmarks and the soak, pinned so their figures stay comparable.
 ensure_oha() {
   command -v oha >/dev/null || cargo install --locked oha@1.16.0

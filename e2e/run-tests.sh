@@ -47,6 +47,9 @@ export TOKENVEND_ARM64_SIDECAR
 readelf -h "$TOKENVEND_ARM64_SIDECAR" | grep -q "Machine:.*AArch64" || die "$TOKENVEND_ARM64_SIDECAR is not an aarch64 binary"
 echo "arm64 sidecar: $(stat -c %s "$TOKENVEND_ARM64_SIDECAR") bytes, $(qemu-aarch64 "$TOKENVEND_ARM64_SIDECAR" --version)"
 
+step "arm64 control plane (cross-built) under qemu: certificates, an admission over TLS, an exchange with the arm64 sidecar"
+bash e2e/smoke-arm64.sh
+
 step "end to end: every binary for real, moto, boto3 / AWS CLI / JS SDK v3 / Rust SDK (pytest)"
 python3 -m pytest -p no:cacheprovider -q e2e/test_stack.py e2e/test_e2e.py
 prune_build target/aarch64-unknown-linux-musl
