@@ -170,7 +170,7 @@ mod tests {
     use super::*;
     use std::io::{Read, Write};
 
-    /// Accepts one connection to `to` on `listener` and checks bytes flow both ways.
+    /// Connects to `to`, accepts the connection on `listener` and checks the bytes sent arrive.
     fn round_trip(listener: &std::net::TcpListener, to: SocketAddr) {
         let mut client = std::net::TcpStream::connect(to).expect("connect");
         client.write_all(b"ping").expect("write");

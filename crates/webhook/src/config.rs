@@ -403,7 +403,12 @@ impl Config {
             cpu_limit: cpu_limit.map(|l| l.0),
             memory_limit: memory_limit.0,
         };
-        let sidecar_run_as_user = match a.sidecar_run_as_user {
+        // A quoted YAML number ("1000") is a UID too.
+        let given = a.sidecar_run_as_user.map(|u| match u {
+            RunAsUser::Word(w) => w.parse().map_or(RunAsUser::Word(w), RunAsUser::Uid),
+            uid => uid,
+        });
+        let sidecar_run_as_user = match given {
             None => Some(65532),
             Some(RunAsUser::Uid(uid)) if (1..=2_147_483_647).contains(&uid) => Some(uid),
             Some(RunAsUser::Word(w)) if w == PLATFORM_USER => None,
@@ -662,6 +667,10 @@ mod tests {
                 );
             }
         }
+        assert_eq!(
+            from_yaml("\"1000\"").expect("quoted YAML number"),
+            Some(1000)
+        );
         assert_eq!(Config::default().sidecar_run_as_user, Some(65532));
     }
 
