@@ -84,6 +84,8 @@ pub struct Injector {
     role_key: String,
     mode_key: String,
     skip_key: String,
+    /// The exchange URL's host when only the cluster's DNS resolves it (a Service name).
+    exchange_cluster_host: Option<String>,
     web_identity: Prepared,
     credentials: Prepared,
     projected: Prepared,
@@ -182,6 +184,7 @@ impl Injector {
             role_key: contract::key(&cfg.prefix, ROLE_KEY),
             mode_key: contract::key(&cfg.prefix, MODE_KEY),
             skip_key: contract::key(&cfg.prefix, SKIP_CONTAINERS_KEY),
+            exchange_cluster_host: cluster_dns_host(&cfg.exchange_url).map(str::to_owned),
             web_identity: Prepared::new(&cfg, Mode::WebIdentity)?,
             credentials: Prepared::new(&cfg, Mode::Credentials)?,
             projected: Prepared::new(&cfg, Mode::Projected)?,
@@ -303,6 +306,35 @@ impl Injector {
             .is_some_and(|e| !e.is_empty())
         {
             warnings.push("ephemeral containers are left unchanged".to_owned());
+        }
+        if mode.has_sidecar()
+            && cfg.sidecar_run_as_user.is_none()
+            && spec.security_context.as_ref().and_then(|s| s.run_as_user) == Some(0)
+        {
+            // The kubelet refuses to start a runAsNonRoot container whose inherited UID is 0:
+            // the pod would be admitted and never start.
+            return refuse(
+                cfg,
+                "the pod runs as root (spec.securityContext.runAsUser: 0) and the sidecar, which \
+                 must not, gets no UID of its own (sidecarRunAsUser: platform): it would inherit \
+                 UID 0 and the kubelet would never start it. Set runAsUser: 0 on the containers \
+                 that need root instead of on the pod"
+                    .to_owned(),
+                warnings,
+                Some(mode),
+            );
+        }
+        if let (true, Some(host), Some(dns)) = (
+            mode.has_sidecar(),
+            &self.exchange_cluster_host,
+            spec.node_dns(),
+        ) {
+            warnings.push(format!(
+                "{}: the pod resolves names with its node's DNS, which does not know the \
+                 exchange {host}, so the sidecar cannot reach it and the pod stays in Init; set \
+                 dnsPolicy: {}",
+                dns.why, dns.fix
+            ));
         }
         if mode == Mode::Credentials && spec.host_network == Some(true) {
             warnings.push(format!(
@@ -682,10 +714,10 @@ impl Target<'_> {
                 None => new_env.push(&*ours.json),
             }
         }
-        for static_key in ["AWS_ACCESS_KEY_ID", "AWS_PROFILE"] {
-            if existing.iter().any(|e| e.name == static_key) {
+        for shadow in shadowing_vars(prepared.mode) {
+            if existing.iter().any(|e| e.name == *shadow) {
                 warnings.push(format!(
-                    "container {:?} sets {static_key}: SDKs use it before the injected role",
+                    "container {:?} sets {shadow}: SDKs use it before the injected role",
                     c.name
                 ));
             }
@@ -703,6 +735,42 @@ impl Target<'_> {
             &new_env,
         );
     }
+}
+
+/// Variables that the AWS SDKs' default credential chains read before what `mode` injects: a
+/// container that sets one gets other credentials than the annotated role. Web identity from the
+/// environment comes before the container-credentials endpoint in every SDK, and within that
+/// provider the ECS-style relative URI before the full one.
+fn shadowing_vars(mode: Mode) -> &'static [&'static str] {
+    match mode {
+        Mode::Credentials => &[
+            "AWS_ACCESS_KEY_ID",
+            "AWS_PROFILE",
+            env::AWS_WEB_IDENTITY_TOKEN_FILE,
+            "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        ],
+        Mode::WebIdentity | Mode::Projected => &["AWS_ACCESS_KEY_ID", "AWS_PROFILE"],
+    }
+}
+
+/// The host of `url` when it is a name only the cluster's DNS resolves: a Service name
+/// (`<service>.<namespace>.svc[.<cluster domain>]`) or a single label (found through the pod's
+/// search domains). Addresses and other names resolve from a node too.
+fn cluster_dns_host(url: &str) -> Option<&str> {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    if authority.starts_with('[') {
+        return None;
+    }
+    let host = authority.split(':').next().unwrap_or_default();
+    if host.is_empty() || host.parse::<std::net::Ipv4Addr>().is_ok() {
+        return None;
+    }
+    let mut labels = host.trim_end_matches('.').split('.');
+    labels.next();
+    let mut rest = labels.peekable();
+    (rest.peek().is_none() || rest.any(|l| l.eq_ignore_ascii_case("svc"))).then_some(host)
 }
 
 /// The sidecar container for `mode`; its `--role-arn` argument is [`ROLE_PLACEHOLDER`].

@@ -107,12 +107,61 @@ pub struct PodSpecView<'a> {
     #[serde(default)]
     #[serde(borrow)]
     pub affinity: Option<AffinityView<'a>>,
+    /// `spec.dnsPolicy` (`ClusterFirst` when unset: the API server defaults it before admission).
+    #[serde(default)]
+    #[serde_as(as = "Option<BorrowCow>")]
+    pub dns_policy: Option<Str<'a>>,
+    /// `spec.securityContext`.
+    #[serde(default)]
+    pub security_context: Option<PodSecurityContextView>,
+}
+
+/// `spec.securityContext`: only the UID its containers inherit.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodSecurityContextView {
+    /// `runAsUser`.
+    #[serde(default)]
+    pub run_as_user: Option<i64>,
+}
+
+/// Why a pod resolves names with its node's DNS rather than the cluster's, and what fixes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeDns {
+    /// The pod's settings that cause it.
+    pub why: &'static str,
+    /// The `dnsPolicy` that gives the pod the cluster's DNS.
+    pub fix: &'static str,
 }
 
 /// The well-known node label with the node's operating system.
 const OS_LABEL: &str = "kubernetes.io/os";
 
 impl PodSpecView<'_> {
+    /// Whether the pod's DNS is its node's, where cluster Service names do not resolve: with
+    /// `dnsPolicy: Default`, or on the host network with `ClusterFirst`, which Kubernetes then
+    /// treats as `Default`. `None` (the pod's own resolvers) is the pod's business.
+    pub fn node_dns(&self) -> Option<NodeDns> {
+        let host_network = self.host_network == Some(true);
+        let fix = if host_network {
+            "ClusterFirstWithHostNet"
+        } else {
+            "ClusterFirst"
+        };
+        match self.dns_policy.as_deref().unwrap_or("ClusterFirst") {
+            "Default" => Some(NodeDns {
+                why: "dnsPolicy Default",
+                fix,
+            }),
+            "ClusterFirst" if host_network => Some(NodeDns {
+                why: "hostNetwork pod with dnsPolicy ClusterFirst (for such pods Kubernetes \
+                      falls back to Default)",
+                fix,
+            }),
+            _ => None,
+        }
+    }
+
     /// Whether the pod asks for a Windows node: by `spec.os.name`, the well-known node label in
     /// `nodeSelector`, or required node affinity that no Linux node satisfies.
     pub fn wants_windows(&self) -> bool {

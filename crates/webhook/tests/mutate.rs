@@ -518,6 +518,212 @@ fn windows_pods_are_refused_a_linux_sidecar_and_pointed_to_projected_mode() {
 }
 
 #[test]
+fn pods_on_their_nodes_dns_are_warned_that_the_sidecar_cannot_resolve_the_exchange() {
+    fn dns_warnings(m: &Mutation) -> Vec<&String> {
+        m.warnings
+            .iter()
+            .filter(|w| w.contains("node's DNS"))
+            .collect()
+    }
+    // (mode, spec, exchange URL, the dnsPolicy the warning asks for; None: no warning)
+    let svc = "https://tokenvend-sts.tokenvend.svc";
+    let cases: Vec<(&str, Value, &str, Option<&str>)> = vec![
+        // The API server defaults dnsPolicy to ClusterFirst before admission; a test pod may
+        // lack it, which means the same.
+        (
+            "web-identity",
+            json!({"hostNetwork": true}),
+            svc,
+            Some("ClusterFirstWithHostNet"),
+        ),
+        (
+            "credentials",
+            json!({"hostNetwork": true, "dnsPolicy": "ClusterFirst"}),
+            svc,
+            Some("ClusterFirstWithHostNet"),
+        ),
+        (
+            "web-identity",
+            json!({"hostNetwork": true, "dnsPolicy": "Default"}),
+            svc,
+            Some("ClusterFirstWithHostNet"),
+        ),
+        (
+            "web-identity",
+            json!({"dnsPolicy": "Default"}),
+            svc,
+            Some("ClusterFirst"),
+        ),
+        (
+            "web-identity",
+            json!({"hostNetwork": true, "dnsPolicy": "ClusterFirstWithHostNet"}),
+            svc,
+            None,
+        ),
+        (
+            "web-identity",
+            json!({"dnsPolicy": "ClusterFirst"}),
+            svc,
+            None,
+        ),
+        (
+            "web-identity",
+            json!({"hostNetwork": true, "dnsPolicy": "None"}),
+            svc,
+            None,
+        ),
+        // No sidecar, nothing to resolve in the cluster.
+        ("projected", json!({"hostNetwork": true}), svc, None),
+        // Names and addresses a node resolves or needs no DNS for.
+        (
+            "web-identity",
+            json!({"hostNetwork": true}),
+            "https://sts.platform.example.com",
+            None,
+        ),
+        (
+            "web-identity",
+            json!({"hostNetwork": true}),
+            "https://10.96.0.20:8000",
+            None,
+        ),
+        (
+            "web-identity",
+            json!({"hostNetwork": true}),
+            "https://[fd00::20]:8000",
+            None,
+        ),
+        // Only the cluster resolves these.
+        (
+            "web-identity",
+            json!({"hostNetwork": true}),
+            "https://tokenvend-sts.tokenvend.svc.cluster.local:443/",
+            Some("ClusterFirstWithHostNet"),
+        ),
+        (
+            "credentials",
+            json!({"dnsPolicy": "Default"}),
+            "http://tokenvend-sts:8000",
+            Some("ClusterFirst"),
+        ),
+    ];
+    for (mode, spec, url, fix) in cases {
+        let p =
+            pod(json!({"metadata": {"annotations": {"tremolo.io/aws-mode": mode}}, "spec": spec}));
+        let (m, out) = run(&p, &cfg(|a| a.exchange_url = Some(url.into())));
+        let found = dns_warnings(&m);
+        let case = format!("{mode} {} {url}", p["spec"]);
+        match fix {
+            None => assert!(found.is_empty(), "{case}: {found:?}"),
+            Some(fix) => {
+                let host = url
+                    .split("://")
+                    .nth(1)
+                    .and_then(|r| r.split([':', '/']).next());
+                assert_eq!(found.len(), 1, "{case}: {:?}", m.warnings);
+                let w = found[0];
+                assert!(
+                    w.contains(&format!("set dnsPolicy: {fix}"))
+                        && w.contains(host.expect("host"))
+                        && w.contains("stays in Init"),
+                    "{case}: {w}"
+                );
+            }
+        }
+        // A warning, not a refusal: the pod is mutated all the same.
+        assert!(
+            out["spec"]["containers"][0]["env"].as_array().is_some(),
+            "{case}"
+        );
+    }
+}
+
+#[test]
+fn a_root_pod_is_refused_when_the_sidecar_would_inherit_its_uid() {
+    use tokenvend_webhook::config::RunAsUser;
+    let platform = |deny: bool| {
+        cfg(move |a| {
+            a.sidecar_run_as_user = Some(RunAsUser::Word("platform".into()));
+            a.deny_on_invalid = Some(deny);
+        })
+    };
+    let root = |mode: &str| {
+        pod(json!({
+            "metadata": {"annotations": {"tremolo.io/aws-mode": mode}},
+            "spec": {"securityContext": {"runAsUser": 0}}
+        }))
+    };
+    for mode in ["web-identity", "credentials"] {
+        let p = root(mode);
+        let d = mutate(&typed(&p), &platform(true)).expect_err("denied");
+        assert!(
+            d.message.contains("runAsUser: 0")
+                && d.message.contains("sidecarRunAsUser: platform")
+                && d.message.contains("instead of on the pod"),
+            "{}",
+            d.message
+        );
+        let (m, out) = run(&p, &platform(false));
+        assert!(m.patch.is_empty() && out == p, "{mode}: admitted unchanged");
+        assert!(m.warnings.iter().any(|w| w.contains("runs as root")));
+        // With a UID of its own, the sidecar does not inherit the pod's.
+        let (_, out) = run(&p, &Config::default());
+        assert_eq!(
+            out["spec"]["initContainers"][0]["securityContext"]["runAsUser"],
+            json!(65532)
+        );
+    }
+    // Projected mode has no sidecar; a non-root pod UID is what OpenShift assigns anyway.
+    run(&root("projected"), &platform(true));
+    run(
+        &pod(json!({"spec": {"securityContext": {"runAsUser": 1000680000}}})),
+        &platform(true),
+    );
+}
+
+#[test]
+fn credentials_mode_warns_about_variables_sdks_read_before_its_endpoint() {
+    let with_env = |mode: &str, names: &[&str]| {
+        let env: Vec<Value> = names
+            .iter()
+            .map(|n| json!({"name": n, "value": "/somewhere"}))
+            .collect();
+        pod(json!({
+            "metadata": {"annotations": {"tremolo.io/aws-mode": mode}},
+            "spec": {"containers": [{"name": "app", "image": "app:1", "env": env}]}
+        }))
+    };
+    let shadow = |m: &Mutation| -> Vec<String> {
+        m.warnings
+            .iter()
+            .filter(|w| w.contains("SDKs use it before the injected role"))
+            .cloned()
+            .collect()
+    };
+    // What another webhook (EKS's IRSA one, say) or the team left in the container.
+    let p = with_env(
+        "credentials",
+        &[
+            "AWS_ROLE_ARN",
+            "AWS_WEB_IDENTITY_TOKEN_FILE",
+            "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        ],
+    );
+    let (m, _) = run(&p, &Config::default());
+    assert_eq!(
+        shadow(&m),
+        [
+            "container \"app\" sets AWS_WEB_IDENTITY_TOKEN_FILE: SDKs use it before the injected role",
+            "container \"app\" sets AWS_CONTAINER_CREDENTIALS_RELATIVE_URI: SDKs use it before the injected role",
+        ]
+    );
+    // In web-identity mode the token file is ours (kept with its own warning) and the
+    // container endpoint comes after it.
+    let p = with_env("web-identity", &["AWS_CONTAINER_CREDENTIALS_RELATIVE_URI"]);
+    assert!(shadow(&run(&p, &Config::default()).0).is_empty());
+}
+
+#[test]
 fn user_settings_are_never_overwritten() {
     let p = pod(json!({"spec": {"containers": [{
         "name": "app", "image": "app:1",
