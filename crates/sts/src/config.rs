@@ -103,7 +103,8 @@ pub struct ServeArgs {
     /// Audience service-account tokens must carry (the webhook's projected token audience).
     #[arg(long, env = "TOKENVEND_EXPECTED_AUDIENCE", default_value = "tokenvend")]
     pub expected_audience: String,
-    /// jwks mode: the cluster's service-account issuer (expected `iss`; discovery source).
+    /// jwks mode: the cluster's service-account issuer (expected `iss`; discovery source);
+    /// none: the issuer and its keys through the Kubernetes API.
     #[arg(long, env = "TOKENVEND_OIDC_ISSUER")]
     pub oidc_issuer: Option<String>,
     /// jwks mode: a JWKS file instead of OIDC discovery.

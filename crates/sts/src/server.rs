@@ -28,6 +28,7 @@ use crate::metrics::{Metrics, Parts};
 use crate::policy::PolicyTemplate;
 use crate::validate::{
     AuthError, CachedValidator, JwksSource, JwksValidator, TokenReviewValidator, Validator,
+    api_server_issuer,
 };
 
 /// Largest request body (an optional `{"role_arn": ...}`).
@@ -143,16 +144,27 @@ pub async fn build(args: &ServeArgs) -> Result<Arc<App>, SetupError> {
             ))
         }
         ValidationMode::Jwks => {
-            let issuer = args
-                .oidc_issuer
-                .clone()
-                .ok_or_else(|| cfg("--validation jwks needs --oidc-issuer (TOKENVEND_OIDC_ISSUER): the cluster's service-account issuer".into()))?;
-            let source = match &args.jwks_file {
-                Some(path) => JwksSource::File(path.clone()),
-                None => JwksSource::Discovery {
-                    issuer: issuer.clone(),
-                    client: http_client(args.oidc_ca_file.as_deref(), timeout)?,
-                },
+            let (source, issuer) = match (&args.oidc_issuer, &args.jwks_file) {
+                (Some(issuer), Some(path)) => (JwksSource::File(path.clone()), issuer.clone()),
+                (Some(issuer), None) => (
+                    JwksSource::Discovery {
+                        issuer: issuer.clone(),
+                        client: http_client(args.oidc_ca_file.as_deref(), timeout)?,
+                    },
+                    issuer.clone(),
+                ),
+                (None, Some(_)) => return Err(cfg("--jwks-file (TOKENVEND_JWKS_FILE) needs --oidc-issuer (TOKENVEND_OIDC_ISSUER): the cluster's service-account issuer, the tokens' iss".into())),
+                // Neither: the API server's own issuer endpoints, which need its credentials.
+                (None, None) => {
+                    let client = kube::Client::try_default()
+                        .await
+                        .map_err(|e| cfg(format!("jwks validation without --oidc-issuer fetches the cluster's keys through the Kubernetes API, which needs API access (in-cluster or KUBECONFIG): {e}")))?;
+                    let issuer = api_server_issuer(&client, timeout)
+                        .await
+                        .map_err(|e| cfg(e.to_string()))?;
+                    tracing::info!(%issuer, "jwks validation: the cluster's keys through the Kubernetes API");
+                    (JwksSource::ApiServer(client), issuer)
+                }
             };
             let v = JwksValidator::new(source, issuer, args.expected_audience.clone(), timeout)
                 .await

@@ -1,5 +1,6 @@
 //! Service-account token validation: TokenReview through the Kubernetes API, or local
-//! verification against the cluster's JWKS (from a file or OIDC discovery). Positive results
+//! verification against the cluster's JWKS (through the Kubernetes API, from a file or by OIDC
+//! discovery). Positive results
 //! are cached briefly, keyed by a hash of the token, never past the token's `exp`.
 
 use std::collections::HashMap;
@@ -76,8 +77,11 @@ fn now() -> i64 {
 }
 
 /// Where the signing keys of the cluster come from (local verification).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum JwksSource {
+    /// The API server's own issuer endpoints, asked as tokenvend-sts's service account: they
+    /// answer only authenticated clients, and work the same on every cluster.
+    ApiServer(kube::Client),
     /// A JWKS JSON file (re-read when a `kid` is unknown).
     File(PathBuf),
     /// OIDC discovery at `<issuer>/.well-known/openid-configuration`.
@@ -87,6 +91,93 @@ pub enum JwksSource {
         /// HTTP client (CA, timeout).
         client: reqwest::Client,
     },
+}
+
+impl std::fmt::Debug for JwksSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JwksSource::ApiServer(_) => f.write_str("ApiServer"),
+            JwksSource::File(p) => f.debug_tuple("File").field(p).finish(),
+            JwksSource::Discovery { issuer, .. } => f
+                .debug_struct("Discovery")
+                .field("issuer", issuer)
+                .finish_non_exhaustive(),
+        }
+    }
+}
+
+/// Where a Kubernetes API server serves its service-account issuer's discovery document.
+pub const API_DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
+/// Where a Kubernetes API server serves its service-account issuer's keys. The discovery
+/// document's `jwks_uri` names the API server's advertised address instead, which pods may not
+/// reach, and which would not get the service account's credentials.
+pub const API_JWKS_PATH: &str = "/openid/v1/jwks";
+
+/// Said with a refusal from the API server: what lets tokenvend-sts read the issuer's documents.
+const API_RBAC_HINT: &str = " (tokenvend-sts's service account needs get on the non-resource \
+    URLs /.well-known/openid-configuration and /openid/v1/jwks: Kubernetes grants it to every \
+    service account through the ClusterRoleBinding system:service-account-issuer-discovery, and \
+    the manifests' ClusterRole tokenvend-sts grants it too)";
+
+/// Said with a refusal of plain OIDC discovery: an API server's needs credentials.
+const DISCOVERY_AUTH_HINT: &str = " (a Kubernetes API server answers discovery only to \
+    authenticated clients: unset TOKENVEND_OIDC_ISSUER and TOKENVEND_JWKS_FILE to fetch the keys \
+    through the Kubernetes API as tokenvend-sts's service account)";
+
+/// GET `path` from the Kubernetes API as JSON within `timeout`, as [`get_json`] does.
+async fn api_get_json<T: serde::de::DeserializeOwned>(
+    client: &kube::Client,
+    path: &str,
+    timeout: Duration,
+) -> Result<T, String> {
+    let get = || async {
+        let req = http::Request::get(path)
+            .body(Vec::new())
+            .map_err(kube::Error::HttpError)?;
+        client.request::<T>(req).await
+    };
+    let call = async {
+        match get().await {
+            Err(e) if is_transport(&e) => {
+                tracing::info!(path, error = %kube_error(&e), "Kubernetes API fetch got no answer; retrying once");
+                get().await
+            }
+            other => other,
+        }
+    };
+    match tokio::time::timeout(timeout, call).await {
+        Err(_) => Err(format!("GET {path} timed out")),
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => {
+            let mut m = format!("GET {path}: {}", kube_error(&e));
+            if matches!(&e, kube::Error::Api(s) if s.code == 401 || s.code == 403) {
+                m.push_str(API_RBAC_HINT);
+            }
+            Err(m)
+        }
+    }
+}
+
+/// The cluster's service-account issuer (the `iss` of its tokens), from the API server's
+/// discovery document.
+pub async fn api_server_issuer(
+    client: &kube::Client,
+    timeout: Duration,
+) -> Result<String, AuthError> {
+    let unavailable = |e: String| {
+        AuthError::Unavailable(format!(
+            "the cluster's issuer through the Kubernetes API: {e}"
+        ))
+    };
+    let doc: serde_json::Value = api_get_json(client, API_DISCOVERY_PATH, timeout)
+        .await
+        .map_err(unavailable)?;
+    match doc["issuer"].as_str() {
+        Some(issuer) if !issuer.is_empty() => Ok(issuer.to_owned()),
+        _ => Err(unavailable(format!(
+            "no issuer in the document at {API_DISCOVERY_PATH}"
+        ))),
+    }
 }
 
 /// GET `url` as JSON within `timeout`. A GET can be repeated, so one that got no HTTP answer
@@ -117,7 +208,13 @@ async fn get_json<T: serde::de::DeserializeOwned>(
                 retried = true;
                 tracing::info!(url, error = %crate::causes(&e), "OIDC fetch got no answer; retrying once");
             }
-            Err(e) => return Err(crate::causes(&e)),
+            Err(e) => {
+                let mut m = crate::causes(&e);
+                if matches!(e.status().map(|s| s.as_u16()), Some(401 | 403)) {
+                    m.push_str(DISCOVERY_AUTH_HINT);
+                }
+                return Err(m);
+            }
         }
     }
 }
@@ -163,6 +260,13 @@ impl JwksValidator {
 
     async fn fetch(&self) -> Result<JwkSet, AuthError> {
         match &self.source {
+            JwksSource::ApiServer(client) => api_get_json(client, API_JWKS_PATH, self.timeout)
+                .await
+                .map_err(|e| {
+                    AuthError::Unavailable(format!(
+                        "the cluster's keys through the Kubernetes API: {e}"
+                    ))
+                }),
             JwksSource::File(path) => {
                 let text = tokio::fs::read_to_string(path).await.map_err(|e| {
                     AuthError::Unavailable(format!("JWKS file {}: {e}", path.display()))

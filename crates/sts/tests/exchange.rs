@@ -980,32 +980,126 @@ fn assert_refused(status: u16, resp: &Value, want: u16, says: &str) {
     );
 }
 
+/// Run tokenvend-sts with only `env`, expect it to refuse to start; its stderr. Bounded: a
+/// configuration that is wrongly accepted ends in a server that never exits.
+fn refused_at_start(env: &[(&str, &str)]) -> String {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tokenvend-sts"))
+        .env_clear()
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().expect("wait").is_none() {
+        if Instant::now() > deadline {
+            child.kill().expect("kill");
+            panic!("started instead of refusing {env:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("output");
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jwks_validation_without_an_issuer_gets_the_keys_through_the_kubernetes_api() {
+    // A Kubernetes API server answers its issuer's discovery document and JWKS only to
+    // authenticated clients (the default RBAC lets every service account read them), and its
+    // jwks_uri names its advertised address, which pods may not reach. Plain OIDC discovery of
+    // a self-managed cluster's issuer (kubeadm, kind, k3s) therefore cannot work.
+    provider();
+    let moto = Moto::start();
+    let cluster = Arc::new(Cluster::new());
+    let standin = ApiServerStandIn::start(cluster.clone()).await;
+    let kdir = tempfile::tempdir().expect("tmp");
+    let kubeconfig = standin.kubeconfig(kdir.path()).display().to_string();
+    let sts = Sts::start_without(
+        &moto,
+        &cluster,
+        &[
+            ("TOKENVEND_VALIDATION", "jwks".into()),
+            ("KUBECONFIG", kubeconfig.clone()),
+        ],
+        &["TOKENVEND_OIDC_ISSUER", "TOKENVEND_JWKS_FILE"],
+    );
+    let c = reqwest::Client::new();
+    let token = cluster.token("shop", "orders", Some("orders-7"), "tokenvend", 3600);
+    vended_to_shop_orders(&c, &sts, &moto, &token).await;
+    // Verified locally with the keys the API gave, for the issuer it named: no review.
+    assert!(standin.reviews.lock().expect("reviews").is_empty());
+    assert_eq!(
+        standin.store.lock().expect("store").oidc_gets,
+        ["/.well-known/openid-configuration", "/openid/v1/jwks"]
+    );
+    assert!(
+        sts.all_logs()
+            .contains(&format!("\"issuer\":\"{CLUSTER_ISSUER}\"")),
+        "{}",
+        sts.all_logs()
+    );
+    // Validation is as strict as ever: a token for another audience is refused.
+    let (status, resp) = post(
+        &c,
+        &sts.url("/credentials"),
+        Some(&cluster.token("shop", "orders", None, "other", 3600)),
+        None,
+    )
+    .await;
+    assert_refused(status, &resp, 401, "audience");
+
+    let base = [
+        ("TOKENVEND_VALIDATION", "jwks"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ROLE_ARN", ROLE),
+        ("POLICY_TEMPLATE_PATH", ""),
+    ];
+    let with = |extra: &[(&'static str, &str)]| {
+        let mut env: Vec<(&str, String)> =
+            base.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+        env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+        env
+    };
+    let refused = |env: Vec<(&str, String)>| {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        refused_at_start(&env)
+    };
+    // Plain discovery of the API server, as before: refused, and told what works.
+    let standin_url = format!("http://127.0.0.1:{}", standin.port);
+    let err = refused(with(&[("TOKENVEND_OIDC_ISSUER", &standin_url)]));
+    assert!(
+        err.contains("401 Unauthorized")
+            && err.contains("unset TOKENVEND_OIDC_ISSUER and TOKENVEND_JWKS_FILE"),
+        "{err}"
+    );
+    // RBAC that withholds the documents is named.
+    standin
+        .store
+        .lock()
+        .expect("store")
+        .forbidden
+        .insert(("get".into(), "/.well-known/openid-configuration".into()));
+    let err = refused(with(&[("KUBECONFIG", &kubeconfig)]));
+    assert!(
+        err.contains("GET /.well-known/openid-configuration: 403 Forbidden")
+            && err.contains("system:service-account-issuer-discovery"),
+        "{err}"
+    );
+    // A JWKS file says nothing of the issuer the tokens must name.
+    let err = refused(with(&[("TOKENVEND_JWKS_FILE", "/dev/null")]));
+    assert!(
+        err.contains("--jwks-file (TOKENVEND_JWKS_FILE) needs --oidc-issuer"),
+        "{err}"
+    );
+}
+
 #[test]
 fn bad_configuration_fails_at_start_naming_the_setting() {
     let dir = tempfile::tempdir().expect("tmp");
     let policy = dir.path().join("p.json");
     std::fs::write(&policy, r#"{"R":"arn:aws:s3:::b/${namespace}/*"}"#).expect("write");
-    // Bounded: a configuration that is wrongly accepted ends in a server that never exits.
-    let run = |env: &[(&str, &str)]| {
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tokenvend-sts"))
-            .env_clear()
-            .envs(env.iter().copied())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("run");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while child.try_wait().expect("wait").is_none() {
-            if Instant::now() > deadline {
-                child.kill().expect("kill");
-                panic!("started instead of refusing {env:?}");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let out = child.wait_with_output().expect("output");
-        assert!(!out.status.success());
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    };
+    let run = refused_at_start;
     let jwks = dir.path().join("jwks.json");
     std::fs::write(&jwks, r#"{"keys":[]}"#).expect("write");
     let base = [

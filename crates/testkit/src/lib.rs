@@ -366,6 +366,8 @@ pub struct Store {
     pub forbidden: std::collections::BTreeSet<(String, String)>,
     /// Every write, for assertions on ordering: (verb, resource, name).
     pub writes: Vec<(String, String, String)>,
+    /// Every authenticated GET of the issuer discovery document and the JWKS, by path.
+    pub oidc_gets: Vec<String>,
     version: u64,
 }
 
@@ -390,6 +392,38 @@ impl Store {
         self.forbidden.contains(&(verb.to_owned(), resource.to_owned())).then(|| {
             status(403, "Forbidden", format!("{resource} is forbidden: User \"system:serviceaccount:tokenvend:tokenvend-certs\" cannot {verb} resource \"{resource}\""))
         })
+    }
+
+    /// The service-account issuer's documents, as the API server serves them to authenticated
+    /// clients that RBAC lets `get` the path (every service account, by Kubernetes' default
+    /// ClusterRoleBinding `system:service-account-issuer-discovery`). Its `jwks_uri` names the
+    /// API server's advertised address, which need not be reachable from pods.
+    fn oidc(&mut self, path: &str, cluster: &Cluster) -> Reply {
+        if self
+            .forbidden
+            .contains(&("get".to_owned(), path.to_owned()))
+        {
+            return status(
+                403,
+                "Forbidden",
+                format!(
+                    "forbidden: User \"system:serviceaccount:tokenvend:tokenvend-sts\" cannot get path \"{path}\""
+                ),
+            );
+        }
+        self.oidc_gets.push(path.to_owned());
+        let body = if path == "/openid/v1/jwks" {
+            serde_json::to_value(&cluster.jwks).expect("jwks")
+        } else {
+            json!({
+                "issuer": CLUSTER_ISSUER,
+                "jwks_uri": "https://192.0.2.10:6443/openid/v1/jwks",
+                "response_types_supported": ["id_token"],
+                "subject_types_supported": ["public"],
+                "id_token_signing_alg_values_supported": ["ES256"],
+            })
+        };
+        (axum::http::StatusCode::OK, axum::Json(body))
     }
 
     fn get_secret(&self, ns: &str, name: &str) -> Reply {
@@ -519,7 +553,8 @@ impl Store {
 
 /// STAND-IN for kube-apiserver (none can run here). It follows the real API contract for what
 /// tokenvend uses: `POST /apis/authentication.k8s.io/v1/tokenreviews` (verifies the token with
-/// the cluster key, intersects audiences, fills user, groups and pod extras), Secrets (get,
+/// the cluster key, intersects audiences, fills user, groups and pod extras), the issuer's
+/// `/.well-known/openid-configuration` and `/openid/v1/jwks` (authenticated clients only), Secrets (get,
 /// create with namespace check, update with resourceVersion conflicts) and
 /// MutatingWebhookConfigurations (get, JSON patch), `Status` errors with the real codes and
 /// reasons, 403 for (verb, resource) pairs listed in `store.forbidden` as RBAC would, and the
@@ -568,6 +603,34 @@ impl ApiServerStandIn {
                         out["status"] = cluster.review(token, &audiences);
                         out["metadata"] = json!({"creationTimestamp": null});
                         (axum::http::StatusCode::CREATED, axum::Json(out))
+                    },
+                ),
+            )
+            .route(
+                "/.well-known/openid-configuration",
+                get(
+                    |State((store, _, cluster)): State<St>, h: HeaderMap| async move {
+                        if !authorized(&h) {
+                            return unauthorized();
+                        }
+                        store
+                            .lock()
+                            .expect("lock")
+                            .oidc("/.well-known/openid-configuration", &cluster)
+                    },
+                ),
+            )
+            .route(
+                "/openid/v1/jwks",
+                get(
+                    |State((store, _, cluster)): State<St>, h: HeaderMap| async move {
+                        if !authorized(&h) {
+                            return unauthorized();
+                        }
+                        store
+                            .lock()
+                            .expect("lock")
+                            .oidc("/openid/v1/jwks", &cluster)
                     },
                 ),
             )
@@ -708,6 +771,16 @@ rules:
 impl Sts {
     /// Start with JWKS validation (or with `env` overriding anything).
     pub fn start(moto: &Moto, cluster: &Cluster, env: &[(&str, String)]) -> Sts {
+        Sts::start_without(moto, cluster, env, &[])
+    }
+
+    /// As [`Sts::start`], with the variables in `unset` removed from its environment.
+    pub fn start_without(
+        moto: &Moto,
+        cluster: &Cluster,
+        env: &[(&str, String)],
+        unset: &[&str],
+    ) -> Sts {
         let dir = tempfile::tempdir().expect("tmp");
         std::fs::write(dir.path().join("policy.json"), POLICY).expect("policy");
         std::fs::write(
@@ -760,6 +833,9 @@ impl Sts {
             .env("LOG_LEVEL", "DEBUG");
         for (k, v) in env {
             cmd.env(k, v);
+        }
+        for k in unset {
+            cmd.env_remove(k);
         }
         let mut child = cmd
             .stdout(Stdio::piped())
