@@ -496,6 +496,19 @@ impl Injector {
                              never completes; native sidecars (Kubernetes 1.29+) stop with the app"
                         ));
                     }
+                    // The kubelet starts regular containers one after another without waiting
+                    // for the sidecar to serve (nor, when its image is still to be pulled, to
+                    // exist); the init container wrote only the file, which SDKs do not read.
+                    if prepared.mode == Mode::Credentials {
+                        warnings.push(format!(
+                            "credentials mode with sidecarStyle classic: the app starts without \
+                             waiting for the sidecar container {name:?} to serve the credentials \
+                             endpoint, so an AWS call in its first seconds can fail with \
+                             connection refused; web-identity mode (whose token the init \
+                             container writes first) and native sidecars (Kubernetes 1.29+) have \
+                             no such gap"
+                        ));
+                    }
                 }
             }
         }

@@ -423,6 +423,27 @@ fn classic_style_adds_an_init_container_and_a_regular_sidecar() {
             again.warnings
         );
     }
+
+    // Credentials mode: nothing holds the app until the sidecar's endpoint answers.
+    for (mode, style, warned) in [
+        ("credentials", "classic", true),
+        ("web-identity", "classic", false),
+        ("credentials", "native", false),
+    ] {
+        let c = cfg(|a| a.sidecar_style = Some(style.into()));
+        let p = pod(json!({"metadata": {"annotations": {"tremolo.io/aws-mode": mode}}}));
+        let (m, out) = run(&p, &c);
+        let w = m.warnings.join("\n");
+        assert_eq!(
+            w.contains("credentials mode with sidecarStyle classic")
+                && w.contains("connection refused")
+                && w.contains("web-identity mode"),
+            warned,
+            "{mode}/{style}: {w}"
+        );
+        let (again, _) = run(&out, &c);
+        assert!(again.warnings.is_empty(), "{:?}", again.warnings);
+    }
 }
 
 #[test]
