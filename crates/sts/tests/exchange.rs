@@ -605,51 +605,67 @@ async fn https_certificate_reloads_are_counted_in_metrics() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tokenreview_through_the_apiserver_stand_in() {
+/// moto, the cluster's key, the kube-apiserver stand-in signing with it, and a kubeconfig for
+/// the stand-in (in a directory that lives as long as `_dir`).
+struct WithApi {
+    moto: Moto,
+    cluster: Arc<Cluster>,
+    standin: ApiServerStandIn,
+    kubeconfig: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+async fn with_api() -> WithApi {
     provider();
     let moto = Moto::start();
     let cluster = Arc::new(Cluster::new());
-    let mut standin = ApiServerStandIn::start(cluster.clone()).await;
-    let kdir = tempfile::tempdir().expect("tmp");
-    let kubeconfig = standin.kubeconfig(kdir.path());
+    let standin = ApiServerStandIn::start(cluster.clone()).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    let kubeconfig = standin.kubeconfig(dir.path());
+    WithApi {
+        moto,
+        cluster,
+        standin,
+        kubeconfig,
+        _dir: dir,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokenreview_through_the_apiserver_stand_in() {
+    let mut api = with_api().await;
     let sts = Sts::start(
-        &moto,
-        &cluster,
+        &api.moto,
+        &api.cluster,
         &[
             ("TOKENVEND_VALIDATION", "tokenreview".into()),
-            ("KUBECONFIG", kubeconfig.display().to_string()),
+            ("KUBECONFIG", api.kubeconfig.display().to_string()),
             ("TOKENVEND_VALIDATION_CACHE_SECONDS", "30".into()),
         ],
     );
     let c = reqwest::Client::new();
-    let token = cluster.token("shop", "orders", Some("orders-7"), "tokenvend", 3600);
-    vended_to_shop_orders(&c, &sts, &moto, &token).await;
+    let token = api
+        .cluster
+        .token("shop", "orders", Some("orders-7"), "tokenvend", 3600);
+    vended_to_shop_orders(&c, &sts, &api.moto, &token).await;
     {
-        let reviews = standin.reviews.lock().expect("reviews");
+        let reviews = api.standin.reviews.lock().expect("reviews");
         assert_eq!(reviews.len(), 1);
         assert_eq!(reviews[0]["spec"]["audiences"], json!(["tokenvend"]));
         assert_eq!(reviews[0]["apiVersion"], json!("authentication.k8s.io/v1"));
     }
     // Cached: the second request does not review again.
     post(&c, &sts.url("/credentials"), Some(&token), None).await;
-    assert_eq!(standin.reviews.lock().expect("reviews").len(), 1);
+    assert_eq!(api.standin.reviews.lock().expect("reviews").len(), 1);
 
-    let (status, resp) = post(
-        &c,
-        &sts.url("/credentials"),
-        Some(&cluster.token("shop", "orders", None, "other", 3600)),
-        None,
-    )
-    .await;
-    assert_refused(status, &resp, 401, "audience");
+    a_token_for_another_audience_is_refused(&c, &sts, &api.cluster).await;
 
-    standin.stop();
+    api.standin.stop();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (status, resp) = post(
         &c,
         &sts.url("/credentials"),
-        Some(&cluster.token("shop", "new", None, "tokenvend", 3600)),
+        Some(&api.cluster.token("shop", "new", None, "tokenvend", 3600)),
         None,
     )
     .await;
@@ -658,36 +674,31 @@ async fn tokenreview_through_the_apiserver_stand_in() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tokenreview_whose_connection_closes_under_it_is_asked_once_more() {
-    provider();
-    let moto = Moto::start();
-    let cluster = Arc::new(Cluster::new());
-    let standin = ApiServerStandIn::start(cluster.clone()).await;
+    let api = with_api().await;
     let drops = Arc::new(AtomicUsize::new(0));
-    let relay = closing_relay(standin.port, drops.clone()).await;
-    let kdir = tempfile::tempdir().expect("tmp");
-    let kubeconfig = standin.kubeconfig(kdir.path());
-    let via_relay = std::fs::read_to_string(&kubeconfig)
+    let relay = closing_relay(api.standin.port, drops.clone()).await;
+    let via_relay = std::fs::read_to_string(&api.kubeconfig)
         .expect("kubeconfig")
         .replace(
-            &format!("127.0.0.1:{}", standin.port),
+            &format!("127.0.0.1:{}", api.standin.port),
             &format!("127.0.0.1:{relay}"),
         );
-    std::fs::write(&kubeconfig, via_relay).expect("kubeconfig");
+    std::fs::write(&api.kubeconfig, via_relay).expect("kubeconfig");
     let sts = Sts::start(
-        &moto,
-        &cluster,
+        &api.moto,
+        &api.cluster,
         &[
             ("TOKENVEND_VALIDATION", "tokenreview".into()),
-            ("KUBECONFIG", kubeconfig.display().to_string()),
+            ("KUBECONFIG", api.kubeconfig.display().to_string()),
         ],
     );
     let c = reqwest::Client::new();
     let ask = |sa: &str| {
-        let token = cluster.token("shop", sa, None, "tokenvend", 3600);
+        let token = api.cluster.token("shop", sa, None, "tokenvend", 3600);
         let (c, url) = (c.clone(), sts.url("/credentials"));
         async move { post(&c, &url, Some(&token), None).await }
     };
-    let reviews = || standin.reviews.lock().expect("reviews").len();
+    let reviews = || api.standin.reviews.lock().expect("reviews").len();
 
     // A first review; the client keeps its connection for the next.
     let (status, resp) = ask("orders").await;
@@ -971,6 +982,17 @@ async fn vended_to_shop_orders(c: &reqwest::Client, sts: &Sts, moto: &Moto, toke
     );
 }
 
+/// A token the cluster signed for another audience: 401 naming the audience.
+async fn a_token_for_another_audience_is_refused(
+    c: &reqwest::Client,
+    sts: &Sts,
+    cluster: &Cluster,
+) {
+    let other = cluster.token("shop", "orders", None, "other", 3600);
+    let (status, resp) = post(c, &sts.url("/credentials"), Some(&other), None).await;
+    assert_refused(status, &resp, 401, "audience");
+}
+
 /// The status and the JSON error of a refused request: `want`, and an error saying `says`.
 fn assert_refused(status: u16, resp: &Value, want: u16, says: &str) {
     assert_eq!(status, want, "{says}: {resp}");
@@ -1009,15 +1031,11 @@ async fn jwks_validation_without_an_issuer_gets_the_keys_through_the_kubernetes_
     // authenticated clients (the default RBAC lets every service account read them), and its
     // jwks_uri names its advertised address, which pods may not reach. Plain OIDC discovery of
     // a self-managed cluster's issuer (kubeadm, kind, k3s) therefore cannot work.
-    provider();
-    let moto = Moto::start();
-    let cluster = Arc::new(Cluster::new());
-    let standin = ApiServerStandIn::start(cluster.clone()).await;
-    let kdir = tempfile::tempdir().expect("tmp");
-    let kubeconfig = standin.kubeconfig(kdir.path()).display().to_string();
+    let api = with_api().await;
+    let kubeconfig = api.kubeconfig.display().to_string();
     let sts = Sts::start_without(
-        &moto,
-        &cluster,
+        &api.moto,
+        &api.cluster,
         &[
             ("TOKENVEND_VALIDATION", "jwks".into()),
             ("KUBECONFIG", kubeconfig.clone()),
@@ -1025,12 +1043,14 @@ async fn jwks_validation_without_an_issuer_gets_the_keys_through_the_kubernetes_
         &["TOKENVEND_OIDC_ISSUER", "TOKENVEND_JWKS_FILE"],
     );
     let c = reqwest::Client::new();
-    let token = cluster.token("shop", "orders", Some("orders-7"), "tokenvend", 3600);
-    vended_to_shop_orders(&c, &sts, &moto, &token).await;
+    let token = api
+        .cluster
+        .token("shop", "orders", Some("orders-7"), "tokenvend", 3600);
+    vended_to_shop_orders(&c, &sts, &api.moto, &token).await;
     // Verified locally with the keys the API gave, for the issuer it named: no review.
-    assert!(standin.reviews.lock().expect("reviews").is_empty());
+    assert!(api.standin.reviews.lock().expect("reviews").is_empty());
     assert_eq!(
-        standin.store.lock().expect("store").oidc_gets,
+        api.standin.store.lock().expect("store").oidc_gets,
         ["/.well-known/openid-configuration", "/openid/v1/jwks"]
     );
     assert!(
@@ -1039,15 +1059,8 @@ async fn jwks_validation_without_an_issuer_gets_the_keys_through_the_kubernetes_
         "{}",
         sts.all_logs()
     );
-    // Validation is as strict as ever: a token for another audience is refused.
-    let (status, resp) = post(
-        &c,
-        &sts.url("/credentials"),
-        Some(&cluster.token("shop", "orders", None, "other", 3600)),
-        None,
-    )
-    .await;
-    assert_refused(status, &resp, 401, "audience");
+    // Validation is as strict as ever.
+    a_token_for_another_audience_is_refused(&c, &sts, &api.cluster).await;
 
     let base = [
         ("TOKENVEND_VALIDATION", "jwks"),
@@ -1066,7 +1079,7 @@ async fn jwks_validation_without_an_issuer_gets_the_keys_through_the_kubernetes_
         refused_at_start(&env)
     };
     // Plain discovery of the API server, as before: refused, and told what works.
-    let standin_url = format!("http://127.0.0.1:{}", standin.port);
+    let standin_url = format!("http://127.0.0.1:{}", api.standin.port);
     let err = refused(with(&[("TOKENVEND_OIDC_ISSUER", &standin_url)]));
     assert!(
         err.contains("401 Unauthorized")
@@ -1074,7 +1087,7 @@ async fn jwks_validation_without_an_issuer_gets_the_keys_through_the_kubernetes_
         "{err}"
     );
     // RBAC that withholds the documents is named.
-    standin
+    api.standin
         .store
         .lock()
         .expect("store")

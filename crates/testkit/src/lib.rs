@@ -584,6 +584,16 @@ impl ApiServerStandIn {
         let reviews = Arc::new(Mutex::new(Vec::new()));
         let store = Arc::new(Mutex::new(Store::default()));
         let state: St = (store.clone(), reviews.clone(), cluster);
+        let oidc = |path: &'static str| {
+            get(
+                move |State((store, _, cluster)): State<St>, h: HeaderMap| async move {
+                    if !authorized(&h) {
+                        return unauthorized();
+                    }
+                    store.lock().expect("lock").oidc(path, &cluster)
+                },
+            )
+        };
         let app = axum::Router::new()
             .route(
                 "/apis/authentication.k8s.io/v1/tokenreviews",
@@ -608,32 +618,9 @@ impl ApiServerStandIn {
             )
             .route(
                 "/.well-known/openid-configuration",
-                get(
-                    |State((store, _, cluster)): State<St>, h: HeaderMap| async move {
-                        if !authorized(&h) {
-                            return unauthorized();
-                        }
-                        store
-                            .lock()
-                            .expect("lock")
-                            .oidc("/.well-known/openid-configuration", &cluster)
-                    },
-                ),
+                oidc("/.well-known/openid-configuration"),
             )
-            .route(
-                "/openid/v1/jwks",
-                get(
-                    |State((store, _, cluster)): State<St>, h: HeaderMap| async move {
-                        if !authorized(&h) {
-                            return unauthorized();
-                        }
-                        store
-                            .lock()
-                            .expect("lock")
-                            .oidc("/openid/v1/jwks", &cluster)
-                    },
-                ),
-            )
+            .route("/openid/v1/jwks", oidc("/openid/v1/jwks"))
             .route(
                 "/api/v1/namespaces/{ns}/secrets",
                 post(
