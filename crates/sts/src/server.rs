@@ -166,6 +166,16 @@ pub async fn build(args: &ServeArgs) -> Result<Arc<App>, SetupError> {
                     (JwksSource::ApiServer(client), issuer)
                 }
             };
+            if args.oidc_ca_file.is_some() && !matches!(source, JwksSource::Discovery { .. }) {
+                tracing::warn!(
+                    "TOKENVEND_OIDC_CA_FILE is not used: it is the CA of --oidc-issuer's discovery, \
+                     and the keys come from {}",
+                    match source {
+                        JwksSource::File(_) => "--jwks-file",
+                        _ => "the Kubernetes API (with its own CA)",
+                    }
+                );
+            }
             let v = JwksValidator::new(source, issuer, args.expected_audience.clone(), timeout)
                 .await
                 .map_err(|e| cfg(e.to_string()))?;

@@ -1039,6 +1039,7 @@ async fn jwks_validation_without_an_issuer_gets_the_keys_through_the_kubernetes_
         &[
             ("TOKENVEND_VALIDATION", "jwks".into()),
             ("KUBECONFIG", kubeconfig.clone()),
+            ("TOKENVEND_OIDC_CA_FILE", "/etc/ssl/forgotten.pem".into()),
         ],
         &["TOKENVEND_OIDC_ISSUER", "TOKENVEND_JWKS_FILE"],
     );
@@ -1056,6 +1057,15 @@ async fn jwks_validation_without_an_issuer_gets_the_keys_through_the_kubernetes_
     assert!(
         sts.all_logs()
             .contains(&format!("\"issuer\":\"{CLUSTER_ISSUER}\"")),
+        "{}",
+        sts.all_logs()
+    );
+    // A setting that no longer applies is not silently ignored.
+    assert!(
+        sts.all_logs().contains(
+            "TOKENVEND_OIDC_CA_FILE is not used: it is the CA of --oidc-issuer's discovery, and \
+             the keys come from the Kubernetes API (with its own CA)"
+        ),
         "{}",
         sts.all_logs()
     );
