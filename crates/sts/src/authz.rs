@@ -85,8 +85,8 @@ fn matches(globs: &[GlobMatcher], s: &str) -> bool {
 }
 
 impl Authorizer {
-    /// `allowed_roles` are globs a request may name in `role_arn` (the default role is always
-    /// allowed); `rules_yaml`, when given, must match every request.
+    /// `allowed_roles` are globs a `/credentials` request may name in `role_arn` (the default
+    /// role is always allowed); `rules_yaml`, when given, must match every request.
     pub fn new(
         default_role: Option<String>,
         allowed_roles: &[String],
@@ -126,11 +126,15 @@ impl Authorizer {
         endpoint: Endpoint,
         requested: Option<&str>,
     ) -> Result<Option<String>, String> {
-        let role = match requested {
-            Some(r) if Some(r) == self.default_role.as_deref() => Some(r.to_owned()),
-            Some(r) if matches(&self.allowed_roles, r) => Some(r.to_owned()),
-            Some(r) => return Err(format!("role {r} is not among the allowed roles")),
-            None => self.default_role.clone(),
+        let role = match (endpoint, requested) {
+            // No role is assumed here for a token: the app's SDK assumes the role its pod names,
+            // and that role's trust policy decides. The allow-list bounds what this service
+            // assumes; only the rules, if any, look at a token's role.
+            (Endpoint::Token, r) => r.map(str::to_owned),
+            (_, Some(r)) if Some(r) == self.default_role.as_deref() => Some(r.to_owned()),
+            (_, Some(r)) if matches(&self.allowed_roles, r) => Some(r.to_owned()),
+            (_, Some(r)) => return Err(format!("role {r} is not among the allowed roles")),
+            (_, None) => self.default_role.clone(),
         };
         let Some(rules) = &self.rules else {
             return Ok(role);
@@ -199,6 +203,60 @@ mod tests {
     }
 
     #[test]
+    fn a_token_is_given_for_any_role_a_pod_names_unless_a_rule_says_otherwise() {
+        // tokenvend-sts assumes nothing for /token: the allow-list is not the bound there, and
+        // an issuer-only service (no default role, no allow-list) serves every pod.
+        let named = "arn:aws:iam::123456789012:role/shop/orders-writer";
+        for a in [
+            Authorizer::new(None, &[], None).expect("ok"),
+            Authorizer::new(
+                Some(DEFAULT.into()),
+                &["arn:aws:iam::123456789012:role/apps/*".into()],
+                None,
+            )
+            .expect("ok"),
+        ] {
+            assert_eq!(
+                a.authorize(&id("shop", "orders"), Endpoint::Token, Some(named)),
+                Ok(Some(named.into()))
+            );
+            assert_eq!(
+                a.authorize(&id("shop", "orders"), Endpoint::Token, None),
+                Ok(None),
+                "the default role is the one /credentials vends, not a token's"
+            );
+            assert!(
+                a.authorize(&id("shop", "orders"), Endpoint::Credentials, Some(named))
+                    .is_err()
+            );
+        }
+        // Rules still bound the roles a token may be asked for.
+        let rules = r#"
+rules:
+- namespaces: ["shop"]
+  endpoints: [token]
+  roles: ["arn:aws:iam::123456789012:role/shop/*"]
+"#;
+        let a = Authorizer::new(None, &[], Some(rules)).expect("ok");
+        assert!(
+            a.authorize(&id("shop", "orders"), Endpoint::Token, Some(named))
+                .is_ok()
+        );
+        assert_eq!(
+            a.authorize(
+                &id("shop", "orders"),
+                Endpoint::Token,
+                Some("arn:aws:iam::123456789012:role/admin")
+            ),
+            Err(
+                "system:serviceaccount:shop:orders may not use /token with role \
+                 arn:aws:iam::123456789012:role/admin"
+                    .into()
+            )
+        );
+    }
+
+    #[test]
     fn rules_match_namespace_service_account_endpoint_and_role() {
         let rules = r#"
 rules:
@@ -252,10 +310,7 @@ rules:
         let err = a
             .authorize(&id("prod", "x"), Endpoint::Token, None)
             .expect_err("denied");
-        assert_eq!(
-            err,
-            format!("system:serviceaccount:prod:x may not use /token with role {DEFAULT}")
-        );
+        assert_eq!(err, "system:serviceaccount:prod:x may not use /token");
     }
 
     #[test]

@@ -368,6 +368,41 @@ async fn every_error_status_is_reached() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_issuer_only_service_gives_tokens_whatever_role_the_pod_names() {
+    // The web-identity overlay's configuration: an issuer, no role to vend, no allowed roles.
+    // Every sidecar names its pod's role (the annotation), which tokenvend-sts does not assume
+    // in this mode: the app's SDK does, and the role's trust policy decides.
+    provider();
+    let moto = Moto::start();
+    let cluster = Cluster::new();
+    let sts = Sts::start_without(
+        &moto,
+        &cluster,
+        &[],
+        &["AWS_ROLE_ARN", "TOKENVEND_ALLOWED_ROLES"],
+    );
+    let c = reqwest::Client::new();
+    let sa = cluster.token("shop", "orders", Some("orders-1"), "tokenvend", 3600);
+    let named = r#"{"role_arn":"arn:aws:iam::123456789012:role/shop/orders-writer"}"#;
+    let (status, answer) = post(&c, &sts.url("/token"), Some(&sa), Some(named)).await;
+    assert_eq!(status, 200, "{answer} {}", sts.all_logs());
+    // A token AWS accepts for that role.
+    let arn = assume_with_web_identity(
+        &moto,
+        "arn:aws:iam::123456789012:role/shop/orders-writer",
+        answer["token"].as_str().expect("token"),
+    )
+    .await;
+    assert_eq!(
+        arn,
+        "arn:aws:sts::123456789012:assumed-role/orders-writer/orders-1"
+    );
+    // Vending credentials is still off.
+    let (status, resp) = post(&c, &sts.url("/credentials"), Some(&sa), Some(named)).await;
+    assert_refused(status, &resp, 404, "not enabled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_endpoint_jwts_verify_across_key_rotation() {
     provider();
     let moto = Moto::start();
@@ -512,6 +547,12 @@ async fn token_endpoint_jwts_verify_across_key_rotation() {
     }
 
     // AWS's side of the exchange, with moto: AssumeRoleWithWebIdentity accepts the token.
+    assume_with_web_identity(&moto, ROLE, &second).await;
+}
+
+/// AWS's side of a web-identity exchange, with moto: AssumeRoleWithWebIdentity of `role` with
+/// `token`, as session `orders-1`; the assumed-role ARN.
+async fn assume_with_web_identity(moto: &Moto, role: &str, token: &str) -> String {
     let conf = aws_sdk_sts::Config::builder()
         .behavior_version(aws_sdk_sts::config::BehaviorVersion::latest())
         .region(aws_sdk_sts::config::Region::new("us-east-1"))
@@ -519,13 +560,14 @@ async fn token_endpoint_jwts_verify_across_key_rotation() {
         .build();
     let out = aws_sdk_sts::Client::from_conf(conf)
         .assume_role_with_web_identity()
-        .role_arn(ROLE)
+        .role_arn(role)
         .role_session_name("orders-1")
-        .web_identity_token(second)
+        .web_identity_token(token)
         .send()
         .await
         .expect("AssumeRoleWithWebIdentity");
     assert!(out.credentials.is_some());
+    out.assumed_role_user.map(|u| u.arn).unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
