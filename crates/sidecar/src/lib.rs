@@ -27,10 +27,16 @@ fn check_file(a: &ProbeArgs) -> Result<i64, String> {
     let existing = outputs::read_value(&a.out_dir, a.mode)?;
     let exp = existing.value.expires_at().ok_or("no expiry in the file")?;
     let left = exp - now();
-    if left < a.min_valid_seconds {
+    // The file's write time stands for the value's issue time (as at start-up reuse).
+    let required = refresh::required_validity(a.min_valid_seconds, existing.written_at, exp);
+    if left < required {
+        let capped = if required < a.min_valid_seconds {
+            " (half its lifetime)"
+        } else {
+            ""
+        };
         return Err(format!(
-            "valid for {left} s, less than the required {} s",
-            a.min_valid_seconds
+            "valid for {left} s, less than the required {required} s{capped}"
         ));
     }
     Ok(left)

@@ -44,6 +44,14 @@ pub fn refresh_delay(now: i64, issued: i64, expires: i64, p: &Policy, rand01: f6
     Duration::from_secs_f64(jittered.max(0.0))
 }
 
+/// The validity the startup probe asks of a value valid from `issued` to `expires`: `min_valid`
+/// seconds, but never more than half its lifetime, which a fresh value has left at its first
+/// refresh. A value cannot hold more than its lifetime: tokenvend-sts may issue tokens for as
+/// little as 60 s, and a threshold above that would keep every pod in Init.
+pub fn required_validity(min_valid: i64, issued: i64, expires: i64) -> i64 {
+    min_valid.min((expires - issued).max(0) / 2)
+}
+
 /// The longest the refresher sleeps before looking at the wall clock again. Timers run on the
 /// monotonic clock, which stands still while the machine is suspended (a laptop's kind cluster, a
 /// paused VM): one long sleep would outlast the value it was meant to refresh by the whole suspension.
@@ -75,6 +83,28 @@ mod tests {
     use super::*;
 
     const HOUR: i64 = 3600;
+
+    #[test]
+    fn the_probe_asks_at_most_half_a_values_lifetime() {
+        // (min_valid, lifetime) -> required
+        for (min_valid, life, want) in [
+            (300, 3600, 300),   // the usual hour: the threshold as given
+            (300, 900, 300),    // AWS's shortest session
+            (300, 120, 60),     // a 2-minute token: half of it
+            (300, 60, 30),      // tokenvend-sts's shortest
+            (7200, 3600, 1800), // more than a value can hold
+            (0, 3600, 0),
+            (300, 0, 0),
+        ] {
+            assert_eq!(
+                required_validity(min_valid, 1_000, 1_000 + life),
+                want,
+                "{min_valid} of {life}"
+            );
+        }
+        // A value issued after its expiry (clock trouble) asks nothing more than not expired.
+        assert_eq!(required_validity(300, 2_000, 1_000), 0);
+    }
 
     #[test]
     fn one_hour_values_refresh_at_half_life() {
