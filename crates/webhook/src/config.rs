@@ -480,8 +480,18 @@ impl Config {
             }
         };
         let credentials_port = a.credentials_port.unwrap_or(9911);
-        if credentials_port == 0 {
-            return Err(invalid("credentialsPort", "port 0 is not a port"));
+        // The sidecar runs as non-root with every capability dropped: below the kernel's
+        // unprivileged port start (1024 unless the runtime lowers it: containerd before 2.0
+        // does not, nor does any host-network pod's node) its bind fails and the pod stays in
+        // Init. A loopback endpoint gains nothing from a low port; SDKs take any.
+        if credentials_port < 1024 {
+            return Err(invalid(
+                "credentialsPort",
+                format!(
+                    "{credentials_port} is not in 1024-65535: the sidecar runs as non-root without \
+                     capabilities and could not listen on it on most nodes"
+                ),
+            ));
         }
         Ok(Config {
             prefix,
@@ -783,12 +793,39 @@ mod tests {
                 },
                 "exchangeCaFile",
             ),
+            (
+                MutationArgs {
+                    credentials_port: Some(80),
+                    ..Default::default()
+                },
+                "credentialsPort",
+            ),
+            (
+                MutationArgs {
+                    credentials_port: Some(0),
+                    ..Default::default()
+                },
+                "credentialsPort",
+            ),
         ];
         for (args, key) in cases {
             let err = Config::from_args(args).expect_err(key).to_string();
             assert!(err.contains(&format!("`{key}`")), "{err}");
             assert!(err.contains("--") && err.contains("TOKENVEND_"), "{err}");
         }
+        let err = Config::from_args(MutationArgs {
+            credentials_port: Some(1023),
+            ..Default::default()
+        })
+        .expect_err("a privileged port")
+        .to_string();
+        assert!(err.contains("1023 is not in 1024-65535"), "{err}");
+        let ok = Config::from_args(MutationArgs {
+            credentials_port: Some(1024),
+            ..Default::default()
+        })
+        .expect("the first unprivileged port");
+        assert_eq!(ok.credentials_port, 1024);
         let err = Config::from_args(MutationArgs {
             sidecar_cpu_request: Some("200m".into()),
             ..Default::default()
