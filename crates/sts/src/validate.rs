@@ -1,7 +1,7 @@
 //! Service-account token validation: TokenReview through the Kubernetes API, or local
 //! verification against the cluster's JWKS (through the Kubernetes API, from a file or by OIDC
-//! discovery). Positive results
-//! are cached briefly, keyed by a hash of the token, never past the token's `exp`.
+//! discovery). Positive results are cached briefly, keyed by a hash of the token, never past the
+//! token's `exp`.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -119,7 +119,7 @@ const API_RBAC_HINT: &str = " (tokenvend-sts's service account needs get on the 
     service account through the ClusterRoleBinding system:service-account-issuer-discovery, and \
     the manifests' ClusterRole tokenvend-sts grants it too)";
 
-/// Said with a refusal of plain OIDC discovery: an API server's needs credentials.
+/// Said with a refusal of plain OIDC discovery: an API server's discovery needs credentials.
 const DISCOVERY_AUTH_HINT: &str = " (a Kubernetes API server answers discovery only to \
     authenticated clients: unset TOKENVEND_OIDC_ISSUER and TOKENVEND_JWKS_FILE to fetch the keys \
     through the Kubernetes API as tokenvend-sts's service account)";

@@ -777,7 +777,10 @@ fn cluster_dns_host(url: &str) -> Option<&str> {
         return None;
     }
     let host = authority.split(':').next().unwrap_or_default();
-    if host.is_empty() || host.parse::<std::net::Ipv4Addr>().is_ok() {
+    if host.is_empty()
+        || host.eq_ignore_ascii_case("localhost")
+        || host.parse::<std::net::Ipv4Addr>().is_ok()
+    {
         return None;
     }
     let mut labels = host.trim_end_matches('.').split('.');
