@@ -614,6 +614,12 @@ fn pods_on_their_nodes_dns_are_warned_that_the_sidecar_cannot_resolve_the_exchan
             "https://[fd00::20]:8000",
             None,
         ),
+        (
+            "web-identity",
+            json!({"hostNetwork": true}),
+            "http://localhost:8000",
+            None,
+        ),
         // Only the cluster resolves these.
         (
             "web-identity",
