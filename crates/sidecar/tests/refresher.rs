@@ -608,6 +608,34 @@ fn an_unmodified_boto3_is_told_why_the_credentials_endpoint_has_nothing() {
     );
 }
 
+/// `tokenvend-sidecar --once` in web-identity mode: the first token written into `out`.
+fn once_web_identity(sa: &Path, out: &Path, url: &str) {
+    let once = sidecar_cmd("web-identity", sa, out, url, &["--once"])
+        .output()
+        .expect("once");
+    assert!(
+        once.status.success(),
+        "{}",
+        String::from_utf8_lossy(&once.stderr)
+    );
+}
+
+/// `tokenvend-sidecar probe` in web-identity mode over `out`, asking `min` seconds of validity.
+fn probe_web_identity(out: &Path, min: &str) -> std::process::Output {
+    Command::new(workspace_bin("tokenvend-sidecar"))
+        .args([
+            "probe",
+            "--mode",
+            "web-identity",
+            "--min-valid-seconds",
+            min,
+        ])
+        .arg("--out-dir")
+        .arg(out)
+        .output()
+        .expect("probe")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn short_lived_values_pass_the_startup_probe_and_stale_ones_do_not() {
     // tokenvend-sts issues tokens for as little as 60 s (TOKENVEND_TOKEN_TTL_SECONDS); the
@@ -620,34 +648,8 @@ async fn short_lived_values_pass_the_startup_probe_and_stale_ones_do_not() {
     .await;
     let sa = ProjectedToken::new("sa-token");
     let out = tempfile::tempdir().expect("out");
-    let probe = || {
-        Command::new(workspace_bin("tokenvend-sidecar"))
-            .args([
-                "probe",
-                "--mode",
-                "web-identity",
-                "--min-valid-seconds",
-                "300",
-            ])
-            .arg("--out-dir")
-            .arg(out.path())
-            .output()
-            .expect("probe")
-    };
-    let once = sidecar_cmd(
-        "web-identity",
-        &sa.path(),
-        out.path(),
-        &format!("http://{addr}"),
-        &["--once"],
-    )
-    .output()
-    .expect("once");
-    assert!(
-        once.status.success(),
-        "{}",
-        String::from_utf8_lossy(&once.stderr)
-    );
+    let probe = || probe_web_identity(out.path(), "300");
+    once_web_identity(&sa.path(), out.path(), &format!("http://{addr}"));
     let p = probe();
     assert!(p.status.success(), "{}", String::from_utf8_lossy(&p.stderr));
 
@@ -678,20 +680,7 @@ async fn once_probe_and_start_up_reuse() {
     let sa = ProjectedToken::new("sa-token");
     let out = tempfile::tempdir().expect("out");
     let url = format!("http://{addr}");
-    let probe = |min: &str| {
-        Command::new(workspace_bin("tokenvend-sidecar"))
-            .args([
-                "probe",
-                "--mode",
-                "web-identity",
-                "--min-valid-seconds",
-                min,
-            ])
-            .arg("--out-dir")
-            .arg(out.path())
-            .output()
-            .expect("probe")
-    };
+    let probe = |min: &str| probe_web_identity(out.path(), min);
     let p = probe("300");
     assert!(!p.status.success(), "no file yet");
     assert!(
@@ -699,14 +688,7 @@ async fn once_probe_and_start_up_reuse() {
         "{}",
         String::from_utf8_lossy(&p.stderr)
     );
-    let once = sidecar_cmd("web-identity", &sa.path(), out.path(), &url, &["--once"])
-        .output()
-        .expect("once");
-    assert!(
-        once.status.success(),
-        "{}",
-        String::from_utf8_lossy(&once.stderr)
-    );
+    once_web_identity(&sa.path(), out.path(), &url);
     assert!(probe("300").status.success());
     // More than an hour's token can hold: asked for half its lifetime instead.
     assert!(probe("7200").status.success());
