@@ -2,7 +2,8 @@
 # Renders every overlay with `kubectl kustomize`, validates every object with
 # `kubernetes-validate --strict` for Kubernetes 1.30 and 1.34, and checks with check-render.py that
 # every namespace reference holds, that every served port is open to any source, and that the real
-# tokenvend-webhook accepts its configuration (--check-config); then the same installed into another
+# tokenvend-webhook accepts its configuration (--check-config); runs the real tokenvend-sts with each
+# overlay's env and asks what its sidecars ask (check-sts-env.py); then the same installed into another
 # namespace, and for what e2e/kind/run.sh would apply. Run by e2e/run-tests.sh (which provides
 # kubectl and kubernetes-validate in .venv and the debug build).
 set -euo pipefail
@@ -48,7 +49,11 @@ for overlay in manifests/overlays/*/; do
     grep -q "^kind: $kind$" "$rendered" || { echo "FAIL $name: no $kind"; ok=0; }
   done
   check_render "$name" "$rendered" tokenvend || ok=0
-  tally "$ok" "$name: $(grep -c '^kind:' "$rendered") objects valid for 1.30 and 1.34; namespace references, open ports and webhook config hold"
+  # The real tokenvend-sts with this overlay's env, asked what this overlay's sidecars ask.
+  if ! problem=$(python3 manifests/check-sts-env.py target/debug "$rendered" "$name"); then
+    echo "FAIL $name: tokenvend-sts with the overlay's env: $problem"; ok=0
+  fi
+  tally "$ok" "$name: $(grep -c '^kind:' "$rendered") objects valid for 1.30 and 1.34; namespace references, open ports and webhook config hold; tokenvend-sts with its env serves its sidecars"
 done
 # Installed into another namespace, both ways the README gives: `namespace:` changed in the base
 # (its replacements carry the name into every field that names it), and a kustomization of one's
