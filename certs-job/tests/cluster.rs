@@ -414,6 +414,96 @@ async fn a_webhook_the_certificate_would_not_serve_is_refused_before_any_write()
     assert_eq!((r.webhooks_patched, r.secrets_written), (2, true));
 }
 
+/// The manifests' objects of `kind`, as JSON.
+fn manifest_objects(file: &str, kind: &str) -> Vec<Value> {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../manifests/base")
+        .join(file);
+    let text = std::fs::read_to_string(&path).expect("manifest");
+    text.split("\n---\n")
+        .map(|doc| serde_yaml_ng::from_str::<Value>(doc).expect("yaml"))
+        .filter(|d| d["kind"] == kind)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_job_and_cronjob_of_the_manifests_run_as_shipped() {
+    // The binary with the exact command, arguments and env of the manifests' Job and CronJob,
+    // against the manifests' own MutatingWebhookConfiguration: the other tests call the library
+    // with settings of their own, which would not show a flag the binary no longer takes.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let s = ApiServerStandIn::start(Arc::new(Cluster::new())).await;
+    let mut mwc = manifest_objects(
+        "mutatingwebhookconfiguration.yaml",
+        "MutatingWebhookConfiguration",
+    )
+    .pop()
+    .expect("the MutatingWebhookConfiguration");
+    mwc["metadata"]["resourceVersion"] = json!("1");
+    {
+        let mut st = s.store.lock().expect("store");
+        st.namespaces.insert("tokenvend".into());
+        st.mwcs.insert("tokenvend".into(), mwc);
+    }
+    let dir = tempfile::tempdir().expect("tmp");
+    let kubeconfig = s.kubeconfig(dir.path());
+    let job =
+        &manifest_objects("certs.yaml", "Job")[0]["spec"]["template"]["spec"]["containers"][0];
+    let cron = &manifest_objects("certs.yaml", "CronJob")[0]["spec"]["jobTemplate"]["spec"]["template"]
+        ["spec"]["containers"][0];
+    assert_eq!(
+        (&job["args"], &job["env"]),
+        (&cron["args"], &cron["env"]),
+        "the daily run is the first run again"
+    );
+    let run = |container: &Value| {
+        let args: Vec<String> = serde_json::from_value(container["args"].clone()).expect("args");
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tokenvend-certs"));
+        cmd.env_clear().args(&args).env("KUBECONFIG", &kubeconfig);
+        for e in container["env"].as_array().into_iter().flatten() {
+            // The kubelet's part: the pod's own namespace from the downward API.
+            let value = match e["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
+                Some("metadata.namespace") => "tokenvend".to_owned(),
+                Some(other) => panic!("fieldRef {other} not played here"),
+                None => e["value"].as_str().expect("value").to_owned(),
+            };
+            cmd.env(e["name"].as_str().expect("name"), value);
+        }
+        let out = cmd.output().expect("run");
+        assert!(
+            out.status.success(),
+            "{:?}: {}",
+            args,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    tokio::task::block_in_place(|| run(job));
+    let tls = secret(&s, "tokenvend-webhook-tls");
+    let sans = &parse_bundle(&data(&tls, "tls.crt")).expect("certificate")[0].dns_names;
+    for host in [
+        "tokenvend-webhook.tokenvend.svc",
+        "tokenvend-sts.tokenvend.svc",
+    ] {
+        assert!(sans.iter().any(|n| n == host), "{host} in {sans:?}");
+    }
+    assert!(s.store.lock().expect("store").secrets.contains_key(&(
+        "tokenvend".to_owned(),
+        "tokenvend-webhook-tls-ca".to_owned()
+    )));
+    assert_eq!(
+        bundles(&s),
+        [data(&tls, "ca.crt")],
+        "the webhook trusts the CA that signed it"
+    );
+    let written = writes(&s).len();
+    tokio::task::block_in_place(|| run(cron));
+    assert_eq!(
+        writes(&s).len(),
+        written,
+        "the daily run keeps what is valid"
+    );
+}
+
 #[test]
 fn out_dir_mode_writes_usable_files_and_keeps_them() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
