@@ -117,14 +117,7 @@ pub fn dialed_host(config: &WebhookClientConfig) -> Option<String> {
         return Some(format!("{}.{}.svc", svc.name, svc.namespace));
     }
     let url = config.url.as_deref()?;
-    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
-    let host = match authority.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or_default(),
-        None => authority.split(':').next().unwrap_or_default(),
-    };
-    Some(host.to_ascii_lowercase())
+    Some(tokenvend_core::names::url_host(url).to_ascii_lowercase())
 }
 
 /// Refuses a configuration with a webhook the certificate would not serve: its caBundle would be

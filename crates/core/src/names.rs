@@ -22,9 +22,38 @@ pub fn is_service_name(s: &str) -> bool {
     is_dns_label(s) && s.starts_with(|c: char| c.is_ascii_lowercase())
 }
 
+/// The host of a URL as given (`https://user@[fd00::1]:8443/p?q` → `fd00::1`): scheme, userinfo,
+/// port, path, query and fragment removed, IPv6 brackets dropped; no case folding.
+pub fn url_host(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
+    match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn url_hosts() {
+        for (url, host) in [
+            (
+                "https://tokenvend-sts.tokenvend.svc",
+                "tokenvend-sts.tokenvend.svc",
+            ),
+            ("https://Hooks.Example.com:8443/m?x=1", "Hooks.Example.com"),
+            ("https://user@[fd00::1]:8443/mutate", "fd00::1"),
+            ("http://10.0.0.7#frag", "10.0.0.7"),
+            ("tokenvend-sts:8000", "tokenvend-sts"),
+            ("https://", ""),
+        ] {
+            assert_eq!(url_host(url), host, "{url}");
+        }
+    }
 
     #[test]
     fn labels_subdomains_and_service_names() {

@@ -770,16 +770,10 @@ fn shadowing_vars(mode: Mode) -> &'static [&'static str] {
 /// (`<service>.<namespace>.svc[.<cluster domain>]`) or a single label (found through the pod's
 /// search domains). Addresses and other names resolve from a node too.
 fn cluster_dns_host(url: &str) -> Option<&str> {
-    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
-    if authority.starts_with('[') {
-        return None;
-    }
-    let host = authority.split(':').next().unwrap_or_default();
+    let host = tokenvend_core::names::url_host(url);
     if host.is_empty()
         || host.eq_ignore_ascii_case("localhost")
-        || host.parse::<std::net::Ipv4Addr>().is_ok()
+        || host.parse::<std::net::IpAddr>().is_ok()
     {
         return None;
     }
