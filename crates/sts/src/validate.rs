@@ -136,16 +136,7 @@ async fn api_get_json<T: serde::de::DeserializeOwned>(
             .map_err(kube::Error::HttpError)?;
         client.request::<T>(req).await
     };
-    let call = async {
-        match get().await {
-            Err(e) if is_transport(&e) => {
-                tracing::info!(path, error = %kube_error(&e), "Kubernetes API fetch got no answer; retrying once");
-                get().await
-            }
-            other => other,
-        }
-    };
-    match tokio::time::timeout(timeout, call).await {
+    match tokio::time::timeout(timeout, once_more_unanswered(path, get)).await {
         Err(_) => Err(format!("GET {path} timed out")),
         Ok(Ok(v)) => Ok(v),
         Ok(Err(e)) => {
@@ -419,19 +410,8 @@ impl TokenReviewValidator {
             ..Default::default()
         };
         let params = PostParams::default();
-        let call = async {
-            match api.create(&params, &review).await {
-                // The API server closes a kept-alive connection after 90 s idle, as long as the
-                // client pool keeps it: a review written as that close arrives fails without an
-                // answer, and the client does not resend a POST. A review changes nothing, so
-                // ask once more, over a new connection.
-                Err(e) if is_transport(&e) => {
-                    tracing::info!(error = %kube_error(&e), "TokenReview connection failed; retrying once");
-                    api.create(&params, &review).await
-                }
-                other => other,
-            }
-        };
+        // A review changes nothing, so one that got no answer may be sent again.
+        let call = once_more_unanswered("TokenReview", || api.create(&params, &review));
         let result = tokio::time::timeout(self.timeout, call)
             .await
             .map_err(|_| AuthError::Unavailable("TokenReview timed out".into()))?
@@ -467,9 +447,22 @@ impl TokenReviewValidator {
     }
 }
 
-/// The request got no HTTP answer (connection refused, reset or closed): worth one more try.
-fn is_transport(e: &kube::Error) -> bool {
-    matches!(e, kube::Error::HyperError(_) | kube::Error::Service(_))
+/// Run a Kubernetes API request that changes nothing, and run it once more if it got no HTTP
+/// answer (connection refused, reset or closed). The API server closes a kept-alive connection
+/// after 90 s idle while the client's pool still holds it; a request written as that close
+/// arrives fails unanswered, and the client does not resend it by itself.
+async fn once_more_unanswered<T, F, Fut>(what: &str, request: F) -> Result<T, kube::Error>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    match request().await {
+        Err(e) if matches!(e, kube::Error::HyperError(_) | kube::Error::Service(_)) => {
+            tracing::info!(request = what, error = %kube_error(&e), "Kubernetes API request got no answer; retrying once");
+            request().await
+        }
+        other => other,
+    }
 }
 
 fn kube_error(e: &kube::Error) -> String {

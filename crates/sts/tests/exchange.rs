@@ -657,6 +657,23 @@ struct WithApi {
     _dir: tempfile::TempDir,
 }
 
+impl WithApi {
+    /// Point the kubeconfig at a [`closing_relay`] in front of the stand-in; returns the
+    /// relay's count of connections still to close.
+    async fn through_closing_relay(&self) -> Arc<AtomicUsize> {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let relay = closing_relay(self.standin.port, drops.clone()).await;
+        let via_relay = std::fs::read_to_string(&self.kubeconfig)
+            .expect("kubeconfig")
+            .replace(
+                &format!("127.0.0.1:{}", self.standin.port),
+                &format!("127.0.0.1:{relay}"),
+            );
+        std::fs::write(&self.kubeconfig, via_relay).expect("kubeconfig");
+        drops
+    }
+}
+
 async fn with_api() -> WithApi {
     provider();
     let moto = Moto::start();
@@ -717,15 +734,7 @@ async fn tokenreview_through_the_apiserver_stand_in() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tokenreview_whose_connection_closes_under_it_is_asked_once_more() {
     let api = with_api().await;
-    let drops = Arc::new(AtomicUsize::new(0));
-    let relay = closing_relay(api.standin.port, drops.clone()).await;
-    let via_relay = std::fs::read_to_string(&api.kubeconfig)
-        .expect("kubeconfig")
-        .replace(
-            &format!("127.0.0.1:{}", api.standin.port),
-            &format!("127.0.0.1:{relay}"),
-        );
-    std::fs::write(&api.kubeconfig, via_relay).expect("kubeconfig");
+    let drops = api.through_closing_relay().await;
     let sts = Sts::start(
         &api.moto,
         &api.cluster,
@@ -758,8 +767,41 @@ async fn a_tokenreview_whose_connection_closes_under_it_is_asked_once_more() {
     assert_eq!(drops.load(Ordering::SeqCst), 0, "not asked twice");
     assert_eq!(reviews(), 2);
     assert!(
+        sts.all_logs().contains(
+            "\"message\":\"Kubernetes API request got no answer; retrying once\",\"request\":\"TokenReview\""
+        ),
+        "{}",
         sts.all_logs()
-            .contains("TokenReview connection failed; retrying once"),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kubernetes_api_get_whose_connection_closes_unanswered_is_sent_once_more() {
+    // The issuer and keys fetched through the API at start and after a rotation are GETs: one
+    // whose connection closes before an answer is sent again, as a TokenReview is.
+    let api = with_api().await;
+    let drops = api.through_closing_relay().await;
+    drops.store(1, Ordering::SeqCst);
+    let sts = Sts::start_without(
+        &api.moto,
+        &api.cluster,
+        &[
+            ("TOKENVEND_VALIDATION", "jwks".into()),
+            ("KUBECONFIG", api.kubeconfig.display().to_string()),
+        ],
+        &["TOKENVEND_OIDC_ISSUER", "TOKENVEND_JWKS_FILE"],
+    );
+    assert_eq!(drops.load(Ordering::SeqCst), 0, "no connection was closed");
+    let token = api.cluster.token("shop", "orders", None, "tokenvend", 3600);
+    vended_to_shop_orders(&reqwest::Client::new(), &sts, &api.moto, &token).await;
+    assert_eq!(
+        api.standin.store.lock().expect("store").oidc_gets,
+        ["/.well-known/openid-configuration", "/openid/v1/jwks"]
+    );
+    assert!(
+        sts.all_logs().contains(
+            "\"message\":\"Kubernetes API request got no answer; retrying once\",\"request\":\"/.well-known/openid-configuration\""
+        ),
         "{}",
         sts.all_logs()
     );
