@@ -95,6 +95,9 @@ pub struct MutationArgs {
     /// UID and GID the sidecar runs as, or `platform` to leave them to the platform (OpenShift).
     #[arg(long, env = "TOKENVEND_SIDECAR_RUN_AS_USER")]
     pub sidecar_run_as_user: Option<RunAsUser>,
+    /// Comma-separated names of native sidecars (mesh proxies) the sidecar is placed after.
+    #[arg(long, env = "TOKENVEND_SIDECAR_STARTS_AFTER")]
+    pub sidecar_starts_after: Option<String>,
     /// The startupProbe passes once the file is valid for at least this many seconds.
     #[arg(long, env = "TOKENVEND_SIDECAR_PROBE_MIN_VALID_SECONDS")]
     pub sidecar_probe_min_valid_seconds: Option<i64>,
@@ -160,6 +163,7 @@ impl MutationArgs {
             sidecar_cpu_limit,
             sidecar_memory_limit,
             sidecar_run_as_user,
+            sidecar_starts_after,
             sidecar_probe_min_valid_seconds,
             exchange_url,
             exchange_ca_file,
@@ -213,6 +217,9 @@ pub struct Config {
     pub sidecar_resources: Resources,
     /// Sidecar UID/GID; `None`: left to the platform (OpenShift's SCC assigns one per namespace).
     pub sidecar_run_as_user: Option<i64>,
+    /// Native sidecars, by name, that the sidecar is placed after when a pod has them: mesh
+    /// proxies whose capture of outbound traffic exists before any container starts.
+    pub sidecar_starts_after: Vec<String>,
     /// Minimum remaining validity for the startupProbe to pass.
     pub sidecar_probe_min_valid_seconds: i64,
     /// tokenvend-sts URL.
@@ -236,6 +243,11 @@ pub const DEFAULT_SIDECAR_IMAGE: &str = concat!(
     "ghcr.io/tokenvend/tokenvend-sidecar:",
     env!("CARGO_PKG_VERSION")
 );
+
+/// Default `sidecarStartsAfter`: Istio's and Linkerd's proxies, when they run as native sidecars.
+/// With their CNI plugins, a pod's outbound traffic goes to the proxy from before its first
+/// container starts, so a sidecar that starts before the proxy cannot reach tokenvend-sts.
+pub const DEFAULT_SIDECAR_STARTS_AFTER: &str = "istio-proxy,linkerd-proxy";
 
 /// A configuration value that cannot be used; names the key in every spelling.
 #[derive(Debug, thiserror::Error)]
@@ -426,6 +438,24 @@ impl Config {
                 ));
             }
         };
+        let sidecar_starts_after: Vec<String> = a
+            .sidecar_starts_after
+            .as_deref()
+            .unwrap_or(DEFAULT_SIDECAR_STARTS_AFTER)
+            .split(',')
+            .map(str::trim)
+            .filter(|n| !n.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if let Some(bad) = sidecar_starts_after.iter().find(|n| !is_dns_label(n)) {
+            return Err(invalid(
+                "sidecarStartsAfter",
+                format!(
+                    "{bad:?} is not a container name (a DNS label); expected comma-separated \
+                     names such as {DEFAULT_SIDECAR_STARTS_AFTER:?}, or \"\" for none"
+                ),
+            ));
+        }
         let sidecar_probe_min_valid_seconds = a.sidecar_probe_min_valid_seconds.unwrap_or(300);
         if !(0..=43_200).contains(&sidecar_probe_min_valid_seconds) {
             return Err(invalid(
@@ -502,6 +532,7 @@ impl Config {
             sidecar_name,
             sidecar_resources,
             sidecar_run_as_user,
+            sidecar_starts_after,
             sidecar_probe_min_valid_seconds,
             exchange_url,
             exchange_ca_pem,
@@ -682,6 +713,37 @@ mod tests {
             Some(1000)
         );
         assert_eq!(Config::default().sidecar_run_as_user, Some(65532));
+    }
+
+    #[test]
+    fn the_sidecar_starts_after_names_native_sidecars_or_none() {
+        let from_flag = |v: &str| {
+            let cli = cli_with(&[&format!("--sidecar-starts-after={v}")]);
+            Config::from_args(cli.mutation).map(|c| c.sidecar_starts_after)
+        };
+        let from_yaml = |v: &str| {
+            let a: MutationArgs =
+                serde_yaml_ng::from_str(&format!("sidecarStartsAfter: {v:?}")).expect("yaml");
+            Config::from_args(a).map(|c| c.sidecar_starts_after)
+        };
+        for read in [&from_flag as &dyn Fn(&str) -> _, &from_yaml] {
+            assert_eq!(
+                read("kuma-sidecar, istio-proxy").expect("two names"),
+                ["kuma-sidecar", "istio-proxy"]
+            );
+            assert!(read("").expect("none").is_empty());
+            for bad in ["Istio-Proxy", "istio proxy", "istio_proxy"] {
+                let e = read(bad).expect_err(bad).to_string();
+                assert!(
+                    e.contains("sidecarStartsAfter") && e.contains("not a container name"),
+                    "{e}"
+                );
+            }
+        }
+        assert_eq!(
+            Config::default().sidecar_starts_after,
+            ["istio-proxy", "linkerd-proxy"]
+        );
     }
 
     #[test]

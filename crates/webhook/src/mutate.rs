@@ -434,15 +434,16 @@ impl Injector {
         warnings: &mut Vec<String>,
         problems: &mut Vec<String>,
     ) -> SidecarPlan<'p> {
+        let inits = spec.init_containers.as_deref().unwrap_or_default();
         let mut plan = SidecarPlan {
             native: None,
             init: None,
             regular: None,
+            position: sidecar_position(inits, &self.cfg.sidecar_starts_after),
         };
         if !prepared.mode.has_sidecar() {
             return plan;
         }
-        let inits = spec.init_containers.as_deref().unwrap_or_default();
         let name = &self.cfg.sidecar_name;
         let init_name = format!("{name}-init");
         // Ours if the name matches and it has our image or runs our binary; anything else with
@@ -879,6 +880,21 @@ struct SidecarPlan<'p> {
     native: Option<&'p SidecarTemplate>,
     init: Option<&'p SidecarTemplate>,
     regular: Option<&'p SidecarTemplate>,
+    /// Index in `initContainers` for the native sidecar or the classic init container.
+    position: usize,
+}
+
+/// Where the sidecar (or the classic init container) goes in `initContainers`: first, so every
+/// later init container can use AWS, except that it follows the last native sidecar named in
+/// `after`. A mesh whose CNI plugin captures the pod's outbound traffic before any container
+/// starts (Istio's, Linkerd's) sends the sidecar's exchanges to its proxy; ahead of the proxy,
+/// the exchanges could not connect, its startupProbe would never pass, and the proxy would never
+/// start: the pod would stay in Init.
+pub fn sidecar_position(inits: &[ContainerView], after: &[String]) -> usize {
+    inits
+        .iter()
+        .rposition(|c| c.is_native_sidecar() && after.iter().any(|n| **n == *c.name))
+        .map_or(0, |i| i + 1)
 }
 
 impl SidecarPlan<'_> {
@@ -889,11 +905,12 @@ impl SidecarPlan<'_> {
         patch: &mut PatchBuilder,
     ) -> Result<(), serde_json::Error> {
         let inits_path = [Seg::Key("spec"), Seg::Key("initContainers")];
-        // The native sidecar (or classic init) goes first so other init containers can use AWS.
+        // Last, so the operations before it address the init containers as they were.
         if let Some(t) = self.native.or(self.init) {
-            patch.prepend(
+            patch.insert(
                 &inits_path,
                 spec.init_containers.is_some(),
+                self.position,
                 &t.with_role(role)?,
             );
         }

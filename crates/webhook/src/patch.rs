@@ -159,10 +159,14 @@ impl PatchBuilder {
         }
     }
 
-    /// Insert one item at the front of the array at `array`, creating the array if needed.
-    pub fn prepend(&mut self, array: &[Seg<'_>], exists: bool, item: &impl WriteJson) {
+    /// Insert one item at `index` of the array at `array` (at most its length), creating the
+    /// array if needed (then `index` can only be 0).
+    pub fn insert(&mut self, array: &[Seg<'_>], exists: bool, index: usize, item: &impl WriteJson) {
         if exists {
-            self.add(&pointer(array.iter().copied().chain([Seg::Index(0)])), item);
+            self.add(
+                &pointer(array.iter().copied().chain([Seg::Index(index)])),
+                item,
+            );
         } else {
             self.add(&pointer(array.iter().copied()), &JsonArray(&[item]));
         }
@@ -249,16 +253,23 @@ mod tests {
             true,
             &[&*three, &*four],
         );
-        b.prepend(
+        b.insert(
             &[Seg::Key("spec"), Seg::Key("initContainers")],
             true,
+            0,
             &&*five,
         );
-        b.prepend(&[Seg::Key("spec"), Seg::Key("a\"b")], false, &&*one);
+        b.insert(
+            &[Seg::Key("spec"), Seg::Key("initContainers")],
+            true,
+            2,
+            &&*two,
+        );
+        b.insert(&[Seg::Key("spec"), Seg::Key("a\"b")], false, 0, &&*one);
         b.append::<&RawValue>(&[Seg::Key("x")], true, &[]);
-        assert_eq!(b.len(), 5);
+        assert_eq!(b.len(), 6);
         let patch = b.build();
-        assert_eq!(patch.len(), 5);
+        assert_eq!(patch.len(), 6);
         assert_eq!(
             serde_json::from_slice::<serde_json::Value>(patch.as_bytes()).expect("valid JSON"),
             json!([
@@ -266,6 +277,7 @@ mod tests {
                 {"op": "add", "path": "/spec/containers/-", "value": 3},
                 {"op": "add", "path": "/spec/containers/-", "value": 4},
                 {"op": "add", "path": "/spec/initContainers/0", "value": {"five": "\"5\""}},
+                {"op": "add", "path": "/spec/initContainers/2", "value": 2},
                 {"op": "add", "path": "/spec/a\"b", "value": [1]},
             ])
         );
@@ -277,7 +289,7 @@ mod tests {
         json_patch::patch(&mut doc, &patch.to_json_patch().expect("parses")).expect("applies");
         assert_eq!(
             doc,
-            json!({"spec": {"containers": [0, 3, 4], "initContainers": [{"five": "\"5\""}, 9],
+            json!({"spec": {"containers": [0, 3, 4], "initContainers": [{"five": "\"5\""}, 9, 2],
                             "volumes": [1, 2], "a\"b": [1]}})
         );
     }

@@ -296,6 +296,18 @@ pub struct ContainerView<'a> {
     #[serde(default)]
     #[serde(borrow)]
     pub volume_mounts: Option<Vec<MountView<'a>>>,
+    /// `restartPolicy`: `Always` makes an init container a native sidecar.
+    #[serde(default)]
+    #[serde_as(as = "Option<BorrowCow>")]
+    pub restart_policy: Option<Str<'a>>,
+}
+
+impl ContainerView<'_> {
+    /// Whether this (init) container is a native sidecar: it keeps running, and the init
+    /// containers after it start once its startupProbe passes.
+    pub fn is_native_sidecar(&self) -> bool {
+        self.restart_policy.as_deref() == Some("Always")
+    }
 }
 
 /// One `env` entry of a container.

@@ -944,3 +944,107 @@ fn credentials_on_host_network_warns_and_ca_is_injected() {
     assert_eq!(sc_env["name"], json!("TOKENVEND_CA_PEM"));
     assert_eq!(sc_env["value"], json!(cert.pem()));
 }
+
+#[test]
+fn the_sidecar_starts_after_a_mesh_proxy_that_runs_as_a_native_sidecar() {
+    // A mesh whose CNI plugin captures outbound traffic before any container starts sends the
+    // sidecar's exchanges to its proxy; the sidecar must start after it, or the pod never leaves
+    // Init. Init containers are (name, restartPolicy Always?); the expected init container names
+    // after mutation.
+    let native = |n: &str| json!({"name": n, "image": "proxy:1", "restartPolicy": "Always"});
+    let plain = |n: &str| json!({"name": n, "image": "init:1"});
+    let ours = "tokenvend-sidecar";
+    let default = Config::default();
+    let kuma = cfg(|a| a.sidecar_starts_after = Some(" kuma-sidecar ,".into()));
+    let none = cfg(|a| a.sidecar_starts_after = Some(String::new()));
+    let classic = cfg(|a| a.sidecar_style = Some("classic".into()));
+    for (what, inits, c, want) in [
+        ("no init containers", vec![], &default, vec![ours]),
+        (
+            "Istio with its CNI plugin, native sidecars",
+            vec![
+                plain("istio-validation"),
+                native("istio-proxy"),
+                plain("migrate"),
+            ],
+            &default,
+            vec!["istio-validation", "istio-proxy", ours, "migrate"],
+        ),
+        (
+            "Istio without CNI, native sidecars",
+            vec![plain("istio-init"), native("istio-proxy")],
+            &default,
+            vec!["istio-init", "istio-proxy", ours],
+        ),
+        (
+            "Linkerd, native sidecar",
+            vec![plain("linkerd-network-validator"), native("linkerd-proxy")],
+            &default,
+            vec!["linkerd-network-validator", "linkerd-proxy", ours],
+        ),
+        (
+            "a proxy's name on a plain init container: first, as always",
+            vec![plain("istio-proxy"), plain("migrate")],
+            &default,
+            vec![ours, "istio-proxy", "migrate"],
+        ),
+        (
+            "another native sidecar: first, so it gets credentials from its start",
+            vec![
+                native("log-shipper"),
+                native("istio-proxy"),
+                native("metrics"),
+            ],
+            &default,
+            vec!["log-shipper", "istio-proxy", ours, "metrics"],
+        ),
+        (
+            "a configured name",
+            vec![native("kuma-sidecar"), native("istio-proxy")],
+            &kuma,
+            vec!["kuma-sidecar", ours, "istio-proxy"],
+        ),
+        (
+            "none configured",
+            vec![plain("istio-validation"), native("istio-proxy")],
+            &none,
+            vec![ours, "istio-validation", "istio-proxy"],
+        ),
+        (
+            "classic style: its init container follows the proxy too",
+            vec![plain("istio-validation"), native("istio-proxy")],
+            &classic,
+            vec!["istio-validation", "istio-proxy", "tokenvend-sidecar-init"],
+        ),
+    ] {
+        let mut p = pod(json!({}));
+        if !inits.is_empty() {
+            p["spec"]["initContainers"] = Value::Array(inits);
+        }
+        let (m, out) = run(&p, c);
+        let names: Vec<&str> = out["spec"]["initContainers"]
+            .as_array()
+            .expect("init containers")
+            .iter()
+            .map(|c| c["name"].as_str().expect("name"))
+            .collect();
+        assert_eq!(names, want, "{what}");
+        assert!(ops(&m).iter().all(|op| op == "add"), "{what}");
+        // Every init container before and after it still gets the app's env.
+        for c in out["spec"]["initContainers"].as_array().expect("inits") {
+            let n = c["name"].as_str().unwrap_or_default();
+            if !n.starts_with(ours) {
+                assert!(
+                    env_names(c).contains(&"AWS_ROLE_ARN".to_owned()),
+                    "{what}: {n}"
+                );
+            }
+        }
+        let again = mutate(&typed(&out), c).expect("second pass");
+        assert!(
+            again.patch.is_empty(),
+            "{what}: second pass {:?}",
+            again.patch
+        );
+    }
+}
