@@ -346,6 +346,14 @@ impl Injector {
             ));
         }
 
+        if let Some(w) = mode
+            .has_sidecar()
+            .then(|| mesh_capture_warning(spec, cfg))
+            .flatten()
+        {
+            warnings.push(w);
+        }
+
         let prepared = self.prepared(mode);
         let app_env = match prepared.env_for(pod, &role) {
             Ok(env) => env,
@@ -923,6 +931,40 @@ impl SidecarPlan<'_> {
         }
         Ok(())
     }
+}
+
+/// Init containers a mesh's CNI plugin adds to check its capture of the pod's traffic, which it
+/// sets up before any container starts: Istio's and Linkerd's.
+const MESH_CNI_CHECKS: [&str; 2] = ["istio-validation", "linkerd-network-validator"];
+
+/// UIDs whose traffic those meshes never capture (their proxies'): Istio's and Linkerd's.
+const MESH_EXEMPT_UIDS: [i64; 2] = [1337, 2102];
+
+/// A warning for a pod whose mesh captures outbound traffic before any container starts while
+/// its proxy is a regular container: the sidecar, an init container, starts before the proxy can
+/// carry its exchanges, and no place among the init containers helps.
+fn mesh_capture_warning(spec: &PodSpecView, cfg: &Config) -> Option<String> {
+    let inits = spec.init_containers.as_deref().unwrap_or_default();
+    let check = inits.iter().find(|c| MESH_CNI_CHECKS.contains(&&*c.name))?;
+    let proxy = spec
+        .containers
+        .iter()
+        .find(|c| cfg.sidecar_starts_after.iter().any(|n| **n == *c.name))?;
+    if cfg
+        .sidecar_run_as_user
+        .is_some_and(|uid| MESH_EXEMPT_UIDS.contains(&uid))
+    {
+        return None;
+    }
+    Some(format!(
+        "the mesh proxy {:?} is a regular container, and the mesh captures the pod's traffic \
+         before any container starts ({:?} is its CNI plugin's check): the sidecar, an init \
+         container, starts before the proxy, so its exchanges cannot connect and the pod stays \
+         in Init, unless the mesh's own settings exclude the exchange's address. Run the mesh \
+         with native sidecars (the sidecar is then placed after its proxy), or set \
+         sidecarRunAsUser to the UID the mesh never captures (Istio 1337, Linkerd 2102)",
+        &*proxy.name, &*check.name
+    ))
 }
 
 /// `AWS_ROLE_SESSION_NAME` from the pod's name: AWS allows 2-64 of `[\w+=,.@-]`.

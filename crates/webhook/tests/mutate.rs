@@ -3,7 +3,7 @@
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokenvend_core::Mode;
-use tokenvend_webhook::config::{Config, MutationArgs};
+use tokenvend_webhook::config::{Config, MutationArgs, RunAsUser};
 use tokenvend_webhook::mutate::{Mutation, mutate, session_name_from};
 use tokenvend_webhook::pod::PodView;
 
@@ -1046,5 +1046,98 @@ fn the_sidecar_starts_after_a_mesh_proxy_that_runs_as_a_native_sidecar() {
             "{what}: second pass {:?}",
             again.patch
         );
+    }
+}
+
+#[test]
+fn a_mesh_that_captures_traffic_before_its_regular_proxy_starts_is_warned_about() {
+    let container = |n: &str| json!({"name": n, "image": "img:1"});
+    let native = |n: &str| json!({"name": n, "image": "img:1", "restartPolicy": "Always"});
+    let istio_uid = cfg(|a| a.sidecar_run_as_user = Some(RunAsUser::Uid(1337)));
+    let linkerd_uid = cfg(|a| a.sidecar_run_as_user = Some(RunAsUser::Uid(2102)));
+    let default = Config::default();
+    // (what, init containers, containers, mode, config, warned about (proxy, check))
+    for (what, inits, containers, mode, c, want) in [
+        (
+            "Istio with CNI, proxy a regular container",
+            vec![container("istio-validation")],
+            vec![container("app"), container("istio-proxy")],
+            "web-identity",
+            &default,
+            Some(("istio-proxy", "istio-validation")),
+        ),
+        (
+            "Linkerd with CNI, proxy a regular container, credentials mode",
+            vec![container("linkerd-network-validator")],
+            vec![container("linkerd-proxy"), container("app")],
+            "credentials",
+            &default,
+            Some(("linkerd-proxy", "linkerd-network-validator")),
+        ),
+        (
+            "Istio without CNI: istio-init, last of the init containers, captures after the sidecar",
+            vec![container("istio-init")],
+            vec![container("app"), container("istio-proxy")],
+            "web-identity",
+            &default,
+            None,
+        ),
+        (
+            "Istio with CNI, native proxy: the sidecar is placed after it",
+            vec![container("istio-validation"), native("istio-proxy")],
+            vec![container("app")],
+            "web-identity",
+            &default,
+            None,
+        ),
+        (
+            "the sidecar runs as Istio's proxy UID",
+            vec![container("istio-validation")],
+            vec![container("app"), container("istio-proxy")],
+            "web-identity",
+            &istio_uid,
+            None,
+        ),
+        (
+            "the sidecar runs as Linkerd's proxy UID",
+            vec![container("linkerd-network-validator")],
+            vec![container("app"), container("linkerd-proxy")],
+            "credentials",
+            &linkerd_uid,
+            None,
+        ),
+        (
+            "projected mode has no sidecar",
+            vec![container("istio-validation")],
+            vec![container("app"), container("istio-proxy")],
+            "projected",
+            &default,
+            None,
+        ),
+    ] {
+        let p = pod(json!({
+            "metadata": {"annotations": {"tremolo.io/aws-mode": mode}},
+            "spec": {"initContainers": inits, "containers": containers}
+        }));
+        let (m, _) = run(&p, c);
+        let warned: Vec<&String> = m
+            .warnings
+            .iter()
+            .filter(|w| w.contains("captures the pod's traffic"))
+            .collect();
+        match want {
+            Some((proxy, check)) => {
+                assert_eq!(warned.len(), 1, "{what}: {:?}", m.warnings);
+                let w = warned[0];
+                assert!(
+                    w.contains(&format!("mesh proxy {proxy:?} is a regular container"))
+                        && w.contains(&format!("({check:?} is its CNI plugin's check)"))
+                        && w.contains("stays in Init")
+                        && w.contains("Istio 1337, Linkerd 2102"),
+                    "{what}: {w}"
+                );
+            }
+            None => assert!(warned.is_empty(), "{what}: {warned:?}"),
+        }
     }
 }
