@@ -686,30 +686,42 @@ mod tests {
         <Cli as clap::Parser>::try_parse_from(required.iter().chain(extra)).expect("flags")
     }
 
+    /// One value given as the flag `--flag=value` and as the YAML line `yaml`: both configs.
+    fn flag_and_yaml(flag: &str, yaml: &str) -> [Result<Config, ConfigError>; 2] {
+        let from_yaml: MutationArgs = serde_yaml_ng::from_str(yaml).expect("yaml");
+        [
+            Config::from_args(cli_with(&[flag]).mutation),
+            Config::from_args(from_yaml),
+        ]
+    }
+
     #[test]
     fn the_sidecar_user_is_a_uid_or_left_to_the_platform() {
-        let from_flag = |v: &str| {
-            let cli = cli_with(&[&format!("--sidecar-run-as-user={v}")]);
-            Config::from_args(cli.mutation).map(|c| c.sidecar_run_as_user)
+        let read = |v: &str| {
+            flag_and_yaml(
+                &format!("--sidecar-run-as-user={v}"),
+                &format!("sidecarRunAsUser: {v}"),
+            )
+            .map(|r| r.map(|c| c.sidecar_run_as_user))
         };
-        let from_yaml = |v: &str| {
-            let a: MutationArgs =
-                serde_yaml_ng::from_str(&format!("sidecarRunAsUser: {v}")).expect("yaml");
-            Config::from_args(a).map(|c| c.sidecar_run_as_user)
-        };
-        for read in [&from_flag as &dyn Fn(&str) -> _, &from_yaml] {
-            assert_eq!(read("1000").expect("uid"), Some(1000));
-            assert_eq!(read("platform").expect("platform"), None);
-            for bad in ["0", "-5", "root", "Platform"] {
-                let e = read(bad).expect_err(bad).to_string();
+        for r in read("1000") {
+            assert_eq!(r.expect("uid"), Some(1000));
+        }
+        for r in read("platform") {
+            assert_eq!(r.expect("platform"), None);
+        }
+        for bad in ["0", "-5", "root", "Platform"] {
+            for r in read(bad) {
+                let e = r.expect_err(bad).to_string();
                 assert!(
                     e.contains("sidecarRunAsUser") && e.contains("\"platform\""),
                     "{e}"
                 );
             }
         }
+        let [_, quoted] = flag_and_yaml("--prefix=tremolo.io", "sidecarRunAsUser: \"1000\"");
         assert_eq!(
-            from_yaml("\"1000\"").expect("quoted YAML number"),
+            quoted.expect("quoted YAML number").sidecar_run_as_user,
             Some(1000)
         );
         assert_eq!(Config::default().sidecar_run_as_user, Some(65532));
@@ -717,23 +729,22 @@ mod tests {
 
     #[test]
     fn the_sidecar_starts_after_names_native_sidecars_or_none() {
-        let from_flag = |v: &str| {
-            let cli = cli_with(&[&format!("--sidecar-starts-after={v}")]);
-            Config::from_args(cli.mutation).map(|c| c.sidecar_starts_after)
+        let read = |v: &str| {
+            flag_and_yaml(
+                &format!("--sidecar-starts-after={v}"),
+                &format!("sidecarStartsAfter: {v:?}"),
+            )
+            .map(|r| r.map(|c| c.sidecar_starts_after))
         };
-        let from_yaml = |v: &str| {
-            let a: MutationArgs =
-                serde_yaml_ng::from_str(&format!("sidecarStartsAfter: {v:?}")).expect("yaml");
-            Config::from_args(a).map(|c| c.sidecar_starts_after)
-        };
-        for read in [&from_flag as &dyn Fn(&str) -> _, &from_yaml] {
-            assert_eq!(
-                read("kuma-sidecar, istio-proxy").expect("two names"),
-                ["kuma-sidecar", "istio-proxy"]
-            );
-            assert!(read("").expect("none").is_empty());
-            for bad in ["Istio-Proxy", "istio proxy", "istio_proxy"] {
-                let e = read(bad).expect_err(bad).to_string();
+        for r in read("kuma-sidecar, istio-proxy") {
+            assert_eq!(r.expect("two names"), ["kuma-sidecar", "istio-proxy"]);
+        }
+        for r in read("") {
+            assert!(r.expect("none").is_empty());
+        }
+        for bad in ["Istio-Proxy", "istio proxy", "istio_proxy"] {
+            for r in read(bad) {
+                let e = r.expect_err(bad).to_string();
                 assert!(
                     e.contains("sidecarStartsAfter") && e.contains("not a container name"),
                     "{e}"
