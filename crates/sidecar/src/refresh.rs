@@ -78,11 +78,54 @@ pub fn backoff(attempt: u32, rand01: f64) -> Duration {
     Duration::from_secs_f64(cap * rand01.clamp(0.0, 1.0))
 }
 
+/// The wait before retrying a failed refresh of a value that expires at `expires` (Unix
+/// seconds): the [`backoff`], but while the value lives, at most half of what is left of it (at
+/// least a second), so a service back in time is asked before the value runs out.
+pub fn retry_delay(attempt: u32, rand01: f64, now: i64, expires: Option<i64>) -> Duration {
+    let wait = backoff(attempt, rand01);
+    match expires {
+        Some(exp) if exp > now => wait.min(Duration::from_secs(((exp - now) / 2).max(1) as u64)),
+        _ => wait,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const HOUR: i64 = 3600;
+
+    #[test]
+    fn retries_never_sleep_past_half_of_what_a_value_has_left() {
+        // (attempt, now, expires) -> at most
+        let at = |attempt, now, exp| retry_delay(attempt, 0.999, now, exp);
+        assert!(
+            at(4, 0, Some(3600)) > Duration::from_secs(15),
+            "a long-lived value: backoff"
+        );
+        assert_eq!(
+            at(4, 100, Some(110)),
+            Duration::from_secs(5),
+            "10 s left: 5 s"
+        );
+        assert_eq!(
+            at(6, 100, Some(101)),
+            Duration::from_secs(1),
+            "at least a second"
+        );
+        assert!(
+            at(6, 100, Some(90)) > Duration::from_secs(59),
+            "expired: backoff"
+        );
+        assert!(
+            at(6, 100, None) > Duration::from_secs(59),
+            "no value: backoff"
+        );
+        assert!(
+            at(0, 100, Some(110)) < Duration::from_secs(1),
+            "never longer than backoff"
+        );
+    }
 
     #[test]
     fn the_probe_asks_at_most_half_a_values_lifetime() {
