@@ -9,6 +9,9 @@ pub const ROLE_KEY: &str = "aws-role";
 pub const MODE_KEY: &str = "aws-mode";
 /// Annotation suffix listing containers to leave alone: `<prefix>/aws-skip-containers`.
 pub const SKIP_CONTAINERS_KEY: &str = "aws-skip-containers";
+/// Annotation suffix where the webhook records its admission warnings on the pod it patched:
+/// `<prefix>/aws-warnings` (a controller's pod shows them to nobody otherwise).
+pub const WARNINGS_KEY: &str = "aws-warnings";
 
 /// The only opt-in label value.
 pub const OPT_IN_VALUE: &str = "true";

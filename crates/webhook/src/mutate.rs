@@ -10,6 +10,7 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeSet;
+use std::fmt::Write as _;
 
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction,
@@ -22,13 +23,13 @@ use serde_json::value::RawValue;
 use tokenvend_core::contract::{
     self, AWS_STS_AUDIENCE, CREDENTIALS_PATH, MODE_KEY, OPT_IN_VALUE, ROLE_KEY, SA_TOKEN_DIR,
     SA_TOKEN_VOLUME, SHARED_DIR, SHARED_VOLUME, SIDECAR_BINARY, SIDECAR_CA_PEM_ENV,
-    SKIP_CONTAINERS_KEY, env, files,
+    SKIP_CONTAINERS_KEY, WARNINGS_KEY, env, files,
 };
 use tokenvend_core::{Mode, RoleArn};
 
 use crate::config::{Config, SidecarStyle};
-use crate::patch::{Patch, PatchBuilder, Seg, WriteJson};
-use crate::pod::{ContainerView, PodSpecView, PodView, VolumeView};
+use crate::patch::{Patch, PatchBuilder, Seg, WriteJson, pointer};
+use crate::pod::{ContainerView, MetaView, PodSpecView, PodView, VolumeView};
 
 /// What the webhook does with an admitted pod.
 #[derive(Debug, Clone, PartialEq)]
@@ -84,6 +85,7 @@ pub struct Injector {
     role_key: String,
     mode_key: String,
     skip_key: String,
+    warnings_key: String,
     /// The exchange URL's host when only the cluster's DNS resolves it (a Service name).
     exchange_cluster_host: Option<String>,
     web_identity: Prepared,
@@ -184,6 +186,7 @@ impl Injector {
             role_key: contract::key(&cfg.prefix, ROLE_KEY),
             mode_key: contract::key(&cfg.prefix, MODE_KEY),
             skip_key: contract::key(&cfg.prefix, SKIP_CONTAINERS_KEY),
+            warnings_key: contract::key(&cfg.prefix, WARNINGS_KEY),
             exchange_cluster_host: cluster_dns_host(&cfg.exchange_url).map(str::to_owned),
             web_identity: Prepared::new(&cfg, Mode::WebIdentity)?,
             credentials: Prepared::new(&cfg, Mode::Credentials)?,
@@ -411,6 +414,10 @@ impl Injector {
         if let Err(e) = sidecar_plan.emit(spec, &role, &mut patch) {
             return render_failure(cfg, e, warnings, mode);
         }
+        // Only with the plumbing: a second pass, which adds none, then records nothing either.
+        if !patch.is_empty() {
+            record_warnings(&pod.metadata, &self.warnings_key, &mut warnings, &mut patch);
+        }
         Ok(Mutation {
             patch: patch.build(),
             warnings,
@@ -538,6 +545,91 @@ fn render_failure(
         warnings,
         Some(mode),
     )
+}
+
+/// Kubernetes' limit on a pod's annotations, keys and values together, in bytes.
+const ANNOTATIONS_LIMIT: usize = 256 * 1024;
+/// The most of its warnings recorded on a pod, in bytes.
+const RECORDED_WARNINGS_MAX: usize = 4096;
+
+/// Record `warnings` on the pod being patched, under `key`: the warnings of a pod that a
+/// controller creates (a Deployment's) reach nobody, since only the creating client sees them.
+/// An annotation already there is kept; a pod whose annotations would outgrow Kubernetes'
+/// limit gets one more warning instead, since an oversized pod would be refused.
+fn record_warnings(
+    meta: &MetaView,
+    key: &str,
+    warnings: &mut Vec<String>,
+    patch: &mut PatchBuilder,
+) {
+    let annotations = meta.annotations.as_ref();
+    if warnings.is_empty() || annotations.is_some_and(|a| a.contains_key(key)) {
+        return;
+    }
+    let text = warnings_text(warnings);
+    let used: usize = annotations.map_or(0, |a| a.iter().map(|(k, v)| k.len() + v.len()).sum());
+    if used + key.len() + text.len() > ANNOTATIONS_LIMIT {
+        warnings.push(format!(
+            "these warnings are not recorded in the pod's {key} annotation: the pod's \
+             annotations would exceed Kubernetes' limit of 256 KiB"
+        ));
+        return;
+    }
+    let meta_path = [Seg::Key("metadata"), Seg::Key("annotations")];
+    match annotations {
+        Some(_) => patch.add(
+            &pointer(meta_path.into_iter().chain([Seg::Key(key)])),
+            &text.as_str(),
+        ),
+        None => patch.add(&pointer(meta_path), &OneMember(key, &text)),
+    }
+}
+
+/// The warnings one per line, whole ones only, within [`RECORDED_WARNINGS_MAX`] bytes; a last
+/// line counts those left out.
+fn warnings_text(warnings: &[String]) -> String {
+    // Room kept for the last line.
+    const TAIL: usize = 64;
+    let mut text = String::new();
+    let mut recorded = 0;
+    for w in warnings {
+        let room = if recorded + 1 == warnings.len() {
+            RECORDED_WARNINGS_MAX
+        } else {
+            RECORDED_WARNINGS_MAX - TAIL
+        };
+        if text.len() + 1 + w.len() > room {
+            break;
+        }
+        if recorded > 0 {
+            text.push('\n');
+        }
+        text.push_str(w);
+        recorded += 1;
+    }
+    let left = warnings.len() - recorded;
+    if left > 0 {
+        if recorded > 0 {
+            text.push('\n');
+        }
+        let plural = if left == 1 { "" } else { "s" };
+        // Writing to a String cannot fail.
+        let _ = write!(text, "({left} more warning{plural} not recorded here)");
+    }
+    text
+}
+
+/// A JSON object of one string member.
+struct OneMember<'a>(&'a str, &'a str);
+
+impl WriteJson for OneMember<'_> {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        out.push(b'{');
+        self.0.write_json(out);
+        out.push(b':');
+        self.1.write_json(out);
+        out.push(b'}');
+    }
 }
 
 /// Invalid input or a conflict: deny, or admit unchanged with a warning, as configured.

@@ -57,6 +57,14 @@ impl WriteJson for RawValue {
     }
 }
 
+/// A JSON string.
+impl WriteJson for str {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        // Writing a string to a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, self);
+    }
+}
+
 impl<T: WriteJson + ?Sized> WriteJson for &T {
     fn write_json(&self, out: &mut Vec<u8>) {
         (**self).write_json(out);

@@ -7,6 +7,8 @@ use tokenvend_webhook::config::{Config, MutationArgs, RunAsUser};
 use tokenvend_webhook::mutate::{Mutation, mutate, session_name_from};
 use tokenvend_webhook::pod::PodView;
 
+mod common;
+
 const ROLE: &str = "arn:aws:iam::123456789012:role/app";
 
 fn cfg(f: impl FnOnce(&mut MutationArgs)) -> Config {
@@ -1140,4 +1142,155 @@ fn a_mesh_that_captures_traffic_before_its_regular_proxy_starts_is_warned_about(
             None => assert!(warned.is_empty(), "{what}: {warned:?}"),
         }
     }
+}
+
+/// The annotation the warnings are recorded in, for the default prefix.
+const WARNINGS: &str = "tremolo.io/aws-warnings";
+
+#[test]
+fn a_patched_pod_records_its_warnings_where_its_owner_can_read_them() {
+    // A Deployment's pods are created by the ReplicaSet controller: the admission warnings go to
+    // it, not to a person, so the pod itself says what the webhook had to say.
+    let no_mode = |p: &mut Value| {
+        p["metadata"]["annotations"]
+            .as_object_mut()
+            .expect("annotations")
+            .remove("tremolo.io/aws-mode");
+    };
+    let many_missing: Vec<String> = (0..300).map(|i| format!("gone-{i:03}")).collect();
+    struct Case {
+        name: &'static str,
+        pod: Value,
+        cfg: Config,
+        key: &'static str,
+        /// The recorded text, when one is recorded.
+        expect: Option<fn(&Mutation) -> String>,
+    }
+    let one_per_line = |m: &Mutation| m.warnings.join("\n");
+    let mut cases = vec![
+        Case {
+            name: "no warnings: nothing recorded",
+            pod: pod(json!({})),
+            cfg: Config::default(),
+            key: WARNINGS,
+            expect: None,
+        },
+        Case {
+            name: "default mode and a preset env var",
+            pod: pod(
+                json!({"spec": {"containers": [{"name": "app", "image": "app:1",
+                "env": [{"name": "AWS_REGION", "value": "eu-west-1"}]}]}}),
+            ),
+            cfg: Config::default(),
+            key: WARNINGS,
+            expect: Some(one_per_line),
+        },
+        Case {
+            name: "another prefix",
+            pod: json!({"metadata": {"name": "p", "labels": {"aws.example.com/aws-role": "true"},
+                "annotations": {"aws.example.com/aws-role": ROLE}},
+                "spec": {"containers": [{"name": "app", "image": "app:1"}]}}),
+            cfg: cfg(|a| a.prefix = Some("aws.example.com".into())),
+            key: "aws.example.com/aws-warnings",
+            expect: Some(one_per_line),
+        },
+        Case {
+            name: "an annotation already there is kept",
+            pod: pod(json!({"metadata": {"annotations": {WARNINGS: "written by hand"}}})),
+            cfg: Config::default(),
+            key: WARNINGS,
+            expect: None,
+        },
+        Case {
+            name: "300 warnings: whole lines within 4 KiB, then a count",
+            pod: pod(json!({"metadata": {"annotations": {
+                "tremolo.io/aws-skip-containers": many_missing.join(",")}}})),
+            cfg: Config::default(),
+            key: WARNINGS,
+            expect: Some(|m: &Mutation| {
+                let mut text = String::new();
+                let mut n = 0;
+                for w in &m.warnings {
+                    if text.len() + 1 + w.len() > 4096 - 64 {
+                        break;
+                    }
+                    if n > 0 {
+                        text.push('\n');
+                    }
+                    text.push_str(w);
+                    n += 1;
+                }
+                format!(
+                    "{text}\n({} more warnings not recorded here)",
+                    m.warnings.len() - n
+                )
+            }),
+        },
+    ];
+    no_mode(&mut cases[1].pod);
+    for case in cases {
+        let (m, out) = run(&case.pod, &case.cfg);
+        let name = case.name;
+        assert!(!m.patch.is_empty(), "{name}: the pod is patched");
+        assert!(ops(&m).iter().all(|op| op == "add"), "{name}: add only");
+        let before = case.pod["metadata"]["annotations"][case.key].clone();
+        let after = &out["metadata"]["annotations"][case.key];
+        match case.expect {
+            None => assert_eq!(after, &before, "{name}: annotation untouched"),
+            Some(expect) => {
+                assert!(!m.warnings.is_empty(), "{name}: has warnings");
+                let text = after.as_str().expect("recorded as a string");
+                assert_eq!(text, expect(&m), "{name}");
+                assert!(text.len() <= 4096, "{name}: {} bytes", text.len());
+            }
+        }
+        if let Err(e) = common::valid_pod(&out) {
+            panic!("{name}: {e}");
+        }
+        if let Err(e) = common::contained(&case.pod, &out, "") {
+            panic!("{name}: an existing field changed: {e}");
+        }
+        // The second pass (reinvocation) adds nothing, the annotation included.
+        let (again, _) = run(&out, &case.cfg);
+        assert!(again.patch.is_empty(), "{name}: {:?}", again.patch);
+    }
+}
+
+#[test]
+fn warnings_that_would_overfill_the_pods_annotations_are_only_returned() {
+    // Kubernetes refuses a pod whose annotations exceed 256 KiB: a pod near the limit is patched
+    // without the record, and the warnings say so.
+    let near = "x".repeat(256 * 1024 - 100);
+    let mut p = pod(json!({"metadata": {"annotations": {"big": near}}}));
+    p["metadata"]["annotations"]
+        .as_object_mut()
+        .expect("annotations")
+        .remove("tremolo.io/aws-mode");
+    let (m, out) = run(&p, &Config::default());
+    assert!(!m.patch.is_empty(), "still patched");
+    assert!(out["metadata"]["annotations"].get(WARNINGS).is_none());
+    assert_eq!(m.warnings.len(), 2, "{:?}", m.warnings);
+    assert!(
+        m.warnings[1].contains("not recorded in the pod's tremolo.io/aws-warnings annotation")
+            && m.warnings[1].contains("256 KiB"),
+        "{:?}",
+        m.warnings
+    );
+    // With room to spare the same pod gets the record.
+    let mut p = p.clone();
+    p["metadata"]["annotations"]["big"] = json!("x".repeat(1024));
+    let (_, out) = run(&p, &Config::default());
+    assert!(out["metadata"]["annotations"][WARNINGS].is_string());
+}
+
+#[test]
+fn refused_and_unchanged_pods_record_nothing() {
+    // Denied pods do not exist; pods admitted unchanged (denyOnInvalid: false) keep the promise
+    // of no patch at all.
+    let bad = pod(json!({"metadata": {"annotations": {"tremolo.io/aws-role": "app"}}}));
+    assert!(mutate(&typed(&bad), &Config::default()).is_err());
+    let warn = cfg(|a| a.deny_on_invalid = Some(false));
+    let (m, out) = run(&bad, &warn);
+    assert!(m.patch.is_empty() && !m.warnings.is_empty());
+    assert_eq!(out, bad);
 }
