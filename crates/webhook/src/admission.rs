@@ -81,6 +81,8 @@ pub struct Reviewed {
     pub decision: Decision,
     /// Whether the request was a dry run.
     pub dry_run: bool,
+    /// How many warnings the answer carries (their text: the response, and a patched pod).
+    pub warnings: usize,
 }
 
 /// The parts of an incoming AdmissionReview this webhook reads; `O` is how the object is
@@ -231,6 +233,7 @@ fn answer<O>(
         mode: None,
         decision: Decision::Ignored,
         dry_run: request.dry_run.unwrap_or(false),
+        warnings: 0,
     };
 
     if !is_pod || request.has_subresource() {
@@ -242,6 +245,7 @@ fn answer<O>(
                 request.kind.group, request.kind.version, request.kind.kind
             )]
         };
+        out.warnings = warnings.len();
         out.body = respond(&request.uid, true, None, None, &warnings)?;
         return Ok(out);
     }
@@ -301,6 +305,7 @@ fn answer<O>(
                 out.decision = Decision::Patched;
                 Some(&m.patch)
             };
+            out.warnings = m.warnings.len();
             out.body = respond(&request.uid, true, None, patch, &m.warnings)?;
         }
         Err(Denial {
@@ -310,6 +315,7 @@ fn answer<O>(
         }) => {
             out.mode = mode;
             out.decision = Decision::Denied;
+            out.warnings = warnings.len();
             out.body = respond(
                 &request.uid,
                 false,

@@ -158,6 +158,7 @@ fn answer(s: &AppState, headers: &HeaderMap, body: Result<Bytes, BytesRejection>
                 mode,
                 decision = r.decision.as_str(),
                 dry_run = r.dry_run,
+                warnings = r.warnings,
                 latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
                 "admission"
             );

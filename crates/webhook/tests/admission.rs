@@ -43,10 +43,13 @@ fn injector() -> Injector {
 
 fn answer(body: &Value) -> (Value, Decision) {
     let r = review(body.to_string().as_bytes(), &injector()).expect("valid review");
-    (
-        serde_json::from_slice(&r.body).expect("response json"),
-        r.decision,
-    )
+    let resp: Value = serde_json::from_slice(&r.body).expect("response json");
+    let sent = resp["response"]["warnings"].as_array().map_or(0, Vec::len);
+    assert_eq!(
+        r.warnings, sent,
+        "the count logged is the count sent: {resp}"
+    );
+    (resp, r.decision)
 }
 
 #[test]

@@ -569,7 +569,7 @@ async fn certificate_rotation_mid_load_fails_no_request() {
         "mismatched pair rejected once: {metrics}"
     );
 
-    // One JSON log line per admission, with uid, pod, mode, decision and latency.
+    // One JSON log line per admission, with uid, pod, mode, decision, warnings and latency.
     let logs = wh.logs.lock().expect("logs").clone();
     let line = logs
         .iter()
@@ -581,6 +581,11 @@ async fn certificate_rotation_mid_load_fails_no_request() {
     assert_eq!(v["namespace"], json!("shop"));
     assert_eq!(v["mode"], json!("credentials"));
     assert!(v["latency_us"].is_u64());
+    assert_eq!(
+        v["warnings"],
+        json!(0),
+        "this pod names its mode: nothing to warn about"
+    );
 
     // SIGTERM: prompt, clean exit (this one runs with no shutdown delay).
     let mut wh = wh;
