@@ -247,7 +247,7 @@ pub const DEFAULT_SIDECAR_IMAGE: &str = concat!(
 /// Default `sidecarStartsAfter`: Istio's and Linkerd's proxies, when they run as native sidecars.
 /// With their CNI plugins, a pod's outbound traffic goes to the proxy from before its first
 /// container starts, so a sidecar that starts before the proxy cannot reach tokenvend-sts.
-pub const DEFAULT_SIDECAR_STARTS_AFTER: &str = "istio-proxy,linkerd-proxy";
+pub const DEFAULT_SIDECAR_STARTS_AFTER: &str = "istio-proxy,linkerd-proxy,kuma-sidecar";
 
 /// A configuration value that cannot be used; names the key in every spelling.
 #[derive(Debug, thiserror::Error)]
@@ -753,7 +753,7 @@ mod tests {
         }
         assert_eq!(
             Config::default().sidecar_starts_after,
-            ["istio-proxy", "linkerd-proxy"]
+            ["istio-proxy", "linkerd-proxy", "kuma-sidecar"]
         );
     }
 

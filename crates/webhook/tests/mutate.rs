@@ -957,7 +957,7 @@ fn the_sidecar_starts_after_a_mesh_proxy_that_runs_as_a_native_sidecar() {
     let plain = |n: &str| json!({"name": n, "image": "init:1"});
     let ours = "tokenvend-sidecar";
     let default = Config::default();
-    let kuma = cfg(|a| a.sidecar_starts_after = Some(" kuma-sidecar ,".into()));
+    let consul = cfg(|a| a.sidecar_starts_after = Some(" consul-dataplane ,".into()));
     let none = cfg(|a| a.sidecar_starts_after = Some(String::new()));
     let classic = cfg(|a| a.sidecar_style = Some("classic".into()));
     for (what, inits, c, want) in [
@@ -1001,10 +1001,16 @@ fn the_sidecar_starts_after_a_mesh_proxy_that_runs_as_a_native_sidecar() {
             vec!["log-shipper", "istio-proxy", ours, "metrics"],
         ),
         (
-            "a configured name",
-            vec![native("kuma-sidecar"), native("istio-proxy")],
-            &kuma,
-            vec!["kuma-sidecar", ours, "istio-proxy"],
+            "Kuma, native sidecar (its experimental sidecarContainers)",
+            vec![native("kuma-sidecar"), plain("migrate")],
+            &default,
+            vec!["kuma-sidecar", ours, "migrate"],
+        ),
+        (
+            "a configured name, which replaces the default list",
+            vec![native("consul-dataplane"), native("istio-proxy")],
+            &consul,
+            vec!["consul-dataplane", ours, "istio-proxy"],
         ),
         (
             "none configured",
