@@ -244,9 +244,9 @@ pub const DEFAULT_SIDECAR_IMAGE: &str = concat!(
     env!("CARGO_PKG_VERSION")
 );
 
-/// Default `sidecarStartsAfter`: Istio's and Linkerd's proxies, when they run as native sidecars.
-/// With their CNI plugins, a pod's outbound traffic goes to the proxy from before its first
-/// container starts, so a sidecar that starts before the proxy cannot reach tokenvend-sts.
+/// Default `sidecarStartsAfter`: Istio's, Linkerd's and Kuma's proxies, when they run as native
+/// sidecars. With their CNI plugins, a pod's outbound traffic goes to the proxy from before its
+/// first container starts, so a sidecar that starts before the proxy cannot reach tokenvend-sts.
 pub const DEFAULT_SIDECAR_STARTS_AFTER: &str = "istio-proxy,linkerd-proxy,kuma-sidecar";
 
 /// A configuration value that cannot be used; names the key in every spelling.

@@ -562,12 +562,15 @@ fn record_warnings(
     warnings: &mut Vec<String>,
     patch: &mut PatchBuilder,
 ) {
-    let annotations = meta.annotations.as_ref();
-    if warnings.is_empty() || annotations.is_some_and(|a| a.contains_key(key)) {
+    // A patched pod always has annotations: its role is one.
+    let Some(annotations) = meta.annotations.as_ref() else {
+        return;
+    };
+    if warnings.is_empty() || annotations.contains_key(key) {
         return;
     }
     let text = warnings_text(warnings);
-    let used: usize = annotations.map_or(0, |a| a.iter().map(|(k, v)| k.len() + v.len()).sum());
+    let used: usize = annotations.iter().map(|(k, v)| k.len() + v.len()).sum();
     if used + key.len() + text.len() > ANNOTATIONS_LIMIT {
         warnings.push(format!(
             "these warnings are not recorded in the pod's {key} annotation: the pod's \
@@ -575,14 +578,10 @@ fn record_warnings(
         ));
         return;
     }
-    let meta_path = [Seg::Key("metadata"), Seg::Key("annotations")];
-    match annotations {
-        Some(_) => patch.add(
-            &pointer(meta_path.into_iter().chain([Seg::Key(key)])),
-            &text.as_str(),
-        ),
-        None => patch.add(&pointer(meta_path), &OneMember(key, &text)),
-    }
+    patch.add(
+        &pointer([Seg::Key("metadata"), Seg::Key("annotations"), Seg::Key(key)]),
+        &text.as_str(),
+    );
 }
 
 /// The warnings one per line, whole ones only, within [`RECORDED_WARNINGS_MAX`] bytes; a last
@@ -617,19 +616,6 @@ fn warnings_text(warnings: &[String]) -> String {
         let _ = write!(text, "({left} more warning{plural} not recorded here)");
     }
     text
-}
-
-/// A JSON object of one string member.
-struct OneMember<'a>(&'a str, &'a str);
-
-impl WriteJson for OneMember<'_> {
-    fn write_json(&self, out: &mut Vec<u8>) {
-        out.push(b'{');
-        self.0.write_json(out);
-        out.push(b':');
-        self.1.write_json(out);
-        out.push(b'}');
-    }
 }
 
 /// Invalid input or a conflict: deny, or admit unchanged with a warning, as configured.
