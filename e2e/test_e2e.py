@@ -7,6 +7,7 @@ stand-ins only for the API server's admission call and the kubelet (see stack.py
   least three refreshes, and a reader loop never sees a partial file.
 - tokenvend-sts down during a refresh and back: the app never sees an error.
 - An invalid role annotation: the denial message the user would see.
+- A Deployment's pod with warnings: they are in its tremolo.io/aws-warnings annotation.
 - An arm64 node: the aarch64 static sidecar (what an arm64 image ships) run under qemu-aarch64,
   sidecar and startupProbe alike, serving an unmodified boto3 in both sidecar modes.
 """
@@ -163,6 +164,23 @@ def test_invalid_role_annotation_is_denied_with_what_to_fix(stack):
     assert answer["status"]["message"] == (
         'tokenvend: annotation tremolo.io/aws-role: "orders-writer" is not an IAM role ARN: '
         "expected arn:<partition>:iam::<12-digit account>:role/<name>")
+
+
+def test_a_controllers_pod_keeps_its_warnings_for_its_owner(stack):
+    # The ReplicaSet controller creates a Deployment's pods and shows their admission warnings to
+    # no one: the pod itself must carry them.
+    dep = deployment("warned", "web-identity", "arn:aws:iam::123456789012:role/e2e-warned", "e2e/boto3")
+    template = dep["spec"]["template"]
+    del template["metadata"]["annotations"]["tremolo.io/aws-mode"]
+    template["spec"]["containers"][0]["env"].append({"name": "AWS_REGION", "value": "eu-west-1"})
+    answer, pod = stack.admit(stack.pod_from_deployment(dep))
+    assert answer["allowed"] and "patch" in answer, answer
+    assert answer["warnings"] == [
+        "no tremolo.io/aws-mode annotation: using the default mode web-identity",
+        'container "app" sets AWS_REGION itself: kept its value',
+    ]
+    assert pod["metadata"]["annotations"]["tremolo.io/aws-warnings"] == "\n".join(answer["warnings"])
+    assert {"name": "AWS_REGION", "value": "eu-west-1"} in pod["spec"]["containers"][0]["env"]
 
 
 @pytest.fixture(scope="module")
