@@ -1001,7 +1001,7 @@ fn the_sidecar_starts_after_a_mesh_proxy_that_runs_as_a_native_sidecar() {
             vec!["log-shipper", "istio-proxy", ours, "metrics"],
         ),
         (
-            "Kuma, native sidecar (its experimental sidecarContainers)",
+            "Kuma, with kuma-sidecar as a native sidecar",
             vec![native("kuma-sidecar"), plain("migrate")],
             &default,
             vec!["kuma-sidecar", ours, "migrate"],
