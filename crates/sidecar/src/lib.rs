@@ -100,10 +100,12 @@ pub async fn run(cfg: Config) -> Result<(), String> {
                 let exp = v.expires_at().unwrap_or(0);
                 refresh::refresh_delay(now(), issued, exp, &cfg.policy, random01())
             }
-            Some(v) if failures > 0 => {
-                refresh::retry_delay(failures - 1, random01(), now(), v.expires_at())
-            }
-            None if failures > 0 => refresh::backoff(failures - 1, random01()),
+            current if failures > 0 => refresh::retry_delay(
+                failures - 1,
+                random01(),
+                now(),
+                current.as_ref().and_then(|v| v.expires_at()),
+            ),
             _ => Duration::ZERO,
         };
         // --once never sleeps past its deadline.
