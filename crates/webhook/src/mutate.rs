@@ -31,6 +31,16 @@ use crate::config::{Config, SidecarStyle};
 use crate::patch::{Patch, PatchBuilder, Seg, WriteJson, pointer};
 use crate::pod::{ContainerView, MetaView, PodSpecView, PodView, VolumeView};
 
+/// The annotation the kubelet puts on the mirror pod of a static pod.
+pub const MIRROR_POD_KEY: &str = "kubernetes.io/config.mirror";
+
+/// Said for a static pod's mirror pod, which the webhook leaves unchanged.
+pub const STATIC_POD_WARNING: &str = "this is the mirror of a static pod \
+    (kubernetes.io/config.mirror): the kubelet gives static pods no service-account token, so \
+    tokenvend cannot give it AWS credentials and leaves it unchanged (the API server refuses a \
+    mirror pod with a token volume, and the static pod would be missing from the API). Run it \
+    as a DaemonSet to have credentials";
+
 /// What the webhook does with an admitted pod.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mutation {
@@ -229,6 +239,14 @@ impl Injector {
         let mut warnings = Vec::new();
         let annotations = pod.metadata.annotations.as_ref();
         let annotation = |key: &str| annotations.and_then(|a| a.get(key));
+        if annotation(MIRROR_POD_KEY).is_some() {
+            // Neither a patch nor a refusal helps: the kubelet runs the static pod either way,
+            // and only its mirror in the API would be lost.
+            return Ok(Mutation::unchanged(
+                vec![STATIC_POD_WARNING.to_owned()],
+                None,
+            ));
+        }
 
         let role = match annotation(role_key) {
             None => {

@@ -131,6 +131,42 @@ fn not_opted_in_pods_are_left_alone() {
 }
 
 #[test]
+fn static_pods_mirrors_are_left_unchanged_with_why() {
+    // The kubelet creates a mirror pod in the API for each static pod, annotated with the static
+    // pod's hash. The API server refuses a mirror pod with a service-account token volume, and a
+    // refused mirror only hides the static pod, which runs regardless.
+    let mirror =
+        json!({"metadata": {"annotations": {"kubernetes.io/config.mirror": "5f1c0a7b9e"}}});
+    let mut no_role = pod(mirror.clone());
+    no_role["metadata"]["annotations"]
+        .as_object_mut()
+        .expect("annotations")
+        .remove("tremolo.io/aws-role");
+    let mut cases = vec![no_role];
+    for mode in ["web-identity", "credentials", "projected"] {
+        let mut p = pod(json!({"metadata": {"annotations": {"tremolo.io/aws-mode": mode}}}));
+        let (m, _) = run(&p, &Config::default());
+        assert!(!m.patch.is_empty(), "{mode}: a regular pod is patched");
+        merge(&mut p, mirror.clone());
+        cases.push(p);
+    }
+    for p in cases {
+        for c in [Config::default(), cfg(|a| a.deny_on_invalid = Some(false))] {
+            let (m, out) = run(&p, &c);
+            assert!(m.patch.is_empty(), "{p}");
+            assert_eq!(out, p);
+            assert_eq!(m.mode, None);
+            assert_eq!(m.warnings.len(), 1, "{:?}", m.warnings);
+            assert!(
+                m.warnings[0].contains("static pod") && m.warnings[0].contains("DaemonSet"),
+                "{:?}",
+                m.warnings
+            );
+        }
+    }
+}
+
+#[test]
 fn missing_or_invalid_annotations_deny_with_what_to_fix_or_warn_when_configured() {
     let mut no_role = pod(json!({}));
     no_role["metadata"]["annotations"]
