@@ -32,6 +32,12 @@ struct ResultLabels {
     result: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FileResultLabels {
+    file: &'static str,
+    result: &'static str,
+}
+
 /// Which optional parts the service runs, so only their metrics are exposed.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Parts {
@@ -55,6 +61,7 @@ pub struct Metrics {
     sts_calls: Family<ReasonLabels, Counter>,
     cache: Family<CacheLabels, Counter>,
     validation_failures: Family<ReasonLabels, Counter>,
+    config_reloads: Family<FileResultLabels, Counter>,
     cert: Option<CertMetrics>,
     keys: Option<KeyMetrics>,
 }
@@ -94,6 +101,13 @@ impl Metrics {
             "Rejected service-account tokens by reason",
             validation_failures.clone(),
         );
+        let config_reloads = Family::<FileResultLabels, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Policy files reloaded after a change, by file (policy_template, rules) and result \
+             (ok; error: a changed file rejected and the previous one kept, once per failure)",
+            config_reloads.clone(),
+        );
         let cert = parts.tls.then(|| CertMetrics::register(&mut registry));
         let keys = parts.issuer.then(|| {
             let keys = KeyMetrics {
@@ -121,6 +135,7 @@ impl Metrics {
             sts_calls,
             cache,
             validation_failures,
+            config_reloads,
             cert,
             keys,
         }
@@ -152,6 +167,14 @@ impl Metrics {
     pub fn validation_failure(&self, reason: &'static str) {
         self.validation_failures
             .get_or_create(&ReasonLabels { reason })
+            .inc();
+    }
+
+    /// A changed policy file reloaded, or rejected.
+    pub fn config_reload(&self, file: &'static str, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.config_reloads
+            .get_or_create(&FileResultLabels { file, result })
             .inc();
     }
 

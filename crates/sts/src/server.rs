@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::Request;
@@ -26,6 +27,7 @@ use crate::exchange::{CacheKey, CredentialCache, Lookup, Sts, role_session_name}
 use crate::issuer::Issuer;
 use crate::metrics::{Metrics, Parts};
 use crate::policy::PolicyTemplate;
+use crate::reload::{Checked, WatchedFile};
 use crate::validate::{
     AuthError, CachedValidator, JwksSource, JwksValidator, TokenReviewValidator, Validator,
     api_server_issuer,
@@ -38,18 +40,29 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub struct CredentialsEndpoint {
     /// STS caller.
     pub sts: Sts,
-    /// Session policy template, if any.
-    pub policy: Option<PolicyTemplate>,
+    /// Session policy template, if any (swapped when its file changes).
+    pub policy: Option<Arc<ArcSwap<PolicyTemplate>>>,
     /// AssumeRole results.
     pub cache: CredentialCache,
+}
+
+/// The policy files re-read on change.
+#[derive(Default)]
+pub struct Watched {
+    /// `POLICY_TEMPLATE_PATH`, when set.
+    pub policy: Option<WatchedFile<PolicyTemplate>>,
+    /// `TOKENVEND_RULES_FILE`, when set.
+    pub rules: Option<WatchedFile<Authorizer>>,
 }
 
 /// Everything the handlers share.
 pub struct App {
     /// Token validation.
     pub validator: Arc<CachedValidator>,
-    /// Authorization.
-    pub authz: Authorizer,
+    /// Authorization (swapped when the rules file changes).
+    pub authz: Arc<ArcSwap<Authorizer>>,
+    /// The policy files followed by the maintenance task.
+    pub watched: std::sync::Mutex<Watched>,
     /// `/credentials`, when a role is configured.
     pub credentials: Option<CredentialsEndpoint>,
     /// `/token` and discovery, when an issuer is configured.
@@ -202,15 +215,23 @@ pub async fn build(args: &ServeArgs) -> Result<Arc<App>, SetupError> {
         RoleArn::parse(&role.arn).map_err(|e| cfg(format!("{}: {e}", role.setting)))?;
     }
     let default_role = default_role.map(|r| r.arn);
-    let rules = match &args.rules_file {
-        Some(p) => Some(
-            std::fs::read_to_string(p)
-                .map_err(|e| cfg(format!("rules file {}: {e}", p.display())))?,
-        ),
-        None => None,
+    let mut watched = Watched::default();
+    let authz = match &args.rules_file {
+        Some(p) => {
+            let (role, allowed) = (default_role.clone(), args.allowed_roles.clone());
+            let parse = move |text: &str| {
+                Authorizer::new(role.clone(), &allowed, Some(text)).map_err(|e| e.to_string())
+            };
+            let file = WatchedFile::load("rules file", p, Box::new(parse)).map_err(cfg)?;
+            let current = file.current();
+            watched.rules = Some(file);
+            current
+        }
+        None => Arc::new(ArcSwap::from_pointee(
+            Authorizer::new(default_role.clone(), &args.allowed_roles, None)
+                .map_err(|e| cfg(e.to_string()))?,
+        )),
     };
-    let authz = Authorizer::new(default_role.clone(), &args.allowed_roles, rules.as_deref())
-        .map_err(|e| cfg(e.to_string()))?;
 
     let credentials = match &default_role {
         None => None,
@@ -237,10 +258,15 @@ pub async fn build(args: &ServeArgs) -> Result<Arc<App>, SetupError> {
                 );
                 None
             } else {
-                Some(
-                    PolicyTemplate::from_file(Path::new(&args.policy_template_path))
-                        .map_err(|e| cfg(e.to_string()))?,
-                )
+                let parse = |text: &str| {
+                    PolicyTemplate::from_source(text.to_owned()).map_err(|e| e.to_string())
+                };
+                let path = Path::new(&args.policy_template_path);
+                let file =
+                    WatchedFile::load("policy template", path, Box::new(parse)).map_err(cfg)?;
+                let current = file.current();
+                watched.policy = Some(file);
+                Some(current)
             };
             let sdk = crate::sdk_config::load(args.region.clone())
                 .await
@@ -297,6 +323,7 @@ pub async fn build(args: &ServeArgs) -> Result<Arc<App>, SetupError> {
     Ok(Arc::new(App {
         validator,
         authz,
+        watched: std::sync::Mutex::new(watched),
         credentials,
         issuer,
         metrics,
@@ -465,13 +492,15 @@ async fn credentials_inner(
     outcome.id = Some(id.clone());
     let role = app
         .authz
+        .load()
         .authorize(&id, Endpoint::Credentials, request.role_arn.as_deref())
         .map_err(ApiError::Forbidden)?
         .ok_or_else(|| ApiError::Internal("no role configured".into()))?;
     outcome.role = Some(role.clone());
     let policy = match &ep.policy {
         Some(t) => Some(
-            t.render(&id)
+            t.load()
+                .render(&id)
                 .map_err(|e| ApiError::Internal(e.to_string()))?,
         ),
         None => None,
@@ -517,6 +546,7 @@ async fn token_inner(
     outcome.id = Some(id.clone());
     outcome.role = app
         .authz
+        .load()
         .authorize(&id, Endpoint::Token, request.role_arn.as_deref())
         .map_err(ApiError::Forbidden)?;
     let t = issuer
@@ -616,6 +646,32 @@ pub async fn run(args: ServeArgs) -> Result<(), SetupError> {
     served.map_err(|source| SetupError::Listen { addr, source })
 }
 
+/// Check one policy file; log and count what changed.
+fn report_check<T>(metrics: &Metrics, label: &'static str, file: &mut WatchedFile<T>) {
+    let (what, path) = (file.what(), file.path().display().to_string());
+    match file.check() {
+        Checked::Unchanged | Checked::StillFailing => {}
+        Checked::Reloaded => {
+            metrics.config_reload(label, true);
+            tracing::info!(
+                path,
+                "{what} changed: reloaded, in use from the next request"
+            );
+        }
+        Checked::Recovered => {
+            tracing::info!(path, "{what} usable again (unchanged from the one in use)");
+        }
+        Checked::Failed(error) => {
+            metrics.config_reload(label, false);
+            tracing::error!(
+                path,
+                error,
+                "{what} not reloaded; the previous one stays in use"
+            );
+        }
+    }
+}
+
 fn spawn_maintenance(app: Arc<App>, key_reload: Duration) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(key_reload);
@@ -643,6 +699,16 @@ fn spawn_maintenance(app: Arc<App>, key_reload: Duration) {
                 }
                 // Removed keys leave the JWKS when their tokens have expired, without a reload.
                 app.metrics.signing_keys_published(issuer.jwks().keys.len());
+            }
+            {
+                let mut watched = app.watched.lock().unwrap_or_else(|p| p.into_inner());
+                let Watched { policy, rules } = &mut *watched;
+                if let Some(f) = policy {
+                    report_check(&app.metrics, "policy_template", f);
+                }
+                if let Some(f) = rules {
+                    report_check(&app.metrics, "rules", f);
+                }
             }
             if last_sweep.elapsed() >= Duration::from_secs(60) {
                 last_sweep = Instant::now();

@@ -151,6 +151,126 @@ async fn credentials_work_are_cached_and_coalesced() {
     }
 }
 
+/// The session policy of the latest AssumeRole for `session`, as JSON.
+fn last_policy(moto: &Moto, session: &str) -> Value {
+    match moto.session_policies(session).last() {
+        Some(Some(p)) => serde_json::from_str(p).expect("policy JSON"),
+        other => panic!("no AssumeRole with a Policy for {session}: {other:?}"),
+    }
+}
+
+/// Wait (at most 10 s) until tokenvend-sts has logged a line containing `needle` `n` times.
+async fn logged(sts: &Sts, needle: &str, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while sts.all_logs().matches(needle).count() < n {
+        assert!(
+            Instant::now() < deadline,
+            "no {needle:?} in {}",
+            sts.all_logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_files_edited_in_place_apply_to_the_next_request_and_bad_edits_keep_the_old() {
+    provider();
+    let moto = Moto::start();
+    let cluster = Cluster::new();
+    let rules = tempfile::NamedTempFile::new().expect("tmp");
+    std::fs::write(rules.path(), RULES).expect("rules");
+    let sts = Sts::start(
+        &moto,
+        &cluster,
+        &[("TOKENVEND_RULES_FILE", rules.path().display().to_string())],
+    );
+    let c = reqwest::Client::new();
+    let url = sts.url("/credentials");
+    let orders = cluster.token("shop", "orders", None, "tokenvend", 3600);
+    let (status, body) = post(&c, &url, Some(&orders), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        last_policy(&moto, "shop.orders")["Statement"][0]["Resource"],
+        json!(["arn:aws:s3:::bucket/shop/orders/*"])
+    );
+
+    // The template tightened in place (as a ConfigMap edit reaches the file).
+    let template = sts.dir.path().join("policy.json");
+    let narrow = r#"{"Version": "2012-10-17", "Statement": [{"Effect": "Allow",
+        "Action": ["s3:GetObject"], "Resource": ["arn:aws:s3:::narrow/{{ namespace }}/*"]}]}"#;
+    std::fs::write(&template, narrow).expect("template");
+    logged(&sts, "policy template changed: reloaded", 1).await;
+    // The same identity at once: not the cached credentials of the old policy.
+    let (status, body) = post(&c, &url, Some(&orders), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(moto.assume_role_calls("shop.orders"), 2);
+    let tightened = json!(["arn:aws:s3:::narrow/shop/*"]);
+    assert_eq!(
+        last_policy(&moto, "shop.orders")["Statement"][0]["Resource"],
+        tightened
+    );
+
+    // A broken edit, then a missing file: the tightened template stays in use.
+    std::fs::write(&template, "{{ namespace ").expect("template");
+    logged(&sts, "policy template not reloaded", 1).await;
+    std::fs::remove_file(&template).expect("rm");
+    logged(&sts, "policy template not reloaded", 2).await;
+    let billing = cluster.token("shop", "billing", None, "tokenvend", 3600);
+    let (status, body) = post(&c, &url, Some(&billing), None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        last_policy(&moto, "shop.billing")["Statement"][0]["Resource"],
+        tightened
+    );
+
+    // The rules narrowed in place: shop loses access at once.
+    std::fs::write(
+        rules.path(),
+        RULES.replace("namespaces: [\"*\"]", "namespaces: [\"team-*\"]"),
+    )
+    .expect("rules");
+    logged(&sts, "rules file changed: reloaded", 1).await;
+    let (status, body) = post(&c, &url, Some(&orders), None).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["error"].as_str().is_some_and(
+            |e| e.contains("system:serviceaccount:shop:orders may not use /credentials")
+        ),
+        "{body}"
+    );
+    // A rules file that goes away, or no longer parses, opens nothing.
+    std::fs::remove_file(rules.path()).expect("rm");
+    logged(&sts, "rules file not reloaded", 1).await;
+    let (status, _) = post(&c, &url, Some(&orders), None).await;
+    assert_eq!(status, 403);
+    std::fs::write(rules.path(), "rules: [{namespaces: [\"*\"], colour: blue}]").expect("rules");
+    logged(&sts, "rules file not reloaded", 2).await;
+    let (status, _) = post(&c, &url, Some(&billing), None).await;
+    assert_eq!(status, 403);
+
+    let metrics = c
+        .get(sts.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for line in [
+        "tokenvend_sts_config_reloads_total{file=\"policy_template\",result=\"ok\"} 1",
+        "tokenvend_sts_config_reloads_total{file=\"policy_template\",result=\"error\"} 2",
+        "tokenvend_sts_config_reloads_total{file=\"rules\",result=\"ok\"} 1",
+        "tokenvend_sts_config_reloads_total{file=\"rules\",result=\"error\"} 2",
+    ] {
+        assert!(has_metric(&metrics, line), "{line} in {metrics}");
+    }
+    let logs = sts.all_logs();
+    assert!(
+        logs.contains("unknown field `colour`"),
+        "the rejected rules file's reason is logged: {logs}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn by_default_it_listens_on_every_address_ipv4_and_ipv6() {
     // Pods of an IPv6-only cluster (EKS offers them) have no IPv4 address: a listener on
