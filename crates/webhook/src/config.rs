@@ -296,15 +296,26 @@ fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
 
 /// Read the optional YAML file.
 pub fn read_file(path: &Path) -> Result<MutationArgs, ConfigError> {
-    let file_err = |reason: String| ConfigError::File {
+    parse_file(path, &read_file_text(path)?)
+}
+
+/// The YAML file's text, as [`parse_file`] takes it.
+pub fn read_file_text(path: &Path) -> Result<String, ConfigError> {
+    std::fs::read_to_string(path).map_err(|e| ConfigError::File {
         path: path.to_owned(),
-        reason,
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| file_err(e.to_string()))?;
+        reason: e.to_string(),
+    })
+}
+
+/// The settings in `text`, read from the YAML file at `path`.
+pub fn parse_file(path: &Path, text: &str) -> Result<MutationArgs, ConfigError> {
     if text.trim().is_empty() {
         return Ok(MutationArgs::default());
     }
-    serde_yaml_ng::from_str(&text).map_err(|e| file_err(e.to_string()))
+    serde_yaml_ng::from_str(text).map_err(|e| ConfigError::File {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })
 }
 
 impl Config {
@@ -572,17 +583,28 @@ pub struct ServerConfig {
     /// Where `mutation.exchange_ca_pem` was read from: watched, so a CA the certs job rotates
     /// or recreates reaches the sidecars of pods admitted from then on.
     pub exchange_ca_file: Option<PathBuf>,
+    /// The YAML file and the text `mutation` was built from: watched, so an edit in place (a
+    /// ConfigMap) applies without a restart.
+    pub config_file: Option<(PathBuf, String)>,
+    /// The flags / env vars layer, which wins over the file at every reload.
+    pub flags: MutationArgs,
 }
 
 impl Cli {
     /// Merge defaults, YAML file and flags/env into a validated server config.
     pub fn into_server_config(self) -> Result<ServerConfig, ConfigError> {
-        let from_file = match &self.config {
-            Some(path) => read_file(path)?,
-            None => MutationArgs::default(),
+        let (from_file, config_file) = match &self.config {
+            Some(path) => {
+                let text = read_file_text(path)?;
+                (parse_file(path, &text)?, Some((path.clone(), text)))
+            }
+            None => (MutationArgs::default(), None),
         };
+        let flags = self.mutation.clone();
         let merged = from_file.overlay(self.mutation);
         Ok(ServerConfig {
+            config_file,
+            flags,
             exchange_ca_file: merged.exchange_ca_file.clone(),
             listen: self.listen,
             probe_listen: self.probe_listen,

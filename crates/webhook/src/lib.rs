@@ -5,11 +5,11 @@
 
 pub mod admission;
 pub mod config;
-pub mod exchange_ca;
 pub mod metrics;
 pub mod mutate;
 pub mod patch;
 pub mod pod;
+pub mod reload;
 pub mod server;
 
 pub use config::{Cli, Config, ServerConfig};

@@ -27,6 +27,7 @@ pub struct Metrics {
     latency: Histogram,
     rejected: Family<ResultLabels, Counter>,
     exchange_ca_reloads: Family<ResultLabels, Counter>,
+    config_reloads: Family<ResultLabels, Counter>,
     cert: CertMetrics,
     /// [`STARTING`], [`SERVING`] or [`STOPPING`]: whether the TLS listener is bound and not
     /// shutting down.
@@ -72,6 +73,13 @@ impl Metrics {
             "Changes of the exchange CA bundle file given to sidecars: loaded (ok) or unusable (error)",
             exchange_ca_reloads.clone(),
         );
+        let config_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Changes of the config file (--config): loaded (ok) or rejected, the settings in use \
+             kept (error, once per failure)",
+            config_reloads.clone(),
+        );
         let cert = CertMetrics::register(&mut registry);
         Metrics {
             registry,
@@ -79,6 +87,7 @@ impl Metrics {
             latency,
             rejected,
             exchange_ca_reloads,
+            config_reloads,
             cert,
             phase: AtomicU8::new(STARTING),
         }
@@ -101,6 +110,14 @@ impl Metrics {
     pub fn exchange_ca_reload(&self, ok: bool) {
         let result = if ok { "ok" } else { "error" };
         self.exchange_ca_reloads
+            .get_or_create(&ResultLabels { result })
+            .inc();
+    }
+
+    /// A changed config file loaded (`true`), or rejected.
+    pub fn config_reload(&self, ok: bool) {
+        let result = if ok { "ok" } else { "error" };
+        self.config_reloads
             .get_or_create(&ResultLabels { result })
             .inc();
     }

@@ -198,9 +198,14 @@ pub async fn run(cfg: ServerConfig) -> Result<(), RunError> {
     let injector =
         Injector::new(cfg.mutation.clone()).map_err(|e| RunError::Prepare(e.to_string()))?;
     let injector = Arc::new(ArcSwap::from_pointee(injector));
-    if let Some(path) = cfg.exchange_ca_file.clone() {
-        tokio::spawn(crate::exchange_ca::watch(
-            path,
+    let sources = crate::reload::Sources {
+        config_file: cfg.config_file.clone(),
+        flags: cfg.flags.clone(),
+        exchange_ca_file: cfg.exchange_ca_file.clone(),
+    };
+    if !sources.is_empty() {
+        tokio::spawn(crate::reload::watch(
+            sources,
             injector.clone(),
             cfg.cert_reload,
             metrics.clone(),

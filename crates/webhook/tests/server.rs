@@ -672,8 +672,8 @@ async fn vanished_certificate_files_are_one_counted_failure_and_serving_goes_on(
         .expect("serves after the new pair");
 }
 
-/// The CA bundle the admitted pod's sidecar is given (`TOKENVEND_CA_PEM` in the patch).
-fn sidecar_ca(review: &Value) -> Option<String> {
+/// The sidecar container the admission's patch adds.
+fn sidecar(review: &Value) -> Option<Value> {
     use base64::Engine;
     let patch = base64::engine::general_purpose::STANDARD
         .decode(review["response"]["patch"].as_str()?)
@@ -684,22 +684,159 @@ fn sidecar_ca(review: &Value) -> Option<String> {
             Value::Array(many) => many.clone(),
             one => vec![one.clone()],
         })
-        .filter(|c| c["name"] == json!("tokenvend-sidecar"))
-        .flat_map(|c| c["env"].as_array().cloned().unwrap_or_default())
+        .find(|c| c["name"] == json!("tokenvend-sidecar"))
+}
+
+/// The CA bundle the admitted pod's sidecar is given (`TOKENVEND_CA_PEM` in the patch).
+fn sidecar_ca(review: &Value) -> Option<String> {
+    sidecar(review)?["env"]
+        .as_array()?
+        .iter()
         .find(|e| e["name"] == json!("TOKENVEND_CA_PEM"))
         .and_then(|e| e["value"].as_str().map(str::to_owned))
+}
+
+/// Replace `path`'s content at once, by a rename, as the kubelet updates a mounted ConfigMap or
+/// Secret.
+fn replace_file(path: &Path, content: &str) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, content).expect("write");
+    std::fs::rename(&tmp, path).expect("rename");
+}
+
+/// Admit until `done` holds for the answer (at most 15 s), checking `meanwhile` on the others.
+async fn admit_until(
+    c: &reqwest::Client,
+    wh: &Webhook,
+    done: impl Fn(&Value) -> bool,
+    meanwhile: impl Fn(&Value),
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let review = post_review(c, wh.addr, "poll").await.expect("admitted");
+        if done(&review) {
+            return review;
+        }
+        meanwhile(&review);
+        assert!(Instant::now() < deadline, "never: {review}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Wait (at most 15 s) until the probe port's metrics have `line`.
+async fn metric_reaches(wh: &Webhook, line: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !has_metric(&metrics_text(wh.probe).await, line) {
+        assert!(Instant::now() < deadline, "never {line}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn an_edited_config_file_applies_to_admissions_after_it_and_a_bad_edit_keeps_the_settings() {
+    let files = tempfile::tempdir().expect("tmp");
+    let (ca1, ca2) = (files.path().join("ca1.crt"), files.path().join("ca2.crt"));
+    let (ca1_pem, ca2_pem, ca3_pem) = (
+        ca("exchange-ca-1").0.pem(),
+        ca("exchange-ca-2").0.pem(),
+        ca("exchange-ca-3").0.pem(),
+    );
+    replace_file(&ca1, &ca1_pem);
+    replace_file(&ca2, &ca2_pem);
+    let config = files.path().join("config.yaml");
+    let yaml = |tag: &str, bundle: &Path| {
+        format!(
+            "sidecarImage: registry.example.com/tokenvend-sidecar:{tag}\n\
+             sidecarMemoryLimit: 64Mi\nexchangeCaFile: {}\n",
+            bundle.display()
+        )
+    };
+    replace_file(&config, &yaml("1.0.0", &ca1));
+    let (_dir, pair, wh) = ready(&[
+        "--config",
+        config.to_str().expect("path"),
+        "--sidecar-memory-limit",
+        "48Mi",
+    ])
+    .await;
+    let c = client(&[&pair.ca_pem], false);
+    let image = |r: &Value| sidecar(r).map(|s| s["image"].clone());
+    let memory = |r: &Value| sidecar(r).map(|s| s["resources"]["limits"]["memory"].clone());
+    let v1 = json!("registry.example.com/tokenvend-sidecar:1.0.0");
+    let v2 = json!("registry.example.com/tokenvend-sidecar:1.0.1");
+    let first = post_review(&c, wh.addr, "first").await.expect("admitted");
+    assert_eq!(image(&first), Some(v1.clone()));
+    assert_eq!(memory(&first), Some(json!("48Mi")), "the flag wins");
+    assert_eq!(sidecar_ca(&first), Some(ca1_pem.clone()));
+
+    // Edited in place: a new image and another CA bundle file.
+    replace_file(&config, &yaml("1.0.1", &ca2));
+    let edited = admit_until(
+        &c,
+        &wh,
+        |r| image(r) == Some(v2.clone()),
+        |r| assert_eq!(image(r), Some(v1.clone()), "only the two versions: {r}"),
+    )
+    .await;
+    assert_eq!(memory(&edited), Some(json!("48Mi")), "the flag still wins");
+    assert_eq!(sidecar_ca(&edited), Some(ca2_pem.clone()));
+    metric_reaches(
+        &wh,
+        "tokenvend_webhook_config_reloads_total{result=\"ok\"} 1",
+    )
+    .await;
+
+    // The bundle file the edit named is the one followed from then on.
+    let rotated = format!("{ca3_pem}{ca2_pem}");
+    replace_file(&ca2, &rotated);
+    admit_until(
+        &c,
+        &wh,
+        |r| sidecar_ca(r).as_deref() == Some(rotated.as_str()),
+        |_| {},
+    )
+    .await;
+
+    // A bad edit, then a missing file: each one error, and the settings in use stay.
+    replace_file(&config, "sidecarImage: x\nsidecarCpuLimit: lots\n");
+    metric_reaches(
+        &wh,
+        "tokenvend_webhook_config_reloads_total{result=\"error\"} 1",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    std::fs::remove_file(&config).expect("rm");
+    metric_reaches(
+        &wh,
+        "tokenvend_webhook_config_reloads_total{result=\"error\"} 2",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let kept = post_review(&c, wh.addr, "kept").await.expect("admitted");
+    assert_eq!(image(&kept), Some(v2));
+    assert_eq!(sidecar_ca(&kept).as_deref(), Some(rotated.as_str()));
+    let metrics = metrics_text(wh.probe).await;
+    assert!(
+        has_metric(
+            &metrics,
+            "tokenvend_webhook_config_reloads_total{result=\"error\"} 2"
+        ),
+        "one count per failure: {metrics}"
+    );
+    let logs = wh.logs.lock().expect("logs").clone();
+    let rejected: Vec<&String> = logs
+        .iter()
+        .filter(|l| l.contains("config file not reloaded"))
+        .collect();
+    assert_eq!(rejected.len(), 2, "{logs:?}");
+    assert!(rejected[0].contains("sidecarCpuLimit"), "{}", rejected[0]);
 }
 
 #[tokio::test]
 async fn a_changed_exchange_ca_bundle_reaches_pods_admitted_after_it_without_a_restart() {
     let exchange = tempfile::tempdir().expect("tmp");
     let bundle = exchange.path().join("ca.crt");
-    // As the kubelet updates a mounted Secret: the new content appears at once, by a rename.
-    let replace = |content: &str| {
-        let tmp = exchange.path().join(".ca.crt.tmp");
-        std::fs::write(&tmp, content).expect("write");
-        std::fs::rename(&tmp, &bundle).expect("rename");
-    };
+    let replace = |content: &str| replace_file(&bundle, content);
     let old_ca = ca("exchange-ca-1").0.pem();
     let new_ca = ca("exchange-ca-2").0.pem();
     replace(&old_ca);
