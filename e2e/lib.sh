@@ -106,6 +106,14 @@ ensure_venv() {
   export PATH=$ROOT/.venv/bin:$PATH
 }
 
+# boto3 from before AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE, in its own venv ($WORK/boto3-2023).
+ensure_boto3_2023() {
+  if [ ! -x "$WORK/boto3-2023/bin/python" ]; then
+    python3 -m venv "$WORK/boto3-2023"
+  fi
+  "$WORK/boto3-2023/bin/pip" install -q --disable-pip-version-check -r "$ROOT/.ci/requirements-boto3-2023.txt"
+}
+
 # The pinned AWS JS SDK v3 in $WORK/node (from e2e/clients/package.json).
 ensure_node() {
   mkdir -p "$WORK/node"

@@ -12,6 +12,7 @@ ensure_debs
 ensure_rust_tools
 ensure_venv
 ensure_node
+ensure_boto3_2023
 disk_report 7
 
 step "cargo fmt --check"

@@ -8,6 +8,7 @@ stand-ins only for the API server's admission call and the kubelet (see stack.py
 - tokenvend-sts down during a refresh and back: the app never sees an error.
 - An invalid role annotation: the denial message the user would see.
 - A Deployment's pod with warnings: they are in its tremolo.io/aws-warnings annotation.
+- boto3 from before AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE in credentials mode: its error says why.
 - An arm64 node: the aarch64 static sidecar (what an arm64 image ships) run under qemu-aarch64,
   sidecar and startupProbe alike, serving an unmodified boto3 in both sidecar modes.
 """
@@ -20,13 +21,14 @@ import time
 
 import pytest
 
-from stack import ROOT, SIDECAR_IMAGE, PodRunner, Stack, images
+from stack import ROOT, SIDECAR_IMAGE, Image, PodRunner, Stack, images
 
 BIN = os.path.join(ROOT, "target", "debug")
 WORK = os.path.join(ROOT, "e2e", ".work", "pytest")
 VENV = os.environ.get("VIRTUAL_ENV", os.path.join(ROOT, ".venv"))
 NODE = os.path.join(ROOT, "e2e", ".work", "node", "node_modules")
 MOTO = "http://moto.aws-standin.svc:5000"
+BOTO3_2023 = os.path.join(ROOT, "e2e", ".work", "boto3-2023")
 CLIENTS = {"boto3": "e2e/boto3", "aws-cli-v1": "e2e/aws-cli", "js-sdk-v3": "e2e/js-sdk-v3", "rust-sdk": "e2e/rust-sdk"}
 
 
@@ -181,6 +183,24 @@ def test_a_controllers_pod_keeps_its_warnings_for_its_owner(stack):
     ]
     assert pod["metadata"]["annotations"]["tremolo.io/aws-warnings"] == "\n".join(answer["warnings"])
     assert {"name": "AWS_REGION", "value": "eu-west-1"} in pod["spec"]["containers"][0]["env"]
+
+
+def test_an_sdk_too_old_for_the_token_file_is_told_why_it_is_refused(stack):
+    # botocore 1.31.85 (November 2023) reads AWS_CONTAINER_AUTHORIZATION_TOKEN, not yet its _FILE
+    # variant, the only one the webhook injects: it asks the sidecar without the header.
+    python = os.path.join(BOTO3_2023, "bin", "python")
+    assert os.access(python, os.X_OK), f"{python}: the test command installs it (ensure_boto3_2023)"
+    registry = images(BIN, NODE, VENV)
+    registry["e2e/boto3-2023"] = Image(entrypoint=[python, f"{ROOT}/e2e/clients/boto3_caller.py"],
+                                       env={"PATH": f"{BOTO3_2023}/bin:/usr/bin:/bin", "HOME": "/tmp"})
+    dep = deployment("boto3-2023", "credentials", "arn:aws:iam::123456789012:role/e2e-old", "e2e/boto3-2023")
+    runner, (rc, out) = run_pod(stack, dep, registry=registry)
+    assert rc != 0, out
+    refused = ('Received non 200 response (401) from ECS metadata: {"error":"no Authorization header: '
+               "this AWS SDK or client does not read AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE")
+    assert refused in out, out
+    assert "botocore 1.32.0" in out, out
+    assert "credentials request refused" in runner.logs("tokenvend-sidecar")
 
 
 @pytest.fixture(scope="module")

@@ -41,36 +41,42 @@ fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-/// Answer one request.
-pub fn answer(s: &Served, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+/// The answer to a request without `Authorization`: its client does not read the token file.
+/// SDKs put the body in the error the app sees, so it says which versions do.
+pub const NO_AUTHORIZATION: &str = "no Authorization header: this AWS SDK or client does not \
+    read AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE, which AWS SDKs read since November 2023 \
+    (botocore 1.32.0, boto3 1.29.0; for the other SDKs, the versions AWS lists for EKS Pod \
+    Identity, which uses the same variable). Upgrade it, or give the pod the web-identity mode";
+
+/// The answer to a request with another `Authorization` than the token file's.
+pub const WRONG_AUTHORIZATION: &str =
+    "wrong Authorization: not the token in AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE";
+
+/// Answer one request: the credentials, or the status and why not.
+pub fn answer(
+    s: &Served,
+    req: &Request<Incoming>,
+) -> Result<serde_json::Value, (StatusCode, String)> {
     if req.uri().path() != s.path {
-        return json_response(StatusCode::NOT_FOUND, json!({"error": "not found"}));
+        return Err((StatusCode::NOT_FOUND, "not found".to_owned()));
     }
     if req.method() != hyper::Method::GET {
-        return json_response(StatusCode::METHOD_NOT_ALLOWED, json!({"error": "GET only"}));
+        return Err((StatusCode::METHOD_NOT_ALLOWED, "GET only".to_owned()));
     }
-    let auth = req
-        .headers()
-        .get(hyper::header::AUTHORIZATION)
-        .map(|v| v.as_bytes())
-        .unwrap_or_default();
-    if !same(auth, s.auth_token.as_bytes()) {
-        return json_response(
-            StatusCode::UNAUTHORIZED,
-            json!({"error": "missing or wrong Authorization"}),
-        );
+    let Some(auth) = req.headers().get(hyper::header::AUTHORIZATION) else {
+        return Err((StatusCode::UNAUTHORIZED, NO_AUTHORIZATION.to_owned()));
+    };
+    if !same(auth.as_bytes(), s.auth_token.as_bytes()) {
+        return Err((StatusCode::UNAUTHORIZED, WRONG_AUTHORIZATION.to_owned()));
     }
     let what = match &*s.current.borrow() {
         Some(v @ Value::Credentials(c)) if v.expires_at().is_some_and(|e| e > now()) => {
-            return json_response(
-                StatusCode::OK,
-                json!({
-                    "AccessKeyId": c.access_key_id,
-                    "SecretAccessKey": c.secret_access_key,
-                    "Token": c.session_token,
-                    "Expiration": c.expiration,
-                }),
-            );
+            return Ok(json!({
+                "AccessKeyId": c.access_key_id,
+                "SecretAccessKey": c.secret_access_key,
+                "Token": c.session_token,
+                "Expiration": c.expiration,
+            }));
         }
         Some(Value::Credentials(c)) => format!("the credentials expired at {}", c.expiration),
         _ => "no credentials yet".to_owned(),
@@ -78,7 +84,7 @@ pub fn answer(s: &Served, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     // SDKs put this body in the error the app sees (boto3: "Received non 200 response (503)
     // from container metadata: ..."), so it says why, as the startup probe does.
     let error = crate::outputs::with_last_failure(&s.out_dir, what);
-    json_response(StatusCode::SERVICE_UNAVAILABLE, json!({ "error": error }))
+    Err((StatusCode::SERVICE_UNAVAILABLE, error))
 }
 
 /// Serve on `addr` (loopback) until the task is dropped.
@@ -95,10 +101,13 @@ pub async fn serve(listener: tokio::net::TcpListener, served: Arc<Served>) {
         let served = served.clone();
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let r = answer(&served, &req);
-                if r.status() != StatusCode::OK {
-                    tracing::warn!(status = r.status().as_u16(), %peer, "credentials request refused");
-                }
+                let r = match answer(&served, &req) {
+                    Ok(credentials) => json_response(StatusCode::OK, credentials),
+                    Err((status, error)) => {
+                        tracing::warn!(status = status.as_u16(), %peer, error, "credentials request refused");
+                        json_response(status, json!({ "error": error }))
+                    }
+                };
                 async move { Ok::<_, Infallible>(r) }
             });
             let io = hyper_util::rt::TokioIo::new(stream);

@@ -297,8 +297,24 @@ fn credentials_endpoint_survives_an_sts_outage_and_recovers() {
             serde_json::from_str(body).unwrap_or(Value::Null),
         )
     };
-    assert_eq!(get(None).0, 401);
-    assert_eq!(get(Some("wrong")).0, 401);
+    // An SDK that does not read the token file sends no header, and is told so.
+    let (code, missing) = get(None);
+    assert_eq!(code, 401);
+    let said = missing["error"].as_str().unwrap_or_default();
+    assert!(
+        said.starts_with("no Authorization header")
+            && said.contains("AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE")
+            && said.contains("botocore 1.32.0"),
+        "{missing}"
+    );
+    let (code, wrong) = get(Some("wrong"));
+    assert_eq!(code, 401);
+    assert!(
+        wrong["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("wrong Authorization")),
+        "{wrong}"
+    );
     let (code, first) = get(Some(&auth));
     assert_eq!(code, 200, "{first}");
     for k in ["AccessKeyId", "SecretAccessKey", "Token", "Expiration"] {
