@@ -13,6 +13,11 @@ manifests/check.sh calls it:
   node's address) are not pods a namespaceSelector or podSelector can name.
 - No listener is bound to IPv4 alone (`0.0.0.0`, an IPv4 address): pods of an IPv6-only cluster
   have no IPv4 address, so such a server would never be reached there. `[::]` serves both.
+- Each certs run (the Job, and the CronJob's Job) has an activeDeadlineSeconds under a day: with
+  concurrencyPolicy Forbid, a run whose pod never starts (an image that cannot be pulled, a pod
+  that cannot be scheduled) would otherwise skip every later daily run, renewals included, until
+  someone deletes it. The deadline leaves room for the Job's own retries (backoffLimit 6: 10 s
+  doubling to 320 s, 630 s of waits).
 - tokenvend-webhook accepts its configuration as its pod would see it: the ConfigMap's file plus
   the Deployment's TOKENVEND_* env (`--check-config`), and the sidecar image it injects has the
   tag of its own image.
@@ -89,6 +94,20 @@ def check(webhook_bin, ca_file, path, expected_ns):
                 errors += check_webhook_config(webhook_bin, ca_file, ours, c)
     errors += closed_ports(ours)
     errors += ipv4_only_listeners(ours)
+    errors += unbounded_certs_runs(ours)
+    return errors
+
+
+def unbounded_certs_runs(ours):
+    errors = []
+    for d in ours:
+        if d["metadata"]["name"] != "tokenvend-certs" or d["kind"] not in ("Job", "CronJob"):
+            continue
+        job = d["spec"]["jobTemplate"]["spec"] if d["kind"] == "CronJob" else d["spec"]
+        deadline = job.get("activeDeadlineSeconds")
+        if not isinstance(deadline, int) or not 630 < deadline < 86400:
+            errors.append(f"{d['kind']}/tokenvend-certs: activeDeadlineSeconds {deadline!r}: want more than the "
+                          "630 s of its retries and less than a day, so a stuck run cannot block the next ones")
     return errors
 
 
