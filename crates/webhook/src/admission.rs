@@ -46,7 +46,8 @@ pub enum Decision {
     Ignored,
     /// Opted in and patched.
     Patched,
-    /// Opted in; nothing left to add (already mutated) or admitted unchanged with a warning.
+    /// Opted in; nothing left to add (already mutated), or admitted without the plumbing with
+    /// warnings (and, under `--deny-on-invalid=false`, their record on the pod).
     Unchanged,
     /// Refused.
     Denied,
@@ -292,19 +293,15 @@ fn answer<O>(
     match injector.mutate(pod) {
         Ok(m) => {
             out.mode = m.mode;
-            let patch = if m.patch.is_empty() {
-                out.decision = if m.mode.is_some() {
-                    Decision::Unchanged
-                } else if m.warnings.is_empty() {
-                    Decision::Ignored
-                } else {
-                    Decision::Unchanged
-                };
-                None
+            out.decision = if m.plumbed {
+                Decision::Patched
+            } else if m.mode.is_none() && m.warnings.is_empty() {
+                Decision::Ignored
             } else {
-                out.decision = Decision::Patched;
-                Some(&m.patch)
+                Decision::Unchanged
             };
+            // Without the plumbing, a patch is only the record of the warnings.
+            let patch = (!m.patch.is_empty()).then_some(&m.patch);
             out.warnings = m.warnings.len();
             out.body = respond(&request.uid, true, None, patch, &m.warnings)?;
         }

@@ -50,6 +50,9 @@ pub struct Mutation {
     pub warnings: Vec<String>,
     /// The mode applied, when the pod opted in with a valid mode.
     pub mode: Option<Mode>,
+    /// Whether the patch adds the credentials plumbing; when not, it holds at most the record of
+    /// the warnings of a pod admitted without it (`--deny-on-invalid=false`).
+    pub plumbed: bool,
 }
 
 /// The pod is refused; `message` tells the user what to fix.
@@ -70,22 +73,33 @@ impl Mutation {
             patch: Patch::default(),
             warnings,
             mode,
+            plumbed: false,
         }
     }
 }
+
+/// How a refusal's message starts.
+const DENIAL_PREFIX: &str = "tokenvend: ";
 
 /// Decide what to add to `pod` under `cfg` (builds an [`Injector`] for this one call; a server
 /// builds it once and calls [`Injector::mutate`]).
 pub fn mutate(pod: &PodView, cfg: &Config) -> Result<Mutation, Denial> {
     match Injector::new(cfg.clone()) {
         Ok(injector) => injector.mutate(pod),
-        Err(e) => refuse(
-            cfg,
-            format!("internal error rendering the injected objects: {e}"),
-            Vec::new(),
-            None,
-        ),
+        Err(e) => {
+            let message = format!("internal error rendering the injected objects: {e}");
+            if cfg.deny_on_invalid {
+                refuse(message, Vec::new(), None)
+            } else {
+                Ok(Mutation::unchanged(vec![not_injected(&message)], None))
+            }
+        }
     }
+}
+
+/// The warning of a pod admitted without the plumbing that would have been refused.
+fn not_injected(message: &str) -> String {
+    format!("tokenvend did not inject AWS credentials: {message}")
 }
 
 /// A [`Config`] with everything that does not depend on the pod built and rendered once.
@@ -215,8 +229,32 @@ impl Injector {
         &self.role_key
     }
 
-    /// Decide what to add to `pod`.
+    /// Decide what to add to `pod`: the plumbing, nothing, or a refusal. With
+    /// `--deny-on-invalid=false` a refused pod is admitted without the plumbing, its warnings
+    /// recorded on it, since a controller's pod shows them to no one else.
     pub fn mutate(&self, pod: &PodView) -> Result<Mutation, Denial> {
+        let denial = match self.decide(pod) {
+            Ok(m) => return Ok(m),
+            Err(d) if self.cfg.deny_on_invalid => return Err(d),
+            Err(d) => d,
+        };
+        let message = denial
+            .message
+            .strip_prefix(DENIAL_PREFIX)
+            .unwrap_or(&denial.message);
+        let mut warnings = denial.warnings.clone();
+        warnings.push(not_injected(message));
+        let mut patch = PatchBuilder::new();
+        record_warnings(&pod.metadata, &self.warnings_key, &mut warnings, &mut patch);
+        Ok(Mutation {
+            patch: patch.build(),
+            warnings,
+            mode: denial.mode,
+            plumbed: false,
+        })
+    }
+
+    fn decide(&self, pod: &PodView) -> Result<Mutation, Denial> {
         let cfg = &self.cfg;
         let role_key = &self.role_key;
         match pod
@@ -251,7 +289,6 @@ impl Injector {
         let role = match annotation(role_key) {
             None => {
                 return refuse(
-                    cfg,
                     format!(
                         "pod is labelled {role_key}=true but has no {role_key} annotation: \
                          set it to the IAM role ARN to assume, e.g. arn:aws:iam::123456789012:role/my-app"
@@ -263,7 +300,7 @@ impl Injector {
             Some(s) => match RoleArn::parse(s) {
                 Ok(r) => r,
                 Err(e) => {
-                    return refuse(cfg, format!("annotation {role_key}: {e}"), warnings, None);
+                    return refuse(format!("annotation {role_key}: {e}"), warnings, None);
                 }
             },
         };
@@ -279,16 +316,15 @@ impl Injector {
             Some(s) => match s.parse::<Mode>() {
                 Ok(m) => m,
                 Err(e) => {
-                    return refuse(cfg, format!("annotation {mode_key}: {e}"), warnings, None);
+                    return refuse(format!("annotation {mode_key}: {e}"), warnings, None);
                 }
             },
         };
         let Some(spec) = pod.spec.as_ref() else {
-            return refuse(cfg, "pod has no spec".to_owned(), warnings, Some(mode));
+            return refuse("pod has no spec".to_owned(), warnings, Some(mode));
         };
         if mode.has_sidecar() && spec.wants_windows() {
             return refuse(
-                cfg,
                 format!(
                     "the pod runs on Windows (spec.os.name, or kubernetes.io/os in its \
                      nodeSelector or required node affinity) and the {mode} mode needs the \
@@ -335,7 +371,6 @@ impl Injector {
             // The kubelet refuses to start a runAsNonRoot container whose inherited UID is 0:
             // the pod would be admitted and never start.
             return refuse(
-                cfg,
                 "the pod runs as root (spec.securityContext.runAsUser: 0) and the sidecar, which \
                  must not, gets no UID of its own (sidecarRunAsUser: platform): it would inherit \
                  UID 0 and the kubelet would never start it. Set runAsUser: 0 on the containers \
@@ -378,7 +413,7 @@ impl Injector {
         let prepared = self.prepared(mode);
         let app_env = match prepared.env_for(pod, &role) {
             Ok(env) => env,
-            Err(e) => return render_failure(cfg, e, warnings, mode),
+            Err(e) => return render_failure(e, warnings, mode),
         };
         let mut problems = Vec::new();
         let mut patch = PatchBuilder::new();
@@ -427,19 +462,21 @@ impl Injector {
         }
 
         if !problems.is_empty() {
-            return refuse(cfg, problems.join("; "), warnings, Some(mode));
+            return refuse(problems.join("; "), warnings, Some(mode));
         }
         if let Err(e) = sidecar_plan.emit(spec, &role, &mut patch) {
-            return render_failure(cfg, e, warnings, mode);
+            return render_failure(e, warnings, mode);
         }
         // Only with the plumbing: a second pass, which adds none, then records nothing either.
-        if !patch.is_empty() {
+        let plumbed = !patch.is_empty();
+        if plumbed {
             record_warnings(&pod.metadata, &self.warnings_key, &mut warnings, &mut patch);
         }
         Ok(Mutation {
             patch: patch.build(),
             warnings,
             mode: Some(mode),
+            plumbed,
         })
     }
 
@@ -550,15 +587,13 @@ impl Injector {
     }
 }
 
-/// A rendering failure: never a wrong patch; deny, or admit unchanged with a warning.
+/// A rendering failure: never a wrong patch; a refusal.
 fn render_failure(
-    cfg: &Config,
     e: serde_json::Error,
     warnings: Vec<String>,
     mode: Mode,
 ) -> Result<Mutation, Denial> {
     refuse(
-        cfg,
         format!("internal error rendering the patch: {e}"),
         warnings,
         Some(mode),
@@ -580,14 +615,25 @@ fn record_warnings(
     warnings: &mut Vec<String>,
     patch: &mut PatchBuilder,
 ) {
-    // A patched pod always has annotations: its role is one.
-    let Some(annotations) = meta.annotations.as_ref() else {
-        return;
-    };
-    if warnings.is_empty() || annotations.contains_key(key) {
+    if warnings.is_empty() {
         return;
     }
     let text = warnings_text(warnings);
+    // A pod admitted without the plumbing may have no annotations at all (not even its role).
+    let Some(annotations) = meta.annotations.as_ref() else {
+        let map = std::collections::BTreeMap::from([(key, text.as_str())]);
+        match serde_json::value::to_raw_value(&map) {
+            Ok(object) => patch.add(
+                &pointer([Seg::Key("metadata"), Seg::Key("annotations")]),
+                &&*object,
+            ),
+            Err(e) => warnings.push(format!("these warnings are not recorded in {key}: {e}")),
+        }
+        return;
+    };
+    if annotations.contains_key(key) {
+        return;
+    }
     let used: usize = annotations.iter().map(|(k, v)| k.len() + v.len()).sum();
     if used + key.len() + text.len() > ANNOTATIONS_LIMIT {
         warnings.push(format!(
@@ -637,24 +683,14 @@ fn warnings_text(warnings: &[String]) -> String {
 }
 
 /// Invalid input or a conflict: deny, or admit unchanged with a warning, as configured.
-fn refuse(
-    cfg: &Config,
-    message: String,
-    mut warnings: Vec<String>,
-    mode: Option<Mode>,
-) -> Result<Mutation, Denial> {
-    if cfg.deny_on_invalid {
-        Err(Denial {
-            message: format!("tokenvend: {message}"),
-            warnings,
-            mode,
-        })
-    } else {
-        warnings.push(format!(
-            "tokenvend did not inject AWS credentials: {message}"
-        ));
-        Ok(Mutation::unchanged(warnings, mode))
-    }
+/// Refuse the pod (admitted without the plumbing instead under `--deny-on-invalid=false`, by
+/// [`Injector::mutate`]).
+fn refuse(message: String, warnings: Vec<String>, mode: Option<Mode>) -> Result<Mutation, Denial> {
+    Err(Denial {
+        message: format!("{DENIAL_PREFIX}{message}"),
+        warnings,
+        mode,
+    })
 }
 
 impl Prepared {

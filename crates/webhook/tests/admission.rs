@@ -99,6 +99,37 @@ fn denial_carries_the_message_and_a_403_status() {
 }
 
 #[test]
+fn a_pod_admitted_without_the_plumbing_is_unchanged_but_for_its_record() {
+    // denyOnInvalid: false. Logged and counted as unchanged, not patched: it got no credentials.
+    let cfg = tokenvend_webhook::config::MutationArgs {
+        deny_on_invalid: Some(false),
+        ..Default::default()
+    };
+    let injector = Injector::new(Config::from_args(cfg).expect("config")).expect("renders");
+    let pod = labelled_pod("orders");
+    let body = request(pod.clone(), json!({})).to_string();
+    let r = review(body.as_bytes(), &injector).expect("valid review");
+    assert_eq!(r.decision, Decision::Unchanged);
+    let resp: Value = serde_json::from_slice(&r.body).expect("json");
+    let a = &resp["response"];
+    assert_eq!(a["allowed"], json!(true));
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(a["patch"].as_str().expect("the record's patch"))
+        .expect("base64");
+    let patch: json_patch::Patch = serde_json::from_slice(&bytes).expect("RFC 6902 patch");
+    let mut out = pod.clone();
+    json_patch::patch(&mut out, &patch).expect("applies");
+    let record = out["metadata"]["annotations"]
+        .as_object_mut()
+        .expect("annotations")
+        .remove("tremolo.io/aws-warnings")
+        .expect("the record");
+    assert_eq!(out, pod, "nothing else");
+    assert_eq!(record, json!(a["warnings"][0]));
+    assert_eq!(r.warnings, 1);
+}
+
+#[test]
 fn ignored_requests_are_allowed_without_patch() {
     let pod = labelled_pod("arn:aws:iam::123456789012:role/orders");
     let mut unlabelled = pod.clone();

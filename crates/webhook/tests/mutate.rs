@@ -63,6 +63,19 @@ fn run(v: &Value, c: &Config) -> (Mutation, Value) {
     (m, out)
 }
 
+/// A pod admitted without the plumbing (`--deny-on-invalid=false`): `out` is `p` with only its
+/// warnings recorded, where the owner of a controller's pod can read them.
+fn admitted_without_plumbing(m: &Mutation, out: &Value, p: &Value) {
+    assert!(!m.plumbed, "{m:?}");
+    let mut want = p.clone();
+    let record = m.warnings.join("\n");
+    merge(
+        &mut want,
+        json!({"metadata": {"annotations": {"tremolo.io/aws-warnings": record}}}),
+    );
+    assert_eq!(out, &want);
+}
+
 fn env_of(c: &Value) -> Vec<(String, Value)> {
     c["env"]
         .as_array()
@@ -203,8 +216,7 @@ fn missing_or_invalid_annotations_deny_with_what_to_fix_or_warn_when_configured(
             d.message
         );
         let (m, out) = run(&p, &warn_cfg);
-        assert!(m.patch.is_empty(), "warn mode must admit unchanged");
-        assert_eq!(out, p);
+        admitted_without_plumbing(&m, &out, &p);
         assert!(
             m.warnings
                 .iter()
@@ -562,7 +574,7 @@ fn windows_pods_are_refused_a_linux_sidecar_and_pointed_to_projected_mode() {
                 d.message
             );
             let (m, out) = run(&p, &cfg(|a| a.deny_on_invalid = Some(false)));
-            assert!(m.patch.is_empty() && out == p);
+            admitted_without_plumbing(&m, &out, &p);
             assert!(m.warnings.iter().any(|w| w.contains("runs on Windows")));
         }
         // Projected mode has no sidecar: the pod is mutated as on Linux.
@@ -729,7 +741,7 @@ fn a_root_pod_is_refused_when_the_sidecar_would_inherit_its_uid() {
             d.message
         );
         let (m, out) = run(&p, &platform(false));
-        assert!(m.patch.is_empty() && out == p, "{mode}: admitted unchanged");
+        admitted_without_plumbing(&m, &out, &p);
         assert!(m.warnings.iter().any(|w| w.contains("runs as root")));
         // With a UID of its own, the sidecar does not inherit the pod's.
         let (_, out) = run(&p, &Config::default());
@@ -850,8 +862,7 @@ fn conflicts_deny_or_warn_and_never_clobber() {
             d.message
         );
         let (m, out) = run(&p, &warn_cfg);
-        assert!(m.patch.is_empty());
-        assert_eq!(out, p, "nothing changed");
+        admitted_without_plumbing(&m, &out, &p);
         assert!(m.warnings.iter().any(|w| w.contains(expected)));
     }
 }
@@ -1324,13 +1335,43 @@ fn warnings_that_would_overfill_the_pods_annotations_are_only_returned() {
 }
 
 #[test]
-fn refused_and_unchanged_pods_record_nothing() {
-    // Denied pods do not exist; pods admitted unchanged (denyOnInvalid: false) keep the promise
-    // of no patch at all.
+fn pods_admitted_without_the_plumbing_record_why_once() {
+    // Denied pods do not exist. Under denyOnInvalid: false a refused pod is admitted without the
+    // plumbing, and a controller's pod shows its warnings to no one: they are recorded on it.
     let bad = pod(json!({"metadata": {"annotations": {"tremolo.io/aws-role": "app"}}}));
     assert!(mutate(&typed(&bad), &Config::default()).is_err());
     let warn = cfg(|a| a.deny_on_invalid = Some(false));
     let (m, out) = run(&bad, &warn);
-    assert!(m.patch.is_empty() && !m.warnings.is_empty());
-    assert_eq!(out, bad);
+    admitted_without_plumbing(&m, &out, &bad);
+    assert_eq!(ops(&m), ["add"]);
+    assert!(
+        m.warnings.last().is_some_and(|w| w.starts_with(
+            "tokenvend did not inject AWS credentials: annotation tremolo.io/aws-role: \"app\""
+        )),
+        "{:?}",
+        m.warnings
+    );
+    // Recorded once: a second pass (a reinvocation) adds nothing, and says the same.
+    let (again, twice) = run(&out, &warn);
+    assert!(again.patch.is_empty(), "{:?}", again.patch);
+    assert_eq!(again.warnings, m.warnings);
+    assert_eq!(twice, out);
+    // A labelled pod without any annotation (not even its role) gets the annotations object.
+    let mut bare = pod(json!({}));
+    bare["metadata"]
+        .as_object_mut()
+        .expect("metadata")
+        .remove("annotations");
+    let (m, out) = run(&bare, &warn);
+    admitted_without_plumbing(&m, &out, &bare);
+    assert!(
+        m.warnings[0].contains("has no tremolo.io/aws-role annotation"),
+        "{:?}",
+        m.warnings
+    );
+    // Kept: a record already there, as on patched pods.
+    let mut kept = bad.clone();
+    kept["metadata"]["annotations"]["tremolo.io/aws-warnings"] = json!("from before");
+    let (m, out) = run(&kept, &warn);
+    assert!(m.patch.is_empty() && out == kept, "{:?}", m.patch);
 }
