@@ -97,14 +97,7 @@ async fn credentials_work_are_cached_and_coalesced() {
         "arn:aws:sts::123456789012:assumed-role/reader/shop.orders"
     );
 
-    let metrics = c
-        .get(sts.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = metrics_of(&c, &sts).await;
     assert!(
         has_metric(&metrics, "tokenvend_sts_sts_calls_total{reason=\"ok\"} 3"),
         "{metrics}"
@@ -151,6 +144,29 @@ async fn credentials_work_are_cached_and_coalesced() {
     }
 }
 
+/// tokenvend-sts's `/metrics` text.
+async fn metrics_of(c: &reqwest::Client, sts: &Sts) -> String {
+    c.get(sts.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text")
+}
+
+/// tokenvend-sts with `rules` in the file `TOKENVEND_RULES_FILE` names (kept while it runs).
+fn with_rules(moto: &Moto, cluster: &Cluster, rules: &str) -> (tempfile::NamedTempFile, Sts) {
+    let file = tempfile::NamedTempFile::new().expect("tmp");
+    std::fs::write(file.path(), rules).expect("rules");
+    let sts = Sts::start(
+        moto,
+        cluster,
+        &[("TOKENVEND_RULES_FILE", file.path().display().to_string())],
+    );
+    (file, sts)
+}
+
 /// The session policy of the latest AssumeRole for `session`, as JSON.
 fn last_policy(moto: &Moto, session: &str) -> Value {
     match moto.session_policies(session).last() {
@@ -177,13 +193,7 @@ async fn policy_files_edited_in_place_apply_to_the_next_request_and_bad_edits_ke
     provider();
     let moto = Moto::start();
     let cluster = Cluster::new();
-    let rules = tempfile::NamedTempFile::new().expect("tmp");
-    std::fs::write(rules.path(), RULES).expect("rules");
-    let sts = Sts::start(
-        &moto,
-        &cluster,
-        &[("TOKENVEND_RULES_FILE", rules.path().display().to_string())],
-    );
+    let (rules, sts) = with_rules(&moto, &cluster, RULES);
     let c = reqwest::Client::new();
     let url = sts.url("/credentials");
     let orders = cluster.token("shop", "orders", None, "tokenvend", 3600);
@@ -248,14 +258,7 @@ async fn policy_files_edited_in_place_apply_to_the_next_request_and_bad_edits_ke
     let (status, _) = post(&c, &url, Some(&billing), None).await;
     assert_eq!(status, 403);
 
-    let metrics = c
-        .get(sts.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = metrics_of(&c, &sts).await;
     for line in [
         "tokenvend_sts_config_reloads_total{file=\"policy_template\",result=\"ok\"} 1",
         "tokenvend_sts_config_reloads_total{file=\"policy_template\",result=\"error\"} 2",
@@ -291,17 +294,8 @@ async fn every_error_status_is_reached() {
     provider();
     let moto = Moto::start();
     let cluster = Cluster::new();
-    let rules = tempfile::NamedTempFile::new().expect("tmp");
-    std::fs::write(
-        rules.path(),
-        RULES.replace("namespaces: [\"*\"]", "namespaces: [\"shop\", \"huge\"]"),
-    )
-    .expect("rules");
-    let sts = Sts::start(
-        &moto,
-        &cluster,
-        &[("TOKENVEND_RULES_FILE", rules.path().display().to_string())],
-    );
+    let rules = RULES.replace("namespaces: [\"*\"]", "namespaces: [\"shop\", \"huge\"]");
+    let (_rules, sts) = with_rules(&moto, &cluster, &rules);
     let c = reqwest::Client::new();
     let url = sts.url("/credentials");
     let ok = cluster.token("shop", "orders", None, "tokenvend", 3600);
@@ -455,14 +449,7 @@ async fn every_error_status_is_reached() {
         assert_refused(status, &resp, 500, "STS AssumeRole failed");
     }
 
-    let metrics = c
-        .get(sts.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = metrics_of(&c, &sts).await;
     assert!(
         has_metric(
             &metrics,
@@ -554,15 +541,7 @@ async fn token_endpoint_jwts_verify_across_key_rotation() {
         .expect("json");
     assert_eq!(disc["jwks_uri"], json!("https://issuer.example.com/keys"));
 
-    let metrics = || async {
-        c.get(sts.url("/metrics"))
-            .send()
-            .await
-            .expect("metrics")
-            .text()
-            .await
-            .expect("text")
-    };
+    let metrics = || metrics_of(&c, &sts);
     let m = metrics().await;
     assert!(
         has_metric(

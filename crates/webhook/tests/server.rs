@@ -848,19 +848,13 @@ async fn a_changed_exchange_ca_bundle_reaches_pods_admitted_after_it_without_a_r
     // The certs job rotates the CA: the bundle now holds the new CA and the old one.
     let rotated = format!("{new_ca}{old_ca}");
     replace(&rotated);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let review = post_review(&c, wh.addr, "after").await.expect("admitted");
-        if sidecar_ca(&review).as_deref() == Some(rotated.as_str()) {
-            break;
-        }
-        assert_eq!(sidecar_ca(&review).as_deref(), Some(old_ca.as_str()));
-        assert!(
-            Instant::now() < deadline,
-            "the new bundle never reached an admission"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    admit_until(
+        &c,
+        &wh,
+        |r| sidecar_ca(r).as_deref() == Some(rotated.as_str()),
+        |r| assert_eq!(sidecar_ca(r).as_deref(), Some(old_ca.as_str())),
+    )
+    .await;
     let metrics = metrics_text(wh.probe).await;
     assert!(
         has_metric(
@@ -874,14 +868,7 @@ async fn a_changed_exchange_ca_bundle_reaches_pods_admitted_after_it_without_a_r
     // last good bundle.
     replace("not a certificate\n-----BEGIN CERTIFICATE-----\nnot base64\n");
     let counted = "tokenvend_webhook_exchange_ca_reloads_total{result=\"error\"} 1";
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !has_metric(&metrics_text(wh.probe).await, counted) {
-        assert!(
-            Instant::now() < deadline,
-            "the broken bundle was never counted"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    metric_reaches(&wh, counted).await;
     // Several more checks (1 s apart) find the same file: still one count, one warning.
     tokio::time::sleep(Duration::from_millis(3500)).await;
     let review = post_review(&c, wh.addr, "broken").await.expect("admitted");
