@@ -55,6 +55,17 @@ pub enum ClusterError {
         /// The certificate's SANs, comma-separated.
         sans: String,
     },
+    /// Another writer changed the object between this run's read and its write (409); the
+    /// run reconciles again from fresh reads before it gives up with this.
+    #[error("{verb} {what}: {message} (another run of the job wrote it meanwhile)")]
+    Conflict {
+        /// Verb.
+        verb: &'static str,
+        /// Object.
+        what: String,
+        /// Cause.
+        message: String,
+    },
     /// Anything else from the API.
     #[error("{verb} {what}: {message}")]
     Api {
@@ -76,6 +87,11 @@ fn api_err(verb: &'static str, what: &str, e: kube::Error) -> ClusterError {
             verb,
             what: what.to_owned(),
             message: s.message,
+        },
+        kube::Error::Api(s) if s.code == 409 => ClusterError::Conflict {
+            verb,
+            what: what.to_owned(),
+            message: format!("{} {}: {}", s.code, s.reason, s.message),
         },
         kube::Error::Api(s) => ClusterError::Api {
             verb,
@@ -144,8 +160,35 @@ pub fn check_served(
     Ok(())
 }
 
-/// One reconciliation.
+/// How many times a run reconciles when another writer gets in between its reads and writes.
+const ATTEMPTS: usize = 3;
+
+/// One reconciliation. When another run (the install Job and a CronJob run, say) writes a
+/// Secret between this run's reads and its write, this run may already have set the caBundle to
+/// a CA that no Secret then holds: it reconciles again from fresh reads at once, which puts the
+/// stored CA back in the caBundle, rather than leave the API server distrusting the webhook
+/// until the Job's retry.
 pub async fn reconcile(
+    client: Client,
+    namespace: &str,
+    secret: &str,
+    webhook_config: &str,
+    s: &Settings,
+    now: i64,
+) -> Result<Report, ClusterError> {
+    let mut attempt = 1;
+    loop {
+        match reconcile_once(client.clone(), namespace, secret, webhook_config, s, now).await {
+            Err(e @ ClusterError::Conflict { .. }) if attempt < ATTEMPTS => {
+                tracing::info!(error = %e, attempt, "another writer got in first; reconciling again");
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn reconcile_once(
     client: Client,
     namespace: &str,
     secret: &str,

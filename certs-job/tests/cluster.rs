@@ -257,6 +257,55 @@ async fn a_deleted_ca_secret_gives_a_new_ca_while_the_old_one_stays_trusted_and_
 }
 
 #[tokio::test]
+async fn a_run_that_loses_a_race_to_another_trusts_what_the_winner_stored() {
+    // Two first runs at once (the install Job and the CronJob's). The other run's Secrets land
+    // between this run's reads and its create, after this run set every caBundle to its own,
+    // new CA: a CA no Secret holds, so the API server would distrust the webhook.
+    let (other, other_client, _other_dir) = standin().await;
+    reconcile_at(&other_client, NOW)
+        .await
+        .expect("the other run");
+    let theirs = other.store.lock().expect("store").secrets.clone();
+    let their_cert = data(
+        &theirs[&("tokenvend".into(), "tokenvend-webhook-tls".into())],
+        "tls.crt",
+    );
+    let (s, client, _dir) = standin().await;
+    s.store.lock().expect("store").before_secret_write =
+        Some(Box::new(move |st| st.secrets.extend(theirs)));
+
+    let r = reconcile_at(&client, NOW)
+        .await
+        .expect("reconciled again after the conflict");
+    assert_eq!(
+        r.decision,
+        Decision::Keep,
+        "the winner's certificates are good"
+    );
+    let tls = secret(&s, "tokenvend-webhook-tls");
+    assert_eq!(
+        data(&tls, "tls.crt"),
+        their_cert,
+        "the winner's Secrets stay"
+    );
+    assert_eq!(
+        bundles(&s),
+        vec![data(&tls, "ca.crt"); 2],
+        "every caBundle trusts the stored CA again"
+    );
+    let w = writes(&s);
+    assert_eq!(
+        w.iter().filter(|(verb, _, _)| verb == "patch").count(),
+        2,
+        "its own CA, then the stored one: {w:?}"
+    );
+    assert!(
+        w.iter().all(|(_, resource, _)| resource != "secrets"),
+        "{w:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_serving_secret_created_as_opaque_is_filled_once_and_then_left_alone() {
     let (s, client, _dir) = standin().await;
     // Made beforehand by hand (`kubectl create secret generic`), so of type Opaque, which the

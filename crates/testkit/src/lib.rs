@@ -353,6 +353,9 @@ impl Cluster {
     }
 }
 
+/// Another client's writes, applied to the stand-in's objects.
+pub type Meanwhile = Box<dyn FnOnce(&mut Store) + Send>;
+
 /// Objects the stand-in API server holds, as JSON, keyed like the real API.
 #[derive(Default)]
 pub struct Store {
@@ -368,6 +371,9 @@ pub struct Store {
     pub writes: Vec<(String, String, String)>,
     /// Every authenticated GET of the issuer discovery document and the JWKS, by path.
     pub oidc_gets: Vec<String>,
+    /// Run once, just before the next Secret create or update is handled: another client's
+    /// writes landing between a client's reads and its own write.
+    pub before_secret_write: Option<Meanwhile>,
     version: u64,
 }
 
@@ -440,6 +446,9 @@ impl Store {
         if let Some(r) = self.deny("create", "secrets") {
             return r;
         }
+        if let Some(meanwhile) = self.before_secret_write.take() {
+            meanwhile(self);
+        }
         if !self.namespaces.contains(ns) {
             return status(404, "NotFound", format!("namespaces \"{ns}\" not found"));
         }
@@ -467,6 +476,9 @@ impl Store {
     fn replace_secret(&mut self, ns: &str, name: &str, mut body: Value) -> Reply {
         if let Some(r) = self.deny("update", "secrets") {
             return r;
+        }
+        if let Some(meanwhile) = self.before_secret_write.take() {
+            meanwhile(self);
         }
         let key = (ns.to_owned(), name.to_owned());
         let Some(existing) = self.secrets.get(&key) else {
