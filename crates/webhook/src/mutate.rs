@@ -233,23 +233,24 @@ impl Injector {
     /// `--deny-on-invalid=false` a refused pod is admitted without the plumbing, its warnings
     /// recorded on it, since a controller's pod shows them to no one else.
     pub fn mutate(&self, pod: &PodView) -> Result<Mutation, Denial> {
-        let denial = match self.decide(pod) {
+        let Denial {
+            message,
+            mut warnings,
+            mode,
+        } = match self.decide(pod) {
             Ok(m) => return Ok(m),
             Err(d) if self.cfg.deny_on_invalid => return Err(d),
             Err(d) => d,
         };
-        let message = denial
-            .message
-            .strip_prefix(DENIAL_PREFIX)
-            .unwrap_or(&denial.message);
-        let mut warnings = denial.warnings.clone();
-        warnings.push(not_injected(message));
+        warnings.push(not_injected(
+            message.strip_prefix(DENIAL_PREFIX).unwrap_or(&message),
+        ));
         let mut patch = PatchBuilder::new();
         record_warnings(&pod.metadata, &self.warnings_key, &mut warnings, &mut patch);
         Ok(Mutation {
             patch: patch.build(),
             warnings,
-            mode: denial.mode,
+            mode,
             plumbed: false,
         })
     }
