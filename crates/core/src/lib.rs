@@ -16,9 +16,11 @@ pub mod serving;
 pub mod session;
 #[cfg(feature = "tls-server")]
 pub mod tls;
+pub mod watched;
 
 pub use arn::{ArnError, RoleArn};
 pub use claims::{ClaimsError, Identity};
 pub use latch::FailureLatch;
 pub use logging::LogLevel;
 pub use mode::{Mode, ParseModeError};
+pub use watched::{Checked, WatchedFile};

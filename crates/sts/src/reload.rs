@@ -3,52 +3,31 @@
 //! applied to the next request; a version that cannot be used keeps the one in use, because a
 //! broken or missing rules file must never open the service to every identity.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use tokenvend_core::FailureLatch;
+use tokenvend_core::{Checked, WatchedFile};
 
 /// Builds the object a file's text stands for, or says why it cannot.
 pub type Parse<T> = Box<dyn Fn(&str) -> Result<T, String> + Send + Sync>;
 
-/// What one check of a [`WatchedFile`] found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Checked {
-    /// Same text as the one in use.
-    Unchanged,
-    /// Changed, usable, and now in use.
-    Reloaded,
-    /// Usable again after a reported failure, with the text already in use.
-    Recovered,
-    /// Unreadable or unusable: the previous one stays. Reported once per distinct failure.
-    Failed(String),
-    /// The failure already reported, still there.
-    StillFailing,
-}
-
-/// A file whose parsed form is swapped in when its text changes.
-pub struct WatchedFile<T> {
-    what: &'static str,
-    path: PathBuf,
-    text: String,
+/// A policy file whose parsed form is swapped in, for the request handlers, when it changes.
+pub struct PolicyFile<T> {
+    file: WatchedFile,
     parse: Parse<T>,
     current: Arc<ArcSwap<T>>,
-    latch: FailureLatch,
 }
 
-impl<T> WatchedFile<T> {
+impl<T> PolicyFile<T> {
     /// Read and parse the `what` at `path` once (a failure here is the caller's start-up error).
     pub fn load(what: &'static str, path: &Path, parse: Parse<T>) -> Result<Self, String> {
-        let text = read(what, path)?;
-        let value = parse(&text)?;
-        Ok(WatchedFile {
-            what,
-            path: path.to_owned(),
-            text,
+        let (file, text) = WatchedFile::open(what, path)?;
+        let current = Arc::new(ArcSwap::from_pointee(parse(&text)?));
+        Ok(PolicyFile {
+            file,
             parse,
-            current: Arc::new(ArcSwap::from_pointee(value)),
-            latch: FailureLatch::default(),
+            current,
         })
     }
 
@@ -57,45 +36,18 @@ impl<T> WatchedFile<T> {
         self.current.clone()
     }
 
-    /// What the file is, e.g. "rules file" (for logs and metrics).
-    pub fn what(&self) -> &'static str {
-        self.what
-    }
-
-    /// The file's path.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// The file followed.
+    pub fn file(&self) -> &WatchedFile {
+        &self.file
     }
 
     /// Re-read the file; swap in its new content when usable.
-    pub fn check(&mut self) -> Checked {
-        let parsed = read(self.what, &self.path).and_then(|text| {
-            if text == self.text {
-                return Ok(None);
-            }
-            (self.parse)(&text).map(|value| Some((text, value)))
-        });
-        match parsed {
-            Ok(next) => {
-                let recovered = self.latch.recovered();
-                match next {
-                    Some((text, value)) => {
-                        self.current.store(Arc::new(value));
-                        self.text = text;
-                        Checked::Reloaded
-                    }
-                    None if recovered => Checked::Recovered,
-                    None => Checked::Unchanged,
-                }
-            }
-            Err(reason) if self.latch.failed(reason.clone()) => Checked::Failed(reason),
-            Err(_) => Checked::StillFailing,
-        }
+    pub fn check(&mut self) -> Checked<()> {
+        let current = &self.current;
+        self.file
+            .check(&self.parse)
+            .map(|value| current.store(Arc::new(value)))
     }
-}
-
-fn read(what: &str, path: &Path) -> Result<String, String> {
-    std::fs::read_to_string(path).map_err(|e| format!("{what} {}: {e}", path.display()))
 }
 
 #[cfg(test)]
@@ -109,17 +61,16 @@ mod tests {
     }
 
     #[test]
-    fn a_changed_usable_file_is_swapped_in_and_anything_else_keeps_the_one_in_use() {
+    fn the_handlers_see_a_usable_change_and_keep_the_one_in_use_otherwise() {
         let dir = tempfile::tempdir().expect("tmp");
         let path = dir.path().join("n");
         std::fs::write(&path, "1").expect("write");
-        let mut w = WatchedFile::load("number", &path, Box::new(number)).expect("loads");
+        let mut w = PolicyFile::load("number", &path, Box::new(number)).expect("loads");
         let current = w.current();
         assert_eq!(**current.load(), 1);
-        assert_eq!(w.check(), Checked::Unchanged);
 
         std::fs::write(&path, "2").expect("write");
-        assert_eq!(w.check(), Checked::Reloaded);
+        assert_eq!(w.check(), Checked::Reloaded(()));
         assert_eq!(
             **current.load(),
             2,
@@ -127,35 +78,20 @@ mod tests {
         );
 
         std::fs::write(&path, "two").expect("write");
-        assert!(
-            matches!(w.check(), Checked::Failed(r) if r.starts_with("not a number")),
-            "an unusable version is reported"
-        );
-        assert_eq!(w.check(), Checked::StillFailing, "once");
-        assert_eq!(**current.load(), 2, "and the one in use stays");
-
+        assert!(matches!(w.check(), Checked::Failed(r) if r.starts_with("not a number")));
         std::fs::remove_file(&path).expect("rm");
-        assert!(
-            matches!(w.check(), Checked::Failed(r) if r.starts_with("number ") && r.contains("No such file")),
-            "a missing file is a new failure"
-        );
-        assert_eq!(**current.load(), 2, "a missing file loosens nothing");
-
-        std::fs::write(&path, "2").expect("write");
-        assert_eq!(w.check(), Checked::Recovered, "back to the text in use");
-        std::fs::write(&path, "3").expect("write");
-        assert_eq!(w.check(), Checked::Reloaded);
-        assert_eq!(**current.load(), 3);
+        assert!(matches!(w.check(), Checked::Failed(_)));
+        assert_eq!(**current.load(), 2, "nothing unusable is swapped in");
     }
 
     #[test]
     fn a_file_unusable_at_start_is_the_callers_error() {
         let dir = tempfile::tempdir().expect("tmp");
         let path = dir.path().join("n");
-        assert!(WatchedFile::load("number", &path, Box::new(number)).is_err());
+        assert!(PolicyFile::load("number", &path, Box::new(number)).is_err());
         std::fs::write(&path, "x").expect("write");
         assert!(
-            WatchedFile::load("number", &path, Box::new(number))
+            PolicyFile::load("number", &path, Box::new(number))
                 .err()
                 .is_some_and(|e| e.starts_with("not a number"))
         );

@@ -27,11 +27,12 @@ use crate::exchange::{CacheKey, CredentialCache, Lookup, Sts, role_session_name}
 use crate::issuer::Issuer;
 use crate::metrics::{Metrics, Parts};
 use crate::policy::PolicyTemplate;
-use crate::reload::{Checked, WatchedFile};
+use crate::reload::PolicyFile;
 use crate::validate::{
     AuthError, CachedValidator, JwksSource, JwksValidator, TokenReviewValidator, Validator,
     api_server_issuer,
 };
+use tokenvend_core::Checked;
 
 /// Largest request body (an optional `{"role_arn": ...}`).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -50,9 +51,9 @@ pub struct CredentialsEndpoint {
 #[derive(Default)]
 pub struct Watched {
     /// `POLICY_TEMPLATE_PATH`, when set.
-    pub policy: Option<WatchedFile<PolicyTemplate>>,
+    pub policy: Option<PolicyFile<PolicyTemplate>>,
     /// `TOKENVEND_RULES_FILE`, when set.
-    pub rules: Option<WatchedFile<Authorizer>>,
+    pub rules: Option<PolicyFile<Authorizer>>,
 }
 
 /// Everything the handlers share.
@@ -222,7 +223,7 @@ pub async fn build(args: &ServeArgs) -> Result<Arc<App>, SetupError> {
             let parse = move |text: &str| {
                 Authorizer::new(role.clone(), &allowed, Some(text)).map_err(|e| e.to_string())
             };
-            let file = WatchedFile::load("rules file", p, Box::new(parse)).map_err(cfg)?;
+            let file = PolicyFile::load("rules file", p, Box::new(parse)).map_err(cfg)?;
             let current = file.current();
             watched.rules = Some(file);
             current
@@ -263,7 +264,7 @@ pub async fn build(args: &ServeArgs) -> Result<Arc<App>, SetupError> {
                 };
                 let path = Path::new(&args.policy_template_path);
                 let file =
-                    WatchedFile::load("policy template", path, Box::new(parse)).map_err(cfg)?;
+                    PolicyFile::load("policy template", path, Box::new(parse)).map_err(cfg)?;
                 let current = file.current();
                 watched.policy = Some(file);
                 Some(current)
@@ -647,11 +648,11 @@ pub async fn run(args: ServeArgs) -> Result<(), SetupError> {
 }
 
 /// Check one policy file; log and count what changed.
-fn report_check<T>(metrics: &Metrics, label: &'static str, file: &mut WatchedFile<T>) {
-    let (what, path) = (file.what(), file.path().display().to_string());
+fn report_check<T>(metrics: &Metrics, label: &'static str, file: &mut PolicyFile<T>) {
+    let (what, path) = (file.file().what(), file.file().path().display().to_string());
     match file.check() {
         Checked::Unchanged | Checked::StillFailing => {}
-        Checked::Reloaded => {
+        Checked::Reloaded(()) => {
             metrics.config_reload(label, true);
             tracing::info!(
                 path,

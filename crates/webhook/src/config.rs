@@ -619,9 +619,14 @@ impl Cli {
 
 /// The PEM bundle at `path`, checked to hold at least one certificate and nothing malformed.
 pub fn read_ca_bundle(path: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    check_ca_bundle(path, text)
+}
+
+/// `text`, read from `path`, checked as [`read_ca_bundle`] does.
+pub fn check_ca_bundle(path: &Path, text: String) -> Result<String, String> {
     use rustls_pki_types::CertificateDer;
     use rustls_pki_types::pem::PemObject;
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(text.as_bytes()).collect();
     match certs {
         Ok(c) if !c.is_empty() => Ok(text),
