@@ -585,6 +585,14 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
 pub async fn run(args: ServeArgs) -> Result<(), SetupError> {
     let app = build(&args).await?;
     let addr = args.addr();
+    if args.tls_cert.is_none() && !addr.ip().is_loopback() {
+        tracing::warn!(
+            %addr,
+            "serving plain HTTP: service-account tokens, and the AWS keys sent back for them, \
+             cross the network unencrypted; set TOKENVEND_TLS_CERT and TOKENVEND_TLS_KEY (the \
+             manifests do) unless a service mesh encrypts pod-to-pod traffic"
+        );
+    }
     spawn_maintenance(app.clone(), Duration::from_secs(args.key_reload_seconds));
     let handle: axum_server::Handle<std::net::SocketAddr> = axum_server::Handle::new();
     tokio::spawn(stop_on_signal(

@@ -287,6 +287,14 @@ async fn by_default_it_listens_on_every_address_ipv4_and_ipv6() {
             .unwrap_or_else(|e| panic!("{host}: {e}\n{}", sts.all_logs()));
         assert_eq!(r.status(), 200, "{host}");
     }
+    // Without TLS on every address, tokens and keys would cross the network in clear: said once.
+    let warning = "serving plain HTTP: service-account tokens";
+    logged(&sts, warning, 1).await;
+    assert_eq!(sts.all_logs().matches(warning).count(), 1);
+    // On loopback alone nothing crosses the network.
+    let local = Sts::start(&moto, &cluster, &[]);
+    logged(&local, "tokenvend-sts serving", 1).await;
+    assert!(!local.all_logs().contains(warning), "{}", local.all_logs());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -319,6 +319,24 @@ pub fn parse_file(path: &Path, text: &str) -> Result<MutationArgs, ConfigError> 
 }
 
 impl Config {
+    /// Settings that are valid but probably not what a cluster wants, each with why (logged as
+    /// warnings at start and after a reload).
+    pub fn concerns(&self) -> Vec<String> {
+        let mut concerns = Vec::new();
+        if let Some(authority) = self.exchange_url.strip_prefix("http://")
+            && !is_loopback(authority.split('/').next().unwrap_or_default())
+        {
+            concerns.push(format!(
+                "exchangeUrl {:?} is plain HTTP: each sidecar sends its pod's service-account \
+                 token, and in credentials mode gets AWS keys back, unencrypted over the pod \
+                 network; use https:// (tokenvend-sts serves TLS with the certs job's \
+                 certificate) unless a service mesh encrypts pod-to-pod traffic",
+                self.exchange_url
+            ));
+        }
+        concerns
+    }
+
     /// Validate merged settings and apply defaults.
     pub fn from_args(a: MutationArgs) -> Result<Config, ConfigError> {
         let prefix = a.prefix.unwrap_or_else(|| DEFAULT_PREFIX.to_owned());
@@ -635,6 +653,19 @@ pub fn check_ca_bundle(path: &Path, text: String) -> Result<String, String> {
     }
 }
 
+/// Whether a URL's `host[:port]` names this machine (no network is crossed).
+fn is_loopback(authority: &str) -> bool {
+    let host = authority.rsplit('@').next().unwrap_or_default();
+    let host = match host.strip_prefix('[') {
+        Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
+        None => host.split(':').next().unwrap_or_default(),
+    };
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 fn is_region(s: &str) -> bool {
     // e.g. us-east-1, cn-north-1, us-gov-west-1, eu-isoe-west-1
     let parts: Vec<&str> = s.split('-').collect();
@@ -720,6 +751,42 @@ mod tests {
             Config::from_args(cli_with(&[flag]).mutation),
             Config::from_args(from_yaml),
         ]
+    }
+
+    #[test]
+    fn a_plain_http_exchange_url_across_the_network_is_a_concern() {
+        for (url, concern) in [
+            ("https://tokenvend-sts.tokenvend.svc", false),
+            ("http://tokenvend-sts.tokenvend.svc:8080", true),
+            ("http://tokenvend-sts:8080/", true),
+            ("http://10.0.0.7", true),
+            ("HTTP://tokenvend-sts", false), // refused: the scheme is matched exactly
+            // Loopback: nothing crosses the network (the demo, a node-local exchange).
+            ("http://127.0.0.1:8080", false),
+            ("http://localhost", false),
+            ("http://[::1]:8080/x", false),
+            ("http://[fd00::1]:8080", true),
+            ("http://localhost.example.com", true),
+        ] {
+            let [flag, yaml] = flag_and_yaml(
+                &format!("--exchange-url={url}"),
+                &format!("exchangeUrl: {url:?}"),
+            );
+            let Ok(cfg) = flag else {
+                assert!(yaml.is_err() && !concern, "{url}");
+                continue;
+            };
+            let concerns = cfg.concerns();
+            assert_eq!(concerns.len(), usize::from(concern), "{url}: {concerns:?}");
+            assert!(
+                concerns
+                    .iter()
+                    .all(|c| c.contains(url) && c.contains("use https://")),
+                "{concerns:?}"
+            );
+            assert_eq!(yaml.expect("same as the flag").concerns(), concerns);
+        }
+        assert!(Config::default().concerns().is_empty());
     }
 
     #[test]

@@ -22,6 +22,9 @@ async fn main() -> anyhow::Result<()> {
         // Render what the config injects too, exactly as the server does at start.
         tokenvend_webhook::mutate::Injector::new(config.mutation.clone())?;
         println!("configuration is valid: {:#?}", config.mutation);
+        for concern in config.mutation.concerns() {
+            println!("warning: {concern}");
+        }
         return Ok(());
     }
     run(config).await?;

@@ -122,6 +122,9 @@ fn check_config(
                 path = shown,
                 "reloaded the config file: pods admitted from now on get its settings"
             );
+            for concern in injector.load().config().concerns() {
+                tracing::warn!("{concern}");
+            }
             Some(ca_file)
         }
         Checked::Failed(reason) => {

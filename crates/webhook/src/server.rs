@@ -195,6 +195,9 @@ impl ReviewError {
 /// the certificate when its files change.
 pub async fn run(cfg: ServerConfig) -> Result<(), RunError> {
     let metrics = Arc::new(Metrics::new());
+    for concern in cfg.mutation.concerns() {
+        tracing::warn!("{concern}");
+    }
     let injector =
         Injector::new(cfg.mutation.clone()).map_err(|e| RunError::Prepare(e.to_string()))?;
     let injector = Arc::new(ArcSwap::from_pointee(injector));

@@ -751,6 +751,13 @@ async fn an_edited_config_file_applies_to_admissions_after_it_and_a_bad_edit_kee
             bundle.display()
         )
     };
+    let plain = "http://tokenvend-sts.tokenvend.svc:8080";
+    let plain_warned = |wh: &Webhook| {
+        let logs = wh.logs.lock().expect("logs");
+        logs.iter()
+            .filter(|l| l.contains(plain) && l.contains("plain HTTP"))
+            .count()
+    };
     replace_file(&config, &yaml("1.0.0", &ca1));
     let (_dir, pair, wh) = ready(&[
         "--config",
@@ -769,8 +776,12 @@ async fn an_edited_config_file_applies_to_admissions_after_it_and_a_bad_edit_kee
     assert_eq!(memory(&first), Some(json!("48Mi")), "the flag wins");
     assert_eq!(sidecar_ca(&first), Some(ca1_pem.clone()));
 
-    // Edited in place: a new image and another CA bundle file.
-    replace_file(&config, &yaml("1.0.1", &ca2));
+    // Edited in place: a new image, another CA bundle file, and a plain HTTP exchange URL.
+    assert_eq!(plain_warned(&wh), 0);
+    replace_file(
+        &config,
+        &format!("{}exchangeUrl: {plain}\n", yaml("1.0.1", &ca2)),
+    );
     let edited = admit_until(
         &c,
         &wh,
@@ -780,6 +791,11 @@ async fn an_edited_config_file_applies_to_admissions_after_it_and_a_bad_edit_kee
     .await;
     assert_eq!(memory(&edited), Some(json!("48Mi")), "the flag still wins");
     assert_eq!(sidecar_ca(&edited), Some(ca2_pem.clone()));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while plain_warned(&wh) == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(plain_warned(&wh), 1, "the new settings' concern is logged");
     metric_reaches(
         &wh,
         "tokenvend_webhook_config_reloads_total{result=\"ok\"} 1",
@@ -987,6 +1003,36 @@ async fn not_ready_until_a_certificate_exists_and_bad_config_fails_fast() {
             && stderr.contains("TOKENVEND_TOKEN_EXPIRATION_SECONDS"),
         "{stderr}"
     );
+}
+
+#[tokio::test]
+async fn a_plain_http_exchange_url_is_warned_about_at_start_and_by_check_config() {
+    let url = "http://tokenvend-sts.tokenvend.svc:8080";
+    let dir = tempfile::tempdir().expect("tmp");
+    // Logged at start, before the server waits for its certificate.
+    let wh = start(dir.path(), &["--exchange-url", url]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let warned = |logs: &[String]| {
+        logs.iter()
+            .filter(|l| l.contains("\"WARN\"") && l.contains(url) && l.contains("plain HTTP"))
+            .count()
+    };
+    while warned(&wh.logs.lock().expect("logs")) == 0 {
+        assert!(Instant::now() < deadline, "no warning logged");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_tokenvend-webhook"))
+        .args(["--tls-cert", "x", "--tls-key", "y", "--check-config"])
+        .args(["--exchange-url", url])
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "valid, only a concern");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("warning: exchangeUrl") && stdout.contains("use https://"),
+        "{stdout}"
+    );
+    assert_eq!(warned(&wh.logs.lock().expect("logs")), 1, "once");
 }
 
 #[tokio::test]
