@@ -19,8 +19,12 @@ manifests/check.sh calls it:
   someone deletes it. The deadline leaves room for the Job's own retries (backoffLimit 6: 10 s
   doubling to 320 s, 630 s of waits).
 - tokenvend-webhook accepts its configuration as its pod would see it: the ConfigMap's file plus
-  the Deployment's TOKENVEND_* env (`--check-config`), and the sidecar image it injects has the
-  tag of its own image.
+  the Deployment's TOKENVEND_* env (`--check-config`) without a warning, and the sidecar image it
+  injects has the tag of its own image.
+- The webhook entries' objectSelectors, evaluated as the API server does, send a pod labelled
+  `tremolo.io/aws-role: "true"` to the failurePolicy Fail entry alone; an unlabelled pod or one
+  labelled "false" to none; and one labelled anything else ("True", "yes", "") to one Ignore
+  entry, which refuses it with what to write instead of letting it start without credentials.
 
 Prints one line per problem and exits 1 if there is any.
 """
@@ -92,6 +96,7 @@ def check(webhook_bin, ca_file, path, expected_ns):
                 if rest != f"{ns}.svc" or svc not in services:
                     errors.append(f"{what}: TOKENVEND_EXCHANGE_URL {url!r} is not a Service in {ns!r}")
                 errors += check_webhook_config(webhook_bin, ca_file, ours, c)
+    errors += opt_in_routes(ours)
     errors += closed_ports(ours)
     errors += ipv4_only_listeners(ours)
     errors += unbounded_certs_runs(ours)
@@ -109,6 +114,36 @@ def unbounded_certs_runs(ours):
             errors.append(f"{d['kind']}/tokenvend-certs: activeDeadlineSeconds {deadline!r}: want more than the "
                           "630 s of its retries and less than a day, so a stuck run cannot block the next ones")
     return errors
+
+
+def selects(selector, labels):
+    """A metav1.LabelSelector against a pod's labels, as the API server evaluates it."""
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for e in selector.get("matchExpressions", []):
+        key, op, values = e["key"], e["operator"], e.get("values", [])
+        ok = {"In": key in labels and labels[key] in values,
+              "NotIn": key not in labels or labels[key] not in values,
+              "Exists": key in labels,
+              "DoesNotExist": key not in labels}[op]
+        if not ok:
+            return False
+    return True
+
+
+def opt_in_routes(ours):
+    """Which webhook entries a pod goes to, for each kind of opt-in label."""
+    entries = [w for d in ours if d["kind"] == "MutatingWebhookConfiguration" for w in d["webhooks"]]
+    key = "tremolo.io/aws-role"
+    want = {"true": ["Fail"], None: [], "false": [], "True": ["Ignore"], "yes": ["Ignore"], "": ["Ignore"]}
+    problems = []
+    for value, policies in want.items():
+        labels = {"app": "x"} if value is None else {"app": "x", key: value}
+        got = [w.get("failurePolicy", "Fail") for w in entries if selects(w.get("objectSelector", {}), labels)]
+        if got != policies:
+            shown = "no label" if value is None else f"{key}={value!r}"
+            problems.append(f"a pod with {shown} goes to webhook entries with failurePolicy {got}, want {policies}")
+    return problems
 
 
 def ipv4_only_listeners(ours):
@@ -173,6 +208,7 @@ def check_webhook_config(webhook_bin, ca_file, ours, container):
                              env=env, capture_output=True, text=True)
     if run.returncode != 0:
         problems.append(f"tokenvend-webhook rejects its configuration: {run.stderr.strip().splitlines()[0]}")
+    problems += [line for line in run.stdout.splitlines() if line.startswith("warning: ")]
     return problems
 
 

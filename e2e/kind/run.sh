@@ -150,6 +150,13 @@ run_pod() {
     die "$mode: a pod with an invalid role was admitted"
   fi
   grep -q "is not an IAM role ARN" "$WORK/denied.txt" || die "$mode: unexpected denial: $(cat "$WORK/denied.txt")"
+  # A misspelled opt-in reaches the webhook through its second entry and is refused too.
+  if kubectl -n "$ns" run misspelled --image="$AWS_CLI_IMAGE" --labels=tremolo.io/aws-role=yes \
+      --annotations=tremolo.io/aws-role="$ROLE_ARN" --restart=Never 2>"$WORK/misspelled.txt"; then
+    die "$mode: a pod labelled tremolo.io/aws-role=yes was admitted"
+  fi
+  grep -q "neither opts in nor out" "$WORK/misspelled.txt" \
+    || die "$mode: unexpected denial: $(cat "$WORK/misspelled.txt")"
   echo "ok: $mode"
 }
 

@@ -16,6 +16,9 @@ pub const WARNINGS_KEY: &str = "aws-warnings";
 /// The only opt-in label value.
 pub const OPT_IN_VALUE: &str = "true";
 
+/// The label value that says, explicitly, to leave the pod alone (as no label does).
+pub const OPT_OUT_VALUE: &str = "false";
+
 /// Audience of the projected token in `projected` mode (what AWS STS expects).
 pub const AWS_STS_AUDIENCE: &str = "sts.amazonaws.com";
 

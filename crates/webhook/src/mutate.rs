@@ -21,8 +21,8 @@ use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde::Serialize;
 use serde_json::value::RawValue;
 use tokenvend_core::contract::{
-    self, AWS_STS_AUDIENCE, CREDENTIALS_PATH, MODE_KEY, OPT_IN_VALUE, ROLE_KEY, SA_TOKEN_DIR,
-    SA_TOKEN_VOLUME, SHARED_DIR, SHARED_VOLUME, SIDECAR_BINARY, SIDECAR_CA_PEM_ENV,
+    self, AWS_STS_AUDIENCE, CREDENTIALS_PATH, MODE_KEY, OPT_IN_VALUE, OPT_OUT_VALUE, ROLE_KEY,
+    SA_TOKEN_DIR, SA_TOKEN_VOLUME, SHARED_DIR, SHARED_VOLUME, SIDECAR_BINARY, SIDECAR_CA_PEM_ENV,
     SKIP_CONTAINERS_KEY, WARNINGS_KEY, env, files,
 };
 use tokenvend_core::{Mode, RoleArn};
@@ -258,23 +258,16 @@ impl Injector {
     fn decide(&self, pod: &PodView) -> Result<Mutation, Denial> {
         let cfg = &self.cfg;
         let role_key = &self.role_key;
-        match pod
+        let label = pod
             .metadata
             .labels
             .as_ref()
-            .and_then(|l| l.get(role_key.as_str()))
-        {
+            .and_then(|l| l.get(role_key.as_str()));
+        let label = match label {
             None => return Ok(Mutation::unchanged(Vec::new(), None)),
-            Some(v) if v != OPT_IN_VALUE => {
-                return Ok(Mutation::unchanged(
-                    vec![format!(
-                        "label {role_key}={v:?} does not opt in (only \"true\" does): pod left unchanged"
-                    )],
-                    None,
-                ));
-            }
-            Some(_) => {}
-        }
+            Some(v) if v == OPT_OUT_VALUE => return Ok(Mutation::unchanged(Vec::new(), None)),
+            Some(v) => v,
+        };
         let mut warnings = Vec::new();
         let annotations = pod.metadata.annotations.as_ref();
         let annotation = |key: &str| annotations.and_then(|a| a.get(key));
@@ -285,6 +278,18 @@ impl Injector {
                 vec![STATIC_POD_WARNING.to_owned()],
                 None,
             ));
+        }
+        if label != OPT_IN_VALUE {
+            // "True", "yes", "enabled": meant as an opt-in, and left alone the pod would start
+            // without credentials and fail on its first AWS call, far from the cause.
+            return refuse(
+                format!(
+                    "label {role_key}={label:?} neither opts in nor out: set it to \"{OPT_IN_VALUE}\" \
+                     for AWS credentials, or to \"{OPT_OUT_VALUE}\" (or remove it) to leave the pod alone"
+                ),
+                warnings,
+                None,
+            );
         }
 
         let role = match annotation(role_key) {

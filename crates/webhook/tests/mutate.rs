@@ -119,6 +119,11 @@ fn not_opted_in_pods_are_left_alone() {
             0,
         ),
         (json!({"metadata": {"labels": {"app": "x"}}}), 0),
+        // Explicitly out.
+        (
+            json!({"metadata": {"labels": {"tremolo.io/aws-role": "false"}}}),
+            0,
+        ),
     ];
     for (extra, warnings) in cases {
         let mut p = pod(json!({}));
@@ -129,18 +134,12 @@ fn not_opted_in_pods_are_left_alone() {
                 .expect("labels")
                 .remove("tremolo.io/aws-role");
         }
-        let (m, _) = run(&p, &Config::default());
-        assert!(m.patch.is_empty());
-        assert_eq!(m.warnings.len(), warnings);
+        for c in [Config::default(), cfg(|a| a.deny_on_invalid = Some(false))] {
+            let (m, _) = run(&p, &c);
+            assert!(m.patch.is_empty(), "{p}");
+            assert_eq!(m.warnings.len(), warnings);
+        }
     }
-    let p = pod(json!({"metadata": {"labels": {"tremolo.io/aws-role": "yes"}}}));
-    let (m, _) = run(&p, &Config::default());
-    assert!(m.patch.is_empty());
-    assert!(
-        m.warnings[0].contains("only \"true\" does"),
-        "{:?}",
-        m.warnings
-    );
 }
 
 #[test]
@@ -186,7 +185,7 @@ fn missing_or_invalid_annotations_deny_with_what_to_fix_or_warn_when_configured(
         .as_object_mut()
         .expect("ann")
         .remove("tremolo.io/aws-role");
-    let cases: Vec<(Value, &str)> = vec![
+    let mut cases: Vec<(Value, &str)> = vec![
         (
             no_role,
             "has no tremolo.io/aws-role annotation: set it to the IAM role ARN",
@@ -206,6 +205,14 @@ fn missing_or_invalid_annotations_deny_with_what_to_fix_or_warn_when_configured(
             "expected one of web-identity, credentials, projected",
         ),
     ];
+    // A label meant as an opt-in, in another spelling, used to leave the pod without
+    // credentials and without a word (the objectSelector kept it from the webhook).
+    for value in ["True", "yes", "enabled", ""] {
+        cases.push((
+            pod(json!({"metadata": {"labels": {"tremolo.io/aws-role": value}}})),
+            "neither opts in nor out: set it to \"true\" for AWS credentials, or to \"false\"",
+        ));
+    }
     let warn_cfg = cfg(|a| a.deny_on_invalid = Some(false));
     for (p, expected) in cases {
         let d = mutate(&typed(&p), &Config::default()).expect_err(expected);
