@@ -41,59 +41,12 @@ impl<T> PolicyFile<T> {
         &self.file
     }
 
-    /// Re-read the file; swap in its new content when usable.
+    /// Re-read the file; swap in its new content when usable (tested end to end in
+    /// tests/exchange.rs, the file follower itself in tokenvend_core::watched).
     pub fn check(&mut self) -> Checked<()> {
         let current = &self.current;
         self.file
             .check(&self.parse)
             .map(|value| current.store(Arc::new(value)))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn number(text: &str) -> Result<u32, String> {
-        text.trim()
-            .parse()
-            .map_err(|e| format!("not a number: {e}"))
-    }
-
-    #[test]
-    fn the_handlers_see_a_usable_change_and_keep_the_one_in_use_otherwise() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let path = dir.path().join("n");
-        std::fs::write(&path, "1").expect("write");
-        let mut w = PolicyFile::load("number", &path, Box::new(number)).expect("loads");
-        let current = w.current();
-        assert_eq!(**current.load(), 1);
-
-        std::fs::write(&path, "2").expect("write");
-        assert_eq!(w.check(), Checked::Reloaded(()));
-        assert_eq!(
-            **current.load(),
-            2,
-            "the handlers' handle sees the new value"
-        );
-
-        std::fs::write(&path, "two").expect("write");
-        assert!(matches!(w.check(), Checked::Failed(r) if r.starts_with("not a number")));
-        std::fs::remove_file(&path).expect("rm");
-        assert!(matches!(w.check(), Checked::Failed(_)));
-        assert_eq!(**current.load(), 2, "nothing unusable is swapped in");
-    }
-
-    #[test]
-    fn a_file_unusable_at_start_is_the_callers_error() {
-        let dir = tempfile::tempdir().expect("tmp");
-        let path = dir.path().join("n");
-        assert!(PolicyFile::load("number", &path, Box::new(number)).is_err());
-        std::fs::write(&path, "x").expect("write");
-        assert!(
-            PolicyFile::load("number", &path, Box::new(number))
-                .err()
-                .is_some_and(|e| e.starts_with("not a number"))
-        );
     }
 }
