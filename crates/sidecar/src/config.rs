@@ -147,6 +147,17 @@ impl RunArgs {
         let exchange_url = self
             .exchange_url
             .ok_or("--exchange-url (TOKENVEND_EXCHANGE_URL) is required")?;
+        let authority = exchange_url
+            .split_once("://")
+            .map(|(_, rest)| rest.split(['/', '?', '#']).next().unwrap_or_default());
+        if authority.is_some_and(|a| a.contains('@')) {
+            // Not echoed: the part before '@' is a password.
+            return Err(
+                "--exchange-url must not carry credentials (user:password@host): tokenvend-sts \
+                 authenticates the sidecar by its service-account token"
+                    .to_owned(),
+            );
+        }
         if !exchange_url.starts_with("https://") && !exchange_url.starts_with("http://") {
             return Err(format!(
                 "--exchange-url {exchange_url:?} must be an http:// or https:// URL"
@@ -277,6 +288,18 @@ mod tests {
             let err = validate(extra).expect_err(names);
             assert!(err.contains(names), "{extra:?}: {err}");
         }
+    }
+
+    #[test]
+    fn credentials_in_the_exchange_url_are_refused_and_never_echoed() {
+        let err = validate(&["--exchange-url", "https://u:s3cret@sts.example/x"])
+            .expect_err("credentials");
+        assert!(
+            err.contains("--exchange-url must not carry credentials") && !err.contains("s3cret"),
+            "{err}"
+        );
+        let ok = validate(&["--exchange-url", "https://sts.example/a@b"]).expect("not userinfo");
+        assert_eq!(ok.exchange_url, "https://sts.example/a@b");
     }
 
     #[test]

@@ -508,6 +508,20 @@ impl Config {
                 format!("{exchange_url:?} must be an http:// or https:// URL with a host"),
             ));
         }
+        if host.is_some_and(|h| {
+            h.split(['/', '?', '#'])
+                .next()
+                .is_some_and(|a| a.contains('@'))
+        }) {
+            // Not echoed: the part before '@' is a password, which would end up in logs.
+            return Err(invalid(
+                "exchangeUrl",
+                "must not carry credentials (user:password@host): they would be in every \
+                 mutated pod's spec; tokenvend-sts authenticates each sidecar by its \
+                 service-account token"
+                    .to_owned(),
+            ));
+        }
         let exchange_ca_pem = match a.exchange_ca_file {
             None => None,
             Some(path) => Some(read_ca_bundle(&path).map_err(|r| invalid("exchangeCaFile", r))?),
@@ -787,6 +801,35 @@ mod tests {
             assert_eq!(yaml.expect("same as the flag").concerns(), concerns);
         }
         assert!(Config::default().concerns().is_empty());
+    }
+
+    #[test]
+    fn credentials_in_the_exchange_url_are_refused_and_never_echoed() {
+        for url in [
+            "https://tokenvend:s3cret@tokenvend-sts.tokenvend.svc",
+            "http://s3cret@tokenvend-sts:8080/x",
+        ] {
+            for cfg in flag_and_yaml(
+                &format!("--exchange-url={url}"),
+                &format!("exchangeUrl: {url:?}"),
+            ) {
+                let err = cfg.expect_err(url).to_string();
+                assert!(
+                    err.contains("exchangeUrl") && err.contains("must not carry credentials"),
+                    "{err}"
+                );
+                assert!(!err.contains("s3cret"), "{err}");
+            }
+        }
+        // An '@' after the host is not userinfo.
+        for url in ["https://tokenvend-sts.tokenvend.svc/a@b", "https://h?x=a@b"] {
+            for cfg in flag_and_yaml(
+                &format!("--exchange-url={url}"),
+                &format!("exchangeUrl: {url:?}"),
+            ) {
+                assert_eq!(cfg.expect(url).exchange_url, url);
+            }
+        }
     }
 
     #[test]
