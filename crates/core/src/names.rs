@@ -22,11 +22,22 @@ pub fn is_service_name(s: &str) -> bool {
     is_dns_label(s) && s.starts_with(|c: char| c.is_ascii_lowercase())
 }
 
+/// The authority of a URL as given (`https://user@[fd00::1]:8443/p?q` → `user@[fd00::1]:8443`):
+/// scheme, path, query and fragment removed.
+pub fn url_authority(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    rest.split(['/', '?', '#']).next().unwrap_or_default()
+}
+
+/// Whether a URL carries credentials (`user:password@host`).
+pub fn url_has_userinfo(url: &str) -> bool {
+    url_authority(url).contains('@')
+}
+
 /// The host of a URL as given (`https://user@[fd00::1]:8443/p?q` → `fd00::1`): scheme, userinfo,
 /// port, path, query and fragment removed, IPv6 brackets dropped; no case folding.
 pub fn url_host(url: &str) -> &str {
-    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let authority = url_authority(url);
     let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
     match authority.strip_prefix('[') {
         Some(v6) => v6.split(']').next().unwrap_or_default(),
@@ -53,6 +64,8 @@ mod tests {
         ] {
             assert_eq!(url_host(url), host, "{url}");
         }
+        assert!(url_has_userinfo("https://u:p@h/x"));
+        assert!(!url_has_userinfo("https://h/a@b") && !url_has_userinfo("https://h?x=a@b"));
     }
 
     #[test]

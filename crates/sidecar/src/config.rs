@@ -147,10 +147,7 @@ impl RunArgs {
         let exchange_url = self
             .exchange_url
             .ok_or("--exchange-url (TOKENVEND_EXCHANGE_URL) is required")?;
-        let authority = exchange_url
-            .split_once("://")
-            .map(|(_, rest)| rest.split(['/', '?', '#']).next().unwrap_or_default());
-        if authority.is_some_and(|a| a.contains('@')) {
+        if tokenvend_core::names::url_has_userinfo(&exchange_url) {
             // Not echoed: the part before '@' is a password.
             return Err(
                 "--exchange-url must not carry credentials (user:password@host): tokenvend-sts \

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use tokenvend_core::Mode;
 use tokenvend_core::contract::DEFAULT_PREFIX;
 pub use tokenvend_core::logging::LogFormat;
-use tokenvend_core::names::{is_dns_label, is_dns_subdomain};
+use tokenvend_core::names::{is_dns_label, is_dns_subdomain, url_has_userinfo, url_host};
 
 /// Command line of `tokenvend-webhook`; every flag also reads `TOKENVEND_<FLAG>`.
 #[derive(Debug, Parser)]
@@ -323,9 +323,7 @@ impl Config {
     /// warnings at start and after a reload).
     pub fn concerns(&self) -> Vec<String> {
         let mut concerns = Vec::new();
-        if let Some(authority) = self.exchange_url.strip_prefix("http://")
-            && !is_loopback(authority.split('/').next().unwrap_or_default())
-        {
+        if self.exchange_url.starts_with("http://") && !is_loopback(url_host(&self.exchange_url)) {
             concerns.push(format!(
                 "exchangeUrl {:?} is plain HTTP: each sidecar sends its pod's service-account \
                  token, and in credentials mode gets AWS keys back, unencrypted over the pod \
@@ -508,11 +506,7 @@ impl Config {
                 format!("{exchange_url:?} must be an http:// or https:// URL with a host"),
             ));
         }
-        if host.is_some_and(|h| {
-            h.split(['/', '?', '#'])
-                .next()
-                .is_some_and(|a| a.contains('@'))
-        }) {
+        if url_has_userinfo(&exchange_url) {
             // Not echoed: the part before '@' is a password, which would end up in logs.
             return Err(invalid(
                 "exchangeUrl",
@@ -667,13 +661,8 @@ pub fn check_ca_bundle(path: &Path, text: String) -> Result<String, String> {
     }
 }
 
-/// Whether a URL's `host[:port]` names this machine (no network is crossed).
-fn is_loopback(authority: &str) -> bool {
-    let host = authority.rsplit('@').next().unwrap_or_default();
-    let host = match host.strip_prefix('[') {
-        Some(bracketed) => bracketed.split(']').next().unwrap_or_default(),
-        None => host.split(':').next().unwrap_or_default(),
-    };
+/// Whether a URL's host names this machine (no network is crossed).
+fn is_loopback(host: &str) -> bool {
     host.eq_ignore_ascii_case("localhost")
         || host
             .parse::<std::net::IpAddr>()
