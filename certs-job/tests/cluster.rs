@@ -489,6 +489,7 @@ async fn the_job_and_cronjob_of_the_manifests_run_as_shipped() {
     .pop()
     .expect("the MutatingWebhookConfiguration");
     mwc["metadata"]["resourceVersion"] = json!("1");
+    let mwc_entries: Vec<Value> = mwc["webhooks"].as_array().cloned().unwrap_or_default();
     {
         let mut st = s.store.lock().expect("store");
         st.namespaces.insert("tokenvend".into());
@@ -539,10 +540,15 @@ async fn the_job_and_cronjob_of_the_manifests_run_as_shipped() {
         "tokenvend".to_owned(),
         "tokenvend-webhook-tls-ca".to_owned()
     )));
+    let entries = mwc_entries.len();
+    assert!(
+        entries >= 2,
+        "both of the manifests' webhook entries: {mwc_entries:?}"
+    );
     assert_eq!(
         bundles(&s),
-        [data(&tls, "ca.crt")],
-        "the webhook trusts the CA that signed it"
+        vec![data(&tls, "ca.crt"); entries],
+        "every webhook entry trusts the CA that signed it"
     );
     let written = writes(&s).len();
     tokio::task::block_in_place(|| run(cron));
