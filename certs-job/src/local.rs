@@ -1,8 +1,8 @@
 //! `--out-dir`: the same decisions against files, for local runs and the e2e harness.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
+
+use tokenvend_core::atomic::write_atomic;
 
 use crate::plan::{Decision, Material, Settings, apply, decide};
 
@@ -16,19 +16,6 @@ pub fn read(dir: &Path) -> Option<Material> {
         tls_crt: r("tls.crt").unwrap_or_default(),
         tls_key: r("tls.key").unwrap_or_default(),
     })
-}
-
-fn write(dir: &Path, name: &str, content: &str, mode: u32) -> std::io::Result<()> {
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(&tmp)?;
-    f.write_all(content.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, dir.join(name))
 }
 
 /// Create or renew `ca.crt` (trust bundle), `ca.key`, `tls.crt`, `tls.key` in `dir`.
@@ -51,7 +38,7 @@ pub fn reconcile(dir: &Path, s: &Settings, now: i64) -> Result<Decision, String>
         ("tls.key", &m.tls_key, 0o600),
         ("tls.crt", &m.tls_crt, 0o644),
     ] {
-        write(dir, name, content, mode)
+        write_atomic(dir, name, content.as_bytes(), mode)
             .map_err(|e| format!("{}: {e}", dir.join(name).display()))?;
     }
     Ok(decision)

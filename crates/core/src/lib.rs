@@ -1,9 +1,11 @@
 //! Types every tokenvend binary shares: the pod contract's label, annotation and env var
-//! names, the credential modes, the shared file layout and role-ARN validation.
+//! names, the credential modes, the shared file layout and role-ARN validation, and atomic file
+//! writes.
 //!
 //! Keep this crate small and dependency-light: the sidecar links it too.
 
 pub mod arn;
+pub mod atomic;
 pub mod claims;
 pub mod contract;
 pub mod creds;

@@ -3,7 +3,6 @@
 
 pub mod config;
 pub mod exchange;
-pub mod files;
 pub mod outputs;
 pub mod refresh;
 pub mod serve;
@@ -15,7 +14,6 @@ use tokenvend_core::Mode;
 
 use crate::config::{Config, ProbeArgs};
 use crate::exchange::{Exchanger, Value, now};
-use crate::files::random01;
 
 /// `probe`: Ok when the file is present and valid long enough, else the reason, with why the
 /// latest exchange failed when it did.
@@ -46,6 +44,16 @@ fn check_file(a: &ProbeArgs) -> Result<i64, String> {
 pub async fn run(cfg: Config) -> Result<(), String> {
     std::fs::create_dir_all(&cfg.out_dir)
         .map_err(|e| format!("--out-dir {}: {e}", cfg.out_dir.display()))?;
+    // A previous run killed mid-write (OOM, SIGKILL) left its temp file: in the pod's 1 MiB
+    // in-memory volume, for the pod's whole life. Only one refresher writes at a time (the
+    // classic init container has exited before the regular one starts).
+    match tokenvend_core::atomic::remove_stale_temps(&cfg.out_dir) {
+        Ok(removed) if !removed.is_empty() => {
+            tracing::info!(files = ?removed, "removed temp files a previous run left");
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "could not look for temp files a previous run left"),
+    }
     let exchanger = Exchanger::new(
         &cfg.exchange_url,
         cfg.mode,
@@ -179,6 +187,16 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     Ok(())
 }
 
+/// A uniform draw in [0, 1) for the jitter (0.5 should the OS generator fail: no jitter is
+/// better than no refresh).
+fn random01() -> f64 {
+    let mut b = [0u8; 8];
+    if getrandom::fill(&mut b).is_err() {
+        return 0.5;
+    }
+    (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
+}
+
 /// Sleep until the wall clock reaches `due`, in naps (see [`refresh::MAX_NAP`]), so a suspended
 /// machine that wakes up past `due` refreshes within a nap instead of after the whole sleep.
 async fn sleep_until(due: SystemTime) {
@@ -190,4 +208,14 @@ async fn sleep_until(due: SystemTime) {
 fn signal_stream() -> Result<tokio::signal::unix::Signal, String> {
     tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| format!("SIGTERM handler: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn jitter_draws_are_in_range_and_vary() {
+        let draws: Vec<f64> = (0..64).map(|_| super::random01()).collect();
+        assert!(draws.iter().all(|r| (0.0..1.0).contains(r)), "{draws:?}");
+        assert!(draws.windows(2).any(|w| w[0] != w[1]), "{draws:?}");
+    }
 }

@@ -5,12 +5,12 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 use tokenvend_core::Mode;
+use tokenvend_core::atomic::{random_hex, write_atomic};
 use tokenvend_core::claims::unverified_exp;
 use tokenvend_core::contract::files;
 use tokenvend_core::creds::{VendedCredentials, VendedToken};
 
 use crate::exchange::{Value, parse_time};
-use crate::files::write_atomic;
 
 /// `credential_process` output format (Version 1).
 #[derive(Serialize, Deserialize)]
@@ -106,7 +106,7 @@ pub fn ensure_auth_token(dir: &Path, mode: u32) -> std::io::Result<String> {
     {
         return Ok(existing);
     }
-    let token = crate::files::random_hex(32)?;
+    let token = random_hex(32)?;
     write_atomic(dir, files::AUTH_TOKEN, token.as_bytes(), mode)?;
     Ok(token)
 }

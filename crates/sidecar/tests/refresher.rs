@@ -708,7 +708,10 @@ async fn once_probe_and_start_up_reuse() {
     assert!(probe("300").status.success());
     // More than an hour's token can hold: asked for half its lifetime instead.
     assert!(probe("7200").status.success());
-    // A second --once reuses the still-valid file without calling the upstream (now down).
+    // A second --once reuses the still-valid file without calling the upstream (now down), and
+    // removes the temp file a run killed mid-write left.
+    let stale = out.path().join(".token.0123456789abcdef.tmp");
+    std::fs::write(&stale, "eyJhbGciOiJFUzI1NiJ9.eyJleHAiOjE").expect("stale temp");
     let written = std::fs::metadata(out.path().join("token"))
         .expect("meta")
         .modified()
@@ -723,6 +726,12 @@ async fn once_probe_and_start_up_reuse() {
     .output()
     .expect("once");
     assert!(again.status.success());
+    assert!(!stale.exists(), "the stale temp file is still there");
+    assert!(
+        String::from_utf8_lossy(&again.stdout).contains(".token.0123456789abcdef.tmp"),
+        "{}",
+        String::from_utf8_lossy(&again.stdout)
+    );
     assert_eq!(
         std::fs::metadata(out.path().join("token"))
             .expect("meta")

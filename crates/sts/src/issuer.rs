@@ -12,6 +12,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokenvend_core::Identity;
+use tokenvend_core::atomic::write_atomic;
 use tokenvend_core::creds::VendedToken;
 
 /// Issuer problems.
@@ -273,33 +274,24 @@ impl Issuer {
     pub fn write_docs(&self, out: &Path) -> std::io::Result<Vec<PathBuf>> {
         let well_known = out.join(".well-known");
         std::fs::create_dir_all(&well_known)?;
-        let discovery = well_known.join("openid-configuration");
-        let keys = out.join("keys");
-        // Never write an empty document in place of a real one.
+        // Never an empty or partial document in place of a real one; public, so 0644.
         write_atomic(
-            &discovery,
+            &well_known,
+            "openid-configuration",
             &serde_json::to_vec_pretty(&self.discovery()).map_err(std::io::Error::other)?,
+            0o644,
         )?;
         write_atomic(
-            &keys,
+            out,
+            "keys",
             &serde_json::to_vec_pretty(&self.jwks()).map_err(std::io::Error::other)?,
+            0o644,
         )?;
-        Ok(vec![discovery, keys])
+        Ok(vec![
+            well_known.join("openid-configuration"),
+            out.join("keys"),
+        ])
     }
-}
-
-/// Write a file by temp + rename so readers never see a partial file.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("out")
-    ));
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path)
 }
 
 /// Create `path` holding a new ES256 key, mode 0600, never replacing an existing file.
