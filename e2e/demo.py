@@ -45,9 +45,14 @@ def main():
             print(f"   sidecar log:\n{runner.logs('tokenvend-sidecar')}")
             raise SystemExit(f"the app failed ({rc})")
         arn = json.loads(out)["Arn"]
+        role = deployment["spec"]["template"]["metadata"]["annotations"]["tremolo.io/aws-role"].split("/")[-1]
+        if f":assumed-role/{role}/" not in arn:
+            raise SystemExit(f"the app got {arn}, not the annotated role {role}")
         print(f"   app ran an unmodified `aws sts get-caller-identity`: {arn}")
         print("==> admitting the same pod with a typo in its role annotation")
         answer, _ = stack.admit(stack.pod_from_deployment(deployment, {"tremolo.io/aws-role": "orders-writer"}))
+        if answer.get("allowed") is not False or "status" not in answer:
+            raise SystemExit(f"the typo was not refused: {answer}")
         print(f"   denied ({answer['status']['code']}): {answer['status']['message']}")
         print(f"==> done: assumed role {arn}")
     finally:

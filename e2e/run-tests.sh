@@ -53,6 +53,9 @@ bash e2e/smoke-arm64.sh
 
 step "end to end: every binary for real, moto, boto3 / AWS CLI / JS SDK v3 / Rust SDK (pytest)"
 python3 -m pytest -p no:cacheprovider -q e2e/test_stack.py e2e/test_e2e.py
+
+step "the demo (the README's first command) on the same build: it fails unless the app gets its role and the typo is refused"
+python3 e2e/demo.py
 prune_build target/aarch64-unknown-linux-musl
 
 step "manifests: kubectl kustomize + kubernetes-validate --strict (1.30, 1.34) + namespace references + webhook --check-config"
