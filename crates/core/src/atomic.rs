@@ -2,7 +2,7 @@
 //! then renamed over the old one, so a reader sees the old or the new content, never a part.
 //!
 //! Every binary that writes a file someone else reads (the sidecar's shared files, the certs
-//! job's `--out-dir`, tokenvend-sts's `issuer-docs`) writes it this way.
+//! job's `--out-dir`, tokenvend-sts's `issuer-docs` and `keygen`) writes it this way.
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -19,6 +19,26 @@ const TEMP_HEX_DIGITS: usize = 16;
 /// The temp file's name is random and created exclusively, so two writers never share one; on
 /// failure it is removed and the old file is left as it was.
 pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    put(dir, name, bytes, mode, Place::Replace)
+}
+
+/// Create `dir/name` holding `bytes` whole, with permissions `mode`, failing with
+/// `AlreadyExists` (and changing nothing) when it exists: of two concurrent creators, one wins.
+pub fn create_atomic(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    put(dir, name, bytes, mode, Place::CreateNew)
+}
+
+/// How a finished temp file takes its name.
+enum Place {
+    /// Renamed over whatever has the name.
+    Replace,
+    /// Linked to the name, which fails when the name exists (rename would not), then removed.
+    CreateNew,
+}
+
+/// Write `bytes` to a fresh temp file in `dir`, make it durable, give it the name `name` as
+/// `place` says, and make that durable. The temp file never outlives the call.
+fn put(dir: &Path, name: &str, bytes: &[u8], mode: u32, place: Place) -> std::io::Result<()> {
     let tmp = dir.join(temp_name(name)?);
     let result = (|| {
         let mut f = OpenOptions::new()
@@ -30,11 +50,14 @@ pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8], mode: u32) -> std::io:
         // The umask may have narrowed the mode at creation.
         f.set_permissions(std::fs::Permissions::from_mode(mode))?;
         f.sync_all()?;
-        std::fs::rename(&tmp, dir.join(name))?;
-        // Make the rename itself durable.
+        match place {
+            Place::Replace => std::fs::rename(&tmp, dir.join(name))?,
+            Place::CreateNew => std::fs::hard_link(&tmp, dir.join(name))?,
+        }
+        // Make the new name itself durable.
         std::fs::File::open(dir)?.sync_all()
     })();
-    if result.is_err() {
+    if result.is_err() || matches!(place, Place::CreateNew) {
         let _ = std::fs::remove_file(&tmp);
     }
     result
@@ -136,6 +159,26 @@ mod tests {
         assert!(write_atomic(dir.path(), "d", b"new", 0o644).is_err());
         assert_eq!(std::fs::read(dir.path().join("f")).expect("read"), b"old");
         assert_eq!(names(dir.path()), ["d", "f"]);
+    }
+
+    #[test]
+    fn create_makes_a_whole_file_once_and_never_replaces_one() {
+        let dir = tempfile::tempdir().expect("tmp");
+        create_atomic(dir.path(), "k.pem", b"first", 0o600).expect("created");
+        let err = create_atomic(dir.path(), "k.pem", b"second", 0o600).expect_err("exists");
+        assert_eq!(err.kind(), std::io::ErrorKind::AlreadyExists);
+        assert_eq!(
+            std::fs::read(dir.path().join("k.pem")).expect("read"),
+            b"first"
+        );
+        let mode = std::fs::metadata(dir.path().join("k.pem"))
+            .expect("meta")
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600);
+        assert_eq!(names(dir.path()), ["k.pem"], "no temp file left");
+        assert!(create_atomic(&dir.path().join("missing"), "k.pem", b"x", 0o600).is_err());
     }
 
     #[test]

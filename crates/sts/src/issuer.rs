@@ -12,7 +12,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokenvend_core::Identity;
-use tokenvend_core::atomic::write_atomic;
+use tokenvend_core::atomic::{create_atomic, write_atomic};
 use tokenvend_core::creds::VendedToken;
 
 /// Issuer problems.
@@ -300,35 +300,15 @@ impl Issuer {
 /// linked into place, so a server watching the directory never reads a half-written key, and
 /// two concurrent runs cannot both win.
 pub fn create_key_file(path: &Path) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let pem = generate_es256_pem().map_err(std::io::Error::other)?;
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a file name"))?;
-    let tmp = dir.join(format!(
-        ".{}.{}.tmp",
-        name.to_string_lossy(),
-        uuid::Uuid::new_v4().simple()
-    ));
-    let result = (|| {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&tmp)?;
-        f.write_all(pem.as_bytes())?;
-        f.sync_all()?;
-        // Unlike rename, link fails when `path` exists.
-        std::fs::hard_link(&tmp, path)?;
-        std::fs::File::open(dir)?.sync_all()
-    })();
-    let _ = std::fs::remove_file(&tmp);
-    result
+    let name = path.file_name().and_then(|n| n.to_str()).ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a UTF-8 file name")
+    })?;
+    create_atomic(dir, name, pem.as_bytes(), 0o600)
 }
 
 /// Generate an ES256 (P-256) PKCS#8 PEM private key.
