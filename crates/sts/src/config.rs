@@ -128,6 +128,10 @@ pub struct ServeArgs {
     /// Directory of PEM signing keys; the lexicographically last one signs.
     #[arg(long, env = "TOKENVEND_SIGNING_KEY_DIR", requires = "issuer_url")]
     pub signing_key_dir: Option<PathBuf>,
+    /// The JWKS AWS reads (the uploaded discovery's `jwks_uri`): a key signs only once it is
+    /// listed there, checked with the key directory.
+    #[arg(long, env = "TOKENVEND_PUBLISHED_JWKS_URL", requires = "issuer_url")]
+    pub published_jwks_url: Option<String>,
     /// How often the signing-key directory is checked for changes, seconds.
     #[arg(long, env = "TOKENVEND_KEY_RELOAD_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub key_reload_seconds: u64,

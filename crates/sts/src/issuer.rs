@@ -1,7 +1,10 @@
 //! The web-identity issuer: signing keys from a directory (the lexicographically last file
 //! signs; every file is published), JWT minting, OIDC discovery and JWKS documents.
 //! A key that leaves the directory stays in the JWKS until every token it signed has expired.
+//! With a publication check, a key signs only once the JWKS AWS reads lists it: a token signed
+//! by a key AWS cannot find fails `AssumeRoleWithWebIdentity` in every pod until it expires.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -29,6 +32,9 @@ pub enum IssuerError {
     /// Signing failed.
     #[error("signing failed: {0}")]
     Sign(String),
+    /// With a publication check: no key in the directory is in the published JWKS (yet).
+    #[error("{0}")]
+    Unpublished(String),
 }
 
 struct SigningKey {
@@ -44,6 +50,60 @@ struct State {
     /// Keys gone from the directory, published until the Unix time given.
     retired: Vec<(Jwk, i64)>,
     fingerprint: [u8; 32],
+    /// With a publication check, the `kid`s of the published JWKS last read (`None`: not yet).
+    published: Option<HashSet<String>>,
+    /// Why the published JWKS has never been read, once a read failed.
+    unread: Option<String>,
+}
+
+impl State {
+    /// The key that signs: the newest one, or with a publication check the newest one
+    /// published; and the newer keys held back because they are not published yet.
+    fn choose(&self, gated: bool) -> (Option<&Arc<SigningKey>>, Vec<&Arc<SigningKey>>) {
+        if !gated {
+            return (self.keys.last(), Vec::new());
+        }
+        let published = |k: &&Arc<SigningKey>| {
+            self.published
+                .as_ref()
+                .is_some_and(|kids| kids.contains(&k.kid))
+        };
+        let signer = self.keys.iter().rev().find(published);
+        let waiting = self
+            .keys
+            .iter()
+            .rev()
+            .take_while(|k| !published(k))
+            .collect();
+        (signer, waiting)
+    }
+}
+
+/// A key file by name and `kid`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyName {
+    /// File name in the key directory.
+    pub file: String,
+    /// RFC 7638 thumbprint.
+    pub kid: String,
+}
+
+impl KeyName {
+    fn of(k: &SigningKey) -> Self {
+        KeyName {
+            file: k.file.clone(),
+            kid: k.kid.clone(),
+        }
+    }
+}
+
+/// Which key signs now, and which newer ones wait for publication (newest first).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Signing {
+    /// The signing key; `None` when no key is published yet.
+    pub signer: Option<KeyName>,
+    /// Keys newer than the signer, not in the published JWKS.
+    pub waiting: Vec<KeyName>,
 }
 
 /// Issues JWTs that AWS trusts through the published discovery documents.
@@ -52,6 +112,8 @@ pub struct Issuer {
     audience: String,
     ttl: i64,
     dir: PathBuf,
+    /// Sign only with published keys (see [`Issuer::new`]).
+    gated: bool,
     state: RwLock<State>,
 }
 
@@ -109,26 +171,55 @@ fn parse_key(file: &str, pem: &[u8]) -> Result<SigningKey, String> {
 
 impl Issuer {
     /// An issuer at `url` (https, what AWS fetches discovery from) minting tokens for `audience`
-    /// valid `ttl`, with keys from `dir`.
+    /// valid `ttl`, with keys from `dir`. `publication`: sign only with keys listed in the
+    /// published JWKS given to [`Issuer::set_published`] (until one is given, nothing is signed).
     pub fn new(
         url: String,
         audience: String,
         ttl: Duration,
         dir: PathBuf,
+        publication: bool,
     ) -> Result<Self, IssuerError> {
         let issuer = Issuer {
             url: url.trim_end_matches('/').to_owned(),
             audience,
             ttl: i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX),
             dir,
+            gated: publication,
             state: RwLock::new(State {
                 keys: Vec::new(),
                 retired: Vec::new(),
                 fingerprint: [0; 32],
+                published: None,
+                unread: None,
             }),
         };
         issuer.reload()?;
         Ok(issuer)
+    }
+
+    /// The `kid`s of the JWKS AWS reads, as just fetched, or why it could not be read (the
+    /// `kid`s read last stay in use).
+    pub fn set_published(&self, read: Result<HashSet<String>, String>) {
+        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        match read {
+            Ok(kids) => {
+                state.published = Some(kids);
+                state.unread = None;
+            }
+            Err(why) if state.published.is_none() => state.unread = Some(why),
+            Err(_) => {}
+        }
+    }
+
+    /// Which key signs, and which wait for publication.
+    pub fn signing(&self) -> Signing {
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        let (signer, waiting) = state.choose(self.gated);
+        Signing {
+            signer: signer.map(|k| KeyName::of(k)),
+            waiting: waiting.into_iter().map(|k| KeyName::of(k)).collect(),
+        }
     }
 
     fn read_dir(dir: &Path) -> Result<KeyFiles, String> {
@@ -196,8 +287,13 @@ impl Issuer {
         });
         state.keys = keys;
         state.fingerprint = fingerprint;
-        if let Some(signer) = state.keys.last() {
-            tracing::info!(kid = %signer.kid, file = %signer.file, published = state.keys.len() + state.retired.len(), "issuer signing keys loaded");
+        let published = state.keys.len() + state.retired.len();
+        match state.choose(self.gated) {
+            (Some(signer), _) => {
+                tracing::info!(kid = %signer.kid, file = %signer.file, published, "issuer signing keys loaded");
+            }
+            // The publication check says which key waits, and for what.
+            (None, _) => tracing::info!(published, "issuer signing keys loaded"),
         }
         Ok(true)
     }
@@ -206,11 +302,23 @@ impl Issuer {
     pub fn mint(&self, id: &Identity) -> Result<VendedToken, IssuerError> {
         let signer = {
             let state = self.state.read().unwrap_or_else(|p| p.into_inner());
-            state
-                .keys
-                .last()
-                .cloned()
-                .ok_or_else(|| IssuerError::Sign("no signing key".into()))?
+            match state.choose(self.gated) {
+                (Some(k), _) => k.clone(),
+                (None, waiting) => {
+                    let files: Vec<&str> = waiting.iter().map(|k| k.file.as_str()).collect();
+                    let why = match (&state.published, &state.unread) {
+                        (Some(_), _) => "no signing key is in it".to_owned(),
+                        (None, Some(e)) => format!("it could not be read: {e}"),
+                        (None, None) => "it has not been read yet".to_owned(),
+                    };
+                    return Err(IssuerError::Unpublished(format!(
+                        "no signing key is known to be in the published JWKS \
+                         (TOKENVEND_PUBLISHED_JWKS_URL), so none may sign: {why}; upload the \
+                         documents of `tokenvend-sts issuer-docs` (keys: {})",
+                        files.join(", ")
+                    )));
+                }
+            }
         };
         let iat = now();
         let exp = iat + self.ttl;
@@ -324,11 +432,16 @@ mod tests {
     use tokenvend_testkit::verify_web_identity;
 
     fn issuer(dir: &Path, ttl: u64) -> Issuer {
+        issuer_checking(dir, ttl, false)
+    }
+
+    fn issuer_checking(dir: &Path, ttl: u64, publication: bool) -> Issuer {
         Issuer::new(
             "https://issuer.example.com/".into(),
             "sts.amazonaws.com".into(),
             Duration::from_secs(ttl),
             dir.to_owned(),
+            publication,
         )
         .expect("issuer")
     }
@@ -402,6 +515,98 @@ mod tests {
     }
 
     #[test]
+    fn with_a_publication_check_only_published_keys_sign() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let add = |name: &str| {
+            std::fs::write(dir.path().join(name), generate_es256_pem().expect("key"))
+                .expect("write");
+        };
+        add("2026-01.pem");
+        let iss = issuer_checking(dir.path(), 3600, true);
+        let kid = |t: &str| {
+            jsonwebtoken::decode_header(t)
+                .expect("header")
+                .kid
+                .expect("kid")
+        };
+        let name = |s: &Signing| s.signer.as_ref().map(|k| k.file.clone());
+        let waiting = |s: &Signing| s.waiting.iter().map(|k| k.file.clone()).collect::<Vec<_>>();
+        let kids = |names: &[&str]| -> HashSet<String> {
+            let s = iss.state.read().expect("state");
+            s.keys
+                .iter()
+                .filter(|k| names.contains(&k.file.as_str()))
+                .map(|k| k.kid.clone())
+                .collect()
+        };
+
+        // Not read yet: nothing signs, and the error says why.
+        let err = iss.mint(&id()).expect_err("unchecked");
+        assert!(matches!(err, IssuerError::Unpublished(_)));
+        assert!(err.to_string().contains("has not been read yet"), "{err}");
+        assert_eq!(waiting(&iss.signing()), ["2026-01.pem"]);
+        iss.set_published(Err("404 Not Found".into()));
+        let err = iss.mint(&id()).expect_err("unreadable");
+        assert!(
+            err.to_string().contains("could not be read: 404 Not Found")
+                && err.to_string().contains("upload the documents")
+                && err.to_string().contains("2026-01.pem"),
+            "{err}"
+        );
+
+        // Read, without our key (nothing uploaded yet, or another issuer's keys only).
+        iss.set_published(Ok(HashSet::from(["someone-else".to_owned()])));
+        let err = iss.mint(&id()).expect_err("unpublished");
+        assert!(
+            err.to_string().contains("no signing key is in it")
+                && err.to_string().contains("2026-01.pem"),
+            "{err}"
+        );
+        assert_eq!(name(&iss.signing()), None);
+
+        iss.set_published(Ok(kids(&["2026-01.pem"])));
+        let first = iss.mint(&id()).expect("published key signs");
+        assert_eq!(name(&iss.signing()), Some("2026-01.pem".into()));
+        assert!(iss.signing().waiting.is_empty());
+
+        // A newer key signs only once it is published; it is in tokenvend-sts's own JWKS at
+        // once, so `issuer-docs` can be run and uploaded first.
+        add("2026-02.pem");
+        assert!(iss.reload().expect("reload"));
+        assert_eq!(iss.jwks().keys.len(), 2);
+        let held = iss.mint(&id()).expect("mint");
+        assert_eq!(kid(&held.token), kid(&first.token));
+        assert_eq!(name(&iss.signing()), Some("2026-01.pem".into()));
+        assert_eq!(waiting(&iss.signing()), ["2026-02.pem"]);
+
+        iss.set_published(Ok(kids(&["2026-01.pem", "2026-02.pem"])));
+        let second = iss.mint(&id()).expect("mint");
+        assert_ne!(kid(&second.token), kid(&first.token));
+        assert_eq!(
+            iss.signing().signer.expect("signer").kid,
+            kid(&second.token)
+        );
+        assert!(iss.signing().waiting.is_empty());
+
+        // The newest published key signs, whatever else is listed.
+        add("2026-03.pem");
+        assert!(iss.reload().expect("reload"));
+        iss.set_published(Ok(kids(&["2026-01.pem", "2026-03.pem"])));
+        assert_eq!(name(&iss.signing()), Some("2026-03.pem".into()));
+        iss.set_published(Ok(kids(&["2026-01.pem", "2026-02.pem"])));
+        assert_eq!(name(&iss.signing()), Some("2026-02.pem".into()));
+        assert_eq!(waiting(&iss.signing()), ["2026-03.pem"]);
+        // A JWKS that cannot be read keeps the keys it listed last.
+        iss.set_published(Err("connection refused".into()));
+        assert_eq!(name(&iss.signing()), Some("2026-02.pem".into()));
+
+        // Without the check, the newest file signs as soon as it is read.
+        let ungated = issuer(dir.path(), 3600);
+        assert_eq!(name(&ungated.signing()), Some("2026-03.pem".into()));
+        assert!(ungated.signing().waiting.is_empty());
+    }
+
+    #[test]
     fn bad_key_dirs_are_clear_errors_and_keep_the_old_keys() {
         let dir = tempfile::tempdir().expect("tmp");
         let err = Issuer::new(
@@ -409,6 +614,7 @@ mod tests {
             "a".into(),
             Duration::from_secs(60),
             dir.path().to_owned(),
+            false,
         )
         .err()
         .expect("empty dir");

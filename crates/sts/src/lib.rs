@@ -8,6 +8,7 @@ pub mod exchange;
 pub mod issuer;
 pub mod metrics;
 pub mod policy;
+pub mod publication;
 pub mod reload;
 pub mod sdk_config;
 pub mod server;

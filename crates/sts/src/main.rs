@@ -29,6 +29,7 @@ async fn main() -> anyhow::Result<()> {
                 cli.serve.issued_audience.clone(),
                 Duration::from_secs(cli.serve.token_ttl_seconds),
                 dir.clone(),
+                false,
             )?;
             for f in issuer
                 .write_docs(&out)

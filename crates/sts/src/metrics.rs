@@ -45,6 +45,14 @@ pub struct Parts {
     pub tls: bool,
     /// Minting web-identity tokens (signing-key metrics).
     pub issuer: bool,
+    /// Signing only with keys in the published JWKS (publication metrics).
+    pub publication: bool,
+}
+
+/// The publication check's metrics (only with `TOKENVEND_PUBLISHED_JWKS_URL`).
+struct PublicationMetrics {
+    unpublished: Gauge,
+    errors: Counter,
 }
 
 /// The signing-key directory's metrics (only with an issuer).
@@ -64,6 +72,7 @@ pub struct Metrics {
     config_reloads: Family<FileResultLabels, Counter>,
     cert: Option<CertMetrics>,
     keys: Option<KeyMetrics>,
+    publication: Option<PublicationMetrics>,
 }
 
 impl Metrics {
@@ -128,6 +137,25 @@ impl Metrics {
             );
             keys
         });
+        let publication = parts.publication.then(|| {
+            let p = PublicationMetrics {
+                unpublished: Gauge::default(),
+                errors: Counter::default(),
+            };
+            registry.register(
+                "signing_keys_unpublished",
+                "Signing keys newer than the one signing, held back because the published JWKS \
+                 does not list them yet",
+                p.unpublished.clone(),
+            );
+            registry.register(
+                "published_jwks_errors",
+                "Failures to read the published JWKS (TOKENVEND_PUBLISHED_JWKS_URL), once per \
+                 failure",
+                p.errors.clone(),
+            );
+            p
+        });
         Metrics {
             registry,
             requests,
@@ -138,6 +166,7 @@ impl Metrics {
             config_reloads,
             cert,
             keys,
+            publication,
         }
     }
 
@@ -197,6 +226,20 @@ impl Metrics {
     pub fn signing_keys_published(&self, n: usize) {
         if let Some(k) = &self.keys {
             k.published.set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// How many newer keys wait for publication.
+    pub fn signing_keys_unpublished(&self, n: usize) {
+        if let Some(p) = &self.publication {
+            p.unpublished.set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// The published JWKS could not be read (once per failure).
+    pub fn published_jwks_error(&self) {
+        if let Some(p) = &self.publication {
+            p.errors.inc();
         }
     }
 

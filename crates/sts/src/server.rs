@@ -24,9 +24,10 @@ use tower_http::timeout::TimeoutLayer;
 use crate::authz::{Authorizer, Endpoint};
 use crate::config::{ServeArgs, ValidationMode};
 use crate::exchange::{CacheKey, CredentialCache, Lookup, Sts, role_session_name};
-use crate::issuer::Issuer;
+use crate::issuer::{Issuer, IssuerError};
 use crate::metrics::{Metrics, Parts};
 use crate::policy::PolicyTemplate;
+use crate::publication::Publication;
 use crate::reload::PolicyFile;
 use crate::validate::{
     AuthError, CachedValidator, JwksSource, JwksValidator, TokenReviewValidator, Validator,
@@ -68,6 +69,8 @@ pub struct App {
     pub credentials: Option<CredentialsEndpoint>,
     /// `/token` and discovery, when an issuer is configured.
     pub issuer: Option<Arc<Issuer>>,
+    /// The publication check, with `TOKENVEND_PUBLISHED_JWKS_URL`.
+    pub publication: Option<tokio::sync::Mutex<Publication>>,
     /// Metrics.
     pub metrics: Metrics,
     /// Set at SIGTERM: answers from then on retire their HTTP/1 connection.
@@ -108,6 +111,9 @@ pub enum ApiError {
     /// 500.
     #[error("{0}")]
     Internal(String),
+    /// 503: nothing can be signed until an admin acts (no published signing key).
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl ApiError {
@@ -119,6 +125,7 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotConfigured(_) => StatusCode::NOT_FOUND,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -296,17 +303,31 @@ pub async fn build(args: &ServeArgs) -> Result<Arc<App>, SetupError> {
                     "TOKENVEND_ISSUER_URL {url:?} must be an https:// URL (AWS fetches discovery from it)"
                 )));
             }
-            Some(Arc::new(
-                Issuer::new(
-                    url.clone(),
-                    args.issued_audience.clone(),
-                    Duration::from_secs(args.token_ttl_seconds),
-                    dir.clone(),
-                )
-                .map_err(|e| cfg(e.to_string()))?,
-            ))
+            let issuer = Issuer::new(
+                url.clone(),
+                args.issued_audience.clone(),
+                Duration::from_secs(args.token_ttl_seconds),
+                dir.clone(),
+                args.published_jwks_url.is_some(),
+            )
+            .map_err(|e| cfg(e.to_string()))?;
+            Some(Arc::new(issuer))
         }
         _ => None,
+    };
+    let publication = match &args.published_jwks_url {
+        Some(url) if !url.starts_with("https://") && !url.starts_with("http://") => {
+            return Err(cfg(format!(
+                "TOKENVEND_PUBLISHED_JWKS_URL {url:?} must be an https:// URL (the JWKS AWS \
+                 reads: the jwks_uri of the uploaded discovery document)"
+            )));
+        }
+        Some(url) => Some(tokio::sync::Mutex::new(Publication::new(
+            url.clone(),
+            http_client(None, timeout)?,
+            timeout,
+        ))),
+        None => None,
     };
     if credentials.is_none() && issuer.is_none() {
         return Err(cfg(
@@ -316,6 +337,7 @@ pub async fn build(args: &ServeArgs) -> Result<Arc<App>, SetupError> {
     let metrics = Metrics::new(Parts {
         tls: args.tls_cert.is_some(),
         issuer: issuer.is_some(),
+        publication: publication.is_some(),
     });
     if let Some(i) = &issuer {
         metrics.signing_key_reload(true);
@@ -327,6 +349,7 @@ pub async fn build(args: &ServeArgs) -> Result<Arc<App>, SetupError> {
         watched: std::sync::Mutex::new(watched),
         credentials,
         issuer,
+        publication,
         metrics,
         stopping: AtomicBool::new(false),
     }))
@@ -550,9 +573,10 @@ async fn token_inner(
         .load()
         .authorize(&id, Endpoint::Token, request.role_arn.as_deref())
         .map_err(ApiError::Forbidden)?;
-    let t = issuer
-        .mint(&id)
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let t = issuer.mint(&id).map_err(|e| match e {
+        IssuerError::Unpublished(why) => ApiError::Unavailable(why),
+        e => ApiError::Internal(e.to_string()),
+    })?;
     Ok(no_store(axum::Json(t).into_response()))
 }
 
@@ -592,6 +616,10 @@ pub async fn run(args: ServeArgs) -> Result<(), SetupError> {
              cross the network unencrypted; set TOKENVEND_TLS_CERT and TOKENVEND_TLS_KEY (the \
              manifests do) unless a service mesh encrypts pod-to-pod traffic"
         );
+    }
+    // Tokens are signed from the first request on, so the published keys are read first.
+    if let (Some(p), Some(issuer)) = (&app.publication, &app.issuer) {
+        p.lock().await.check(issuer, &app.metrics).await;
     }
     spawn_maintenance(app.clone(), Duration::from_secs(args.key_reload_seconds));
     let handle: axum_server::Handle<std::net::SocketAddr> = axum_server::Handle::new();
@@ -705,6 +733,9 @@ fn spawn_maintenance(app: Arc<App>, key_reload: Duration) {
                             tracing::error!(error = %e, "signing keys not reloaded; the previous keys stay in use");
                         }
                     }
+                }
+                if let Some(p) = &app.publication {
+                    p.lock().await.check(issuer, &app.metrics).await;
                 }
                 // Removed keys leave the JWKS when their tokens have expired, without a reload.
                 app.metrics.signing_keys_published(issuer.jwks().keys.len());

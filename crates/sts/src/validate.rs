@@ -173,11 +173,13 @@ pub async fn api_server_issuer(
 
 /// GET `url` as JSON within `timeout`. A GET can be repeated, so one that got no HTTP answer
 /// at all (its connection closed under it: fetches are minutes apart, and a pooled connection
-/// may be closed by the server just as it is reused) is sent once more.
-async fn get_json<T: serde::de::DeserializeOwned>(
+/// may be closed by the server just as it is reused) is sent once more. `auth_hint` is added
+/// to the error of a 401 or 403.
+pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
     client: &reqwest::Client,
     url: &str,
     timeout: Duration,
+    auth_hint: &str,
 ) -> Result<T, String> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut retried = false;
@@ -197,12 +199,13 @@ async fn get_json<T: serde::de::DeserializeOwned>(
             Ok(v) => return Ok(v),
             Err(e) if !retried && e.is_request() && e.status().is_none() => {
                 retried = true;
-                tracing::info!(url, error = %crate::causes(&e), "OIDC fetch got no answer; retrying once");
+                // Debug: a retry that fails is reported by the caller, once per failure.
+                tracing::debug!(url, error = %crate::causes(&e), "fetch got no answer; retrying once");
             }
             Err(e) => {
                 let mut m = crate::causes(&e);
                 if matches!(e.status().map(|s| s.as_u16()), Some(401 | 403)) {
-                    m.push_str(DISCOVERY_AUTH_HINT);
+                    m.push_str(auth_hint);
                 }
                 return Err(m);
             }
@@ -273,14 +276,15 @@ impl JwksValidator {
                     "{}/.well-known/openid-configuration",
                     issuer.trim_end_matches('/')
                 );
-                let doc: serde_json::Value = get_json(client, &url, self.timeout)
-                    .await
-                    .map_err(unavailable)?;
+                let doc: serde_json::Value =
+                    get_json(client, &url, self.timeout, DISCOVERY_AUTH_HINT)
+                        .await
+                        .map_err(unavailable)?;
                 let jwks_uri = doc["jwks_uri"]
                     .as_str()
                     .ok_or_else(|| unavailable("no jwks_uri in the discovery document".into()))?
                     .to_owned();
-                get_json(client, &jwks_uri, self.timeout)
+                get_json(client, &jwks_uri, self.timeout, DISCOVERY_AUTH_HINT)
                     .await
                     .map_err(|e| unavailable(format!("JWKS {e}")))
             }

@@ -657,6 +657,172 @@ async fn token_endpoint_jwts_verify_across_key_rotation() {
     assume_with_web_identity(&moto, ROLE, &second).await;
 }
 
+/// `tokenvend-sts issuer-docs` run on the key directory of `sts` into `site`, as an admin does
+/// before uploading (here `site` is served as it is).
+fn issuer_docs(sts: &Sts, site: &std::path::Path) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tokenvend-sts"))
+        .env_clear()
+        .env("TOKENVEND_ISSUER_URL", WEB_IDENTITY_ISSUER)
+        .env("TOKENVEND_SIGNING_KEY_DIR", sts.dir.path().join("keys"))
+        .args(["issuer-docs", "--out"])
+        .arg(site)
+        .output()
+        .expect("issuer-docs");
+    assert!(out.status.success(), "{out:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_published_jwks_url_a_new_key_signs_only_once_uploaded() {
+    provider();
+    let moto = Moto::start();
+    let cluster = Cluster::new();
+    // The public location AWS reads, served by a real static file server.
+    let site = tempfile::tempdir().expect("site");
+    let port = free_port();
+    let _static_server = Proc(
+        std::process::Command::new(venv_bin("python"))
+            .args(["-m", "http.server", "--bind", "127.0.0.1"])
+            .arg(port.to_string())
+            .current_dir(site.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("http.server"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "http.server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let published = format!("http://127.0.0.1:{port}/keys");
+    let sts = Sts::start(
+        &moto,
+        &cluster,
+        &[("TOKENVEND_PUBLISHED_JWKS_URL", published.clone())],
+    );
+    let c = reqwest::Client::new();
+    let sa = cluster.token("shop", "orders", Some("orders-1"), "tokenvend", 3600);
+    let kid = |t: &str| {
+        jsonwebtoken::decode_header(t)
+            .expect("header")
+            .kid
+            .expect("kid")
+    };
+    let metrics = || metrics_of(&c, &sts);
+
+    // Nothing uploaded yet (404): nothing is signed, and the answer says what to do.
+    let (status, resp) = post(&c, &sts.url("/token"), Some(&sa), None).await;
+    assert_refused(status, &resp, 503, "upload the documents");
+    assert!(
+        resp.to_string().contains("2026-01.pem"),
+        "names the key: {resp}"
+    );
+    let m = metrics().await;
+    for line in [
+        "tokenvend_sts_published_jwks_errors_total 1",
+        "tokenvend_sts_signing_keys_unpublished 1",
+    ] {
+        assert!(has_metric(&m, line), "{line}: {m}");
+    }
+
+    // Uploaded: the key signs within a reload interval, and the hosted JWKS verifies its tokens.
+    issuer_docs(&sts, site.path());
+    let token_when = |want: &'static str| {
+        let (c, sts, sa) = (&c, &sts, &sa);
+        async move {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let (status, t) = post(c, &sts.url("/token"), Some(sa), None).await;
+                if status == 200 {
+                    let t = t["token"].as_str().expect("token").to_owned();
+                    if want.is_empty() || kid(&t) == want {
+                        return t;
+                    }
+                }
+                assert!(Instant::now() < deadline, "no token (kid {want:?}): {t}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let first = token_when("").await;
+    let hosted = |site: &std::path::Path| -> JwkSet {
+        serde_json::from_slice(&std::fs::read(site.join("keys")).expect("keys")).expect("jwks")
+    };
+    verify_web_identity(&hosted(site.path()), &first).expect("verifies with the hosted JWKS");
+    assert!(sts.all_logs().contains("published JWKS read again"));
+
+    // A new key in the directory: published by tokenvend-sts at once, but it does not sign
+    // while the hosted JWKS lacks it; the wait is logged once, not per check.
+    let newer = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .expect("key")
+        .serialize_pem();
+    let tmp = sts.dir.path().join("keys/.2026-02.pem.tmp");
+    std::fs::write(&tmp, newer).expect("write key");
+    std::fs::rename(&tmp, sts.dir.path().join("keys/2026-02.pem")).expect("rename key");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let keys: JwkSet = c
+            .get(sts.url("/keys"))
+            .send()
+            .await
+            .expect("keys")
+            .json()
+            .await
+            .expect("jwks");
+        if keys.keys.len() == 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "new key never read");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    let (status, t) = post(&c, &sts.url("/token"), Some(&sa), None).await;
+    assert_eq!(status, 200, "{t}");
+    let held = t["token"].as_str().expect("token");
+    assert_eq!(kid(held), kid(&first), "the unpublished key must not sign");
+    verify_web_identity(&hosted(site.path()), held).expect("still verifies with the hosted JWKS");
+    let waits = sts
+        .all_logs()
+        .matches("newer signing keys are not in the published JWKS")
+        .count();
+    assert_eq!(waits, 1, "{}", sts.all_logs());
+    assert!(
+        sts.all_logs().contains("2026-02.pem"),
+        "the log names the waiting file"
+    );
+    let m = metrics().await;
+    assert!(
+        has_metric(&m, "tokenvend_sts_signing_keys_unpublished 1"),
+        "{m}"
+    );
+
+    // Uploaded again: the new key signs, and its tokens verify with what AWS reads.
+    issuer_docs(&sts, site.path());
+    let jwks = hosted(site.path());
+    let new_kid = jwks
+        .keys
+        .iter()
+        .filter_map(|k| k.common.key_id.clone())
+        .find(|k| *k != kid(&first))
+        .expect("new kid uploaded");
+    let new_kid: &'static str = Box::leak(new_kid.into_boxed_str());
+    let second = token_when(new_kid).await;
+    verify_web_identity(&hosted(site.path()), &second).expect("verifies with the hosted JWKS");
+    let m = metrics().await;
+    for line in [
+        "tokenvend_sts_signing_keys_unpublished 0",
+        "tokenvend_sts_published_jwks_errors_total 1",
+    ] {
+        assert!(has_metric(&m, line), "{line}: {m}");
+    }
+    assert_eq!(
+        sts.all_logs().matches("published JWKS not read").count(),
+        1,
+        "the 404 was logged once: {}",
+        sts.all_logs()
+    );
+}
+
 /// AWS's side of a web-identity exchange, with moto: AssumeRoleWithWebIdentity of `role` with
 /// `token`, as session `orders-1`; the assumed-role ARN.
 async fn assume_with_web_identity(moto: &Moto, role: &str, token: &str) -> String {
@@ -1340,6 +1506,30 @@ fn bad_configuration_fails_at_start_naming_the_setting() {
     );
     let err = run(&with(&[("AWS_ROLE_ARN", "tvm")]));
     assert!(err.contains("AWS_ROLE_ARN"), "{err}");
+    let keys = dir.path().join("keys");
+    std::fs::create_dir(&keys).expect("keys dir");
+    std::fs::write(
+        keys.join("k.pem"),
+        rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .expect("key")
+            .serialize_pem(),
+    )
+    .expect("key");
+    let keys: &'static str = Box::leak(keys.to_str().expect("path").to_owned().into_boxed_str());
+    let err = run(&with(&[
+        ("TOKENVEND_ISSUER_URL", "https://issuer.example.com"),
+        ("TOKENVEND_SIGNING_KEY_DIR", keys),
+        ("TOKENVEND_PUBLISHED_JWKS_URL", "s3://bucket/keys"),
+    ]));
+    assert!(
+        err.contains("TOKENVEND_PUBLISHED_JWKS_URL \"s3://bucket/keys\" must be an https:// URL"),
+        "{err}"
+    );
+    let err = run(&with(&[(
+        "TOKENVEND_PUBLISHED_JWKS_URL",
+        "https://issuer.example.com/keys",
+    )]));
+    assert!(err.contains("--issuer-url"), "needs an issuer: {err}");
     let err = run(&with(&[]));
     assert!(err.contains("nothing to serve"), "{err}");
     let err = run(&with(&[
