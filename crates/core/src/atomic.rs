@@ -131,6 +131,10 @@ mod tests {
         v
     }
 
+    fn mode_of(path: &Path) -> u32 {
+        std::fs::metadata(path).expect("meta").permissions().mode() & 0o777
+    }
+
     #[test]
     fn replaces_content_with_the_mode_and_leaves_no_temp_files() {
         let dir = tempfile::tempdir().expect("tmp");
@@ -140,12 +144,7 @@ mod tests {
             std::fs::read(dir.path().join("token")).expect("read"),
             b"second"
         );
-        let mode = std::fs::metadata(dir.path().join("token"))
-            .expect("meta")
-            .permissions()
-            .mode()
-            & 0o777;
-        assert_eq!(mode, 0o644);
+        assert_eq!(mode_of(&dir.path().join("token")), 0o644);
         assert_eq!(names(dir.path()), ["token"]);
     }
 
@@ -171,12 +170,7 @@ mod tests {
             std::fs::read(dir.path().join("k.pem")).expect("read"),
             b"first"
         );
-        let mode = std::fs::metadata(dir.path().join("k.pem"))
-            .expect("meta")
-            .permissions()
-            .mode()
-            & 0o777;
-        assert_eq!(mode, 0o600);
+        assert_eq!(mode_of(&dir.path().join("k.pem")), 0o600);
         assert_eq!(names(dir.path()), ["k.pem"], "no temp file left");
         assert!(create_atomic(&dir.path().join("missing"), "k.pem", b"x", 0o600).is_err());
     }
