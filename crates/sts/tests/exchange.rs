@@ -517,6 +517,40 @@ async fn an_issuer_only_service_gives_tokens_whatever_role_the_pod_names() {
     assert_refused(status, &resp, 404, "not enabled");
 }
 
+/// A new P-256 private key, PEM.
+fn p256_pem() -> String {
+    rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+        .expect("key")
+        .serialize_pem()
+}
+
+/// Put a signing key into `sts`'s key directory as a Secret update lands: whole, renamed into
+/// place.
+fn put_key(sts: &Sts, name: &str, pem: &str) {
+    let tmp = sts.dir.path().join(format!("keys/.{name}.tmp"));
+    std::fs::write(&tmp, pem).expect("write key");
+    std::fs::rename(&tmp, sts.dir.path().join("keys").join(name)).expect("rename key");
+}
+
+/// The `kid` in a JWT's header.
+fn kid(token: &str) -> String {
+    jsonwebtoken::decode_header(token)
+        .expect("header")
+        .kid
+        .expect("kid")
+}
+
+/// tokenvend-sts's own JWKS.
+async fn keys_of(c: &reqwest::Client, sts: &Sts) -> JwkSet {
+    c.get(sts.url("/keys"))
+        .send()
+        .await
+        .expect("keys")
+        .json()
+        .await
+        .expect("jwks")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_endpoint_jwts_verify_across_key_rotation() {
     provider();
@@ -528,14 +562,7 @@ async fn token_endpoint_jwts_verify_across_key_rotation() {
     let (status, first) = post(&c, &sts.url("/token"), Some(&sa), None).await;
     assert_eq!(status, 200, "{first}");
     let first = first["token"].as_str().expect("token").to_owned();
-    let jwks: JwkSet = c
-        .get(sts.url("/keys"))
-        .send()
-        .await
-        .expect("keys")
-        .json()
-        .await
-        .expect("jwks");
+    let jwks = keys_of(&c, &sts).await;
     let claims = verify_web_identity(&jwks, &first).expect("verifies");
     assert_eq!(claims["sub"], json!("system:serviceaccount:shop:orders"));
     assert_eq!(claims["kubernetes.io"]["pod"]["name"], json!("orders-1"));
@@ -569,23 +596,7 @@ async fn token_endpoint_jwts_verify_across_key_rotation() {
 
     // Rotate: a newer key file signs; the old one is removed but stays published.
     // (Written as a Secret update lands: whole files, renamed into place.)
-    let put = |name: &str, pem: &str| {
-        let tmp = sts.dir.path().join(format!("keys/.{name}.tmp"));
-        std::fs::write(&tmp, pem).expect("write key");
-        std::fs::rename(&tmp, sts.dir.path().join("keys").join(name)).expect("rename key");
-    };
-    put(
-        "2026-02.pem",
-        &rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-            .expect("key")
-            .serialize_pem(),
-    );
-    let kid = |t: &str| {
-        jsonwebtoken::decode_header(t)
-            .expect("header")
-            .kid
-            .expect("kid")
-    };
+    put_key(&sts, "2026-02.pem", &p256_pem());
     let deadline = Instant::now() + Duration::from_secs(10);
     let second = loop {
         let (_, t) = post(&c, &sts.url("/token"), Some(&sa), None).await;
@@ -598,14 +609,7 @@ async fn token_endpoint_jwts_verify_across_key_rotation() {
     };
     std::fs::remove_file(sts.dir.path().join("keys/2026-01.pem")).expect("rm old key");
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let jwks: JwkSet = c
-        .get(sts.url("/keys"))
-        .send()
-        .await
-        .expect("keys")
-        .json()
-        .await
-        .expect("jwks");
+    let jwks = keys_of(&c, &sts).await;
     assert_eq!(jwks.keys.len(), 2);
     verify_web_identity(&jwks, &first).expect("token of the removed key still verifies");
     verify_web_identity(&jwks, &second).expect("new token verifies");
@@ -620,7 +624,7 @@ async fn token_endpoint_jwts_verify_across_key_rotation() {
 
     // A broken key file: the current key keeps signing, and the error is logged once, not on
     // every 1 s reload; its removal is logged as recovery.
-    put("2026-03.pem", "not a key");
+    put_key(&sts, "2026-03.pem", "not a key");
     tokio::time::sleep(Duration::from_millis(3500)).await;
     let (status, t) = post(&c, &sts.url("/token"), Some(&sa), None).await;
     assert_eq!(status, 200, "{t}");
@@ -702,12 +706,6 @@ async fn with_a_published_jwks_url_a_new_key_signs_only_once_uploaded() {
     );
     let c = reqwest::Client::new();
     let sa = cluster.token("shop", "orders", Some("orders-1"), "tokenvend", 3600);
-    let kid = |t: &str| {
-        jsonwebtoken::decode_header(t)
-            .expect("header")
-            .kid
-            .expect("kid")
-    };
     let metrics = || metrics_of(&c, &sts);
 
     // Nothing uploaded yet (404): nothing is signed, and the answer says what to do.
@@ -753,22 +751,10 @@ async fn with_a_published_jwks_url_a_new_key_signs_only_once_uploaded() {
 
     // A new key in the directory: published by tokenvend-sts at once, but it does not sign
     // while the hosted JWKS lacks it; the wait is logged once, not per check.
-    let newer = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-        .expect("key")
-        .serialize_pem();
-    let tmp = sts.dir.path().join("keys/.2026-02.pem.tmp");
-    std::fs::write(&tmp, newer).expect("write key");
-    std::fs::rename(&tmp, sts.dir.path().join("keys/2026-02.pem")).expect("rename key");
+    put_key(&sts, "2026-02.pem", &p256_pem());
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let keys: JwkSet = c
-            .get(sts.url("/keys"))
-            .send()
-            .await
-            .expect("keys")
-            .json()
-            .await
-            .expect("jwks");
+        let keys = keys_of(&c, &sts).await;
         if keys.keys.len() == 2 {
             break;
         }
@@ -1508,13 +1494,7 @@ fn bad_configuration_fails_at_start_naming_the_setting() {
     assert!(err.contains("AWS_ROLE_ARN"), "{err}");
     let keys = dir.path().join("keys");
     std::fs::create_dir(&keys).expect("keys dir");
-    std::fs::write(
-        keys.join("k.pem"),
-        rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-            .expect("key")
-            .serialize_pem(),
-    )
-    .expect("key");
+    std::fs::write(keys.join("k.pem"), p256_pem()).expect("key");
     let keys: &'static str = Box::leak(keys.to_str().expect("path").to_owned().into_boxed_str());
     let err = run(&with(&[
         ("TOKENVEND_ISSUER_URL", "https://issuer.example.com"),
