@@ -6,6 +6,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -43,12 +44,24 @@ struct SigningKey {
     alg: Algorithm,
     encoding: EncodingKey,
     jwk: Jwk,
+    /// When it last signed (Unix seconds; 0: never), kept across reloads.
+    last_signed: AtomicI64,
+}
+
+/// A key gone from the directory, still published while tokens it signed may be valid.
+struct Retired {
+    jwk: Jwk,
+    key: KeyName,
+    /// Published until then: the removal plus a token lifetime.
+    until: i64,
+    /// When the last token it signed expires (0: it never signed).
+    signed_until: i64,
 }
 
 struct State {
     keys: Vec<Arc<SigningKey>>,
-    /// Keys gone from the directory, published until the Unix time given.
-    retired: Vec<(Jwk, i64)>,
+    /// Keys gone from the directory.
+    retired: Vec<Retired>,
     fingerprint: [u8; 32],
     /// With a publication check, the `kid`s of the published JWKS last read (`None`: not yet).
     published: Option<HashSet<String>>,
@@ -88,6 +101,16 @@ pub struct KeyName {
     pub kid: String,
 }
 
+impl SigningKey {
+    /// When the last token it signed expires (0: it never signed).
+    fn signed_until(&self, ttl: i64) -> i64 {
+        match self.last_signed.load(Ordering::Relaxed) {
+            0 => 0,
+            t => t.saturating_add(ttl),
+        }
+    }
+}
+
 impl KeyName {
     fn of(k: &SigningKey) -> Self {
         KeyName {
@@ -123,7 +146,8 @@ fn now() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
-fn rfc3339(secs: i64) -> String {
+/// Unix seconds as an RFC 3339 UTC time.
+pub(crate) fn rfc3339(secs: i64) -> String {
     DateTime::from_secs(secs)
         .fmt(DateTimeFormat::DateTime)
         .unwrap_or_else(|_| secs.to_string())
@@ -162,6 +186,7 @@ fn parse_key(file: &str, pem: &[u8]) -> Result<SigningKey, String> {
             alg,
             encoding,
             jwk,
+            last_signed: AtomicI64::new(0),
         });
     }
     Err(format!(
@@ -210,6 +235,29 @@ impl Issuer {
             Err(why) if state.published.is_none() => state.unread = Some(why),
             Err(_) => {}
         }
+    }
+
+    /// Keys whose tokens may still be valid but which the published JWKS last read does not
+    /// list (AWS refuses those tokens), with when their last token expires; empty without a
+    /// publication check or before the JWKS was read.
+    pub fn unlisted_in_use(&self) -> Vec<(KeyName, i64)> {
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        let Some(listed) = state.published.as_ref().filter(|_| self.gated) else {
+            return Vec::new();
+        };
+        let t = now();
+        let in_dir = state
+            .keys
+            .iter()
+            .map(|k| (KeyName::of(k), k.signed_until(self.ttl)));
+        let retired = state
+            .retired
+            .iter()
+            .map(|r| (r.key.clone(), r.signed_until));
+        in_dir
+            .chain(retired)
+            .filter(|(k, until)| *until > t && !listed.contains(&k.kid))
+            .collect()
     }
 
     /// Which key signs, and which wait for publication.
@@ -272,19 +320,28 @@ impl Issuer {
         let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
         // Keys that left the directory may have signed tokens that are still valid.
         let until = t + self.ttl + 60;
-        let gone: Vec<(Jwk, i64)> = state
+        let ttl = self.ttl;
+        let gone: Vec<Retired> = state
             .keys
             .iter()
             .filter(|old| !keys.iter().any(|k| k.kid == old.kid))
-            .map(|old| (old.jwk.clone(), until))
+            .map(|old| Retired {
+                jwk: old.jwk.clone(),
+                key: KeyName::of(old),
+                until,
+                signed_until: old.signed_until(ttl),
+            })
             .collect();
+        for k in &keys {
+            if let Some(old) = state.keys.iter().find(|old| old.kid == k.kid) {
+                k.last_signed
+                    .store(old.last_signed.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
+        }
         state.retired.extend(gone);
-        state.retired.retain(|(jwk, until)| {
-            *until > t
-                && !keys
-                    .iter()
-                    .any(|k| Some(&k.kid) == jwk.common.key_id.as_ref())
-        });
+        state
+            .retired
+            .retain(|r| r.until > t && !keys.iter().any(|k| k.kid == r.key.kid));
         state.keys = keys;
         state.fingerprint = fingerprint;
         let published = state.keys.len() + state.retired.len();
@@ -322,6 +379,7 @@ impl Issuer {
         };
         let iat = now();
         let exp = iat + self.ttl;
+        signer.last_signed.fetch_max(iat, Ordering::Relaxed);
         let mut k8s =
             json!({"namespace": id.namespace, "serviceaccount": {"name": id.service_account}});
         if let Some(pod) = &id.pod_name {
@@ -356,8 +414,8 @@ impl Issuer {
             state
                 .retired
                 .iter()
-                .filter(|(_, until)| *until > t)
-                .map(|(j, _)| j.clone()),
+                .filter(|r| r.until > t)
+                .map(|r| r.jwk.clone()),
         );
         JwkSet { keys }
     }
@@ -604,6 +662,83 @@ mod tests {
         let ungated = issuer(dir.path(), 3600);
         assert_eq!(name(&ungated.signing()), Some("2026-03.pem".into()));
         assert!(ungated.signing().waiting.is_empty());
+    }
+
+    #[test]
+    fn keys_whose_tokens_are_valid_but_missing_from_the_published_jwks_are_found() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let add = |name: &str| {
+            std::fs::write(dir.path().join(name), generate_es256_pem().expect("key"))
+                .expect("write");
+        };
+        add("2026-01.pem");
+        let iss = issuer_checking(dir.path(), 3600, true);
+        let kid_of = |file: &str| -> String {
+            let s = iss.state.read().expect("state");
+            let in_dir = s
+                .keys
+                .iter()
+                .find(|k| k.file == file)
+                .map(|k| k.kid.clone());
+            in_dir
+                .or_else(|| {
+                    s.retired
+                        .iter()
+                        .find(|r| r.key.file == file)
+                        .map(|r| r.key.kid.clone())
+                })
+                .expect("known key")
+        };
+        let listed =
+            |files: &[&str]| -> HashSet<String> { files.iter().map(|f| kid_of(f)).collect() };
+        let unlisted = || {
+            iss.unlisted_in_use()
+                .into_iter()
+                .map(|(k, _)| k.file)
+                .collect::<Vec<_>>()
+        };
+        assert!(unlisted().is_empty(), "nothing read yet");
+        iss.set_published(Ok(listed(&["2026-01.pem"])));
+        let t0 = now();
+        iss.mint(&id()).expect("mint");
+        add("2026-02.pem");
+        assert!(iss.reload().expect("reload"));
+        iss.set_published(Ok(listed(&["2026-01.pem", "2026-02.pem"])));
+        iss.mint(&id()).expect("mint");
+        assert!(unlisted().is_empty());
+
+        // Uploaded without the old key while its tokens are valid: found, with their expiry.
+        iss.set_published(Ok(listed(&["2026-02.pem"])));
+        let found = iss.unlisted_in_use();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].0.file, "2026-01.pem");
+        assert!(
+            (t0 + 3600..=now() + 3600).contains(&found[0].1),
+            "{found:?}"
+        );
+
+        // A key that never signed is not: it only waits.
+        add("2026-03.pem");
+        assert!(iss.reload().expect("reload"));
+        assert_eq!(unlisted(), ["2026-01.pem"]);
+        assert_eq!(iss.signing().waiting.len(), 1);
+
+        // Removed from the directory, it still is; and a reload keeps when each key signed.
+        std::fs::remove_file(dir.path().join("2026-01.pem")).expect("rm");
+        assert!(iss.reload().expect("reload"));
+        assert_eq!(unlisted(), ["2026-01.pem"]);
+        iss.set_published(Ok(listed(&["2026-01.pem", "2026-03.pem"])));
+        assert_eq!(unlisted(), ["2026-02.pem"]);
+
+        // Tokens that have expired no longer matter.
+        let short = issuer_checking(dir.path(), 0, true);
+        short.set_published(Ok(HashSet::from([kid_of("2026-02.pem")])));
+        short.mint(&id()).expect("mint");
+        short.set_published(Ok(HashSet::new()));
+        assert!(short.unlisted_in_use().is_empty());
+
+        // Without a publication check, nothing is reported.
+        assert!(issuer(dir.path(), 3600).unlisted_in_use().is_empty());
     }
 
     #[test]

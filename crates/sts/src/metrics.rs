@@ -52,6 +52,7 @@ pub struct Parts {
 /// The publication check's metrics (only with `TOKENVEND_PUBLISHED_JWKS_URL`).
 struct PublicationMetrics {
     unpublished: Gauge,
+    unlisted: Gauge,
     errors: Counter,
 }
 
@@ -140,8 +141,15 @@ impl Metrics {
         let publication = parts.publication.then(|| {
             let p = PublicationMetrics {
                 unpublished: Gauge::default(),
+                unlisted: Gauge::default(),
                 errors: Counter::default(),
             };
+            registry.register(
+                "signing_keys_unlisted",
+                "Keys that signed tokens still valid but are not in the published JWKS (AWS \
+                 refuses those tokens)",
+                p.unlisted.clone(),
+            );
             registry.register(
                 "signing_keys_unpublished",
                 "Signing keys newer than the one signing, held back because the published JWKS \
@@ -233,6 +241,13 @@ impl Metrics {
     pub fn signing_keys_unpublished(&self, n: usize) {
         if let Some(p) = &self.publication {
             p.unpublished.set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// How many keys signed tokens still valid that the published JWKS does not list.
+    pub fn signing_keys_unlisted(&self, n: usize) {
+        if let Some(p) = &self.publication {
+            p.unlisted.set(i64::try_from(n).unwrap_or(i64::MAX));
         }
     }
 

@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde_json::Value;
 use tokenvend_core::FailureLatch;
 
-use crate::issuer::{Issuer, Signing};
+use crate::issuer::{Issuer, Signing, rfc3339};
 use crate::metrics::Metrics;
 use crate::validate::get_json;
 
@@ -39,6 +39,8 @@ pub struct Publication {
     error: FailureLatch,
     /// The signing state last reported, so that each change is logged once.
     reported: Option<Signing>,
+    /// The `kid`s last reported as in use but not published.
+    reported_unlisted: Vec<String>,
 }
 
 impl Publication {
@@ -50,6 +52,7 @@ impl Publication {
             timeout,
             error: FailureLatch::default(),
             reported: None,
+            reported_unlisted: Vec::new(),
         }
     }
 
@@ -73,6 +76,12 @@ impl Publication {
             }
         }
         issuer.set_published(fetched);
+        self.report_signing(issuer, metrics);
+        self.report_unlisted(issuer, metrics);
+    }
+
+    /// Log which key signs and which wait, when that changed.
+    fn report_signing(&mut self, issuer: &Issuer, metrics: &Metrics) {
         let now = issuer.signing();
         metrics.signing_keys_unpublished(now.waiting.len());
         if self.reported.as_ref() == Some(&now) {
@@ -103,6 +112,32 @@ impl Publication {
             }
         }
         self.reported = Some(now);
+    }
+
+    /// Warn, when it changes, about keys whose tokens are still valid but which the published
+    /// JWKS no longer lists: an upload made without them (a key removed too early) makes AWS
+    /// refuse every such token until the sidecars refresh it.
+    fn report_unlisted(&mut self, issuer: &Issuer, metrics: &Metrics) {
+        let unlisted = issuer.unlisted_in_use();
+        metrics.signing_keys_unlisted(unlisted.len());
+        let kids: Vec<String> = unlisted.iter().map(|(k, _)| k.kid.clone()).collect();
+        if kids == self.reported_unlisted {
+            return;
+        }
+        if unlisted.is_empty() {
+            tracing::info!(url = %self.url, "the published JWKS lists every key whose tokens are still valid again");
+        } else {
+            tracing::warn!(
+                url = %self.url,
+                keys = ?unlisted.iter().map(|(k, _)| k.file.as_str()).collect::<Vec<_>>(),
+                kids = ?kids,
+                valid_until = ?unlisted.iter().map(|(_, t)| rfc3339(*t)).collect::<Vec<_>>(),
+                "the published JWKS does not list keys that signed tokens still valid: AWS \
+                 refuses those tokens; upload `tokenvend-sts issuer-docs` from a key directory \
+                 that has them, and remove a key only once its last token has expired"
+            );
+        }
+        self.reported_unlisted = kids;
     }
 }
 

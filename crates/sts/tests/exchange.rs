@@ -676,7 +676,7 @@ fn issuer_docs(sts: &Sts, site: &std::path::Path) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_a_published_jwks_url_a_new_key_signs_only_once_uploaded() {
+async fn with_a_published_jwks_url_keys_sign_once_uploaded_and_early_removals_are_flagged() {
     provider();
     let moto = Moto::start();
     let cluster = Cluster::new();
@@ -806,6 +806,50 @@ async fn with_a_published_jwks_url_a_new_key_signs_only_once_uploaded() {
         1,
         "the 404 was logged once: {}",
         sts.all_logs()
+    );
+
+    // An upload without the old key while tokens it signed are still valid (removed too early):
+    // AWS would refuse them, so it is a warning, once, and a gauge until it is listed again.
+    let full = std::fs::read(site.path().join("keys")).expect("keys");
+    let mut pruned: Value = serde_json::from_slice(&full).expect("jwks");
+    let old_kid = kid(&first);
+    pruned["keys"]
+        .as_array_mut()
+        .expect("keys")
+        .retain(|k| k["kid"] != json!(old_kid));
+    std::fs::write(site.path().join("keys"), pruned.to_string()).expect("upload");
+    let unlisted = "the published JWKS does not list keys that signed tokens still valid";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !sts.all_logs().contains(unlisted) {
+        assert!(
+            Instant::now() < deadline,
+            "never warned: {}",
+            sts.all_logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let logs = sts.all_logs();
+    assert_eq!(logs.matches(unlisted).count(), 1, "{logs}");
+    let warning = logs.lines().find(|l| l.contains(unlisted)).expect("line");
+    assert!(
+        warning.contains("2026-01.pem") && warning.contains(&old_kid),
+        "{warning}"
+    );
+    let m = metrics().await;
+    assert!(
+        has_metric(&m, "tokenvend_sts_signing_keys_unlisted 1"),
+        "{m}"
+    );
+    std::fs::write(site.path().join("keys"), full).expect("upload");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !has_metric(&metrics().await, "tokenvend_sts_signing_keys_unlisted 0") {
+        assert!(Instant::now() < deadline, "never listed again");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        sts.all_logs()
+            .contains("lists every key whose tokens are still valid again")
     );
 }
 
