@@ -504,6 +504,31 @@ mod tests {
         .expect("issuer")
     }
 
+    /// A new ES256 key file `name` in `dir`.
+    fn add_key(dir: &Path, name: &str) {
+        std::fs::write(dir.join(name), generate_es256_pem().expect("key")).expect("write");
+    }
+
+    /// The `kid` in a JWT's header.
+    fn kid(token: &str) -> String {
+        jsonwebtoken::decode_header(token)
+            .expect("header")
+            .kid
+            .expect("kid")
+    }
+
+    /// The `kid`s of the key files named, in the directory or removed from it.
+    fn kids(iss: &Issuer, files: &[&str]) -> HashSet<String> {
+        let s = iss.state.read().expect("state");
+        let in_dir = s.keys.iter().map(|k| KeyName::of(k));
+        let retired = s.retired.iter().map(|r| r.key.clone());
+        in_dir
+            .chain(retired)
+            .filter(|k| files.contains(&k.file.as_str()))
+            .map(|k| k.kid)
+            .collect()
+    }
+
     fn id() -> Identity {
         Identity {
             namespace: "shop".into(),
@@ -548,19 +573,9 @@ mod tests {
         .expect("write");
         let iss = issuer(dir.path(), 3600);
         let old = iss.mint(&id()).expect("mint");
-        std::fs::write(
-            dir.path().join("2026-02.pem"),
-            generate_es256_pem().expect("key"),
-        )
-        .expect("write");
+        add_key(dir.path(), "2026-02.pem");
         assert!(iss.reload().expect("reload"));
         let new = iss.mint(&id()).expect("mint");
-        let kid = |t: &str| {
-            jsonwebtoken::decode_header(t)
-                .expect("header")
-                .kid
-                .expect("kid")
-        };
         assert_ne!(kid(&old.token), kid(&new.token));
         assert_eq!(iss.jwks().keys.len(), 2);
         // The old key file is removed: its tokens may still be valid, so it stays published.
@@ -575,28 +590,11 @@ mod tests {
     #[test]
     fn with_a_publication_check_only_published_keys_sign() {
         let dir = tempfile::tempdir().expect("tmp");
-        let add = |name: &str| {
-            std::fs::write(dir.path().join(name), generate_es256_pem().expect("key"))
-                .expect("write");
-        };
+        let add = |name: &str| add_key(dir.path(), name);
         add("2026-01.pem");
         let iss = issuer_checking(dir.path(), 3600, true);
-        let kid = |t: &str| {
-            jsonwebtoken::decode_header(t)
-                .expect("header")
-                .kid
-                .expect("kid")
-        };
         let name = |s: &Signing| s.signer.as_ref().map(|k| k.file.clone());
         let waiting = |s: &Signing| s.waiting.iter().map(|k| k.file.clone()).collect::<Vec<_>>();
-        let kids = |names: &[&str]| -> HashSet<String> {
-            let s = iss.state.read().expect("state");
-            s.keys
-                .iter()
-                .filter(|k| names.contains(&k.file.as_str()))
-                .map(|k| k.kid.clone())
-                .collect()
-        };
 
         // Not read yet: nothing signs, and the error says why.
         let err = iss.mint(&id()).expect_err("unchecked");
@@ -622,7 +620,7 @@ mod tests {
         );
         assert_eq!(name(&iss.signing()), None);
 
-        iss.set_published(Ok(kids(&["2026-01.pem"])));
+        iss.set_published(Ok(kids(&iss, &["2026-01.pem"])));
         let first = iss.mint(&id()).expect("published key signs");
         assert_eq!(name(&iss.signing()), Some("2026-01.pem".into()));
         assert!(iss.signing().waiting.is_empty());
@@ -637,7 +635,7 @@ mod tests {
         assert_eq!(name(&iss.signing()), Some("2026-01.pem".into()));
         assert_eq!(waiting(&iss.signing()), ["2026-02.pem"]);
 
-        iss.set_published(Ok(kids(&["2026-01.pem", "2026-02.pem"])));
+        iss.set_published(Ok(kids(&iss, &["2026-01.pem", "2026-02.pem"])));
         let second = iss.mint(&id()).expect("mint");
         assert_ne!(kid(&second.token), kid(&first.token));
         assert_eq!(
@@ -649,9 +647,9 @@ mod tests {
         // The newest published key signs, whatever else is listed.
         add("2026-03.pem");
         assert!(iss.reload().expect("reload"));
-        iss.set_published(Ok(kids(&["2026-01.pem", "2026-03.pem"])));
+        iss.set_published(Ok(kids(&iss, &["2026-01.pem", "2026-03.pem"])));
         assert_eq!(name(&iss.signing()), Some("2026-03.pem".into()));
-        iss.set_published(Ok(kids(&["2026-01.pem", "2026-02.pem"])));
+        iss.set_published(Ok(kids(&iss, &["2026-01.pem", "2026-02.pem"])));
         assert_eq!(name(&iss.signing()), Some("2026-02.pem".into()));
         assert_eq!(waiting(&iss.signing()), ["2026-03.pem"]);
         // A JWKS that cannot be read keeps the keys it listed last.
@@ -667,30 +665,10 @@ mod tests {
     #[test]
     fn keys_whose_tokens_are_valid_but_missing_from_the_published_jwks_are_found() {
         let dir = tempfile::tempdir().expect("tmp");
-        let add = |name: &str| {
-            std::fs::write(dir.path().join(name), generate_es256_pem().expect("key"))
-                .expect("write");
-        };
+        let add = |name: &str| add_key(dir.path(), name);
         add("2026-01.pem");
         let iss = issuer_checking(dir.path(), 3600, true);
-        let kid_of = |file: &str| -> String {
-            let s = iss.state.read().expect("state");
-            let in_dir = s
-                .keys
-                .iter()
-                .find(|k| k.file == file)
-                .map(|k| k.kid.clone());
-            in_dir
-                .or_else(|| {
-                    s.retired
-                        .iter()
-                        .find(|r| r.key.file == file)
-                        .map(|r| r.key.kid.clone())
-                })
-                .expect("known key")
-        };
-        let listed =
-            |files: &[&str]| -> HashSet<String> { files.iter().map(|f| kid_of(f)).collect() };
+        let listed = |files: &[&str]| kids(&iss, files);
         let unlisted = || {
             iss.unlisted_in_use()
                 .into_iter()
@@ -732,7 +710,7 @@ mod tests {
 
         // Tokens that have expired no longer matter.
         let short = issuer_checking(dir.path(), 0, true);
-        short.set_published(Ok(HashSet::from([kid_of("2026-02.pem")])));
+        short.set_published(Ok(kids(&iss, &["2026-02.pem"])));
         short.mint(&id()).expect("mint");
         short.set_published(Ok(HashSet::new()));
         assert!(short.unlisted_in_use().is_empty());
