@@ -125,7 +125,7 @@ impl Publication {
             return;
         }
         if unlisted.is_empty() {
-            tracing::info!(url = %self.url, "the published JWKS lists every key whose tokens are still valid again");
+            tracing::info!(url = %self.url, "no key with tokens still valid is missing from the published JWKS any more");
         } else {
             tracing::warn!(
                 url = %self.url,
