@@ -849,7 +849,7 @@ async fn with_a_published_jwks_url_keys_sign_once_uploaded_and_early_removals_ar
     }
     assert!(
         sts.all_logs()
-            .contains("lists every key whose tokens are still valid again")
+            .contains("is missing from the published JWKS any more")
     );
 }
 
