@@ -622,6 +622,7 @@ pub async fn run(args: ServeArgs) -> Result<(), SetupError> {
         p.lock().await.check(issuer, &app.metrics).await;
     }
     spawn_maintenance(app.clone(), Duration::from_secs(args.key_reload_seconds));
+    spawn_publication_check(app.clone(), Duration::from_secs(args.key_reload_seconds));
     let handle: axum_server::Handle<std::net::SocketAddr> = axum_server::Handle::new();
     tokio::spawn(stop_on_signal(
         handle.clone(),
@@ -709,6 +710,25 @@ fn report_check<T>(metrics: &Metrics, label: &'static str, file: &mut PolicyFile
     }
 }
 
+/// Re-read the published JWKS every `every`, in a task of its own: a hosted JWKS that answers
+/// slowly must not hold up the key and policy reloads. (The order does not matter for safety: a
+/// key signs only once the JWKS last read lists it.)
+fn spawn_publication_check(app: Arc<App>, every: Duration) {
+    tokio::spawn(async move {
+        let (Some(p), Some(issuer)) = (&app.publication, &app.issuer) else {
+            return;
+        };
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick is immediate, and the first check ran before serving.
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            p.lock().await.check(issuer, &app.metrics).await;
+        }
+    });
+}
+
 fn spawn_maintenance(app: Arc<App>, key_reload: Duration) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(key_reload);
@@ -733,9 +753,6 @@ fn spawn_maintenance(app: Arc<App>, key_reload: Duration) {
                             tracing::error!(error = %e, "signing keys not reloaded; the previous keys stay in use");
                         }
                     }
-                }
-                if let Some(p) = &app.publication {
-                    p.lock().await.check(issuer, &app.metrics).await;
                 }
                 // Removed keys leave the JWKS when their tokens have expired, without a reload.
                 app.metrics.signing_keys_published(issuer.jwks().keys.len());

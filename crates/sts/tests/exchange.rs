@@ -853,6 +853,48 @@ async fn with_a_published_jwks_url_keys_sign_once_uploaded_and_early_removals_ar
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hosted_jwks_that_never_answers_does_not_hold_up_key_reloads() {
+    provider();
+    let moto = Moto::start();
+    let cluster = Cluster::new();
+    // Accepts connections and never answers: each read of the published JWKS takes the whole
+    // upstream timeout.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = silent.local_addr().expect("addr").port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in silent.incoming() {
+            held.push(conn);
+        }
+    });
+    let sts = Sts::start(
+        &moto,
+        &cluster,
+        &[
+            (
+                "TOKENVEND_PUBLISHED_JWKS_URL",
+                format!("http://127.0.0.1:{port}/keys"),
+            ),
+            ("TOKENVEND_UPSTREAM_TIMEOUT_SECONDS", "8".into()),
+        ],
+    );
+    let c = reqwest::Client::new();
+    // The start waited for the first read; from now on reads run beside the 1 s key reloads.
+    put_key(&sts, "2026-02.pem", &p256_pem());
+    let deadline = Instant::now() + Duration::from_secs(4);
+    while keys_of(&c, &sts).await.keys.len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the key reload waited for the published JWKS"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let sa = cluster.token("shop", "orders", Some("orders-1"), "tokenvend", 3600);
+    let (status, resp) = post(&c, &sts.url("/token"), Some(&sa), None).await;
+    assert_refused(status, &resp, 503, "could not be read: fetch timed out");
+}
+
 /// AWS's side of a web-identity exchange, with moto: AssumeRoleWithWebIdentity of `role` with
 /// `token`, as session `orders-1`; the assumed-role ARN.
 async fn assume_with_web_identity(moto: &Moto, role: &str, token: &str) -> String {
