@@ -6,6 +6,8 @@
 
 pub mod arn;
 pub mod atomic;
+#[cfg(feature = "ca-bundle")]
+pub mod cabundle;
 pub mod claims;
 pub mod contract;
 pub mod creds;

@@ -651,12 +651,8 @@ pub fn read_ca_bundle(path: &Path) -> Result<String, String> {
 
 /// `text`, read from `path`, checked as [`read_ca_bundle`] does.
 pub fn check_ca_bundle(path: &Path, text: String) -> Result<String, String> {
-    use rustls_pki_types::CertificateDer;
-    use rustls_pki_types::pem::PemObject;
-    let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(text.as_bytes()).collect();
-    match certs {
-        Ok(c) if !c.is_empty() => Ok(text),
-        Ok(_) => Err(format!("{}: no PEM certificate found", path.display())),
+    match tokenvend_core::cabundle::certificates(text.as_bytes()) {
+        Ok(_) => Ok(text),
         Err(e) => Err(format!("{}: {e}", path.display())),
     }
 }

@@ -1,0 +1,120 @@
+//! CA bundles: the PEM certificates a client trusts tokenvend-sts with. A bundle is checked
+//! whole before use, and a replacement is taken only when it trusts the certificate the server
+//! presents, so a wrong file can never cut a sidecar off from the service.
+
+use std::sync::Arc;
+
+use rustls::RootCertStore;
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::ServerCertVerifier;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+
+/// The largest bundle accepted (a bundle holds a few CAs of under 1 KiB each).
+pub const MAX_BYTES: usize = 64 * 1024;
+
+/// The certificates of a PEM bundle: at least one, and no malformed block.
+pub fn certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
+    if pem.len() > MAX_BYTES {
+        return Err(format!("larger than {} KiB", MAX_BYTES / 1024));
+    }
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("not a PEM bundle: {e}"))?;
+    if certs.is_empty() {
+        return Err("no PEM certificate found".into());
+    }
+    Ok(certs)
+}
+
+/// Whether `bundle` (PEM) trusts `server_cert` (DER, as presented in a handshake, signed
+/// directly by a CA of the bundle) for `host` (a DNS name or an IP address) at the current time.
+pub fn trusts(bundle: &[u8], server_cert: &[u8], host: &str) -> Result<(), String> {
+    let mut roots = RootCertStore::empty();
+    for cert in certificates(bundle)? {
+        roots
+            .add(cert)
+            .map_err(|e| format!("a certificate of the bundle cannot be a trust anchor: {e}"))?;
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .map_err(|e| format!("bundle: {e}"))?;
+    let name = ServerName::try_from(host.trim_start_matches('[').trim_end_matches(']'))
+        .map_err(|e| format!("host {host:?}: {e}"))?
+        .to_owned();
+    verifier
+        .verify_server_cert(
+            &CertificateDer::from(server_cert),
+            &[],
+            &name,
+            &[],
+            UnixTime::now(),
+        )
+        .map(|_| ())
+        .map_err(|e| format!("the server's certificate for {host} is not trusted by it: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokenvend_testkit::tls;
+
+    fn der(pem: &str) -> Vec<u8> {
+        CertificateDer::from_pem_slice(pem.as_bytes())
+            .expect("pem")
+            .to_vec()
+    }
+
+    #[test]
+    fn a_bundle_has_certificates_and_nothing_malformed() {
+        let (ca, _, _) = tls::ca("a");
+        assert_eq!(certificates(ca.pem().as_bytes()).map(|c| c.len()), Ok(1));
+        let two = format!("{}{}", ca.pem(), tls::ca("b").0.pem());
+        assert_eq!(certificates(two.as_bytes()).map(|c| c.len()), Ok(2));
+        for (bad, why) in [
+            ("", "no PEM certificate"),
+            ("hello", "no PEM certificate"),
+            (
+                "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n",
+                "not a PEM",
+            ),
+        ] {
+            let err = certificates(bad.as_bytes()).expect_err(bad);
+            assert!(err.contains(why), "{bad:?}: {err}");
+        }
+        let huge = ca.pem().repeat(MAX_BYTES / ca.pem().len() + 1);
+        assert!(
+            certificates(huge.as_bytes())
+                .expect_err("huge")
+                .contains("KiB")
+        );
+    }
+
+    #[test]
+    fn a_bundle_trusts_a_server_only_through_one_of_its_cas_and_for_its_names() {
+        let (old, _, old_issuer) = tls::ca("old");
+        let (new, _, new_issuer) = tls::ca("new");
+        let served = der(&tls::leaf(&old, &old_issuer).cert_pem);
+        let both = format!("{}{}", new.pem(), old.pem());
+        // (bundle, host) -> trusted
+        for (bundle, host, want) in [
+            (old.pem(), "localhost", true),
+            (old.pem(), "127.0.0.1", true),
+            (both.clone(), "localhost", true),
+            (new.pem(), "localhost", false),
+            (old.pem(), "tokenvend-sts.tokenvend.svc", false),
+            (old.pem(), "::1", false),
+        ] {
+            let got = trusts(bundle.as_bytes(), &served, host);
+            assert_eq!(got.is_ok(), want, "{host}: {got:?}");
+        }
+        let from_new = der(&tls::leaf(&new, &new_issuer).cert_pem);
+        assert!(trusts(both.as_bytes(), &from_new, "localhost").is_ok());
+        assert!(trusts(old.pem().as_bytes(), &from_new, "[::1]").is_err());
+        let err = trusts(b"junk", &served, "localhost").expect_err("junk");
+        assert!(err.contains("no PEM certificate"), "{err}");
+        let err = trusts(old.pem().as_bytes(), b"not DER", "localhost").expect_err("junk cert");
+        assert!(err.contains("not trusted"), "{err}");
+    }
+}
