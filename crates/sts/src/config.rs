@@ -60,6 +60,10 @@ pub struct ServeArgs {
     /// PEM key for --tls-cert.
     #[arg(long, env = "TOKENVEND_TLS_KEY", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
+    /// PEM bundle of the CAs clients should trust for --tls-cert (the serving Secret's
+    /// `ca.crt`), served at GET /ca-bundle so sidecars follow a CA rotation; read on each request.
+    #[arg(long, env = "TOKENVEND_CA_BUNDLE_FILE", requires = "tls_cert")]
+    pub ca_bundle_file: Option<PathBuf>,
     /// How often the --tls-cert and --tls-key files are checked for changes, seconds.
     #[arg(long, env = "TOKENVEND_CERT_RELOAD_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub cert_reload_seconds: u64,

@@ -1,7 +1,7 @@
 //! HTTP edge of tokenvend-sts: routes, the error → status mapping (once, here), request logs
 //! without secrets, background cache sweeps and key reloads, optional TLS, graceful shutdown.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -71,6 +71,8 @@ pub struct App {
     pub issuer: Option<Arc<Issuer>>,
     /// The publication check, with `TOKENVEND_PUBLISHED_JWKS_URL`.
     pub publication: Option<tokio::sync::Mutex<Publication>>,
+    /// `TOKENVEND_CA_BUNDLE_FILE`, served at `GET /ca-bundle`.
+    pub ca_bundle_file: Option<PathBuf>,
     /// Metrics.
     pub metrics: Metrics,
     /// Set at SIGTERM: answers from then on retire their HTTP/1 connection.
@@ -329,6 +331,11 @@ pub async fn build(args: &ServeArgs) -> Result<Arc<App>, SetupError> {
         ))),
         None => None,
     };
+    if let Some(path) = &args.ca_bundle_file {
+        read_ca_bundle(path)
+            .await
+            .map_err(|e| cfg(format!("TOKENVEND_CA_BUNDLE_FILE {e}")))?;
+    }
     if credentials.is_none() && issuer.is_none() {
         return Err(cfg(
             "nothing to serve: set TOKENVEND_ROLE_ARN or AWS_ROLE_ARN (POST /credentials) and/or TOKENVEND_ISSUER_URL with TOKENVEND_SIGNING_KEY_DIR (POST /token)".into(),
@@ -350,6 +357,7 @@ pub async fn build(args: &ServeArgs) -> Result<Arc<App>, SetupError> {
         credentials,
         issuer,
         publication,
+        ca_bundle_file: args.ca_bundle_file.clone(),
         metrics,
         stopping: AtomicBool::new(false),
     }))
@@ -375,6 +383,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/token", post(token))
         .route("/.well-known/openid-configuration", get(discovery))
         .route("/keys", get(keys))
+        .route("/ca-bundle", get(ca_bundle))
         .route(
             "/healthz",
             get(|| async { axum::Json(json!({"status": "healthy"})) }),
@@ -591,6 +600,31 @@ async fn keys(State(app): State<Arc<App>>) -> Response {
     match &app.issuer {
         Some(i) => axum::Json(i.jwks()).into_response(),
         None => ApiError::NotConfigured("no issuer configured").into_response(),
+    }
+}
+
+/// The CA bundle file as it is now (the kubelet swaps a Secret's files atomically), checked.
+async fn read_ca_bundle(path: &Path) -> Result<Vec<u8>, String> {
+    let pem = tokio::fs::read(path)
+        .await
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    tokenvend_core::cabundle::certificates(&pem).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(pem)
+}
+
+async fn ca_bundle(State(app): State<Arc<App>>) -> Response {
+    let Some(path) = &app.ca_bundle_file else {
+        return ApiError::NotConfigured("no CA bundle configured (TOKENVEND_CA_BUNDLE_FILE)")
+            .into_response();
+    };
+    match read_ca_bundle(path).await {
+        Ok(pem) => {
+            no_store(([(header::CONTENT_TYPE, "application/x-pem-file")], pem).into_response())
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "GET /ca-bundle: the CA bundle file is not usable");
+            ApiError::Unavailable(format!("CA bundle {e}")).into_response()
+        }
     }
 }
 

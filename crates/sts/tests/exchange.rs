@@ -992,6 +992,94 @@ async fn https_certificate_reloads_are_counted_in_metrics() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ca_bundle_is_served_as_its_file_is_now_and_a_broken_one_is_named() {
+    provider();
+    let moto = Moto::start();
+    let cluster = Cluster::new();
+    let plain = Sts::start(&moto, &cluster, &[]);
+    let c = reqwest::Client::new();
+    let resp = c.get(plain.url("/ca-bundle")).send().await.expect("get");
+    assert_eq!(resp.status(), 404, "not configured");
+    let body = resp.text().await.expect("text");
+    assert!(body.contains("TOKENVEND_CA_BUNDLE_FILE"), "{body}");
+
+    let certs = tempfile::tempdir().expect("tmp");
+    let (old_ca, _, old_issuer) = tls::ca("old");
+    let (new_ca, _, _) = tls::ca("new");
+    let pair = tls::leaf(&old_ca, &old_issuer);
+    tls::install(certs.path(), &pair);
+    let bundle = certs.path().join("ca.crt");
+    let replace = |text: &str| {
+        let tmp = certs.path().join(".ca.crt.tmp");
+        std::fs::write(&tmp, text).expect("write");
+        std::fs::rename(&tmp, &bundle).expect("rename");
+    };
+    replace(&pair.ca_pem);
+    let file = |name: &str| certs.path().join(name).display().to_string();
+    let sts = Sts::start(
+        &moto,
+        &cluster,
+        &[
+            ("TOKENVEND_TLS_CERT", file("tls.crt")),
+            ("TOKENVEND_TLS_KEY", file("tls.key")),
+            ("TOKENVEND_CA_BUNDLE_FILE", file("ca.crt")),
+        ],
+    );
+    let c = reqwest::Client::builder()
+        .tls_backend_rustls()
+        .tls_certs_only([reqwest::Certificate::from_pem(pair.ca_pem.as_bytes()).expect("ca")])
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    let url = format!("https://localhost:{}/ca-bundle", sts.addr.port());
+    let get = || async {
+        let resp = c.get(&url).send().await.expect("GET /ca-bundle");
+        let header = |name| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let (content_type, cache) = (header("content-type"), header("cache-control"));
+        let status = resp.status().as_u16();
+        (
+            status,
+            content_type,
+            cache,
+            resp.text().await.expect("text"),
+        )
+    };
+    let (status, content_type, cache, body) = get().await;
+    assert_eq!(status, 200);
+    assert_eq!(content_type.as_deref(), Some("application/x-pem-file"));
+    assert_eq!(cache.as_deref(), Some("no-store"));
+    assert_eq!(body, pair.ca_pem);
+
+    // The certs job's rotation adds the new CA beside the old: served at once, no reload wait.
+    let both = format!("{}{}", new_ca.pem(), old_ca.pem());
+    replace(&both);
+    assert_eq!(get().await.3, both);
+
+    // A broken file: a 503 naming it, logged; the rest of the service is untouched.
+    replace("-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n");
+    let (status, _, _, body) = get().await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body.contains(&format!("CA bundle {}: not a PEM bundle", file("ca.crt"))),
+        "{body}"
+    );
+    let health = format!("https://localhost:{}/healthz", sts.addr.port());
+    assert_eq!(c.get(&health).send().await.expect("healthz").status(), 200);
+    assert!(
+        sts.all_logs().contains("the CA bundle file is not usable"),
+        "{}",
+        sts.all_logs()
+    );
+    replace(&both);
+    assert_eq!(get().await.0, 200);
+}
+
 /// moto, the cluster's key, the kube-apiserver stand-in signing with it, and a kubeconfig for
 /// the stand-in (in a directory that lives as long as `_dir`).
 struct WithApi {
@@ -1596,6 +1684,33 @@ fn bad_configuration_fails_at_start_naming_the_setting() {
         "https://issuer.example.com/keys",
     )]));
     assert!(err.contains("--issuer-url"), "needs an issuer: {err}");
+    // The CA bundle sidecars fetch: only beside a certificate, and it must be one.
+    let garbage = dir.path().join("ca.crt");
+    std::fs::write(&garbage, "not a bundle").expect("write");
+    let garbage: &'static str =
+        Box::leak(garbage.to_str().expect("path").to_owned().into_boxed_str());
+    let err = run(&with(&[
+        ("AWS_ROLE_ARN", ROLE),
+        ("POLICY_TEMPLATE_PATH", ""),
+        ("TOKENVEND_CA_BUNDLE_FILE", garbage),
+    ]));
+    assert!(err.contains("--tls-cert"), "needs a certificate: {err}");
+    for (file, says) in [
+        ("/nonexistent/ca.crt", "No such file"),
+        (garbage, "no PEM certificate found"),
+    ] {
+        let err = run(&with(&[
+            ("AWS_ROLE_ARN", ROLE),
+            ("POLICY_TEMPLATE_PATH", ""),
+            ("TOKENVEND_TLS_CERT", "/nonexistent/tls.crt"),
+            ("TOKENVEND_TLS_KEY", "/nonexistent/tls.key"),
+            ("TOKENVEND_CA_BUNDLE_FILE", file),
+        ]));
+        assert!(
+            err.contains(&format!("TOKENVEND_CA_BUNDLE_FILE {file}: ")) && err.contains(says),
+            "{err}"
+        );
+    }
     let err = run(&with(&[]));
     assert!(err.contains("nothing to serve"), "{err}");
     let err = run(&with(&[
