@@ -68,6 +68,8 @@ pub mod files {
     pub const CREDENTIAL_PROCESS: &str = "credentials.json";
     /// Why the sidecar's latest exchange failed; present only while it stays failed.
     pub const LAST_ERROR: &str = "last-error";
+    /// The exchange CA bundle the sidecar took from tokenvend-sts after admission (CA rotation).
+    pub const EXCHANGE_CA: &str = "exchange-ca.pem";
     /// File name of the projected service-account token inside its volume.
     pub const SA_TOKEN: &str = "token";
 }

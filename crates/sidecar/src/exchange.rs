@@ -126,8 +126,24 @@ impl Value {
 pub struct Exchanger {
     client: reqwest::Client,
     url: String,
+    ca_bundle_url: String,
+    host: String,
+    timeout: Duration,
     mode: Mode,
     role_arn: Option<String>,
+}
+
+/// What `GET /ca-bundle` answered.
+pub enum CaBundle {
+    /// The bundle, and the certificate (DER) the server presented on the connection.
+    Served {
+        /// PEM.
+        pem: Vec<u8>,
+        /// The server's leaf certificate, when the connection was TLS.
+        server_cert: Option<Vec<u8>>,
+    },
+    /// 404: this tokenvend-sts serves no bundle (an older version, or no TOKENVEND_CA_BUNDLE_FILE).
+    NotServed,
 }
 
 /// Largest answer accepted from the exchange.
@@ -142,29 +158,72 @@ impl Exchanger {
         ca_pem: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<Self, String> {
-        let mut b = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .user_agent(concat!("tokenvend-sidecar/", env!("CARGO_PKG_VERSION")));
-        if let Some(pem) = ca_pem {
-            let certs = reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| format!("CA bundle: {e}"))?;
-            if certs.is_empty() {
-                return Err("CA bundle has no certificate".into());
-            }
-            b = b.tls_certs_only(certs);
-        }
-        let client = b.build().map_err(|e| format!("HTTP client: {e}"))?;
+        let client = client(ca_pem, timeout)?;
         let path = match mode {
             Mode::Credentials => "/credentials",
             _ => "/token",
         };
+        let base = base_url.trim_end_matches('/');
+        let host = reqwest::Url::parse(base)
+            .map_err(|e| format!("{base}: {e}"))?
+            .host_str()
+            .ok_or_else(|| format!("{base}: no host"))?
+            .to_owned();
         Ok(Exchanger {
             client,
-            url: format!("{}{path}", base_url.trim_end_matches('/')),
+            url: format!("{base}{path}"),
+            ca_bundle_url: format!("{base}/ca-bundle"),
+            host,
+            timeout,
             mode,
             role_arn,
         })
+    }
+
+    /// The exchange's host name or address, as its certificate must name it.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Trust `ca_pem` from the next request on.
+    pub fn trust(&mut self, ca_pem: &[u8]) -> Result<(), String> {
+        self.client = client(Some(ca_pem), self.timeout)?;
+        Ok(())
+    }
+
+    /// `GET /ca-bundle`: the CA bundle tokenvend-sts says its clients should trust.
+    pub async fn fetch_ca_bundle(&self) -> Result<CaBundle, String> {
+        let mut resp = self
+            .client
+            .get(&self.ca_bundle_url)
+            .send()
+            .await
+            .map_err(|e| error_chain(&e))?;
+        let server_cert = resp
+            .extensions()
+            .get::<reqwest::tls::TlsInfo>()
+            .and_then(|t| t.peer_certificate())
+            .map(<[u8]>::to_vec);
+        let status = resp.status().as_u16();
+        if status == 404 {
+            return Ok(CaBundle::NotServed);
+        }
+        let mut pem = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| error_chain(&e))? {
+            pem.extend_from_slice(&chunk);
+            if pem.len() > tokenvend_core::cabundle::MAX_BYTES {
+                return Err("answer larger than 64 KiB".into());
+            }
+        }
+        if status != 200 {
+            let reason = serde_json::from_slice::<ErrorBody>(&pem)
+                .map(|e| e.error)
+                .unwrap_or_else(|_| {
+                    String::from_utf8_lossy(&pem[..pem.len().min(200)]).into_owned()
+                });
+            return Err(format!("HTTP {status}: {reason}"));
+        }
+        Ok(CaBundle::Served { pem, server_cert })
     }
 
     /// One exchange.
@@ -218,6 +277,24 @@ impl Exchanger {
         .map_err(|e| ExchangeError::Invalid(format!("not the expected JSON: {e}")))?;
         value.check(now())
     }
+}
+
+/// A client trusting `ca_pem` only (or the system roots), keeping each answer's TLS details.
+fn client(ca_pem: Option<&[u8]>, timeout: Duration) -> Result<reqwest::Client, String> {
+    let mut b = reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .tls_info(true)
+        .user_agent(concat!("tokenvend-sidecar/", env!("CARGO_PKG_VERSION")));
+    if let Some(pem) = ca_pem {
+        let certs =
+            reqwest::Certificate::from_pem_bundle(pem).map_err(|e| format!("CA bundle: {e}"))?;
+        if certs.is_empty() {
+            return Err("CA bundle has no certificate".into());
+        }
+        b = b.tls_certs_only(certs);
+    }
+    b.build().map_err(|e| format!("HTTP client: {e}"))
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {

@@ -6,6 +6,7 @@ pub mod exchange;
 pub mod outputs;
 pub mod refresh;
 pub mod serve;
+pub mod trust;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -54,13 +55,21 @@ pub async fn run(cfg: Config) -> Result<(), String> {
         Ok(_) => {}
         Err(e) => tracing::warn!(error = %e, "could not look for temp files a previous run left"),
     }
-    let exchanger = Exchanger::new(
+    let ca_pem = trust::initial(&cfg.out_dir, cfg.ca_pem.clone());
+    let mut exchanger = Exchanger::new(
         &cfg.exchange_url,
         cfg.mode,
         cfg.role_arn.clone(),
-        cfg.ca_pem.as_deref(),
+        ca_pem.as_deref(),
         cfg.timeout,
     )?;
+    // A private CA over TLS is followed through rotations; the system roots need no following.
+    let mut follower = match ca_pem {
+        Some(pem) if !cfg.once && cfg.exchange_url.starts_with("https://") => Some(
+            trust::Follower::new(pem, cfg.out_dir.clone(), cfg.file_mode),
+        ),
+        _ => None,
+    };
     let (tx, rx) = tokio::sync::watch::channel::<Option<Value>>(None);
 
     // Reuse a still-valid value from a previous run (container restart) and refresh when due.
@@ -162,6 +171,12 @@ pub async fn run(cfg: Config) -> Result<(), String> {
                 let _ = tx.send(Some(v));
                 if cfg.once {
                     return Ok(());
+                }
+                if let Some(f) = follower.as_mut() {
+                    tokio::select! {
+                        () = f.look(&mut exchanger) => {}
+                        _ = term.recv() => break,
+                    }
                 }
             }
             Err(reason) => {

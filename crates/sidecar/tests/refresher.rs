@@ -914,3 +914,162 @@ fn unmodified_boto3_and_aws_cli_use_every_sidecar_output() {
         }
     }
 }
+
+/// Poll `cond` every 100 ms for up to `secs`; panic with `what` and `logs()` if it never holds.
+fn wait_for(what: &str, secs: u64, mut cond: impl FnMut() -> bool, logs: impl Fn() -> String) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !cond() {
+        assert!(Instant::now() < deadline, "{what}: {}", logs());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_sidecar_follows_the_exchange_ca_through_a_rotation_and_keeps_it_across_a_restart() {
+    // The certs job's rotation, step by step, against the real tokenvend-sts over TLS: the new
+    // CA is added to the bundle beside the old, the serving certificate moves to the new CA,
+    // the old CA is dropped. The pod's env keeps the admission's bundle (the old CA) throughout.
+    let moto = Moto::start();
+    let cluster = Cluster::new();
+    let certs = tempfile::tempdir().expect("certs");
+    let (old_ca, _, old_issuer) = tls::ca("old");
+    let (new_ca, _, new_issuer) = tls::ca("new");
+    let (stranger, _, _) = tls::ca("stranger");
+    tls::install(certs.path(), &tls::leaf(&old_ca, &old_issuer));
+    let bundle = |pem: &str| {
+        let tmp = certs.path().join(".ca.crt.tmp");
+        std::fs::write(&tmp, pem).expect("write");
+        std::fs::rename(&tmp, certs.path().join("ca.crt")).expect("rename");
+    };
+    bundle(&old_ca.pem());
+    let file = |name: &str| certs.path().join(name).display().to_string();
+    let sts = tokenvend_testkit::Sts::start(
+        &moto,
+        &cluster,
+        &[
+            ("TOKENVEND_ALLOW_SHORT_SESSIONS", "true".into()),
+            ("TOKENVEND_TOKEN_TTL_SECONDS", "4".into()),
+            ("TOKENVEND_VALIDATION_CACHE_SECONDS", "0".into()),
+            ("TOKENVEND_TLS_CERT", file("tls.crt")),
+            ("TOKENVEND_TLS_KEY", file("tls.key")),
+            ("TOKENVEND_CERT_RELOAD_SECONDS", "1".into()),
+            ("TOKENVEND_CA_BUNDLE_FILE", file("ca.crt")),
+        ],
+    );
+    let sa =
+        ProjectedToken::new(&cluster.token("shop", "orders", Some("orders-1"), "tokenvend", 3600));
+    let url = format!("https://localhost:{}", sts.addr.port());
+    let old_pem = old_ca.pem();
+    let admitted: [(&str, &std::ffi::OsStr); 1] = [("TOKENVEND_CA_PEM", old_pem.as_ref())];
+    let out = tempfile::tempdir().expect("out");
+    let start = |out: &Path| {
+        let mut child = sidecar_cmd("web-identity", &sa.path(), out, &url, &[])
+            .envs(admitted)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start sidecar");
+        let logs = capture_output(&mut child);
+        (Proc(child), logs)
+    };
+    let joined = |logs: &Arc<std::sync::Mutex<Vec<String>>>| logs.lock().expect("logs").join("\n");
+    let kept = |out: &Path| std::fs::read_to_string(out.join("exchange-ca.pem")).ok();
+    let token_exp =
+        |out: &Path| std::fs::read_to_string(out.join("token")).map_or(0, |t| jwt_exp(&t));
+
+    let (sidecar, logs) = start(out.path());
+    wait_for(
+        "first token",
+        20,
+        || token_exp(out.path()) > 0,
+        || joined(&logs),
+    );
+    assert_eq!(
+        kept(out.path()),
+        None,
+        "nothing to keep while the bundle is the pod's"
+    );
+
+    // 1. The new CA beside the old: taken at the next refresh (every 2 s) and kept.
+    let both = format!("{}{}", new_ca.pem(), old_ca.pem());
+    bundle(&both);
+    wait_for(
+        "both CAs kept",
+        15,
+        || kept(out.path()).as_deref() == Some(&both),
+        || joined(&logs),
+    );
+
+    // 2. The serving certificate moves to the new CA: refreshes go on.
+    tls::install(certs.path(), &tls::leaf(&new_ca, &new_issuer));
+    std::thread::sleep(Duration::from_secs(2));
+    let after_move = token_exp(out.path());
+    wait_for(
+        "a refresh from the new CA's server",
+        15,
+        || token_exp(out.path()) > after_move,
+        || joined(&logs),
+    );
+
+    // 3. A bundle that would not trust the server: refused, once, and nothing changes.
+    bundle(&stranger.pem());
+    std::thread::sleep(Duration::from_secs(7));
+    let refused = joined(&logs)
+        .matches("not taking the CA bundle it serves")
+        .count();
+    assert_eq!(refused, 1, "{}", joined(&logs));
+    assert_eq!(kept(out.path()).as_deref(), Some(both.as_str()));
+
+    // 4. The old CA dropped: only the new one kept.
+    bundle(&new_ca.pem());
+    wait_for(
+        "the new CA alone kept",
+        15,
+        || kept(out.path()) == Some(new_ca.pem()),
+        || joined(&logs),
+    );
+    let refreshed = token_exp(out.path());
+    wait_for(
+        "a refresh on the new CA alone",
+        15,
+        || token_exp(out.path()) > refreshed,
+        || joined(&logs),
+    );
+    assert!(joined(&logs).contains("the CA bundle tokenvend-sts serves is usable again"));
+    assert!(
+        !joined(&logs).contains("refresh failed"),
+        "{}",
+        joined(&logs)
+    );
+    drop(sidecar);
+
+    // 5. The container restarts with the admission's env (the old CA only): it starts from the
+    // bundle it kept. A sidecar without that file, the control, cannot reach the server at all.
+    let before = token_exp(out.path());
+    let (_restarted, logs) = start(out.path());
+    wait_for(
+        "a refresh after the restart",
+        15,
+        || token_exp(out.path()) > before,
+        || joined(&logs),
+    );
+    assert!(
+        joined(&logs).contains("a previous run took from tokenvend-sts"),
+        "{}",
+        joined(&logs)
+    );
+    let fresh = tempfile::tempdir().expect("fresh");
+    let (_control, control_logs) = start(fresh.path());
+    wait_for(
+        "the control's failure",
+        15,
+        || joined(&control_logs).contains("refresh failed"),
+        || joined(&control_logs),
+    );
+    assert!(
+        joined(&control_logs).contains("UnknownIssuer"),
+        "{}",
+        joined(&control_logs)
+    );
+    assert_eq!(token_exp(fresh.path()), 0);
+}
