@@ -151,6 +151,7 @@ class Stack:
             "TOKENVEND_LISTEN": f"{HOST_IP}:443",
             "TOKENVEND_TLS_CERT": os.path.join(self.certs, "tls.crt"),
             "TOKENVEND_TLS_KEY": os.path.join(self.certs, "tls.key"),
+            "TOKENVEND_CA_BUNDLE_FILE": os.path.join(self.certs, "ca.crt"),
             "AWS_ROLE_ARN": "arn:aws:iam::123456789012:role/tokenvend-default",
             "TOKENVEND_ALLOWED_ROLES": "arn:aws:iam::123456789012:role/*",
             "AWS_REGION": "us-east-1",

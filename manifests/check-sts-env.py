@@ -84,7 +84,8 @@ def main():
         if problem:
             return problem
 
-        for name in ("PORT", "TOKENVEND_TLS_CERT", "TOKENVEND_TLS_KEY"):
+        for name in ("PORT", "TOKENVEND_TLS_CERT", "TOKENVEND_TLS_KEY",
+                     "TOKENVEND_CA_BUNDLE_FILE"):
             env.pop(name, None)
         env.update({
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),

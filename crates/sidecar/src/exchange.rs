@@ -125,6 +125,8 @@ impl Value {
 /// HTTP client of the exchange.
 pub struct Exchanger {
     client: reqwest::Client,
+    /// Without a connection pool, so each CA-bundle check sees the certificate served now.
+    unpooled: reqwest::Client,
     url: String,
     ca_bundle_url: String,
     host: String,
@@ -158,7 +160,7 @@ impl Exchanger {
         ca_pem: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<Self, String> {
-        let client = client(ca_pem, timeout)?;
+        let (client, unpooled) = clients(ca_pem, timeout)?;
         let path = match mode {
             Mode::Credentials => "/credentials",
             _ => "/token",
@@ -171,6 +173,7 @@ impl Exchanger {
             .to_owned();
         Ok(Exchanger {
             client,
+            unpooled,
             url: format!("{base}{path}"),
             ca_bundle_url: format!("{base}/ca-bundle"),
             host,
@@ -187,14 +190,16 @@ impl Exchanger {
 
     /// Trust `ca_pem` from the next request on.
     pub fn trust(&mut self, ca_pem: &[u8]) -> Result<(), String> {
-        self.client = client(Some(ca_pem), self.timeout)?;
+        (self.client, self.unpooled) = clients(Some(ca_pem), self.timeout)?;
         Ok(())
     }
 
-    /// `GET /ca-bundle`: the CA bundle tokenvend-sts says its clients should trust.
+    /// `GET /ca-bundle` on a new connection: the CA bundle tokenvend-sts says its clients
+    /// should trust, and the certificate it serves now (a pooled connection could predate a
+    /// certificate change, and so a bundle that no longer trusts its certificate).
     pub async fn fetch_ca_bundle(&self) -> Result<CaBundle, String> {
         let mut resp = self
-            .client
+            .unpooled
             .get(&self.ca_bundle_url)
             .send()
             .await
@@ -279,22 +284,37 @@ impl Exchanger {
     }
 }
 
-/// A client trusting `ca_pem` only (or the system roots), keeping each answer's TLS details.
-fn client(ca_pem: Option<&[u8]>, timeout: Duration) -> Result<reqwest::Client, String> {
-    let mut b = reqwest::Client::builder()
-        .timeout(timeout)
-        .connect_timeout(timeout)
-        .tls_info(true)
-        .user_agent(concat!("tokenvend-sidecar/", env!("CARGO_PKG_VERSION")));
-    if let Some(pem) = ca_pem {
-        let certs =
-            reqwest::Certificate::from_pem_bundle(pem).map_err(|e| format!("CA bundle: {e}"))?;
-        if certs.is_empty() {
-            return Err("CA bundle has no certificate".into());
+/// Clients trusting `ca_pem` only (or the system roots): one pooled, one not, which also keeps
+/// each answer's TLS details.
+fn clients(
+    ca_pem: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<(reqwest::Client, reqwest::Client), String> {
+    let certs = match ca_pem {
+        Some(pem) => {
+            let certs = reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| format!("CA bundle: {e}"))?;
+            if certs.is_empty() {
+                return Err("CA bundle has no certificate".into());
+            }
+            Some(certs)
         }
-        b = b.tls_certs_only(certs);
-    }
-    b.build().map_err(|e| format!("HTTP client: {e}"))
+        None => None,
+    };
+    let build = |pooled: bool| {
+        let mut b = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout)
+            .user_agent(concat!("tokenvend-sidecar/", env!("CARGO_PKG_VERSION")));
+        if let Some(certs) = &certs {
+            b = b.tls_certs_only(certs.clone());
+        }
+        if !pooled {
+            b = b.pool_max_idle_per_host(0).tls_info(true);
+        }
+        b.build().map_err(|e| format!("HTTP client: {e}"))
+    };
+    Ok((build(true)?, build(false)?))
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
