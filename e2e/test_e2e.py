@@ -11,17 +11,21 @@ stand-ins only for the API server's admission call and the kubelet (see stack.py
 - boto3 from before AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE in credentials mode: its error says why.
 - An arm64 node: the aarch64 static sidecar (what an arm64 image ships) run under qemu-aarch64,
   sidecar and startupProbe alike, serving an unmodified boto3 in both sidecar modes.
+- A CA rotation by the real tokenvend-certs (new CA beside the old, serving certificate moved,
+  old CA dropped) under a running pod: its sidecar follows tokenvend-sts's bundle and the app
+  never sees an error.
 """
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import threading
 import time
 
 import pytest
 
-from stack import ROOT, SIDECAR_IMAGE, Image, PodRunner, Stack, images
+from stack import HOST_IP, ROOT, SIDECAR_IMAGE, Image, PodRunner, Stack, images
 
 BIN = os.path.join(ROOT, "target", "debug")
 WORK = os.path.join(ROOT, "e2e", ".work", "pytest")
@@ -253,3 +257,74 @@ def test_an_arm64_sidecar_serves_an_unmodified_sdk(stack, arm64_sidecar, mode):
     with open(execs) as f:
         ran = f.read().split()
     assert "--mode" in ran and "probe" in ran, ran  # the sidecar itself and its startupProbe
+
+
+def pem_blocks(text):
+    return text.count("-----BEGIN CERTIFICATE-----")
+
+
+def test_a_running_pod_follows_a_ca_rotation_by_the_certs_job(stack):
+    # Last in this file: it leaves the stack on a new CA. The real tokenvend-certs rotates the CA
+    # in three runs, as the install Job and its CronJob would over the overlap (the day-based
+    # settings stand in for the calendar): the new CA beside the old while the old CA's serving
+    # certificate goes on serving; a serving certificate from the new CA; the old CA dropped.
+    # The pod's env keeps the bundle of its admission (the old CA) throughout.
+    stack.restart_sts(session_seconds=16, token_ttl=16)
+    bundle, served = os.path.join(stack.certs, "ca.crt"), os.path.join(stack.certs, "tls.crt")
+    steps, seen = [], {}
+
+    def read(path):
+        try:
+            with open(path) as f:
+                return f.read()
+        except FileNotFoundError:
+            return None
+
+    def certs(*flags):
+        r = subprocess.run([f"{BIN}/tokenvend-certs", "--service", "tokenvend-webhook,tokenvend-sts",
+                            "--namespace", "tokenvend", "--out-dir", stack.certs, *flags],
+                           capture_output=True, text=True)
+        steps.append((flags, r.returncode, r.stdout + r.stderr))
+
+    def until(predicate, seconds=40):
+        deadline = time.time() + seconds
+        while not predicate():
+            if time.time() > deadline:
+                return False
+            time.sleep(0.2)
+        return True
+
+    def rotation(runner):
+        kept = os.path.join(runner.volumes["tokenvend-aws"], "exchange-ca.pem")
+        time.sleep(3)
+        certs("--ca-validity-days", "4015", "--ca-renew-before-days", "3650")
+        seen["beside"] = (pem_blocks(read(bundle)), until(lambda: read(kept) == read(bundle)))
+        certs("--ca-validity-days", "4016", "--ca-renew-before-days", "3650",
+              "--serving-validity-days", "366", "--renew-before-days", "365")
+        # tokenvend-sts reloads its certificate within its 5-s check.
+        seen["moved"] = until(lambda: ssl.get_server_certificate((HOST_IP, 443)).strip() == read(served).strip())
+        certs("--ca-validity-days", "4016", "--ca-renew-before-days", "3650",
+              "--serving-validity-days", "366", "--ca-overlap-days", "0")
+        seen["alone"] = (pem_blocks(read(bundle)), until(lambda: read(kept) == read(bundle)))
+
+    try:
+        dep = deployment("ca-rotation", "web-identity", "arn:aws:iam::123456789012:role/e2e-rotation",
+                         "e2e/boto3", ["--loop", "60"])
+        runner, (rc, out) = run_pod(stack, dep, during=rotation)
+    finally:
+        stack.restart_sts(session_seconds=3600, token_ttl=3600)
+    sidecar = runner.logs("tokenvend-sidecar")
+    assert [rc for _, rc, _ in steps] == [0, 0, 0], steps
+    assert "RotateCa" in steps[0][2] and "IssueServing" in steps[1][2], steps
+    assert seen == {"beside": (2, True), "moved": True, "alone": (1, True)}, f"{seen}\n{sidecar}"
+    assert rc == 0, f"{out}\n{sidecar}"
+    answered_throughout(out, 60)
+    assert sidecar.count("now trusting the exchange CA bundle") == 2, sidecar
+    assert "refresh failed" not in sidecar and "keeping the exchange CA bundle" not in sidecar, sidecar
+    assert sidecar.rfind('"message":"refreshed"') > sidecar.rfind("now trusting"), sidecar
+    # Pods admitted from now on are given the new CA alone.
+    _, pod = stack.admit(stack.pod_from_deployment(deployment("after", "web-identity", dep["spec"]["template"]
+                                                             ["metadata"]["annotations"]["tremolo.io/aws-role"],
+                                                             "e2e/boto3")))
+    env = {e["name"]: e.get("value") for c in pod["spec"]["initContainers"] for e in c.get("env", [])}
+    assert env["TOKENVEND_CA_PEM"] == read(bundle), env
