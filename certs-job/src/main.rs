@@ -46,7 +46,7 @@ async fn main() -> anyhow::Result<()> {
                             .ok()
                     })
                     .unwrap_or_else(|| by.to_string());
-                tracing::warn!(restart_before = %by, "the CA changed: pods with a tokenvend sidecar admitted before now trust only the old one; restart them before this time, after which their sidecars can no longer refresh");
+                tracing::warn!(restart_before = %by, "the CA changed: pods with a tokenvend sidecar admitted before now were given only the old one. Their sidecars take the new bundle from tokenvend-sts (GET /ca-bundle) at their next refresh; pods whose sidecars cannot (older sidecar images, tokenvend-sts without TOKENVEND_CA_BUNDLE_FILE, or restart_before already now because the serving certificate was replaced at once) must be restarted before this time, after which their sidecars can no longer refresh");
             }
         }
     }
