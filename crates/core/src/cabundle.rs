@@ -60,12 +60,6 @@ mod tests {
     use super::*;
     use tokenvend_testkit::tls;
 
-    fn der(pem: &str) -> Vec<u8> {
-        CertificateDer::from_pem_slice(pem.as_bytes())
-            .expect("pem")
-            .to_vec()
-    }
-
     #[test]
     fn a_bundle_has_certificates_and_nothing_malformed() {
         let (ca, _, _) = tls::ca("a");
@@ -95,7 +89,7 @@ mod tests {
     fn a_bundle_trusts_a_server_only_through_one_of_its_cas_and_for_its_names() {
         let (old, _, old_issuer) = tls::ca("old");
         let (new, _, new_issuer) = tls::ca("new");
-        let served = der(&tls::leaf(&old, &old_issuer).cert_pem);
+        let served = tls::leaf(&old, &old_issuer).cert_der;
         let both = format!("{}{}", new.pem(), old.pem());
         // (bundle, host) -> trusted
         for (bundle, host, want) in [
@@ -109,7 +103,7 @@ mod tests {
             let got = trusts(bundle.as_bytes(), &served, host);
             assert_eq!(got.is_ok(), want, "{host}: {got:?}");
         }
-        let from_new = der(&tls::leaf(&new, &new_issuer).cert_pem);
+        let from_new = tls::leaf(&new, &new_issuer).cert_der;
         assert!(trusts(both.as_bytes(), &from_new, "localhost").is_ok());
         assert!(trusts(old.pem().as_bytes(), &from_new, "[::1]").is_err());
         let err = trusts(b"junk", &served, "localhost").expect_err("junk");

@@ -213,20 +213,11 @@ impl Exchanger {
         if status == 404 {
             return Ok(CaBundle::NotServed);
         }
-        let mut pem = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| error_chain(&e))? {
-            pem.extend_from_slice(&chunk);
-            if pem.len() > tokenvend_core::cabundle::MAX_BYTES {
-                return Err("answer larger than 64 KiB".into());
-            }
-        }
+        let pem = read_body(&mut resp, tokenvend_core::cabundle::MAX_BYTES)
+            .await
+            .map_err(|e| e.to_string())?;
         if status != 200 {
-            let reason = serde_json::from_slice::<ErrorBody>(&pem)
-                .map(|e| e.error)
-                .unwrap_or_else(|_| {
-                    String::from_utf8_lossy(&pem[..pem.len().min(200)]).into_owned()
-                });
-            return Err(format!("HTTP {status}: {reason}"));
+            return Err(format!("HTTP {status}: {}", error_reason(&pem)));
         }
         Ok(CaBundle::Served { pem, server_cert })
     }
@@ -256,24 +247,12 @@ impl Exchanger {
             .await
             .map_err(|e| ExchangeError::Transport(error_chain(&e)))?;
         let status = resp.status().as_u16();
-        let mut bytes = Vec::new();
-        while let Some(chunk) = resp
-            .chunk()
-            .await
-            .map_err(|e| ExchangeError::Transport(error_chain(&e)))?
-        {
-            bytes.extend_from_slice(&chunk);
-            if bytes.len() > MAX_ANSWER_BYTES {
-                return Err(ExchangeError::Invalid("answer larger than 64 KiB".into()));
-            }
-        }
+        let bytes = read_body(&mut resp, MAX_ANSWER_BYTES).await?;
         if status != 200 {
-            let reason = serde_json::from_slice::<ErrorBody>(&bytes)
-                .map(|e| e.error)
-                .unwrap_or_else(|_| {
-                    String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned()
-                });
-            return Err(ExchangeError::Status { status, reason });
+            return Err(ExchangeError::Status {
+                status,
+                reason: error_reason(&bytes),
+            });
         }
         let value = match self.mode {
             Mode::Credentials => serde_json::from_slice(&bytes).map(Value::Credentials),
@@ -282,6 +261,32 @@ impl Exchanger {
         .map_err(|e| ExchangeError::Invalid(format!("not the expected JSON: {e}")))?;
         value.check(now())
     }
+}
+
+/// The body of `resp`, refused once it grows past `limit` bytes.
+async fn read_body(resp: &mut reqwest::Response, limit: usize) -> Result<Vec<u8>, ExchangeError> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| ExchangeError::Transport(error_chain(&e)))?
+    {
+        bytes.extend_from_slice(&chunk);
+        if bytes.len() > limit {
+            return Err(ExchangeError::Invalid(format!(
+                "answer larger than {} KiB",
+                limit / 1024
+            )));
+        }
+    }
+    Ok(bytes)
+}
+
+/// The reason in an error answer: tokenvend-sts's `{"error": ...}`, else the start of the body.
+fn error_reason(body: &[u8]) -> String {
+    serde_json::from_slice::<ErrorBody>(body)
+        .map(|e| e.error)
+        .unwrap_or_else(|_| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned())
 }
 
 /// Clients trusting `ca_pem` only (or the system roots): one pooled, one not, which also keeps

@@ -150,22 +150,14 @@ impl Follower {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
     use tokenvend_testkit::tls;
-
-    fn der(pem: &str) -> Vec<u8> {
-        CertificateDer::from_pem_slice(pem.as_bytes())
-            .expect("pem")
-            .to_vec()
-    }
 
     #[test]
     fn a_changed_bundle_is_adopted_only_when_it_trusts_the_server_that_sent_it() {
         let (old, _, old_issuer) = tls::ca("old");
         let (new, _, new_issuer) = tls::ca("new");
-        let from_old = der(&tls::leaf(&old, &old_issuer).cert_pem);
-        let from_new = der(&tls::leaf(&new, &new_issuer).cert_pem);
+        let from_old = tls::leaf(&old, &old_issuer).cert_der;
+        let from_new = tls::leaf(&new, &new_issuer).cert_der;
         let both = format!("{}{}", new.pem(), old.pem());
         let (old, new) = (old.pem(), new.pem());
         let judge = |in_use: &str, offered: &str, cert: Option<&[u8]>| {

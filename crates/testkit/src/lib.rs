@@ -1101,6 +1101,8 @@ pub mod tls {
     pub struct Pair {
         pub ca_pem: String,
         pub cert_pem: String,
+        /// The certificate as a TLS handshake presents it.
+        pub cert_der: Vec<u8>,
         pub key_pem: String,
     }
 
@@ -1139,6 +1141,7 @@ pub mod tls {
         Pair {
             ca_pem: ca_cert.pem(),
             cert_pem: cert.pem(),
+            cert_der: cert.der().to_vec(),
             key_pem: key.serialize_pem(),
         }
     }
