@@ -3,9 +3,9 @@
 //! The webhook gives each pod the exchange CA bundle of its admission, in an env var that never
 //! changes. When the certs job rotates the CA, tokenvend-sts's serving certificate moves to the
 //! new CA after an overlap, and a pod older than that could no longer refresh. So after each
-//! refresh the sidecar asks tokenvend-sts for the bundle it serves (`GET /ca-bundle`), over the
-//! connection its current bundle already authenticates, and takes a changed one only when that
-//! bundle trusts the certificate the server presented: a wrong file on the server can never cut
+//! refresh the sidecar asks tokenvend-sts for the bundle it serves (`GET /ca-bundle`), on a new
+//! connection its current bundle authenticates, and takes a changed one only when that bundle
+//! trusts the certificate the server presented there: a wrong file on the server can never cut
 //! the pod off. The bundle taken is kept in the shared volume, so a restarted container (whose
 //! env still holds the admission's bundle) starts from it.
 
