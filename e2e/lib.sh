@@ -139,10 +139,11 @@ rss() { awk '/VmRSS/ {print $2}' "/proc/$1/status"; }
 # cpu_ticks PID: CPU time used so far (utime + stime, all threads), in clock ticks.
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
-# wait_http URL [seconds]: until URL answers 200.
+# wait_http URL [seconds [curl options...]]: until URL answers 200.
 wait_http() {
   local url=$1 deadline=$((SECONDS + ${2:-30}))
-  until curl -fsS -o /dev/null "$url" 2>/dev/null; do
+  shift $(($# < 2 ? $# : 2))
+  until curl -fsS -o /dev/null "$@" "$url" 2>/dev/null; do
     ((SECONDS < deadline)) || die "$url did not become ready"
     sleep 0.2
   done

@@ -19,7 +19,7 @@ build_bins release
 SIDECAR=$ROOT/target/sidecar/tokenvend-sidecar
 BIN=$ROOT/target/release
 RUN=$WORK/measure-sidecar
-rm -rf "$RUN" && mkdir -p "$RUN/keys" "$RUN/web" "$RUN/creds"
+rm -rf "$RUN" && mkdir -p "$RUN/keys" "$RUN/web" "$RUN/creds" "$RUN/tls"
 PIDS=()
 trap 'kill "${PIDS[@]}" 2>/dev/null || true' EXIT
 
@@ -37,6 +37,19 @@ env AWS_ROLE_ARN=arn:aws:iam::123456789012:role/tvm AWS_REGION=us-east-1 \
   TOKENVEND_SIGNING_KEY_DIR="$RUN/keys" "$BIN/tokenvend-sts" >"$RUN/sts.log" 2>&1 &
 PIDS+=($!)
 wait_http http://127.0.0.1:18601/healthz 30
+# The same service over TLS, as deployed: a certificate from tokenvend-certs for the Service name
+# "localhost" (so the sidecar can dial it by that name), its bundle served at /ca-bundle.
+"$BIN/tokenvend-certs" --service localhost --namespace tokenvend --out-dir "$RUN/certs" >/dev/null
+env AWS_ROLE_ARN=arn:aws:iam::123456789012:role/tvm AWS_REGION=us-east-1 \
+  AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE AWS_SECRET_ACCESS_KEY=example AWS_ENDPOINT_URL_STS=http://127.0.0.1:18600 \
+  POLICY_TEMPLATE_PATH= TOKENVEND_LISTEN=127.0.0.1:18603 LOG_LEVEL=INFO \
+  TOKENVEND_TLS_CERT="$RUN/certs/tls.crt" TOKENVEND_TLS_KEY="$RUN/certs/tls.key" \
+  TOKENVEND_CA_BUNDLE_FILE="$RUN/certs/ca.crt" \
+  TOKENVEND_VALIDATION=jwks TOKENVEND_OIDC_ISSUER=https://kubernetes.default.svc.cluster.local \
+  TOKENVEND_JWKS_FILE="$RUN/jwks.json" TOKENVEND_ISSUER_URL=https://issuer.example.com \
+  TOKENVEND_SIGNING_KEY_DIR="$RUN/keys" "$BIN/tokenvend-sts" >"$RUN/sts-tls.log" 2>&1 &
+PIDS+=($!)
+wait_http https://localhost:18603/healthz 30 --cacert "$RUN/certs/ca.crt"
 
 first_file() { # FILE START_NS: milliseconds from START_NS until FILE exists
   until [ -e "$1" ]; do sleep 0.002; done
@@ -52,6 +65,11 @@ t0=$(date +%s%N)
   --exchange-url http://127.0.0.1:18601 --listen 127.0.0.1:18602 >"$RUN/creds.log" 2>&1 &
 CREDS=$!; PIDS+=("$CREDS")
 creds_ms=$(first_file "$RUN/creds/credentials.json" "$t0")
+t0=$(date +%s%N)
+TOKENVEND_CA_PEM=$(cat "$RUN/certs/ca.crt") "$SIDECAR" --mode web-identity --sa-token-file "$RUN/sa-token" \
+  --out-dir "$RUN/tls" --exchange-url https://localhost:18603 >"$RUN/tls.log" 2>&1 &
+TLS=$!; PIDS+=("$TLS")
+tls_ms=$(first_file "$RUN/tls/token" "$t0")
 # The upstream's own share of that time: tokenvend-sts's latency for those two exchanges.
 upstream_us=$(grep '"message":"exchange"' "$RUN/sts.log" | sed 's/.*"latency_us":\([0-9]*\).*/\1/' | head -2 | paste -sd' ')
 sleep 2
@@ -59,16 +77,23 @@ sleep 2
 for _ in $(seq 20); do
   curl -fsS -o /dev/null -H "Authorization: $(cat "$RUN/creds/auth-token")" http://127.0.0.1:18602/credentials
 done
-web_cpu0=$(cpu_ticks "$WEB"); creds_cpu0=$(cpu_ticks "$CREDS")
+web_cpu0=$(cpu_ticks "$WEB"); creds_cpu0=$(cpu_ticks "$CREDS"); tls_cpu0=$(cpu_ticks "$TLS")
 sleep "$SECS"
 hz=$(getconf CLK_TCK)
 web_cpu=$(( $(cpu_ticks "$WEB") - web_cpu0 )); creds_cpu=$(( $(cpu_ticks "$CREDS") - creds_cpu0 ))
+tls_cpu=$(( $(cpu_ticks "$TLS") - tls_cpu0 ))
+# The TLS sidecar looked at the served bundle after its first exchange and found its own.
+if grep -E 'keeping the exchange CA bundle|refresh failed' "$RUN/tls.log"; then
+  die "the sidecar over TLS failed: $RUN/tls.log"
+fi
 hwm() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
 size=$(stat -c %s "$SIDECAR")
 step "result"
 printf '   stripped binary: %s bytes (%.2f MB)\n' "$size" "$(awk -v s="$size" 'BEGIN { print s / 1e6 }')"
 printf "   web-identity: RSS %s KiB (peak %s KiB) after %ss\n" "$(rss "$WEB")" "$(hwm "$WEB")" "$SECS"
 printf '   credentials:  RSS %s KiB (peak %s KiB) after %ss\n' "$(rss $CREDS)" "$(hwm $CREDS)" "$SECS"
-printf '   idle CPU over %ss: web-identity %s ticks, credentials %s ticks (%s ticks = 1 s)\n' "$SECS" "$web_cpu" "$creds_cpu" "$hz"
+printf '   web-identity over TLS, following the CA: RSS %s KiB (peak %s KiB) after %ss\n' "$(rss "$TLS")" "$(hwm "$TLS")" "$SECS"
+printf '   idle CPU over %ss: web-identity %s ticks, credentials %s ticks, over TLS %s ticks (%s ticks = 1 s)\n' "$SECS" "$web_cpu" "$creds_cpu" "$tls_cpu" "$hz"
 printf '   start to first file: web-identity %s ms, credentials %s ms; tokenvend-sts latency of those exchanges: %s us\n' \
   "$web_ms" "$creds_ms" "$upstream_us"
+printf '   start to first file over TLS (handshake included): web-identity %s ms\n' "$tls_ms"
