@@ -125,8 +125,8 @@ impl Value {
 /// HTTP client of the exchange.
 pub struct Exchanger {
     client: reqwest::Client,
-    /// Without a connection pool, so each CA-bundle check sees the certificate served now.
-    unpooled: reqwest::Client,
+    /// The CAs `client` trusts; `None` for the system roots.
+    roots: Option<Vec<reqwest::Certificate>>,
     url: String,
     ca_bundle_url: String,
     host: String,
@@ -160,7 +160,8 @@ impl Exchanger {
         ca_pem: Option<&[u8]>,
         timeout: Duration,
     ) -> Result<Self, String> {
-        let (client, unpooled) = clients(ca_pem, timeout)?;
+        let roots = ca_pem.map(certificates).transpose()?;
+        let client = client(roots.as_deref(), timeout)?;
         let path = match mode {
             Mode::Credentials => "/credentials",
             _ => "/token",
@@ -173,7 +174,7 @@ impl Exchanger {
             .to_owned();
         Ok(Exchanger {
             client,
-            unpooled,
+            roots,
             url: format!("{base}{path}"),
             ca_bundle_url: format!("{base}/ca-bundle"),
             host,
@@ -190,16 +191,23 @@ impl Exchanger {
 
     /// Trust `ca_pem` from the next request on.
     pub fn trust(&mut self, ca_pem: &[u8]) -> Result<(), String> {
-        (self.client, self.unpooled) = clients(Some(ca_pem), self.timeout)?;
+        let roots = certificates(ca_pem)?;
+        self.client = client(Some(&roots), self.timeout)?;
+        self.roots = Some(roots);
         Ok(())
     }
 
     /// `GET /ca-bundle` on a new connection: the CA bundle tokenvend-sts says its clients
     /// should trust, and the certificate it serves now (a pooled connection could predate a
-    /// certificate change, and so a bundle that no longer trusts its certificate).
+    /// certificate change, and so a bundle that no longer trusts its certificate). The client
+    /// is built for this one request and dropped with it: looks are rare (one per refresh).
     pub async fn fetch_ca_bundle(&self) -> Result<CaBundle, String> {
-        let mut resp = self
-            .unpooled
+        let one_shot = builder(self.roots.as_deref(), self.timeout)
+            .pool_max_idle_per_host(0)
+            .tls_info(true)
+            .build()
+            .map_err(|e| format!("HTTP client: {e}"))?;
+        let mut resp = one_shot
             .get(&self.ca_bundle_url)
             .send()
             .await
@@ -289,37 +297,36 @@ fn error_reason(body: &[u8]) -> String {
         .unwrap_or_else(|_| String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned())
 }
 
-/// Clients trusting `ca_pem` only (or the system roots): one pooled, one not, which also keeps
-/// each answer's TLS details.
-fn clients(
-    ca_pem: Option<&[u8]>,
+/// The certificates of the PEM bundle `pem`, at least one.
+fn certificates(pem: &[u8]) -> Result<Vec<reqwest::Certificate>, String> {
+    let certs =
+        reqwest::Certificate::from_pem_bundle(pem).map_err(|e| format!("CA bundle: {e}"))?;
+    if certs.is_empty() {
+        return Err("CA bundle has no certificate".into());
+    }
+    Ok(certs)
+}
+
+/// A client builder trusting `roots` only (or the system roots).
+fn builder(roots: Option<&[reqwest::Certificate]>, timeout: Duration) -> reqwest::ClientBuilder {
+    let b = reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .user_agent(concat!("tokenvend-sidecar/", env!("CARGO_PKG_VERSION")));
+    match roots {
+        Some(roots) => b.tls_certs_only(roots.to_vec()),
+        None => b,
+    }
+}
+
+/// The pooled client of the exchanges.
+fn client(
+    roots: Option<&[reqwest::Certificate]>,
     timeout: Duration,
-) -> Result<(reqwest::Client, reqwest::Client), String> {
-    let certs = match ca_pem {
-        Some(pem) => {
-            let certs = reqwest::Certificate::from_pem_bundle(pem)
-                .map_err(|e| format!("CA bundle: {e}"))?;
-            if certs.is_empty() {
-                return Err("CA bundle has no certificate".into());
-            }
-            Some(certs)
-        }
-        None => None,
-    };
-    let build = |pooled: bool| {
-        let mut b = reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .user_agent(concat!("tokenvend-sidecar/", env!("CARGO_PKG_VERSION")));
-        if let Some(certs) = &certs {
-            b = b.tls_certs_only(certs.clone());
-        }
-        if !pooled {
-            b = b.pool_max_idle_per_host(0).tls_info(true);
-        }
-        b.build().map_err(|e| format!("HTTP client: {e}"))
-    };
-    Ok((build(true)?, build(false)?))
+) -> Result<reqwest::Client, String> {
+    builder(roots, timeout)
+        .build()
+        .map_err(|e| format!("HTTP client: {e}"))
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
