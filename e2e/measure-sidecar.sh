@@ -3,6 +3,7 @@
 # (opt-level z, fat LTO, panic=abort, stripped), running against the real tokenvend-sts and moto
 # in both modes. Prints the stripped binary size and the steady RSS after SECONDS.
 #   bash e2e/measure-sidecar.sh [SECONDS]
+# TOKENVEND_MEASURE_SIDECAR=PATH measures that sidecar binary instead (e.g. an older build, to compare).
 set -euo pipefail
 # shellcheck source=e2e/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -16,7 +17,7 @@ ensure_venv
 step "builds: sidecar profile (size) and the workspace (sts, token minting tool)"
 cargo build --profile sidecar -p tokenvend-sidecar --locked -q
 build_bins release
-SIDECAR=$ROOT/target/sidecar/tokenvend-sidecar
+SIDECAR=${TOKENVEND_MEASURE_SIDECAR:-$ROOT/target/sidecar/tokenvend-sidecar}
 BIN=$ROOT/target/release
 RUN=$WORK/measure-sidecar
 rm -rf "$RUN" && mkdir -p "$RUN/keys" "$RUN/web" "$RUN/creds" "$RUN/tls"

@@ -2,6 +2,7 @@
 //! whole before use, and a replacement is taken only when it trusts the certificate the server
 //! presents, so a wrong file can never cut a sidecar off from the service.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use rustls::RootCertStore;
@@ -25,6 +26,15 @@ pub fn certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> 
         return Err("no PEM certificate found".into());
     }
     Ok(certs)
+}
+
+/// The bundle in the file at `path` (read up to [`MAX_BYTES`]), checked as [`certificates`] does;
+/// errors name the file.
+pub fn read(path: &Path) -> Result<Vec<u8>, String> {
+    let shown = path.display();
+    let pem = crate::limited::read(path, MAX_BYTES).map_err(|e| format!("{shown}: {e}"))?;
+    certificates(&pem).map_err(|e| format!("{shown}: {e}"))?;
+    Ok(pem)
 }
 
 /// Whether `bundle` (PEM) trusts `server_cert` (DER, as presented in a handshake, signed
@@ -83,6 +93,21 @@ mod tests {
                 .expect_err("huge")
                 .contains("KiB")
         );
+    }
+
+    #[test]
+    fn a_bundle_file_is_read_checked_and_named_in_errors() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("ca.crt");
+        let (ca, _, _) = tls::ca("a");
+        std::fs::write(&path, ca.pem()).expect("write");
+        assert_eq!(read(&path), Ok(ca.pem().into_bytes()));
+        std::fs::write(&path, "hello").expect("write");
+        let err = read(&path).expect_err("not a bundle");
+        assert!(err.starts_with(&format!("{}: ", path.display())), "{err}");
+        assert!(err.contains("no PEM certificate"), "{err}");
+        let err = read(Path::new("/dev/zero")).expect_err("endless");
+        assert_eq!(err, "/dev/zero: larger than 64 KiB: is it the right file?");
     }
 
     #[test]

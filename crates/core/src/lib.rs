@@ -1,6 +1,6 @@
 //! Types every tokenvend binary shares: the pod contract's label, annotation and env var
 //! names, the credential modes, the shared file layout and role-ARN validation, and atomic file
-//! writes.
+//! writes, and bounded file reads.
 //!
 //! Keep this crate small and dependency-light: the sidecar links it too.
 
@@ -12,6 +12,7 @@ pub mod claims;
 pub mod contract;
 pub mod creds;
 pub mod latch;
+pub mod limited;
 pub mod logging;
 pub mod mode;
 pub mod names;

@@ -58,7 +58,7 @@ pub struct Loaded {
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
+    crate::limited::read(path, crate::limited::MAX_BYTES).map_err(|source| TlsError::Read {
         path: path.to_owned(),
         source,
     })
@@ -288,6 +288,24 @@ mod tests {
                 .is_err_and(|e| e.contains("cannot be used together")),
             "{all:?}"
         );
+    }
+
+    #[test]
+    fn a_pair_naming_an_endless_file_is_an_error_not_a_read_without_end() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (ca_cert, _key, issuer) = ca("ca");
+        install(dir.path(), &leaf(&ca_cert, &issuer));
+        let zero = Path::new("/dev/zero");
+        for (crt, key) in [
+            (zero.to_owned(), dir.path().join("tls.key")),
+            (dir.path().join("tls.crt"), zero.to_owned()),
+        ] {
+            let err = load(&crt, &key).err().expect("refused").to_string();
+            assert_eq!(
+                err,
+                "cannot read /dev/zero: larger than 1024 KiB: is it the right file?"
+            );
+        }
     }
 
     #[test]

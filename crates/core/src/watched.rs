@@ -115,7 +115,8 @@ impl WatchedFile {
 }
 
 fn read(what: &str, path: &Path) -> Result<String, String> {
-    std::fs::read_to_string(path).map_err(|e| format!("{what} {}: {e}", path.display()))
+    crate::limited::read_to_string(path, crate::limited::MAX_BYTES)
+        .map_err(|e| format!("{what} {}: {e}", path.display()))
 }
 
 #[cfg(test)]

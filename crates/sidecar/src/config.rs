@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 use tokenvend_core::Mode;
 use tokenvend_core::contract::CREDENTIALS_PATH;
+use tokenvend_core::limited;
 
 /// `tokenvend-sidecar`: keeps the shared web-identity token or credentials fresh.
 #[derive(Debug, Parser)]
@@ -161,9 +162,10 @@ impl RunArgs {
             ));
         }
         let ca_pem = match (self.ca_file, self.ca_pem) {
-            (Some(f), _) => {
-                Some(std::fs::read(&f).map_err(|e| format!("--ca-file {}: {e}", f.display()))?)
-            }
+            (Some(f), _) => Some(
+                limited::read(&f, limited::MAX_BYTES)
+                    .map_err(|e| format!("--ca-file {}: {e}", f.display()))?,
+            ),
             (None, Some(p)) if !p.trim().is_empty() => Some(p.into_bytes()),
             _ => None,
         };

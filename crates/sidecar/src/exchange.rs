@@ -236,9 +236,15 @@ impl Exchanger {
             path: sa_token_file.display().to_string(),
             reason,
         };
-        let token = tokio::fs::read_to_string(sa_token_file)
-            .await
-            .map_err(|e| sa_err(e.to_string()))?;
+        // Projected tokens are a few KiB; the limit turns a wrong path into an error, not an OOM.
+        let path = sa_token_file.to_owned();
+        let token = tokio::task::spawn_blocking(move || {
+            tokenvend_core::limited::read_to_string(&path, tokenvend_core::limited::MAX_BYTES)
+        })
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|read| read)
+        .map_err(|e| sa_err(e.to_string()))?;
         let token = token.trim();
         if token.is_empty() {
             return Err(sa_err("empty".into()));

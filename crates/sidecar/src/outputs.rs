@@ -9,6 +9,7 @@ use tokenvend_core::atomic::{random_hex, write_atomic};
 use tokenvend_core::claims::unverified_exp;
 use tokenvend_core::contract::files;
 use tokenvend_core::creds::{VendedCredentials, VendedToken};
+use tokenvend_core::limited;
 
 use crate::exchange::{Value, parse_time};
 
@@ -60,7 +61,8 @@ pub fn read_value(dir: &Path, mode: Mode) -> Result<Existing, String> {
         Mode::Credentials => files::CREDENTIAL_PROCESS,
         _ => files::WEB_IDENTITY_TOKEN,
     });
-    let bytes = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let bytes =
+        limited::read(&path, limited::MAX_BYTES).map_err(|e| format!("{}: {e}", path.display()))?;
     let written_at = std::fs::metadata(&path)
         .and_then(|m| m.modified())
         .ok()
@@ -100,7 +102,7 @@ pub fn parse_value(bytes: Vec<u8>, mode: Mode) -> Result<Value, String> {
 /// The auth-token file: reuse a previous run's, else create a random one (no trailing newline).
 pub fn ensure_auth_token(dir: &Path, mode: u32) -> std::io::Result<String> {
     let path = dir.join(files::AUTH_TOKEN);
-    if let Ok(existing) = std::fs::read_to_string(&path)
+    if let Ok(existing) = limited::read_to_string(&path, limited::MAX_BYTES)
         && existing.len() >= 32
         && existing.bytes().all(|b| b.is_ascii_alphanumeric())
     {
@@ -136,7 +138,7 @@ pub fn clear_failure(dir: &Path) -> std::io::Result<()> {
 /// The recorded failure and how long ago it was recorded, if the latest exchange failed.
 pub fn last_failure(dir: &Path) -> Option<String> {
     let path = dir.join(files::LAST_ERROR);
-    let text = std::fs::read_to_string(&path).ok()?;
+    let text = limited::read_to_string(&path, limited::MAX_BYTES).ok()?;
     let ago = std::fs::metadata(&path)
         .and_then(|m| m.modified())
         .ok()

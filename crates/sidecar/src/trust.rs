@@ -12,8 +12,8 @@
 use std::path::{Path, PathBuf};
 
 use tokenvend_core::FailureLatch;
-use tokenvend_core::cabundle;
 use tokenvend_core::contract::files;
+use tokenvend_core::{cabundle, limited};
 
 use crate::exchange::{CaBundle, Exchanger};
 
@@ -49,7 +49,7 @@ pub fn judge(in_use: &[u8], offered: &[u8], server_cert: Option<&[u8]>, host: &s
 pub fn initial(out_dir: &Path, admitted: Option<Vec<u8>>) -> Option<Vec<u8>> {
     let admitted = admitted?;
     let path = out_dir.join(files::EXCHANGE_CA);
-    match std::fs::read(&path) {
+    match limited::read(&path, cabundle::MAX_BYTES) {
         Ok(pem) if pem == admitted => Some(admitted),
         Ok(pem) => match cabundle::certificates(&pem) {
             Ok(_) => {

@@ -279,7 +279,9 @@ impl Issuer {
             if name.starts_with('.') || !name.ends_with(".pem") {
                 continue;
             }
-            let bytes = std::fs::read(entry.path()).map_err(|e| format!("{name}: {e}"))?;
+            let bytes =
+                tokenvend_core::limited::read(&entry.path(), tokenvend_core::limited::MAX_BYTES)
+                    .map_err(|e| format!("{name}: {e}"))?;
             files.push((name, bytes));
         }
         files.sort();

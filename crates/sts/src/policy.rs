@@ -53,10 +53,12 @@ pub struct PolicyTemplate {
 impl PolicyTemplate {
     /// Load a template file and check it (syntax, `${...}` mistakes, a trial rendering).
     pub fn from_file(path: &Path) -> Result<Self, PolicyError> {
-        let text = std::fs::read_to_string(path).map_err(|source| PolicyError::Read {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let text =
+            tokenvend_core::limited::read_to_string(path, tokenvend_core::limited::MAX_BYTES)
+                .map_err(|source| PolicyError::Read {
+                    path: path.display().to_string(),
+                    source,
+                })?;
         Self::from_source(text)
     }
 

@@ -366,7 +366,7 @@ pub async fn build(args: &ServeArgs) -> Result<Arc<App>, SetupError> {
 fn http_client(ca: Option<&Path>, timeout: Duration) -> Result<reqwest::Client, SetupError> {
     let mut b = reqwest::Client::builder().timeout(timeout);
     if let Some(path) = ca {
-        let pem = std::fs::read(path)
+        let pem = tokenvend_core::limited::read(path, tokenvend_core::limited::MAX_BYTES)
             .map_err(|e| SetupError::Config(format!("OIDC CA file {}: {e}", path.display())))?;
         let certs = reqwest::Certificate::from_pem_bundle(&pem)
             .map_err(|e| SetupError::Config(format!("OIDC CA file {}: {e}", path.display())))?;
@@ -605,11 +605,10 @@ async fn keys(State(app): State<Arc<App>>) -> Response {
 
 /// The CA bundle file as it is now (the kubelet swaps a Secret's files atomically), checked.
 async fn read_ca_bundle(path: &Path) -> Result<Vec<u8>, String> {
-    let pem = tokio::fs::read(path)
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || tokenvend_core::cabundle::read(&path))
         .await
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    tokenvend_core::cabundle::certificates(&pem).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(pem)
+        .map_err(|e| format!("reading the CA bundle: {e}"))?
 }
 
 async fn ca_bundle(State(app): State<Arc<App>>) -> Response {

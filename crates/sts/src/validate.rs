@@ -262,10 +262,17 @@ impl JwksValidator {
                     ))
                 }),
             JwksSource::File(path) => {
-                let text = tokio::fs::read_to_string(path).await.map_err(|e| {
+                let path2 = path.clone();
+                let text = tokio::task::spawn_blocking(move || {
+                    tokenvend_core::limited::read(&path2, tokenvend_core::limited::MAX_BYTES)
+                })
+                .await
+                .map_err(std::io::Error::other)
+                .and_then(|read| read)
+                .map_err(|e| {
                     AuthError::Unavailable(format!("JWKS file {}: {e}", path.display()))
                 })?;
-                serde_json::from_str(&text).map_err(|e| {
+                serde_json::from_slice(&text).map_err(|e| {
                     AuthError::Unavailable(format!("JWKS file {}: {e}", path.display()))
                 })
             }

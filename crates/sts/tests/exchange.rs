@@ -1522,22 +1522,12 @@ fn assert_refused(status: u16, resp: &Value, want: u16, says: &str) {
 /// Run tokenvend-sts with only `env`, expect it to refuse to start; its stderr. Bounded: a
 /// configuration that is wrongly accepted ends in a server that never exits.
 fn refused_at_start(env: &[(&str, &str)]) -> String {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tokenvend-sts"))
-        .env_clear()
-        .envs(env.iter().copied())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while child.try_wait().expect("wait").is_none() {
-        if Instant::now() > deadline {
-            child.kill().expect("kill");
-            panic!("started instead of refusing {env:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().expect("output");
+    let out = output_within(
+        std::process::Command::new(env!("CARGO_BIN_EXE_tokenvend-sts"))
+            .env_clear()
+            .envs(env.iter().copied()),
+        Duration::from_secs(20),
+    );
     assert!(!out.status.success());
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
@@ -1698,6 +1688,7 @@ fn bad_configuration_fails_at_start_naming_the_setting() {
     for (file, says) in [
         ("/nonexistent/ca.crt", "No such file"),
         (garbage, "no PEM certificate found"),
+        ("/dev/zero", "larger than 64 KiB"),
     ] {
         let err = run(&with(&[
             ("AWS_ROLE_ARN", ROLE),
@@ -1709,6 +1700,21 @@ fn bad_configuration_fails_at_start_naming_the_setting() {
         assert!(
             err.contains(&format!("TOKENVEND_CA_BUNDLE_FILE {file}: ")) && err.contains(says),
             "{err}"
+        );
+    }
+    // A setting naming an endless file is refused, not read until the kernel kills the process.
+    for (setting, says) in [
+        ("POLICY_TEMPLATE_PATH", "policy template /dev/zero"),
+        ("TOKENVEND_JWKS_FILE", "JWKS file /dev/zero"),
+    ] {
+        let err = run(&with(&[
+            ("AWS_ROLE_ARN", ROLE),
+            ("POLICY_TEMPLATE_PATH", ""),
+            (setting, "/dev/zero"),
+        ]));
+        assert!(
+            err.contains(says) && err.contains("larger than 1024 KiB"),
+            "{setting}: {err}"
         );
     }
     let err = run(&with(&[]));

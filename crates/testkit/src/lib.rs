@@ -44,6 +44,49 @@ pub fn capture_output(child: &mut Child) -> Arc<Mutex<Vec<String>>> {
     logs
 }
 
+/// Run `cmd` to its end, stdout and stderr captured; killed and failed past `limit`, so a
+/// command that should stop (a refusal, `--once`) but does not cannot hang the test run.
+pub fn output_within(cmd: &mut Command, limit: Duration) -> std::process::Output {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run");
+    let drain = |stream: Option<Box<dyn std::io::Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut s) = stream {
+                let _ = s.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    use std::io::Read;
+    let stdout = drain(child.stdout.take().map(|s| Box::new(s) as _));
+    let stderr = drain(child.stderr.take().map(|s| Box::new(s) as _));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            child.kill().expect("kill");
+            let _ = child.wait();
+            let said = stderr.join().expect("stderr");
+            panic!(
+                "{cmd:?} still running after {limit:?}:\n{}",
+                String::from_utf8_lossy(&said)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::process::Output {
+        status,
+        stdout: stdout.join().expect("stdout"),
+        stderr: stderr.join().expect("stderr"),
+    }
+}
+
 /// A binary built by this workspace (`target/<profile>/NAME`, next to the test's own `deps/`).
 pub fn workspace_bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");

@@ -9,6 +9,7 @@ use clap::{Args, Parser};
 use serde::Deserialize;
 use tokenvend_core::Mode;
 use tokenvend_core::contract::DEFAULT_PREFIX;
+use tokenvend_core::limited;
 pub use tokenvend_core::logging::LogFormat;
 use tokenvend_core::names::{is_dns_label, is_dns_subdomain, url_has_userinfo, url_host};
 
@@ -301,7 +302,7 @@ pub fn read_file(path: &Path) -> Result<MutationArgs, ConfigError> {
 
 /// The YAML file's text, as [`parse_file`] takes it.
 pub fn read_file_text(path: &Path) -> Result<String, ConfigError> {
-    std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+    limited::read_to_string(path, limited::MAX_BYTES).map_err(|e| ConfigError::File {
         path: path.to_owned(),
         reason: e.to_string(),
     })
@@ -645,8 +646,9 @@ impl Cli {
 
 /// The PEM bundle at `path`, checked to hold at least one certificate and nothing malformed.
 pub fn read_ca_bundle(path: &Path) -> Result<String, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    check_ca_bundle(path, text)
+    let pem = tokenvend_core::cabundle::read(path)?;
+    String::from_utf8(pem)
+        .map_err(|e| format!("{}: not UTF-8 text: {}", path.display(), e.utf8_error()))
 }
 
 /// `text`, read from `path`, checked as [`read_ca_bundle`] does.

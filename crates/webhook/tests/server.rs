@@ -1005,6 +1005,24 @@ async fn not_ready_until_a_certificate_exists_and_bad_config_fails_fast() {
     );
 }
 
+#[test]
+fn a_setting_naming_an_endless_file_is_refused_not_read_until_memory_runs_out() {
+    for (flag, says) in [
+        ("--config", "/dev/zero: larger than 1024 KiB"),
+        ("--exchange-ca-file", "/dev/zero: larger than 64 KiB"),
+    ] {
+        let out = tokenvend_testkit::output_within(
+            Command::new(env!("CARGO_BIN_EXE_tokenvend-webhook"))
+                .args(["--tls-cert", "x", "--tls-key", "y", "--check-config"])
+                .args([flag, "/dev/zero"]),
+            Duration::from_secs(20),
+        );
+        assert!(!out.status.success(), "{flag}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{flag}: {stderr}");
+    }
+}
+
 #[tokio::test]
 async fn a_plain_http_exchange_url_is_warned_about_at_start_and_by_check_config() {
     let url = "http://tokenvend-sts.tokenvend.svc:8080";

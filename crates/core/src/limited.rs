@@ -1,0 +1,74 @@
+//! Reading the files a setting names, up to a size limit. A path set to the wrong file (a log,
+//! a device such as `/dev/zero`) is then a clear error instead of a process that reads until the
+//! kernel kills it for memory, with nothing in its log to say why.
+
+use std::io::{self, Read};
+use std::path::Path;
+
+/// The most a settings or secret file may hold: 1 MiB, what a ConfigMap or Secret can carry.
+pub const MAX_BYTES: usize = 1024 * 1024;
+
+/// The bytes of the file at `path`, or an error of kind `FileTooLarge` past `limit` bytes (only
+/// `limit + 1` bytes are ever read).
+pub fn read(path: &Path, limit: usize) -> io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(limit as u64 + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() > limit {
+        return Err(io::Error::new(
+            io::ErrorKind::FileTooLarge,
+            format!("larger than {} KiB: is it the right file?", limit / 1024),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// The text of the file at `path`, as [`read`] reads it; not UTF-8 is an `InvalidData` error.
+pub fn read_to_string(path: &Path, limit: usize) -> io::Result<String> {
+    String::from_utf8(read(path, limit)?).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("not UTF-8 text: {}", e.utf8_error()),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_up_to_the_limit_is_read_and_anything_larger_is_refused_without_reading_it_all() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("f");
+        std::fs::write(&path, [b'a'; 2048]).expect("write");
+        assert_eq!(read(&path, 2048).expect("at the limit").len(), 2048);
+        assert_eq!(read_to_string(&path, 4096).expect("text").len(), 2048);
+        std::fs::write(&path, [b'a'; 2049]).expect("write");
+        let err = read(&path, 2048).expect_err("over the limit");
+        assert_eq!(err.kind(), io::ErrorKind::FileTooLarge);
+        assert_eq!(err.to_string(), "larger than 2 KiB: is it the right file?");
+        // A device without end: refused once past the limit instead of read until memory runs out.
+        let err = read(Path::new("/dev/zero"), MAX_BYTES).expect_err("endless");
+        assert_eq!(
+            err.to_string(),
+            "larger than 1024 KiB: is it the right file?"
+        );
+        let err = read_to_string(Path::new("/dev/zero"), MAX_BYTES).expect_err("endless");
+        assert_eq!(err.kind(), io::ErrorKind::FileTooLarge);
+    }
+
+    #[test]
+    fn errors_keep_their_kind_and_say_what_is_wrong() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let missing = read(&dir.path().join("missing"), MAX_BYTES).expect_err("missing");
+        assert_eq!(missing.kind(), io::ErrorKind::NotFound);
+        let path = dir.path().join("bin");
+        std::fs::write(&path, [0xff, 0xfe]).expect("write");
+        let err = read_to_string(&path, MAX_BYTES).expect_err("binary");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        assert!(err.to_string().starts_with("not UTF-8 text"), "{err}");
+        assert!(read(dir.path(), MAX_BYTES).is_err(), "a directory");
+    }
+}
