@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Size, memory, idle CPU and start-up time of tokenvend-sidecar as shipped: the size-optimised `sidecar` profile
-# (opt-level z, fat LTO, panic=abort, stripped), running against the real tokenvend-sts and moto
-# in both modes. Prints the stripped binary size and the steady RSS after SECONDS.
+# Size, memory, idle CPU and start-up time of tokenvend-sidecar as the image ships it: the static
+# musl build of .ci/build-static.sh with the size-optimised `sidecar` profile (opt-level z, fat LTO,
+# panic=abort, stripped), running against the real tokenvend-sts and moto in both modes. Prints the
+# stripped binary size and the steady RSS after SECONDS.
 #   bash e2e/measure-sidecar.sh [SECONDS]
-# TOKENVEND_MEASURE_SIDECAR=PATH measures that sidecar binary instead (e.g. an older build, to compare).
+# TOKENVEND_MEASURE_SIDECAR=PATH measures that sidecar binary instead (e.g. the glibc build in
+# target/sidecar/, or an older build, to compare).
 set -euo pipefail
 # shellcheck source=e2e/lib.sh
 source "$(dirname "$0")/lib.sh"
@@ -14,10 +16,10 @@ SECS=${1:-20}
 ensure_debs
 ensure_venv
 
-step "builds: sidecar profile (size) and the workspace (sts, token minting tool)"
-cargo build --profile sidecar -p tokenvend-sidecar --locked -q
+step "builds: the sidecar as shipped (static musl, sidecar profile) and the workspace (sts, token minting tool)"
+bash "$ROOT/.ci/build-static.sh" sidecar >/dev/null
 build_bins release
-SIDECAR=${TOKENVEND_MEASURE_SIDECAR:-$ROOT/target/sidecar/tokenvend-sidecar}
+SIDECAR=${TOKENVEND_MEASURE_SIDECAR:-$ROOT/target/static/tokenvend-sidecar}
 BIN=$ROOT/target/release
 RUN=$WORK/measure-sidecar
 rm -rf "$RUN" && mkdir -p "$RUN/keys" "$RUN/web" "$RUN/creds" "$RUN/tls"
@@ -90,7 +92,7 @@ fi
 hwm() { awk '/VmHWM/ {print $2}' "/proc/$1/status"; }
 size=$(stat -c %s "$SIDECAR")
 step "result"
-printf '   stripped binary: %s bytes (%.2f MB)\n' "$size" "$(awk -v s="$size" 'BEGIN { print s / 1e6 }')"
+printf '   stripped binary: %s bytes (%.2f MB): %s\n' "$size" "$(awk -v s="$size" 'BEGIN { print s / 1e6 }')" "$SIDECAR"
 printf "   web-identity: RSS %s KiB (peak %s KiB) after %ss\n" "$(rss "$WEB")" "$(hwm "$WEB")" "$SECS"
 printf '   credentials:  RSS %s KiB (peak %s KiB) after %ss\n' "$(rss $CREDS)" "$(hwm $CREDS)" "$SECS"
 printf '   web-identity over TLS, following the CA: RSS %s KiB (peak %s KiB) after %ss\n' "$(rss "$TLS")" "$(hwm "$TLS")" "$SECS"
