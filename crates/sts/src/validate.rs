@@ -171,10 +171,14 @@ pub async fn api_server_issuer(
     }
 }
 
-/// GET `url` as JSON within `timeout`. A GET can be repeated, so one that got no HTTP answer
-/// at all (its connection closed under it: fetches are minutes apart, and a pooled connection
-/// may be closed by the server just as it is reused) is sent once more. `auth_hint` is added
-/// to the error of a 401 or 403.
+/// The largest document [`get_json`] takes: a JWKS of hundreds of keys fits many times over, and
+/// an endless answer is refused instead of read until memory runs out.
+const MAX_DOCUMENT_BYTES: usize = tokenvend_core::limited::MAX_BYTES;
+
+/// GET `url` as JSON within `timeout`, at most [`MAX_DOCUMENT_BYTES`]. A GET can be repeated, so
+/// one that got no HTTP answer at all (its connection closed under it: fetches are minutes
+/// apart, and a pooled connection may be closed by the server just as it is reused) is sent
+/// once more. `auth_hint` is added to the error of a 401 or 403.
 pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
     client: &reqwest::Client,
     url: &str,
@@ -184,19 +188,28 @@ pub(crate) async fn get_json<T: serde::de::DeserializeOwned>(
     let deadline = tokio::time::Instant::now() + timeout;
     let mut retried = false;
     loop {
+        // Transport and status errors outside (they decide the retry), the body's own inside.
         let attempt = tokio::time::timeout_at(deadline, async {
-            client
-                .get(url)
-                .send()
-                .await?
-                .error_for_status()?
-                .json::<T>()
-                .await
+            let mut resp = client.get(url).send().await?.error_for_status()?;
+            let mut body = Vec::new();
+            while let Some(chunk) = resp.chunk().await? {
+                body.extend_from_slice(&chunk);
+                if body.len() > MAX_DOCUMENT_BYTES {
+                    return Ok(Err(format!(
+                        "answer larger than {} KiB",
+                        MAX_DOCUMENT_BYTES / 1024
+                    )));
+                }
+            }
+            Ok::<_, reqwest::Error>(
+                serde_json::from_slice::<T>(&body)
+                    .map_err(|e| format!("answer is not the expected JSON: {e}")),
+            )
         })
         .await
         .map_err(|_| "fetch timed out".to_owned())?;
         match attempt {
-            Ok(v) => return Ok(v),
+            Ok(document) => return document,
             Err(e) if !retried && e.is_request() && e.status().is_none() => {
                 retried = true;
                 // Debug: a retry that fails is reported by the caller, once per failure.
@@ -665,6 +678,49 @@ mod tests {
             v.err()
         );
         assert_eq!(server.fetches.load(Ordering::SeqCst), 1);
+    }
+
+    /// A server on loopback answering every request with `head` and then `chunk` for as long
+    /// as the client reads.
+    fn endless_server(head: &'static str, chunk: &'static [u8]) -> String {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        std::thread::spawn(move || {
+            for mut conn in listener.incoming().map_while(Result::ok) {
+                std::thread::spawn(move || {
+                    let mut request = [0u8; 4096];
+                    let _ = conn.read(&mut request);
+                    if conn.write_all(head.as_bytes()).is_err() {
+                        return;
+                    }
+                    while conn.write_all(chunk).is_ok() {}
+                });
+            }
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn a_document_without_end_or_not_json_is_refused_and_named() {
+        // Chunks of JSON whitespace: valid so far, so only the size limit can stop the read.
+        let endless = endless_server(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"40\r\n                                                                \r\n",
+        );
+        let client = reqwest::Client::new();
+        let err = get_json::<serde_json::Value>(&client, &endless, Duration::from_secs(30), "")
+            .await
+            .expect_err("endless");
+        assert_eq!(err, "answer larger than 1024 KiB");
+        let not_json = endless_server(
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
+            b"",
+        );
+        let err = get_json::<serde_json::Value>(&client, &not_json, Duration::from_secs(30), "")
+            .await
+            .expect_err("not JSON");
+        assert!(err.starts_with("answer is not the expected JSON"), "{err}");
     }
 
     async fn validate_all(v: &Arc<JwksValidator>, token: &str) -> Vec<Result<(), AuthError>> {
