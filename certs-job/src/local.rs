@@ -3,25 +3,37 @@
 use std::path::Path;
 
 use tokenvend_core::atomic::write_atomic;
+use tokenvend_core::limited;
 
 use crate::plan::{Decision, Material, Settings, apply, decide};
 
-/// Read what a previous run wrote, if anything.
-pub fn read(dir: &Path) -> Option<Material> {
-    let r = |name: &str| std::fs::read_to_string(dir.join(name)).ok();
-    Some(Material {
-        ca_bundle: r("ca.crt")?,
+/// Read what a previous run wrote, if anything. A file that is there but cannot be read is an
+/// error: taking it for missing would replace a CA that clients still trust.
+pub fn read(dir: &Path) -> Result<Option<Material>, String> {
+    let r = |name: &str| {
+        let path = dir.join(name);
+        match limited::read_to_string(&path, limited::MAX_BYTES) {
+            Ok(text) => Ok(Some(text)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("{}: {e}", path.display())),
+        }
+    };
+    let Some(ca_bundle) = r("ca.crt")? else {
+        return Ok(None);
+    };
+    Ok(Some(Material {
+        ca_bundle,
         // A lost key still leaves the bundle saying which CAs are trusted now.
-        ca_key: r("ca.key").unwrap_or_default(),
-        tls_crt: r("tls.crt").unwrap_or_default(),
-        tls_key: r("tls.key").unwrap_or_default(),
-    })
+        ca_key: r("ca.key")?.unwrap_or_default(),
+        tls_crt: r("tls.crt")?.unwrap_or_default(),
+        tls_key: r("tls.key")?.unwrap_or_default(),
+    }))
 }
 
 /// Create or renew `ca.crt` (trust bundle), `ca.key`, `tls.crt`, `tls.key` in `dir`.
 pub fn reconcile(dir: &Path, s: &Settings, now: i64) -> Result<Decision, String> {
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let current = read(dir);
+    let current = read(dir)?;
     let decision = decide(now, current.as_ref(), s);
     if decision == Decision::Keep
         && current

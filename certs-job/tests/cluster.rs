@@ -609,6 +609,27 @@ fn out_dir_mode_writes_usable_files_and_keeps_them() {
     assert_eq!((trust.len(), &trust[1]), (2, &old[0]));
     assert_eq!((read("tls.crt"), read("tls.key")), (first.1, first.2));
     assert!(dir.path().join("ca.key").exists());
+    // A bundle that is there but cannot be read is an error, not a missing one to be replaced by
+    // a new CA: clients may still trust what it held.
+    let kept = (read("ca.key"), read("tls.crt"), read("tls.key"));
+    std::fs::write(dir.path().join("ca.crt"), b"\xff\xfe").expect("write");
+    let unreadable = std::process::Command::new(env!("CARGO_BIN_EXE_tokenvend-certs"))
+        .args(["--service", "tokenvend-webhook", "--namespace", "tokenvend"])
+        .arg("--out-dir")
+        .arg(dir.path())
+        .output()
+        .expect("run");
+    let stderr = String::from_utf8_lossy(&unreadable.stderr);
+    assert!(!unreadable.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{}: not UTF-8 text",
+            dir.path().join("ca.crt").display()
+        )),
+        "{stderr}"
+    );
+    assert_eq!(read("ca.crt"), b"\xff\xfe", "left as it was");
+    assert_eq!((read("ca.key"), read("tls.crt"), read("tls.key")), kept);
     let bad = std::process::Command::new(env!("CARGO_BIN_EXE_tokenvend-certs"))
         .args(["--service", "s", "--namespace", "n", "--secret", "x"])
         .output()
