@@ -3,14 +3,21 @@
 //! kernel kills it for memory, with nothing in its log to say why.
 
 use std::io::{self, Read};
+use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
 
 /// The most a settings or secret file may hold: 1 MiB, what a ConfigMap or Secret can carry.
 pub const MAX_BYTES: usize = 1024 * 1024;
 
 /// The bytes of the file at `path`, or an error of kind `FileTooLarge` past `limit` bytes (only
-/// `limit + 1` bytes are ever read).
+/// `limit + 1` bytes are ever read). A named pipe is refused: opening one waits for a writer.
 pub fn read(path: &Path, limit: usize) -> io::Result<Vec<u8>> {
+    if std::fs::metadata(path)?.file_type().is_fifo() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "a named pipe, not a file: is it the right path?",
+        ));
+    }
     let mut bytes = Vec::new();
     std::fs::File::open(path)?
         .take(limit as u64 + 1)
@@ -70,5 +77,24 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
         assert!(err.to_string().starts_with("not UTF-8 text"), "{err}");
         assert!(read(dir.path(), MAX_BYTES).is_err(), "a directory");
+        // Opening a named pipe would wait for a writer for ever.
+        let fifo = dir.path().join("fifo");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .expect("mkfifo");
+        assert!(made.success());
+        // On a thread, so that a regression fails the test instead of hanging it.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(read(&fifo, MAX_BYTES)));
+        let err = rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("answered at once, not waiting for a writer")
+            .expect_err("a pipe");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert_eq!(
+            err.to_string(),
+            "a named pipe, not a file: is it the right path?"
+        );
     }
 }
