@@ -3,25 +3,40 @@
 //! kernel kills it for memory, with nothing in its log to say why.
 
 use std::io::{self, Read};
-use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::Path;
 
 /// The most a settings or secret file may hold: 1 MiB, what a ConfigMap or Secret can carry.
 pub const MAX_BYTES: usize = 1024 * 1024;
 
 /// The bytes of the file at `path`, or an error of kind `FileTooLarge` past `limit` bytes (only
-/// `limit + 1` bytes are ever read). A named pipe is refused: opening one waits for a writer.
+/// `limit + 1` bytes are ever read). Nothing here waits: a named pipe is refused, and a device
+/// that has nothing to read yet (a terminal) is an error instead of a read that never returns.
 pub fn read(path: &Path, limit: usize) -> io::Result<Vec<u8>> {
-    if std::fs::metadata(path)?.file_type().is_fifo() {
+    // Non-blocking, so that opening a pipe does not wait for a writer and reading a terminal
+    // does not wait for input; regular files ignore the flag.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    // Checked on the open file, so the answer is about what is read, not about an earlier path.
+    if file.metadata()?.file_type().is_fifo() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             "a named pipe, not a file: is it the right path?",
         ));
     }
     let mut bytes = Vec::new();
-    std::fs::File::open(path)?
-        .take(limit as u64 + 1)
-        .read_to_end(&mut bytes)?;
+    match file.take(limit as u64 + 1).read_to_end(&mut bytes) {
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a device waiting for input, not a file: is it the right path?",
+            ));
+        }
+        Err(e) => return Err(e),
+    }
     if bytes.len() > limit {
         return Err(io::Error::new(
             io::ErrorKind::FileTooLarge,
@@ -96,5 +111,24 @@ mod tests {
             err.to_string(),
             "a named pipe, not a file: is it the right path?"
         );
+    }
+
+    #[test]
+    fn a_device_with_nothing_to_read_is_refused_instead_of_waited_on() {
+        // Opening /dev/ptmx makes a new terminal whose master side has nothing to read until
+        // someone writes: a blocking read would never return.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(read(Path::new("/dev/ptmx"), MAX_BYTES)));
+        let err = rx
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("answered at once, not waiting for input")
+            .expect_err("a terminal");
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert_eq!(
+            err.to_string(),
+            "a device waiting for input, not a file: is it the right path?"
+        );
+        // Devices that answer at once are still read: /dev/null is an empty file.
+        assert_eq!(read(Path::new("/dev/null"), MAX_BYTES).expect("empty"), b"");
     }
 }

@@ -1077,47 +1077,40 @@ fn a_sidecar_follows_the_exchange_ca_through_a_rotation_and_keeps_it_across_a_re
 #[test]
 fn a_setting_naming_an_endless_file_is_an_error_not_a_read_until_memory_runs_out() {
     let out = tempfile::tempdir().expect("tmp");
-    let zero = Path::new("/dev/zero");
-    let said = |o: &std::process::Output| {
-        format!(
+    // Each run must end on its own, refused, saying why.
+    let refused = |token: &Path, endpoint: &str, args: &[&str], expected: &str| {
+        let o = output_within(
+            &mut sidecar_cmd("web-identity", token, out.path(), endpoint, args),
+            Duration::from_secs(20),
+        );
+        let said = format!(
             "{}{}",
             String::from_utf8_lossy(&o.stdout),
             String::from_utf8_lossy(&o.stderr)
-        )
+        );
+        assert!(!o.status.success(), "{said}");
+        assert!(said.contains(expected), "{said}");
     };
     // Nothing listens at port 9: no exchange could succeed anyway; the token is what fails.
-    let once = output_within(
-        &mut sidecar_cmd(
-            "web-identity",
-            zero,
-            out.path(),
-            "http://127.0.0.1:9",
-            &["--once", "--once-deadline-seconds", "2"],
-        ),
-        Duration::from_secs(20),
-    );
-    assert!(!once.status.success());
-    assert!(
-        said(&once).contains("service-account token /dev/zero: larger than 1024 KiB"),
-        "{}",
-        said(&once)
+    refused(
+        Path::new("/dev/zero"),
+        "http://127.0.0.1:9",
+        &["--once", "--once-deadline-seconds", "2"],
+        "service-account token /dev/zero: larger than 1024 KiB",
     );
     let sa = out.path().join("sa");
     std::fs::write(&sa, "token").expect("write");
-    let bad_ca = output_within(
-        &mut sidecar_cmd(
-            "web-identity",
-            &sa,
-            out.path(),
-            "https://127.0.0.1:9",
-            &["--once", "--ca-file", "/dev/zero"],
-        ),
-        Duration::from_secs(20),
+    refused(
+        &sa,
+        "https://127.0.0.1:9",
+        &["--once", "--ca-file", "/dev/zero"],
+        "--ca-file /dev/zero: larger than 1024 KiB",
     );
-    assert!(!bad_ca.status.success());
-    assert!(
-        said(&bad_ca).contains("--ca-file /dev/zero: larger than 1024 KiB"),
-        "{}",
-        said(&bad_ca)
+    // A terminal has nothing to read: refused at once, not waited on.
+    refused(
+        &sa,
+        "https://127.0.0.1:9",
+        &["--once", "--ca-file", "/dev/ptmx"],
+        "--ca-file /dev/ptmx: a device waiting for input, not a file",
     );
 }
