@@ -28,12 +28,13 @@ pub fn certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> 
     Ok(certs)
 }
 
-/// The bundle in the file at `path` (read up to [`MAX_BYTES`]), checked as [`certificates`] does;
-/// errors name the file.
-pub fn read(path: &Path) -> Result<Vec<u8>, String> {
+/// The bundle in the file at `path` (UTF-8 text, read up to [`MAX_BYTES`]), checked as
+/// [`certificates`] does; errors name the file.
+pub fn read(path: &Path) -> Result<String, String> {
     let shown = path.display();
-    let pem = crate::limited::read(path, MAX_BYTES).map_err(|e| format!("{shown}: {e}"))?;
-    certificates(&pem).map_err(|e| format!("{shown}: {e}"))?;
+    let pem =
+        crate::limited::read_to_string(path, MAX_BYTES).map_err(|e| format!("{shown}: {e}"))?;
+    certificates(pem.as_bytes()).map_err(|e| format!("{shown}: {e}"))?;
     Ok(pem)
 }
 
@@ -101,7 +102,16 @@ mod tests {
         let path = dir.path().join("ca.crt");
         let (ca, _, _) = tls::ca("a");
         std::fs::write(&path, ca.pem()).expect("write");
-        assert_eq!(read(&path), Ok(ca.pem().into_bytes()));
+        assert_eq!(read(&path), Ok(ca.pem()));
+        // A bundle goes into pods and answers as text: other bytes are refused, the file named.
+        let mut bytes = ca.pem().into_bytes();
+        bytes.push(0xff);
+        std::fs::write(&path, bytes).expect("write");
+        let err = read(&path).expect_err("not text");
+        assert!(
+            err.starts_with(&format!("{}: not UTF-8 text", path.display())),
+            "{err}"
+        );
         std::fs::write(&path, "hello").expect("write");
         let err = read(&path).expect_err("not a bundle");
         assert!(err.starts_with(&format!("{}: ", path.display())), "{err}");

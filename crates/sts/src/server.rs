@@ -604,7 +604,7 @@ async fn keys(State(app): State<Arc<App>>) -> Response {
 }
 
 /// The CA bundle file as it is now (the kubelet swaps a Secret's files atomically), checked.
-async fn read_ca_bundle(path: &Path) -> Result<Vec<u8>, String> {
+async fn read_ca_bundle(path: &Path) -> Result<String, String> {
     let path = path.to_owned();
     tokio::task::spawn_blocking(move || tokenvend_core::cabundle::read(&path))
         .await

@@ -519,7 +519,9 @@ impl Config {
         }
         let exchange_ca_pem = match a.exchange_ca_file {
             None => None,
-            Some(path) => Some(read_ca_bundle(&path).map_err(|r| invalid("exchangeCaFile", r))?),
+            Some(path) => Some(
+                tokenvend_core::cabundle::read(&path).map_err(|r| invalid("exchangeCaFile", r))?,
+            ),
         };
         let token_audience = a.token_audience.unwrap_or_else(|| "tokenvend".to_owned());
         if token_audience.is_empty() || token_audience.chars().any(char::is_whitespace) {
@@ -644,14 +646,7 @@ impl Cli {
     }
 }
 
-/// The PEM bundle at `path`, checked to hold at least one certificate and nothing malformed.
-pub fn read_ca_bundle(path: &Path) -> Result<String, String> {
-    let pem = tokenvend_core::cabundle::read(path)?;
-    String::from_utf8(pem)
-        .map_err(|e| format!("{}: not UTF-8 text: {}", path.display(), e.utf8_error()))
-}
-
-/// `text`, read from `path`, checked as [`read_ca_bundle`] does.
+/// `text`, read from `path`, checked as [`tokenvend_core::cabundle::read`] does.
 pub fn check_ca_bundle(path: &Path, text: String) -> Result<String, String> {
     match tokenvend_core::cabundle::certificates(text.as_bytes()) {
         Ok(_) => Ok(text),
