@@ -6,8 +6,9 @@
 
 use libfuzzer_sys::fuzz_target;
 use tokenvend_core::Mode;
+use tokenvend_core::clock::{parse_rfc3339, rfc3339};
 use tokenvend_core::creds::{VendedCredentials, VendedToken};
-use tokenvend_sidecar::exchange::{Value, format_time, parse_time};
+use tokenvend_sidecar::exchange::Value;
 use tokenvend_sidecar::outputs::parse_value;
 
 /// A fixed "now" (2026-01-01T00:00:00Z), so a run replays the same way on any day.
@@ -35,8 +36,8 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         2 => {
-            if let Some(t) = std::str::from_utf8(rest).ok().and_then(parse_time) {
-                assert_eq!(parse_time(&format_time(t)), Some(t), "{t}");
+            if let Some(t) = std::str::from_utf8(rest).ok().and_then(parse_rfc3339) {
+                assert_eq!(parse_rfc3339(&rfc3339(t)), Some(t), "{t}");
             }
         }
         3 => {

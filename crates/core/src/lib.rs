@@ -9,6 +9,7 @@ pub mod atomic;
 #[cfg(feature = "ca-bundle")]
 pub mod cabundle;
 pub mod claims;
+pub mod clock;
 pub mod contract;
 pub mod creds;
 pub mod latch;

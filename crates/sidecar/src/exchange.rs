@@ -2,10 +2,11 @@
 //! rotates it by swapping a symlink), POST it, check the answer before anything is written.
 
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use tokenvend_core::Mode;
 use tokenvend_core::claims::unverified_exp;
+use tokenvend_core::clock::parse_rfc3339;
 use tokenvend_core::creds::{ErrorBody, ExchangeRequest, VendedCredentials, VendedToken};
 
 /// A fresh value from the exchange.
@@ -53,33 +54,14 @@ pub enum ExchangeError {
     Invalid(String),
 }
 
-/// Unix seconds now.
-pub fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
-/// Parse RFC 3339 to Unix seconds.
-pub fn parse_time(s: &str) -> Option<i64> {
-    let t =
-        humantime::parse_rfc3339_weak(s.trim_end_matches('Z').trim_end_matches("+00:00")).ok()?;
-    let secs = t.duration_since(UNIX_EPOCH).ok()?.as_secs();
-    i64::try_from(secs).ok()
-}
-
-/// Format Unix seconds as RFC 3339 UTC.
-pub fn format_time(secs: i64) -> String {
-    let t = UNIX_EPOCH + Duration::from_secs(u64::try_from(secs.max(0)).unwrap_or(0));
-    humantime::format_rfc3339_seconds(t).to_string()
-}
+pub use tokenvend_core::clock::now;
 
 impl Value {
     /// Expiry, Unix seconds.
     pub fn expires_at(&self) -> Option<i64> {
         match self {
             Value::Token(t) => unverified_exp(&t.token).ok(),
-            Value::Credentials(c) => parse_time(&c.expiration),
+            Value::Credentials(c) => parse_rfc3339(&c.expiration),
         }
     }
 
@@ -107,7 +89,7 @@ impl Value {
                         "credentials with an empty field".into(),
                     ));
                 }
-                if parse_time(&c.expiration).is_none() {
+                if parse_rfc3339(&c.expiration).is_none() {
                     return Err(ExchangeError::Invalid(format!(
                         "Expiration {:?} is not RFC 3339",
                         c.expiration
@@ -355,14 +337,6 @@ mod tests {
         let p =
             base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{{\"exp\":{exp}}}"));
         format!("eyJhbGciOiJFUzI1NiJ9.{p}.c2ln")
-    }
-
-    #[test]
-    fn times_round_trip_rfc3339() {
-        assert_eq!(parse_time("2026-11-24T05:45:47Z"), Some(1_795_499_147));
-        assert_eq!(parse_time("2026-11-24T05:45:47+00:00"), Some(1_795_499_147));
-        assert_eq!(format_time(1_795_499_147), "2026-11-24T05:45:47Z");
-        assert_eq!(parse_time("tomorrow"), None);
     }
 
     #[test]

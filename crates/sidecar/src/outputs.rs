@@ -11,7 +11,8 @@ use tokenvend_core::contract::files;
 use tokenvend_core::creds::{VendedCredentials, VendedToken};
 use tokenvend_core::limited;
 
-use crate::exchange::{Value, parse_time};
+use crate::exchange::Value;
+use tokenvend_core::clock::parse_rfc3339;
 
 /// `credential_process` output format (Version 1).
 #[derive(Serialize, Deserialize)]
@@ -78,7 +79,7 @@ pub fn parse_value(bytes: Vec<u8>, mode: Mode) -> Result<Value, String> {
     match mode {
         Mode::Credentials => {
             let c: CredentialProcess = serde_json::from_slice(&bytes).map_err(|e| e.to_string())?;
-            if parse_time(&c.expiration).is_none() {
+            if parse_rfc3339(&c.expiration).is_none() {
                 return Err("Expiration is not RFC 3339".into());
             }
             Ok(Value::Credentials(VendedCredentials {

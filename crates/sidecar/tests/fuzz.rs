@@ -5,8 +5,9 @@
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use tokenvend_core::Mode;
+use tokenvend_core::clock::{now, parse_rfc3339};
 use tokenvend_core::creds::{VendedCredentials, VendedToken};
-use tokenvend_sidecar::exchange::{Value, now, parse_time};
+use tokenvend_sidecar::exchange::Value;
 use tokenvend_testkit::fuzz;
 
 #[test]
@@ -18,7 +19,7 @@ fn fuzz_exchange_answers_and_times() {
             "[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{1,9})?(Z|\\+00:00)?"
         ],
         |s| {
-            let _ = parse_time(&s);
+            let _ = parse_rfc3339(&s);
             Ok(())
         },
     );

@@ -6,11 +6,12 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use aws_sdk_sts::primitives::DateTimeFormat;
 use sha2::{Digest, Sha256};
 use tokenvend_core::Identity;
+use tokenvend_core::clock::now;
 use tokenvend_core::creds::VendedCredentials;
 
 /// Credentials from STS with their expiry (Unix seconds).
@@ -128,12 +129,6 @@ fn sdk_error<E: std::error::Error + 'static>(e: &aws_sdk_sts::error::SdkError<E>
 /// `RoleSessionName` for an identity: `<namespace>.<serviceaccount>` made valid for AWS.
 pub fn role_session_name(id: &Identity) -> String {
     tokenvend_core::session::session_name(&format!("{}.{}", id.namespace, id.service_account))
-}
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
 /// Cache key: everything that makes two AssumeRole calls interchangeable.

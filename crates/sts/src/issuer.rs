@@ -8,15 +8,15 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use aws_sdk_sts::primitives::{DateTime, DateTimeFormat};
 use jsonwebtoken::jwk::{Jwk, JwkSet, PublicKeyUse, ThumbprintHash};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokenvend_core::Identity;
 use tokenvend_core::atomic::{create_atomic, write_atomic};
+use tokenvend_core::clock::{now, rfc3339};
 use tokenvend_core::creds::VendedToken;
 
 /// Issuer problems.
@@ -138,19 +138,6 @@ pub struct Issuer {
     /// Sign only with published keys (see [`Issuer::new`]).
     gated: bool,
     state: RwLock<State>,
-}
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
-/// Unix seconds as an RFC 3339 UTC time.
-pub(crate) fn rfc3339(secs: i64) -> String {
-    DateTime::from_secs(secs)
-        .fmt(DateTimeFormat::DateTime)
-        .unwrap_or_else(|_| secs.to_string())
 }
 
 /// Parses PEM into a signing key of one family.

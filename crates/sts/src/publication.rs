@@ -9,9 +9,10 @@ use std::time::Duration;
 use serde_json::Value;
 use tokenvend_core::FailureLatch;
 
-use crate::issuer::{Issuer, Signing, rfc3339};
+use crate::issuer::{Issuer, Signing};
 use crate::metrics::Metrics;
 use crate::validate::get_json;
+use tokenvend_core::clock::rfc3339;
 
 /// Added to a 401/403 from the published JWKS.
 const AUTH_HINT: &str = " (AWS reads this JWKS without credentials: it must be public, as the \

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -14,6 +14,7 @@ use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use kube::api::PostParams;
 use sha2::{Digest, Sha256};
 use tokenvend_core::claims::{SaClaims, unverified_exp};
+use tokenvend_core::clock::now;
 use tokenvend_core::{ClaimsError, Identity};
 
 /// Why a token was not accepted. `reason()` is a metric label; `Display` is safe to log and return.
@@ -69,12 +70,6 @@ impl From<ClaimsError> for AuthError {
 
 /// Largest token accepted (Kubernetes tokens are 1-2 KiB).
 pub const MAX_TOKEN_BYTES: usize = 16 * 1024;
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
 
 /// Where the signing keys of the cluster come from (local verification).
 #[derive(Clone)]

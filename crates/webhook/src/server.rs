@@ -2,7 +2,7 @@
 //! TLS with hot reload, graceful shutdown.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use axum::Router;
@@ -20,6 +20,7 @@ use crate::admission::{self, ReviewError};
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
 use crate::mutate::Injector;
+use tokenvend_core::clock::now;
 use tokenvend_core::serving::{bounded, retire_connection, stop_on_signal};
 use tokenvend_core::tls;
 
@@ -76,14 +77,8 @@ fn probe_routes() -> Router<Arc<AppState>> {
         .route("/metrics", get(metrics))
 }
 
-fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
-
 async fn readyz(State(s): State<Arc<AppState>>) -> Response {
-    if s.metrics.ready(unix_now()) {
+    if s.metrics.ready(now()) {
         "ready".into_response()
     } else {
         (
