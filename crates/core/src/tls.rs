@@ -17,6 +17,8 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use sha2::{Digest, Sha256};
 
+use crate::clock;
+
 /// Why a cert/key pair cannot be served.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -47,14 +49,40 @@ pub enum TlsError {
     Rustls(#[from] rustls::Error),
 }
 
-/// A loaded pair: the rustls config, when the leaf stops being valid, and a content fingerprint.
+/// A loaded pair: the rustls config, when the leaf is valid, and a content fingerprint.
 pub struct Loaded {
     /// Ready-to-serve rustls config (TLS 1.2 and 1.3, h2 + http/1.1).
     pub config: Arc<ServerConfig>,
-    /// Leaf `notAfter`, seconds since the Unix epoch.
-    pub not_after: i64,
+    /// The leaf's validity period.
+    pub validity: Validity,
     /// SHA-256 over both files' bytes, to notice changes.
     pub fingerprint: [u8; 32],
+}
+
+/// A leaf certificate's validity period, Unix seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Validity {
+    /// `notBefore`.
+    pub not_before: i64,
+    /// `notAfter`.
+    pub not_after: i64,
+}
+
+impl Validity {
+    /// Why TLS clients refuse the certificate at `now` (Unix seconds), if they do. Serving it
+    /// is still better than serving nothing, so this is for the log, not a reason to stop.
+    pub fn problem(&self, now: i64) -> Option<String> {
+        if now > self.not_after {
+            Some(format!("expired at {}", clock::rfc3339(self.not_after)))
+        } else if now < self.not_before {
+            Some(format!(
+                "not valid before {} (is this machine's clock right?)",
+                clock::rfc3339(self.not_before)
+            ))
+        } else {
+            None
+        }
+    }
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
@@ -93,12 +121,12 @@ pub fn load(cert_path: &Path, key_path: &Path) -> Result<Loaded, TlsError> {
     let Some(leaf) = chain.first() else {
         return Err(TlsError::NoCert(cert_path.to_owned()));
     };
-    let not_after = x509_parser::parse_x509_certificate(leaf)
-        .map_err(|_| TlsError::X509(cert_path.to_owned()))?
-        .1
-        .validity()
-        .not_after
-        .timestamp();
+    let (_, parsed) = x509_parser::parse_x509_certificate(leaf)
+        .map_err(|_| TlsError::X509(cert_path.to_owned()))?;
+    let validity = Validity {
+        not_before: parsed.validity().not_before.timestamp(),
+        not_after: parsed.validity().not_after.timestamp(),
+    };
     let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| pem_err(key_path, e))?;
     let mut config = ServerConfig::builder_with_protocol_versions(&[
         &rustls::version::TLS13,
@@ -109,7 +137,7 @@ pub fn load(cert_path: &Path, key_path: &Path) -> Result<Loaded, TlsError> {
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Loaded {
         config: Arc::new(config),
-        not_after,
+        validity,
         fingerprint,
     })
 }
@@ -120,11 +148,16 @@ pub fn load(cert_path: &Path, key_path: &Path) -> Result<Loaded, TlsError> {
 /// `cp`) leaves a mismatched pair for a moment, and that is no failure to alert on.
 /// `on_reload` hears of every reload, `Ok(not_after)`, of every such failure and of the files
 /// becoming unreadable; each failure is reported and logged once, not on every tick.
+/// The certificate in use (the one loaded with fingerprint `current` and `validity`, then each
+/// reloaded one) is also checked against the
+/// clock on each tick: one that has expired, or is not valid yet, is one warning, since every
+/// TLS client refuses it and nothing else on this side would say so.
 pub async fn watch(
     rustls: RustlsConfig,
     cert_path: PathBuf,
     key_path: PathBuf,
     mut current: [u8; 32],
+    mut validity: Validity,
     interval: Duration,
     on_reload: impl Fn(Result<i64, &TlsError>) + Send + 'static,
 ) {
@@ -133,10 +166,30 @@ pub async fn watch(
     let mut pending: Option<[u8; 32]> = None;
     // A Secret that stays missing is one warning and one counted failure, not one per tick.
     let mut unreadable = crate::FailureLatch::default();
+    let mut refused = crate::FailureLatch::default();
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        match validity.problem(clock::now()) {
+            Some(problem) => {
+                if refused.failed(problem.clone()) {
+                    tracing::warn!(
+                        cert = %cert_path.display(),
+                        "serving certificate {problem}: TLS clients refuse it until new files \
+                         arrive (is its issuer, tokenvend-certs or cert-manager, renewing it?)"
+                    );
+                }
+            }
+            None => {
+                if refused.recovered() {
+                    tracing::info!(
+                        not_after = %clock::rfc3339(validity.not_after),
+                        "serving certificate in use is valid"
+                    );
+                }
+            }
+        }
         let fp = match fingerprint(&cert_path, &key_path) {
             Ok(fp) => fp,
             Err(e) => {
@@ -157,10 +210,14 @@ pub async fn watch(
             Ok(loaded) if loaded.fingerprint == fp => {
                 rustls.reload_from_config(loaded.config);
                 current = fp;
+                validity = loaded.validity;
                 last_error = None;
                 pending = None;
-                on_reload(Ok(loaded.not_after));
-                tracing::info!(not_after = loaded.not_after, "reloaded serving certificate");
+                on_reload(Ok(validity.not_after));
+                tracing::info!(
+                    not_after = %clock::rfc3339(validity.not_after),
+                    "reloaded serving certificate"
+                );
             }
             // The files changed again between the two reads: look again next tick.
             Ok(_) => {}
@@ -228,7 +285,7 @@ impl CertMetrics {
 mod tests {
     use super::*;
     use std::sync::Mutex;
-    use tokenvend_testkit::tls::{ca, install, leaf};
+    use tokenvend_testkit::tls::{ca, install, leaf, leaf_between};
 
     /// Sleeps in paused time; the watcher ticks at 0 s, 1 s, 2 s, ... and the test acts between.
     async fn sleep_ms(ms: u64) {
@@ -251,6 +308,7 @@ mod tests {
             crt.clone(),
             key.clone(),
             loaded.fingerprint,
+            loaded.validity,
             Duration::from_secs(1),
             move |r| {
                 seen.lock()
@@ -267,7 +325,7 @@ mod tests {
         sleep_ms(1000).await;
         std::fs::write(&key, &second.key_pem).expect("write");
         sleep_ms(1000).await;
-        let second_not_after = load(&crt, &key).expect("second pair").not_after;
+        let second_not_after = load(&crt, &key).expect("second pair").validity.not_after;
         assert_eq!(
             events(),
             vec![Ok(second_not_after)],
@@ -287,6 +345,45 @@ mod tests {
                 .as_ref()
                 .is_err_and(|e| e.contains("cannot be used together")),
             "{all:?}"
+        );
+    }
+
+    #[test]
+    fn a_certificate_outside_its_validity_is_named_as_one_clients_refuse() {
+        let v = Validity {
+            not_before: 1_795_000_000,
+            not_after: 1_795_499_147,
+        };
+        // (now, problem)
+        for (now, want) in [
+            (1_795_000_000, None),
+            (1_795_200_000, None),
+            (1_795_499_147, None),
+            (1_795_499_148, Some("expired at 2026-11-24T05:45:47Z")),
+            (
+                1_794_999_999,
+                Some("not valid before 2026-11-18T11:06:40Z (is this machine's clock right?)"),
+            ),
+        ] {
+            assert_eq!(v.problem(now).as_deref(), want, "at {now}");
+        }
+    }
+
+    #[test]
+    fn a_loaded_pair_carries_its_validity() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let (ca_cert, _key, issuer) = ca("ca");
+        install(
+            dir.path(),
+            &leaf_between(&ca_cert, &issuer, 1_795_000_000, 1_795_499_147),
+        );
+        let loaded = load(&dir.path().join("tls.crt"), &dir.path().join("tls.key")).expect("pair");
+        assert_eq!(
+            loaded.validity,
+            Validity {
+                not_before: 1_795_000_000,
+                not_after: 1_795_499_147
+            }
         );
     }
 

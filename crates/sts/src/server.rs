@@ -687,13 +687,14 @@ pub async fn run(args: ServeArgs) -> Result<(), SetupError> {
         (Some(cert), Some(key)) => {
             use tokenvend_core::tls;
             let loaded = tls::load(cert, key).map_err(|e| SetupError::Config(e.to_string()))?;
-            app.metrics.cert(Ok(loaded.not_after));
+            app.metrics.cert(Ok(loaded.validity.not_after));
             let rustls = axum_server::tls_rustls::RustlsConfig::from_config(loaded.config);
             tokio::spawn(tls::watch(
                 rustls.clone(),
                 cert.clone(),
                 key.clone(),
                 loaded.fingerprint,
+                loaded.validity,
                 Duration::from_secs(args.cert_reload_seconds),
                 {
                     let app = app.clone();

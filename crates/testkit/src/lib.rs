@@ -1176,10 +1176,36 @@ pub mod tls {
         ca_cert: &rcgen::Certificate,
         issuer: &rcgen::Issuer<'static, rcgen::KeyPair>,
     ) -> Pair {
+        leaf_with(ca_cert, issuer, None)
+    }
+
+    /// As [`leaf`], valid from `not_before` to `not_after` (Unix seconds).
+    pub fn leaf_between(
+        ca_cert: &rcgen::Certificate,
+        issuer: &rcgen::Issuer<'static, rcgen::KeyPair>,
+        not_before: i64,
+        not_after: i64,
+    ) -> Pair {
+        leaf_with(ca_cert, issuer, Some((not_before, not_after)))
+    }
+
+    fn leaf_with(
+        ca_cert: &rcgen::Certificate,
+        issuer: &rcgen::Issuer<'static, rcgen::KeyPair>,
+        validity: Option<(i64, i64)>,
+    ) -> Pair {
         let key = rcgen::KeyPair::generate().expect("key");
         let mut p = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
         p.subject_alt_names
             .push(rcgen::SanType::IpAddress("127.0.0.1".parse().expect("ip")));
+        if let Some((not_before, not_after)) = validity {
+            let at = |secs: i64| {
+                rcgen::date_time_ymd(1970, 1, 1)
+                    + std::time::Duration::from_secs(u64::try_from(secs).expect("after 1970"))
+            };
+            p.not_before = at(not_before);
+            p.not_after = at(not_after);
+        }
         let cert = p.signed_by(&key, issuer).expect("leaf");
         Pair {
             ca_pem: ca_cert.pem(),

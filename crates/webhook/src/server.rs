@@ -251,13 +251,14 @@ pub async fn run(cfg: ServerConfig) -> Result<(), RunError> {
             }
         }
     };
-    metrics.cert(Ok(loaded.not_after));
+    metrics.cert(Ok(loaded.validity.not_after));
     let rustls = RustlsConfig::from_config(loaded.config);
     tokio::spawn(tls::watch(
         rustls.clone(),
         cfg.tls_cert.clone(),
         cfg.tls_key.clone(),
         loaded.fingerprint,
+        loaded.validity,
         cfg.cert_reload,
         {
             let metrics = metrics.clone();
@@ -279,7 +280,7 @@ pub async fn run(cfg: ServerConfig) -> Result<(), RunError> {
     let mark_ready = async {
         if let Some(addr) = handle.listening().await {
             metrics.mark_serving();
-            tracing::info!(%addr, not_after = loaded.not_after, "serving admission webhook over TLS");
+            tracing::info!(%addr, not_after = %tokenvend_core::clock::rfc3339(loaded.validity.not_after), "serving admission webhook over TLS");
         }
     };
     let ((), served) = tokio::join!(mark_ready, serve);

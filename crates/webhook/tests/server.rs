@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tokenvend_testkit::tls::{Pair, ca, install, leaf};
-use tokenvend_testkit::{admission_review, free_port, has_metric};
+use tokenvend_testkit::tls::{Pair, ca, install, leaf, leaf_between};
+use tokenvend_testkit::{admission_review, free_port, has_metric, now};
 
 struct Webhook {
     child: Child,
@@ -670,6 +670,83 @@ async fn vanished_certificate_files_are_one_counted_failure_and_serving_goes_on(
     post_review(&c, wh.addr, "after")
         .await
         .expect("serves after the new pair");
+}
+
+/// Waits until `count` lines of the log contain `text`; all of them.
+async fn wait_for_lines(wh: &Webhook, text: &str, count: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let found: Vec<String> = wh
+            .logs
+            .lock()
+            .expect("logs")
+            .iter()
+            .filter(|l| l.contains(text))
+            .cloned()
+            .collect();
+        if found.len() >= count {
+            return found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {count} lines with {text:?}: {:?}",
+            wh.logs.lock().expect("logs")
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_serving_certificate_that_expires_or_is_not_valid_yet_is_one_warning() {
+    provider();
+    let dir = tempfile::tempdir().expect("tmp");
+    let (ca1, _k, issuer) = ca("ca");
+    const REFUSED: &str = "TLS clients refuse it";
+    // Valid for a few seconds more: served, then expired while in use, with no new files.
+    let expires = now() + 6;
+    install(
+        dir.path(),
+        &leaf_between(&ca1, &issuer, now() - 3600, expires),
+    );
+    let wh = start(dir.path(), &[]);
+    wait_ready(wh.probe).await;
+    let early = wh.logs.lock().expect("logs").clone();
+    if now() < expires {
+        assert!(
+            !early.iter().any(|l| l.contains(REFUSED)),
+            "a valid certificate is no warning: {early:?}"
+        );
+    }
+    let expired = format!(
+        "serving certificate expired at {}: {REFUSED}",
+        tokenvend_core::clock::rfc3339(expires)
+    );
+    wait_for_lines(&wh, &expired, 1).await;
+    // Checked each second (--cert-reload-seconds 1), said once.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(wait_for_lines(&wh, REFUSED, 1).await.len(), 1);
+
+    // A renewal whose validity starts tomorrow (the issuer's clock ahead): loaded, and said.
+    let tomorrow = now() + 86_400;
+    install(
+        dir.path(),
+        &leaf_between(&ca1, &issuer, tomorrow, tomorrow + 86_400),
+    );
+    let not_yet = format!(
+        "serving certificate not valid before {} (is this machine's clock right?): {REFUSED}",
+        tokenvend_core::clock::rfc3339(tomorrow)
+    );
+    wait_for_lines(&wh, &not_yet, 1).await;
+
+    // A good pair: loaded, said to be valid, and served; no more warnings.
+    let good = leaf(&ca1, &issuer);
+    install(dir.path(), &good);
+    wait_for_lines(&wh, "serving certificate in use is valid", 1).await;
+    post_review(&client(&[&good.ca_pem], true), wh.addr, "renewed")
+        .await
+        .expect("serves the good pair");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(wait_for_lines(&wh, REFUSED, 2).await.len(), 2);
 }
 
 /// The sidecar container the admission's patch adds.
