@@ -255,6 +255,32 @@ impl Injector {
         })
     }
 
+    /// A pod without this webhook's label. The shipped selectors send only pods with it, so one
+    /// with the label under another prefix was sent by selectors that `--prefix` disagrees with:
+    /// left alone, it and every other opted-in pod would start without credentials, unnoticed.
+    fn without_label(&self, pod: &PodView) -> Result<Mutation, Denial> {
+        let suffix = &self.role_key[self.cfg.prefix.len()..];
+        let other = pod.metadata.labels.iter().flatten().find(|(key, value)| {
+            key.ends_with(suffix) && key.len() > suffix.len() && value.as_ref() != OPT_OUT_VALUE
+        });
+        match other {
+            None => Ok(Mutation::unchanged(Vec::new(), None)),
+            Some((key, value)) => refuse(
+                format!(
+                    "pod is labelled {key}={value:?} but this webhook reads the prefix {prefix} \
+                     (--prefix), so it looks for {role_key}: the MutatingWebhookConfiguration's \
+                     label keys and --prefix disagree, and no pod gets AWS credentials until they \
+                     agree (ask the cluster admin)",
+                    value = value.as_ref(),
+                    prefix = self.cfg.prefix,
+                    role_key = self.role_key,
+                ),
+                Vec::new(),
+                None,
+            ),
+        }
+    }
+
     fn decide(&self, pod: &PodView) -> Result<Mutation, Denial> {
         let cfg = &self.cfg;
         let role_key = &self.role_key;
@@ -264,7 +290,7 @@ impl Injector {
             .as_ref()
             .and_then(|l| l.get(role_key.as_str()));
         let label = match label {
-            None => return Ok(Mutation::unchanged(Vec::new(), None)),
+            None => return self.without_label(pod),
             Some(v) if v == OPT_OUT_VALUE => return Ok(Mutation::unchanged(Vec::new(), None)),
             Some(v) => v,
         };

@@ -932,11 +932,41 @@ fn default_mode_is_announced_and_custom_prefix_is_honoured() {
     );
 
     let custom = cfg(|a| a.prefix = Some("aws.example.com".into()));
-    let (m, _) = run(&p, &custom);
+    // A tremolo.io label reaches a webhook of another prefix only through selectors that
+    // disagree with its --prefix: refused, naming both keys, rather than admitted bare.
+    let denied = mutate(&typed(&p), &custom).expect_err("selectors and prefix disagree");
+    assert_eq!(
+        denied.message,
+        "tokenvend: pod is labelled tremolo.io/aws-role=\"true\" but this webhook reads the prefix \
+         aws.example.com (--prefix), so it looks for aws.example.com/aws-role: the \
+         MutatingWebhookConfiguration's label keys and --prefix disagree, and no pod gets AWS \
+         credentials until they agree (ask the cluster admin)"
+    );
+    let lenient = cfg(|a| {
+        a.prefix = Some("aws.example.com".into());
+        a.deny_on_invalid = Some(false);
+    });
+    let (m, out) = run(&p, &lenient);
     assert!(
-        m.patch.is_empty(),
+        !m.plumbed,
         "tremolo.io label does not opt in under another prefix"
     );
+    assert!(
+        out["metadata"]["annotations"]["aws.example.com/aws-warnings"]
+            .as_str()
+            .is_some_and(|w| w.contains("label keys and --prefix disagree")),
+        "the reason is recorded on the pod: {out}"
+    );
+    // Opted out under the other prefix, or no such label: nothing to say.
+    for labels in [
+        json!({"tremolo.io/aws-role": "false"}),
+        json!({"app": "x", "aws-role": "true"}),
+    ] {
+        let mut q = p.clone();
+        q["metadata"]["labels"] = labels;
+        let (m, _) = run(&q, &custom);
+        assert!(m.patch.is_empty() && m.warnings.is_empty(), "{q}: {m:?}");
+    }
     let q = json!({
         "metadata": {"name": "x1", "labels": {"aws.example.com/aws-role": "true"},
                      "annotations": {"aws.example.com/aws-role": ROLE, "aws.example.com/aws-mode": "projected"}},
