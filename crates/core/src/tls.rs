@@ -149,9 +149,9 @@ pub fn load(cert_path: &Path, key_path: &Path) -> Result<Loaded, TlsError> {
 /// `on_reload` hears of every reload, `Ok(not_after)`, of every such failure and of the files
 /// becoming unreadable; each failure is reported and logged once, not on every tick.
 /// The certificate in use (the one loaded with fingerprint `current` and `validity`, then each
-/// reloaded one) is also checked against the
-/// clock on each tick: one that has expired, or is not valid yet, is one warning, since every
-/// TLS client refuses it and nothing else on this side would say so.
+/// reloaded one) is also checked against the clock on each tick: one that has expired, or is
+/// not valid yet, is one warning, since every TLS client refuses it and nothing else on this
+/// side would say so.
 pub async fn watch(
     rustls: RustlsConfig,
     cert_path: PathBuf,
