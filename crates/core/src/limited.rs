@@ -99,34 +99,30 @@ mod tests {
             .status()
             .expect("mkfifo");
         assert!(made.success());
-        // On a thread, so that a regression fails the test instead of hanging it.
+        refused_at_once(&fifo, "a named pipe, not a file: is it the right path?");
+    }
+
+    /// `path` is refused as `InvalidInput` with `message`, within 5 s: read on a thread, so a
+    /// regression that waits fails the test instead of hanging it.
+    fn refused_at_once(path: &Path, message: &str) {
         let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || tx.send(read(&fifo, MAX_BYTES)));
+        let path = path.to_owned();
+        std::thread::spawn(move || tx.send(read(&path, MAX_BYTES)));
         let err = rx
             .recv_timeout(std::time::Duration::from_secs(5))
-            .expect("answered at once, not waiting for a writer")
-            .expect_err("a pipe");
+            .expect("answered at once, not waiting")
+            .expect_err("refused");
         assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
-        assert_eq!(
-            err.to_string(),
-            "a named pipe, not a file: is it the right path?"
-        );
+        assert_eq!(err.to_string(), message);
     }
 
     #[test]
     fn a_device_with_nothing_to_read_is_refused_instead_of_waited_on() {
         // Opening /dev/ptmx makes a new terminal whose master side has nothing to read until
         // someone writes: a blocking read would never return.
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || tx.send(read(Path::new("/dev/ptmx"), MAX_BYTES)));
-        let err = rx
-            .recv_timeout(std::time::Duration::from_secs(5))
-            .expect("answered at once, not waiting for input")
-            .expect_err("a terminal");
-        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
-        assert_eq!(
-            err.to_string(),
-            "a device waiting for input, not a file: is it the right path?"
+        refused_at_once(
+            Path::new("/dev/ptmx"),
+            "a device waiting for input, not a file: is it the right path?",
         );
         // Devices that answer at once are still read: /dev/null is an empty file.
         assert_eq!(read(Path::new("/dev/null"), MAX_BYTES).expect("empty"), b"");
