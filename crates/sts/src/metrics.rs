@@ -222,6 +222,11 @@ impl Metrics {
         }
     }
 
+    /// `notAfter` of the serving certificate in use, with TLS.
+    pub fn cert_not_after(&self) -> Option<i64> {
+        self.cert.as_ref().map(CertMetrics::not_after)
+    }
+
     /// The signing keys loaded (at start or on a change), or a failed reload.
     pub fn signing_key_reload(&self, ok: bool) {
         if let Some(k) = &self.keys {

@@ -388,6 +388,7 @@ pub fn router(app: Arc<App>) -> Router {
             "/healthz",
             get(|| async { axum::Json(json!({"status": "healthy"})) }),
         )
+        .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .layer(middleware::from_fn_with_state(
             app.clone(),
@@ -399,6 +400,29 @@ pub fn router(app: Arc<App>) -> Router {
             Duration::from_secs(30),
         ))
         .with_state(app)
+}
+
+/// Ready unless shutting down or serving a certificate past its notAfter: the kubelet's HTTPS
+/// probe does not verify certificates, so only this takes a replica that every client refuses
+/// out of its Service.
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    let now = tokenvend_core::clock::now();
+    let why = if app.stopping.load(Ordering::Acquire) {
+        "shutting down".to_owned()
+    } else {
+        match app.metrics.cert_not_after() {
+            Some(not_after) if now > not_after => format!(
+                "serving certificate expired at {}",
+                tokenvend_core::clock::rfc3339(not_after)
+            ),
+            _ => return axum::Json(json!({"status": "ready"})).into_response(),
+        }
+    };
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        axum::Json(json!({"status": "not ready", "reason": why})),
+    )
+        .into_response()
 }
 
 /// During the shutdown delay, each kept-alive connection is closed after its next answer.

@@ -993,6 +993,81 @@ async fn https_certificate_reloads_are_counted_in_metrics() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_certificate_expires_is_not_ready_and_says_so() {
+    provider();
+    let moto = Moto::start();
+    let cluster = Cluster::new();
+    let certs = tempfile::tempdir().expect("tmp");
+    let (ca_cert, _key, issuer) = tls::ca("sts-ca");
+    // Valid for a few seconds more, then expired in use with no new files.
+    let expires = now() + 6;
+    tls::install(
+        certs.path(),
+        &tls::leaf_between(&ca_cert, &issuer, now() - 3600, expires),
+    );
+    let file = |name: &str| certs.path().join(name).display().to_string();
+    let sts = Sts::start(
+        &moto,
+        &cluster,
+        &[
+            ("TOKENVEND_TLS_CERT", file("tls.crt")),
+            ("TOKENVEND_TLS_KEY", file("tls.key")),
+            ("TOKENVEND_CERT_RELOAD_SECONDS", "1".into()),
+        ],
+    );
+    // As the kubelet probes over HTTPS: without verifying the certificate.
+    let probe = reqwest::Client::builder()
+        .tls_backend_rustls()
+        .tls_danger_accept_invalid_certs(true)
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client");
+    let url = format!("https://localhost:{}/readyz", sts.addr.port());
+    let readyz = || async {
+        let r = probe.get(&url).send().await.expect("readyz");
+        (r.status().as_u16(), r.json::<Value>().await.expect("json"))
+    };
+    let first = readyz().await;
+    if now() < expires {
+        assert_eq!(first, (200, json!({"status": "ready"})));
+    }
+    let expired = json!({
+        "status": "not ready",
+        "reason": format!("serving certificate expired at {}", tokenvend_core::clock::rfc3339(expires)),
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while readyz().await != (503, expired.clone()) {
+        assert!(
+            Instant::now() < deadline,
+            "still ready: {:?}",
+            readyz().await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        sts.all_logs().contains(&format!(
+            "serving certificate expired at {}: TLS clients refuse it",
+            tokenvend_core::clock::rfc3339(expires)
+        )),
+        "{}",
+        sts.all_logs()
+    );
+
+    // A renewed pair: loaded at the next check, ready again.
+    tls::install(certs.path(), &tls::leaf(&ca_cert, &issuer));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while readyz().await.0 != 200 {
+        assert!(
+            Instant::now() < deadline,
+            "not ready again: {:?}",
+            readyz().await
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ca_bundle_is_served_as_its_file_is_now_and_a_broken_one_is_named() {
     provider();
     let moto = Moto::start();
@@ -1915,6 +1990,8 @@ async fn sigterm_keeps_serving_for_the_delay_then_exits_cleanly() {
         .await
         .expect("healthz");
     assert_eq!(connection(&before), None);
+    let ready = pooled.get(sts.url("/readyz")).send().await.expect("readyz");
+    assert_eq!(ready.status(), 200);
     let signalled = Instant::now();
     let pid = sts.proc.0.id().to_string();
     assert!(
@@ -1941,6 +2018,13 @@ async fn sigterm_keeps_serving_for_the_delay_then_exits_cleanly() {
         .expect("healthz during the delay");
     assert_eq!(during.status(), 200);
     assert_eq!(connection(&during).as_deref(), Some("close"));
+    // Not ready from the signal on, saying why.
+    let ready = fresh.get(sts.url("/readyz")).send().await.expect("readyz");
+    assert_eq!(ready.status(), 503);
+    assert_eq!(
+        ready.json::<Value>().await.expect("json"),
+        json!({"status": "not ready", "reason": "shutting down"})
+    );
     assert!(signalled.elapsed() < delay, "too late to prove the delay");
     // Then new connections are refused and the process exits 0.
     let deadline = signalled + delay + Duration::from_secs(5);

@@ -144,10 +144,22 @@ impl Metrics {
         self.phase.load(Ordering::Acquire) == STOPPING
     }
 
-    /// Whether the TLS listener is bound with a certificate not past its notAfter, and the
-    /// server is not shutting down.
-    pub fn ready(&self, now_unix: i64) -> bool {
-        self.phase.load(Ordering::Acquire) == SERVING && now_unix < self.cert.not_after()
+    /// Why the webhook is not ready at `now_unix`, if it is not: ready means the TLS listener is
+    /// bound with a certificate not past its notAfter, and the server is not shutting down.
+    pub fn not_ready(&self, now_unix: i64) -> Option<String> {
+        let not_after = self.cert.not_after();
+        match self.phase.load(Ordering::Acquire) {
+            STOPPING => Some("shutting down".to_owned()),
+            SERVING if now_unix <= not_after => None,
+            SERVING => Some(format!(
+                "serving certificate expired at {}",
+                tokenvend_core::clock::rfc3339(not_after)
+            )),
+            _ => Some(
+                "not serving yet: no valid serving certificate loaded, or the HTTPS port not bound"
+                    .to_owned(),
+            ),
+        }
     }
 
     /// Prometheus text exposition.
@@ -167,15 +179,30 @@ mod tests {
     fn ready_needs_a_bound_listener_and_a_current_certificate_and_ends_at_shutdown() {
         let m = Metrics::new();
         m.cert(Ok(1_000));
-        assert!(!m.ready(10), "certificate loaded, listener not bound yet");
+        let not_yet =
+            "not serving yet: no valid serving certificate loaded, or the HTTPS port not bound";
+        assert_eq!(
+            m.not_ready(10).as_deref(),
+            Some(not_yet),
+            "certificate loaded, listener not bound yet"
+        );
         m.mark_serving();
-        assert!(m.ready(10));
-        assert!(!m.ready(1_000), "at the certificate's notAfter");
+        assert_eq!(m.not_ready(10), None);
+        assert_eq!(
+            m.not_ready(1_000),
+            None,
+            "notAfter is the last valid second"
+        );
+        assert_eq!(
+            m.not_ready(1_001).as_deref(),
+            Some("serving certificate expired at 1970-01-01T00:16:40Z")
+        );
         m.mark_stopping();
-        assert!(!m.ready(10));
+        assert_eq!(m.not_ready(10).as_deref(), Some("shutting down"));
         m.mark_serving();
-        assert!(
-            !m.ready(10),
+        assert_eq!(
+            m.not_ready(10).as_deref(),
+            Some("shutting down"),
             "a bind reported after SIGTERM does not make it ready again"
         );
     }

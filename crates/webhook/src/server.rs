@@ -78,14 +78,9 @@ fn probe_routes() -> Router<Arc<AppState>> {
 }
 
 async fn readyz(State(s): State<Arc<AppState>>) -> Response {
-    if s.metrics.ready(now()) {
-        "ready".into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no valid serving certificate loaded",
-        )
-            .into_response()
+    match s.metrics.not_ready(now()) {
+        None => "ready".into_response(),
+        Some(why) => (StatusCode::SERVICE_UNAVAILABLE, why).into_response(),
     }
 }
 

@@ -722,6 +722,23 @@ async fn a_serving_certificate_that_expires_or_is_not_valid_yet_is_one_warning()
         tokenvend_core::clock::rfc3339(expires)
     );
     wait_for_lines(&wh, &expired, 1).await;
+    // Out of its Service until renewed, saying why.
+    let readyz = || async {
+        let r = reqwest::get(format!("http://{}/readyz", wh.probe))
+            .await
+            .expect("readyz");
+        (r.status().as_u16(), r.text().await.expect("text"))
+    };
+    assert_eq!(
+        readyz().await,
+        (
+            503,
+            format!(
+                "serving certificate expired at {}",
+                tokenvend_core::clock::rfc3339(expires)
+            )
+        )
+    );
     // Checked each second (--cert-reload-seconds 1), said once.
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(wait_for_lines(&wh, REFUSED, 1).await.len(), 1);
@@ -742,6 +759,7 @@ async fn a_serving_certificate_that_expires_or_is_not_valid_yet_is_one_warning()
     let good = leaf(&ca1, &issuer);
     install(dir.path(), &good);
     wait_for_lines(&wh, "serving certificate in use is valid", 1).await;
+    assert_eq!(readyz().await, (200, "ready".to_owned()));
     post_review(&client(&[&good.ca_pem], true), wh.addr, "renewed")
         .await
         .expect("serves the good pair");
