@@ -85,6 +85,14 @@ impl Validity {
     }
 }
 
+/// Why a server whose certificate in use ended at `not_after` (Unix seconds) is not ready.
+pub fn expired_reason(not_after: i64) -> String {
+    format!(
+        "serving certificate expired at {}",
+        clock::rfc3339(not_after)
+    )
+}
+
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     crate::limited::read(path, crate::limited::MAX_BYTES).map_err(|source| TlsError::Read {
         path: path.to_owned(),

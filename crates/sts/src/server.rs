@@ -411,10 +411,7 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
         "shutting down".to_owned()
     } else {
         match app.metrics.cert_not_after() {
-            Some(not_after) if now > not_after => format!(
-                "serving certificate expired at {}",
-                tokenvend_core::clock::rfc3339(not_after)
-            ),
+            Some(not_after) if now > not_after => tokenvend_core::tls::expired_reason(not_after),
             _ => return axum::Json(json!({"status": "ready"})).into_response(),
         }
     };

@@ -151,10 +151,7 @@ impl Metrics {
         match self.phase.load(Ordering::Acquire) {
             STOPPING => Some("shutting down".to_owned()),
             SERVING if now_unix <= not_after => None,
-            SERVING => Some(format!(
-                "serving certificate expired at {}",
-                tokenvend_core::clock::rfc3339(not_after)
-            )),
+            SERVING => Some(tokenvend_core::tls::expired_reason(not_after)),
             _ => Some(
                 "not serving yet: no valid serving certificate loaded, or the HTTPS port not bound"
                     .to_owned(),
