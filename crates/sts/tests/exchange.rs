@@ -3,6 +3,7 @@
 //! request, /token JWTs verified against /keys across a key rotation, TokenReview through a
 //! kube-apiserver stand-in.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -915,6 +916,19 @@ async fn assume_with_web_identity(moto: &Moto, role: &str, token: &str) -> Strin
     out.assumed_role_user.map(|u| u.arn).unwrap_or_default()
 }
 
+/// tokenvend-sts serving HTTPS with the `tls.crt` and `tls.key` in `certs` (checked for changes
+/// each second), with `extra` settings.
+fn start_https(moto: &Moto, cluster: &Cluster, certs: &Path, extra: &[(&str, String)]) -> Sts {
+    let file = |name: &str| certs.join(name).display().to_string();
+    let mut env = vec![
+        ("TOKENVEND_TLS_CERT", file("tls.crt")),
+        ("TOKENVEND_TLS_KEY", file("tls.key")),
+        ("TOKENVEND_CERT_RELOAD_SECONDS", "1".into()),
+    ];
+    env.extend(extra.iter().cloned());
+    Sts::start(moto, cluster, &env)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_certificate_reloads_are_counted_in_metrics() {
     provider();
@@ -924,16 +938,7 @@ async fn https_certificate_reloads_are_counted_in_metrics() {
     let (ca_cert, _key, issuer) = tls::ca("sts-ca");
     let (first, second) = (tls::leaf(&ca_cert, &issuer), tls::leaf(&ca_cert, &issuer));
     tls::install(certs.path(), &first);
-    let file = |name: &str| certs.path().join(name).display().to_string();
-    let sts = Sts::start(
-        &moto,
-        &cluster,
-        &[
-            ("TOKENVEND_TLS_CERT", file("tls.crt")),
-            ("TOKENVEND_TLS_KEY", file("tls.key")),
-            ("TOKENVEND_CERT_RELOAD_SECONDS", "1".into()),
-        ],
-    );
+    let sts = start_https(&moto, &cluster, certs.path(), &[]);
     let c = reqwest::Client::builder()
         .tls_backend_rustls()
         .tls_certs_only([reqwest::Certificate::from_pem(first.ca_pem.as_bytes()).expect("ca")])
@@ -1005,16 +1010,7 @@ async fn a_replica_whose_certificate_expires_is_not_ready_and_says_so() {
         certs.path(),
         &tls::leaf_between(&ca_cert, &issuer, now() - 3600, expires),
     );
-    let file = |name: &str| certs.path().join(name).display().to_string();
-    let sts = Sts::start(
-        &moto,
-        &cluster,
-        &[
-            ("TOKENVEND_TLS_CERT", file("tls.crt")),
-            ("TOKENVEND_TLS_KEY", file("tls.key")),
-            ("TOKENVEND_CERT_RELOAD_SECONDS", "1".into()),
-        ],
-    );
+    let sts = start_https(&moto, &cluster, certs.path(), &[]);
     // As the kubelet probes over HTTPS: without verifying the certificate.
     let probe = reqwest::Client::builder()
         .tls_backend_rustls()
@@ -1093,14 +1089,11 @@ async fn the_ca_bundle_is_served_as_its_file_is_now_and_a_broken_one_is_named() 
     };
     replace(&pair.ca_pem);
     let file = |name: &str| certs.path().join(name).display().to_string();
-    let sts = Sts::start(
+    let sts = start_https(
         &moto,
         &cluster,
-        &[
-            ("TOKENVEND_TLS_CERT", file("tls.crt")),
-            ("TOKENVEND_TLS_KEY", file("tls.key")),
-            ("TOKENVEND_CA_BUNDLE_FILE", file("ca.crt")),
-        ],
+        certs.path(),
+        &[("TOKENVEND_CA_BUNDLE_FILE", file("ca.crt"))],
     );
     let c = reqwest::Client::builder()
         .tls_backend_rustls()
