@@ -69,28 +69,24 @@ pub struct Validity {
 }
 
 impl Validity {
-    /// Why TLS clients refuse the certificate at `now` (Unix seconds), if they do. Serving it
-    /// is still better than serving nothing, so this is for the log, not a reason to stop.
+    /// Why TLS clients refuse the serving certificate at `now` (Unix seconds), if they do:
+    /// "serving certificate expired at ..." or "... not valid before ...". Serving it is still
+    /// better than serving nothing, so this is for the log and readiness, not a reason to stop.
     pub fn problem(&self, now: i64) -> Option<String> {
         if now > self.not_after {
-            Some(format!("expired at {}", clock::rfc3339(self.not_after)))
+            Some(format!(
+                "serving certificate expired at {}",
+                clock::rfc3339(self.not_after)
+            ))
         } else if now < self.not_before {
             Some(format!(
-                "not valid before {} (is this machine's clock right?)",
+                "serving certificate not valid before {} (is this machine's clock right?)",
                 clock::rfc3339(self.not_before)
             ))
         } else {
             None
         }
     }
-}
-
-/// Why a server whose certificate in use ended at `not_after` (Unix seconds) is not ready.
-pub fn expired_reason(not_after: i64) -> String {
-    format!(
-        "serving certificate expired at {}",
-        clock::rfc3339(not_after)
-    )
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
@@ -154,7 +150,7 @@ pub fn load(cert_path: &Path, key_path: &Path) -> Result<Loaded, TlsError> {
 /// An invalid new pair keeps the old one and is retried. It is reported only if it is still on
 /// disk a tick later: a writer that replaces the certificate and then the key (two renames, or
 /// `cp`) leaves a mismatched pair for a moment, and that is no failure to alert on.
-/// `on_reload` hears of every reload, `Ok(not_after)`, of every such failure and of the files
+/// `on_reload` hears of every reload, `Ok(validity)`, of every such failure and of the files
 /// becoming unreadable; each failure is reported and logged once, not on every tick.
 /// The certificate in use (the one loaded with fingerprint `current` and `validity`, then each
 /// reloaded one) is also checked against the clock on each tick: one that has expired, or is
@@ -167,7 +163,7 @@ pub async fn watch(
     mut current: [u8; 32],
     mut validity: Validity,
     interval: Duration,
-    on_reload: impl Fn(Result<i64, &TlsError>) + Send + 'static,
+    on_reload: impl Fn(Result<Validity, &TlsError>) + Send + 'static,
 ) {
     let mut last_error: Option<[u8; 32]> = None;
     // An invalid pair seen once: reported if the next tick still finds it.
@@ -184,7 +180,7 @@ pub async fn watch(
                 if refused.failed(problem.clone()) {
                     tracing::warn!(
                         cert = %cert_path.display(),
-                        "serving certificate {problem}: TLS clients refuse it until new files \
+                        "{problem}: TLS clients refuse it until new files \
                          arrive (is its issuer, tokenvend-certs or cert-manager, renewing it?)"
                     );
                 }
@@ -221,7 +217,7 @@ pub async fn watch(
                 validity = loaded.validity;
                 last_error = None;
                 pending = None;
-                on_reload(Ok(validity.not_after));
+                on_reload(Ok(validity));
                 tracing::info!(
                     not_after = %clock::rfc3339(validity.not_after),
                     "reloaded serving certificate"
@@ -246,21 +242,28 @@ struct ResultLabel {
 }
 
 /// The serving certificate's metrics, alike in every server that serves TLS:
-/// `<prefix>_cert_not_after_seconds` and `<prefix>_cert_reloads_total{result="ok"|"error"}`.
+/// `<prefix>_cert_not_after_seconds`, `<prefix>_cert_not_before_seconds` and
+/// `<prefix>_cert_reloads_total{result="ok"|"error"}`.
 #[derive(Clone, Debug, Default)]
 pub struct CertMetrics {
     not_after: Gauge,
+    not_before: Gauge,
     reloads: Family<ResultLabel, Counter>,
 }
 
 impl CertMetrics {
-    /// Register both metrics under `registry`'s prefix.
+    /// Register the metrics under `registry`'s prefix.
     pub fn register(registry: &mut Registry) -> Self {
         let m = CertMetrics::default();
         registry.register(
             "cert_not_after_seconds",
             "notAfter of the serving certificate in use, Unix seconds",
             m.not_after.clone(),
+        );
+        registry.register(
+            "cert_not_before_seconds",
+            "notBefore of the serving certificate in use, Unix seconds",
+            m.not_before.clone(),
         );
         registry.register(
             "cert_reloads",
@@ -272,10 +275,11 @@ impl CertMetrics {
     }
 
     /// What [`watch`]'s `on_reload` and the first [`load`] report: a certificate in use, or a failure.
-    pub fn record(&self, result: Result<i64, &TlsError>) {
+    pub fn record(&self, result: Result<Validity, &TlsError>) {
         let result = match result {
-            Ok(not_after) => {
-                self.not_after.set(not_after);
+            Ok(validity) => {
+                self.not_before.set(validity.not_before);
+                self.not_after.set(validity.not_after);
                 "ok"
             }
             Err(_) => "error",
@@ -283,9 +287,18 @@ impl CertMetrics {
         self.reloads.get_or_create(&ResultLabel { result }).inc();
     }
 
-    /// `notAfter` of the certificate in use (0 before the first load).
-    pub fn not_after(&self) -> i64 {
-        self.not_after.get()
+    /// Why TLS clients refuse the certificate in use at `now`, if one is loaded and they do
+    /// (see [`Validity::problem`]): a server serving it is not ready.
+    pub fn problem(&self, now: i64) -> Option<String> {
+        let validity = Validity {
+            not_before: self.not_before.get(),
+            not_after: self.not_after.get(),
+        };
+        // Nothing loaded yet is the caller's own kind of not ready.
+        if validity.not_after == 0 {
+            return None;
+        }
+        validity.problem(now)
     }
 }
 
@@ -333,12 +346,8 @@ mod tests {
         sleep_ms(1000).await;
         std::fs::write(&key, &second.key_pem).expect("write");
         sleep_ms(1000).await;
-        let second_not_after = load(&crt, &key).expect("second pair").validity.not_after;
-        assert_eq!(
-            events(),
-            vec![Ok(second_not_after)],
-            "loaded, and no failure"
-        );
+        let second = load(&crt, &key).expect("second pair").validity;
+        assert_eq!(events(), vec![Ok(second)], "loaded, and no failure");
 
         // A certificate whose key never comes: reported at the tick after the one that first saw
         // it, and only once.
@@ -367,10 +376,16 @@ mod tests {
             (1_795_000_000, None),
             (1_795_200_000, None),
             (1_795_499_147, None),
-            (1_795_499_148, Some("expired at 2026-11-24T05:45:47Z")),
+            (
+                1_795_499_148,
+                Some("serving certificate expired at 2026-11-24T05:45:47Z"),
+            ),
             (
                 1_794_999_999,
-                Some("not valid before 2026-11-18T11:06:40Z (is this machine's clock right?)"),
+                Some(
+                    "serving certificate not valid before 2026-11-18T11:06:40Z (is this \
+                     machine's clock right?)",
+                ),
             ),
         ] {
             assert_eq!(v.problem(now).as_deref(), want, "at {now}");
@@ -414,22 +429,40 @@ mod tests {
     }
 
     #[test]
-    fn cert_metrics_keep_the_last_good_not_after_and_count_each_result() {
+    fn cert_metrics_keep_the_last_good_validity_and_count_each_result() {
         let mut registry = Registry::with_prefix("x");
         let m = CertMetrics::register(&mut registry);
-        assert_eq!(m.not_after(), 0);
-        m.record(Ok(1_000));
+        assert_eq!(m.problem(5_000), None, "nothing loaded is not this problem");
+        let pair = |not_before, not_after| Validity {
+            not_before,
+            not_after,
+        };
+        m.record(Ok(pair(500, 1_000)));
         m.record(Err(&TlsError::NoCert("c.pem".into())));
         assert_eq!(
-            m.not_after(),
-            1_000,
+            m.problem(1_001).as_deref(),
+            Some("serving certificate expired at 1970-01-01T00:16:40Z"),
             "a failure keeps the certificate in use"
         );
-        m.record(Ok(2_000));
+        m.record(Ok(pair(1_500, 2_000)));
+        for (now, want) in [
+            (1_500, None),
+            (2_000, None),
+            (
+                1_499,
+                Some(
+                    "serving certificate not valid before 1970-01-01T00:25:00Z (is this \
+                     machine's clock right?)",
+                ),
+            ),
+        ] {
+            assert_eq!(m.problem(now).as_deref(), want, "at {now}");
+        }
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &registry).expect("encodes");
         for line in [
             "x_cert_not_after_seconds 2000",
+            "x_cert_not_before_seconds 1500",
             "x_cert_reloads_total{result=\"ok\"} 2",
             "x_cert_reloads_total{result=\"error\"} 1",
         ] {

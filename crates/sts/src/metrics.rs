@@ -6,7 +6,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use tokenvend_core::tls::{CertMetrics, TlsError};
+use tokenvend_core::tls::{CertMetrics, TlsError, Validity};
 
 use crate::exchange::Lookup;
 
@@ -216,15 +216,15 @@ impl Metrics {
     }
 
     /// The serving certificate loaded (at start or on a change), or a failed reload.
-    pub fn cert(&self, result: Result<i64, &TlsError>) {
+    pub fn cert(&self, result: Result<Validity, &TlsError>) {
         if let Some(c) = &self.cert {
             c.record(result);
         }
     }
 
-    /// `notAfter` of the serving certificate in use, with TLS.
-    pub fn cert_not_after(&self) -> Option<i64> {
-        self.cert.as_ref().map(CertMetrics::not_after)
+    /// Why TLS clients refuse the serving certificate in use at `now`, with TLS, if they do.
+    pub fn cert_problem(&self, now: i64) -> Option<String> {
+        self.cert.as_ref().and_then(|c| c.problem(now))
     }
 
     /// The signing keys loaded (at start or on a change), or a failed reload.

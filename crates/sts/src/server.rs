@@ -402,17 +402,16 @@ pub fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
-/// Ready unless shutting down or serving a certificate past its notAfter: the kubelet's HTTPS
-/// probe does not verify certificates, so only this takes a replica that every client refuses
-/// out of its Service.
+/// Ready unless shutting down or serving a certificate TLS clients refuse now (expired, or not
+/// valid yet): the kubelet's HTTPS probe does not verify certificates, so only this takes a
+/// replica that every client refuses out of its Service.
 async fn readyz(State(app): State<Arc<App>>) -> Response {
-    let now = tokenvend_core::clock::now();
     let why = if app.stopping.load(Ordering::Acquire) {
         "shutting down".to_owned()
     } else {
-        match app.metrics.cert_not_after() {
-            Some(not_after) if now > not_after => tokenvend_core::tls::expired_reason(not_after),
-            _ => return axum::Json(json!({"status": "ready"})).into_response(),
+        match app.metrics.cert_problem(tokenvend_core::clock::now()) {
+            Some(problem) => problem,
+            None => return axum::Json(json!({"status": "ready"})).into_response(),
         }
     };
     (
@@ -708,7 +707,7 @@ pub async fn run(args: ServeArgs) -> Result<(), SetupError> {
         (Some(cert), Some(key)) => {
             use tokenvend_core::tls;
             let loaded = tls::load(cert, key).map_err(|e| SetupError::Config(e.to_string()))?;
-            app.metrics.cert(Ok(loaded.validity.not_after));
+            app.metrics.cert(Ok(loaded.validity));
             let rustls = axum_server::tls_rustls::RustlsConfig::from_config(loaded.config);
             tokio::spawn(tls::watch(
                 rustls.clone(),
@@ -719,7 +718,7 @@ pub async fn run(args: ServeArgs) -> Result<(), SetupError> {
                 Duration::from_secs(args.cert_reload_seconds),
                 {
                     let app = app.clone();
-                    move |r: Result<i64, &tls::TlsError>| app.metrics.cert(r)
+                    move |r: Result<tls::Validity, &tls::TlsError>| app.metrics.cert(r)
                 },
             ));
             let listener = tokenvend_core::serving::listen(addr)

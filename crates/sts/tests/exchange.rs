@@ -998,7 +998,7 @@ async fn https_certificate_reloads_are_counted_in_metrics() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_replica_whose_certificate_expires_is_not_ready_and_says_so() {
+async fn a_replica_whose_certificate_expires_or_is_not_valid_yet_is_not_ready_and_says_so() {
     provider();
     let moto = Moto::start();
     let cluster = Cluster::new();
@@ -1048,6 +1048,29 @@ async fn a_replica_whose_certificate_expires_is_not_ready_and_says_so() {
     );
     while !sts.all_logs().contains(&warning) {
         assert!(Instant::now() < deadline, "{}", sts.all_logs());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // A renewal whose validity starts tomorrow (the issuer's clock ahead): still not ready.
+    let tomorrow = now() + 86_400;
+    tls::install(
+        certs.path(),
+        &tls::leaf_between(&ca_cert, &issuer, tomorrow, tomorrow + 86_400),
+    );
+    let not_yet = json!({
+        "status": "not ready",
+        "reason": format!(
+            "serving certificate not valid before {} (is this machine's clock right?)",
+            tokenvend_core::clock::rfc3339(tomorrow)
+        ),
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while readyz().await != (503, not_yet.clone()) {
+        assert!(
+            Instant::now() < deadline,
+            "not refused as not valid yet: {:?}",
+            readyz().await
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 

@@ -7,7 +7,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use tokenvend_core::tls::{CertMetrics, TlsError};
+use tokenvend_core::tls::{CertMetrics, TlsError, Validity};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AdmissionLabels {
@@ -123,7 +123,7 @@ impl Metrics {
     }
 
     /// A certificate loaded (at start or by reload), or a failed reload.
-    pub fn cert(&self, result: Result<i64, &TlsError>) {
+    pub fn cert(&self, result: Result<Validity, &TlsError>) {
         self.cert.record(result);
     }
 
@@ -145,13 +145,12 @@ impl Metrics {
     }
 
     /// Why the webhook is not ready at `now_unix`, if it is not: ready means the TLS listener is
-    /// bound with a certificate not past its notAfter, and the server is not shutting down.
+    /// bound with a certificate TLS clients accept at that time, and the server is not shutting
+    /// down.
     pub fn not_ready(&self, now_unix: i64) -> Option<String> {
-        let not_after = self.cert.not_after();
         match self.phase.load(Ordering::Acquire) {
             STOPPING => Some("shutting down".to_owned()),
-            SERVING if now_unix <= not_after => None,
-            SERVING => Some(tokenvend_core::tls::expired_reason(not_after)),
+            SERVING => self.cert.problem(now_unix),
             _ => Some(
                 "not serving yet: no valid serving certificate loaded, or the HTTPS port not bound"
                     .to_owned(),
@@ -173,9 +172,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ready_needs_a_bound_listener_and_a_current_certificate_and_ends_at_shutdown() {
+    fn ready_needs_a_bound_listener_and_a_certificate_valid_now_and_ends_at_shutdown() {
         let m = Metrics::new();
-        m.cert(Ok(1_000));
+        m.cert(Ok(Validity {
+            not_before: 5,
+            not_after: 1_000,
+        }));
         let not_yet =
             "not serving yet: no valid serving certificate loaded, or the HTTPS port not bound";
         assert_eq!(
@@ -193,6 +195,13 @@ mod tests {
         assert_eq!(
             m.not_ready(1_001).as_deref(),
             Some("serving certificate expired at 1970-01-01T00:16:40Z")
+        );
+        assert_eq!(
+            m.not_ready(4).as_deref(),
+            Some(
+                "serving certificate not valid before 1970-01-01T00:00:05Z (is this machine's \
+                 clock right?)"
+            )
         );
         m.mark_stopping();
         assert_eq!(m.not_ready(10).as_deref(), Some("shutting down"));

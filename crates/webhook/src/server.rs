@@ -246,7 +246,7 @@ pub async fn run(cfg: ServerConfig) -> Result<(), RunError> {
             }
         }
     };
-    metrics.cert(Ok(loaded.validity.not_after));
+    metrics.cert(Ok(loaded.validity));
     let rustls = RustlsConfig::from_config(loaded.config);
     tokio::spawn(tls::watch(
         rustls.clone(),
@@ -257,7 +257,7 @@ pub async fn run(cfg: ServerConfig) -> Result<(), RunError> {
         cfg.cert_reload,
         {
             let metrics = metrics.clone();
-            move |r: Result<i64, &tls::TlsError>| metrics.cert(r)
+            move |r: Result<tls::Validity, &tls::TlsError>| metrics.cert(r)
         },
     ));
 

@@ -743,7 +743,8 @@ async fn a_serving_certificate_that_expires_or_is_not_valid_yet_is_one_warning()
     tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(wait_for_lines(&wh, REFUSED, 1).await.len(), 1);
 
-    // A renewal whose validity starts tomorrow (the issuer's clock ahead): loaded, and said.
+    // A renewal whose validity starts tomorrow (the issuer's clock ahead): loaded, said, and
+    // still out of its Service.
     let tomorrow = now() + 86_400;
     install(
         dir.path(),
@@ -754,6 +755,16 @@ async fn a_serving_certificate_that_expires_or_is_not_valid_yet_is_one_warning()
         tokenvend_core::clock::rfc3339(tomorrow)
     );
     wait_for_lines(&wh, &not_yet, 1).await;
+    assert_eq!(
+        readyz().await,
+        (
+            503,
+            format!(
+                "serving certificate not valid before {} (is this machine's clock right?)",
+                tokenvend_core::clock::rfc3339(tomorrow)
+            )
+        )
+    );
 
     // A good pair: loaded, said to be valid, and served; no more warnings.
     let good = leaf(&ca1, &issuer);
