@@ -1,5 +1,6 @@
 //! Prometheus metrics: admissions by outcome and mode, admission latency, certificate state.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, Ordering};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -32,6 +33,8 @@ pub struct Metrics {
     /// [`STARTING`], [`SERVING`] or [`STOPPING`]: whether the TLS listener is bound and not
     /// shutting down.
     phase: AtomicU8,
+    /// Why no serving certificate could be loaded yet, while starting.
+    waiting: Mutex<Option<String>>,
 }
 
 const STARTING: u8 = 0;
@@ -90,6 +93,7 @@ impl Metrics {
             config_reloads,
             cert,
             phase: AtomicU8::new(STARTING),
+            waiting: Mutex::new(None),
         }
     }
 
@@ -127,6 +131,13 @@ impl Metrics {
         self.cert.record(result);
     }
 
+    /// Why the first serving certificate cannot be loaded (`Some`), or that it has been (`None`):
+    /// readiness says so while starting.
+    pub fn waiting_for_cert(&self, reason: Option<String>) {
+        // A panic elsewhere while holding it leaves a plain value: still usable.
+        *self.waiting.lock().unwrap_or_else(|e| e.into_inner()) = reason;
+    }
+
     /// The TLS listener is bound. No effect once shutdown has begun, whichever came first.
     pub fn mark_serving(&self) {
         let _ = self
@@ -152,8 +163,12 @@ impl Metrics {
             STOPPING => Some("shutting down".to_owned()),
             SERVING => self.cert.problem(now_unix),
             _ => Some(
-                "not serving yet: no valid serving certificate loaded, or the HTTPS port not bound"
-                    .to_owned(),
+                match &*self.waiting.lock().unwrap_or_else(|e| e.into_inner()) {
+                    Some(reason) => format!("not serving yet: {reason}"),
+                    None => "not serving yet: no valid serving certificate loaded, or the HTTPS \
+                             port not bound"
+                        .to_owned(),
+                },
             ),
         }
     }
@@ -185,6 +200,15 @@ mod tests {
             Some(not_yet),
             "certificate loaded, listener not bound yet"
         );
+        m.waiting_for_cert(Some(
+            "cannot read tls.crt: No such file or directory".into(),
+        ));
+        assert_eq!(
+            m.not_ready(10).as_deref(),
+            Some("not serving yet: cannot read tls.crt: No such file or directory"),
+            "no certificate loaded yet, and why"
+        );
+        m.waiting_for_cert(None);
         m.mark_serving();
         assert_eq!(m.not_ready(10), None);
         assert_eq!(

@@ -233,12 +233,22 @@ pub async fn run(cfg: ServerConfig) -> Result<(), RunError> {
         });
     }
 
-    // Wait for the first valid certificate (the certs job may not have run yet).
+    // Wait for the first valid certificate (the certs job may not have run yet). Each reason
+    // is logged and counted once, not on every try; readiness tells it meanwhile.
+    let mut unusable = tokenvend_core::FailureLatch::default();
     let loaded = loop {
         match tls::load(&cfg.tls_cert, &cfg.tls_key) {
             Ok(l) => break l,
             Err(e) => {
-                tracing::error!(error = %e, "no usable serving certificate yet; retrying");
+                if unusable.failed(e.to_string()) {
+                    metrics.cert(Err(&e));
+                    metrics.waiting_for_cert(Some(e.to_string()));
+                    tracing::error!(
+                        error = %e,
+                        retry_seconds = cfg.cert_reload.as_secs(),
+                        "no usable serving certificate yet; retrying, logged again only if the reason changes"
+                    );
+                }
                 tokio::select! {
                     () = tokio::time::sleep(cfg.cert_reload) => {}
                     _ = stop_rx.changed() => return Ok(()),
@@ -246,6 +256,7 @@ pub async fn run(cfg: ServerConfig) -> Result<(), RunError> {
             }
         }
     };
+    metrics.waiting_for_cert(None);
     metrics.cert(Ok(loaded.validity));
     let rustls = RustlsConfig::from_config(loaded.config);
     tokio::spawn(tls::watch(

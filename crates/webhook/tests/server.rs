@@ -1083,6 +1083,37 @@ async fn not_ready_until_a_certificate_exists_and_bad_config_fails_fast() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     assert_eq!(status, 503);
+    // Not ready, saying why, and said in the log once, not on each try (each second here).
+    let why = format!(
+        "not serving yet: cannot read {}: No such file or directory (os error 2)",
+        dir.path().join("tls.crt").display()
+    );
+    let probe = |path: &'static str| {
+        let plain = plain.clone();
+        let url = format!("http://{}{path}", wh.probe);
+        async move {
+            let r = plain.get(url).send().await.expect("probe");
+            (r.status().as_u16(), r.text().await.expect("text"))
+        }
+    };
+    while probe("/readyz").await != (503, why.clone()) {
+        assert!(Instant::now() < deadline, "{:?}", probe("/readyz").await);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        wait_for_lines(&wh, "no usable serving certificate yet", 1)
+            .await
+            .len(),
+        1
+    );
+    let metrics = probe("/metrics").await.1;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "tokenvend_webhook_cert_reloads_total{result=\"error\"} 1"),
+        "{metrics}"
+    );
     let (ca1, _k, issuer) = ca("ca");
     let pair = leaf(&ca1, &issuer);
     install(dir.path(), &pair);
