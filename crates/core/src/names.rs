@@ -45,9 +45,107 @@ pub fn url_host(url: &str) -> &str {
     }
 }
 
+/// Paths the sidecar adds to the exchange URL.
+const EXCHANGE_PATHS: [&str; 3] = ["/credentials", "/token", "/ca-bundle"];
+
+/// Why `url` cannot be tokenvend-sts's base URL, which each sidecar appends `/credentials`,
+/// `/token` and `/ca-bundle` to, if it cannot. Checked with the parser the sidecar's HTTP client
+/// uses, so a URL accepted here (the webhook's `exchangeUrl`, the sidecar's `--exchange-url`)
+/// is one every sidecar can call. The reason never repeats the URL, which may carry a password.
+pub fn exchange_url_problem(url: &str) -> Option<String> {
+    if url_has_userinfo(url) {
+        return Some(
+            "must not carry credentials (user:password@host): tokenvend-sts authenticates each \
+             sidecar by its service-account token"
+                .to_owned(),
+        );
+    }
+    if !url.starts_with("https://") && !url.starts_with("http://") {
+        return Some("must be an http:// or https:// URL".to_owned());
+    }
+    // The parser drops tabs and newlines silently; a value carrying them is a copy-paste slip.
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Some("must not contain spaces or control characters".to_owned());
+    }
+    let parsed = match url::Url::parse(url) {
+        Ok(parsed) => parsed,
+        Err(e) => return Some(format!("not a URL: {e}")),
+    };
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Some(format!(
+            "must not have a query or fragment: the sidecar appends {} to it",
+            EXCHANGE_PATHS.join(", ")
+        ));
+    }
+    let path = parsed.path().trim_end_matches('/');
+    if let Some(p) = EXCHANGE_PATHS.iter().find(|p| path.ends_with(*p)) {
+        return Some(format!(
+            "is tokenvend-sts's base URL (like https://tokenvend-sts.tokenvend.svc), without {p}: \
+             the sidecar appends {} itself",
+            EXCHANGE_PATHS.join(", ")
+        ));
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_exchange_url_is_one_the_sidecar_can_append_its_paths_to() {
+        for url in [
+            "https://tokenvend-sts.tokenvend.svc",
+            "https://tokenvend-sts.tokenvend.svc:8443/",
+            "http://127.0.0.1:8000",
+            "https://[fd00::1]:8443/prefix/",
+            "https://sts.example/a@b",
+        ] {
+            assert_eq!(exchange_url_problem(url), None, "{url}");
+        }
+        for (url, problem) in [
+            ("https://", "not a URL: empty host"),
+            ("https://sts:99999", "not a URL: invalid port number"),
+            ("https://[fd00::1", "not a URL: invalid IPv6 address"),
+            ("ftp://sts", "must be an http:// or https:// URL"),
+            ("sts.tokenvend.svc", "must be an http:// or https:// URL"),
+            (
+                "https://sts\t.svc",
+                "must not contain spaces or control characters",
+            ),
+            (
+                "https://sts.svc ",
+                "must not contain spaces or control characters",
+            ),
+            (
+                "https://sts.svc/?region=eu",
+                "must not have a query or fragment: the sidecar appends /credentials, /token, \
+                 /ca-bundle to it",
+            ),
+            (
+                "https://sts.svc#x",
+                "must not have a query or fragment: the sidecar appends /credentials, /token, \
+                 /ca-bundle to it",
+            ),
+            (
+                "https://sts.svc:8443/credentials",
+                "is tokenvend-sts's base URL (like https://tokenvend-sts.tokenvend.svc), without \
+                 /credentials: the sidecar appends /credentials, /token, /ca-bundle itself",
+            ),
+            (
+                "https://sts.svc/token/",
+                "is tokenvend-sts's base URL (like https://tokenvend-sts.tokenvend.svc), without \
+                 /token: the sidecar appends /credentials, /token, /ca-bundle itself",
+            ),
+        ] {
+            assert_eq!(exchange_url_problem(url).as_deref(), Some(problem), "{url}");
+        }
+        let secret = exchange_url_problem("https://user:hunter2@sts.svc").expect("refused");
+        assert!(
+            secret.starts_with("must not carry credentials") && !secret.contains("hunter2"),
+            "{secret}"
+        );
+    }
 
     #[test]
     fn url_hosts() {

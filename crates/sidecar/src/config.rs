@@ -148,18 +148,13 @@ impl RunArgs {
         let exchange_url = self
             .exchange_url
             .ok_or("--exchange-url (TOKENVEND_EXCHANGE_URL) is required")?;
-        if tokenvend_core::names::url_has_userinfo(&exchange_url) {
-            // Not echoed: the part before '@' is a password.
-            return Err(
-                "--exchange-url must not carry credentials (user:password@host): tokenvend-sts \
-                 authenticates the sidecar by its service-account token"
-                    .to_owned(),
-            );
-        }
-        if !exchange_url.starts_with("https://") && !exchange_url.starts_with("http://") {
-            return Err(format!(
-                "--exchange-url {exchange_url:?} must be an http:// or https:// URL"
-            ));
+        if let Some(problem) = tokenvend_core::names::exchange_url_problem(&exchange_url) {
+            // Not echoed when it carries credentials: the part before '@' is a password.
+            return Err(if tokenvend_core::names::url_has_userinfo(&exchange_url) {
+                format!("--exchange-url {problem}")
+            } else {
+                format!("--exchange-url {exchange_url:?} {problem}")
+            });
         }
         let ca_pem = match (self.ca_file, self.ca_pem) {
             (Some(f), _) => Some(
@@ -299,6 +294,25 @@ mod tests {
         );
         let ok = validate(&["--exchange-url", "https://sts.example/a@b"]).expect("not userinfo");
         assert_eq!(ok.exchange_url, "https://sts.example/a@b");
+    }
+
+    #[test]
+    fn an_exchange_url_it_cannot_call_is_refused_at_start_naming_the_flag() {
+        for (url, reason) in [
+            ("https://", "\"https://\" not a URL: empty host"),
+            ("https://sts:99999/", "not a URL: invalid port number"),
+            (
+                "https://sts.example/credentials",
+                "without /credentials: the sidecar appends",
+            ),
+            ("ftp://sts", "must be an http:// or https:// URL"),
+        ] {
+            let err = validate(&["--exchange-url", url]).expect_err(url);
+            assert!(
+                err.starts_with("--exchange-url ") && err.contains(reason),
+                "{url}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -494,27 +494,16 @@ impl Config {
         let exchange_url = a
             .exchange_url
             .unwrap_or_else(|| "https://tokenvend-sts.tokenvend.svc".to_owned());
-        let host = exchange_url
-            .strip_prefix("https://")
-            .or_else(|| exchange_url.strip_prefix("http://"));
-        if host.is_none_or(|h| h.is_empty() || h.starts_with('/'))
-            || exchange_url
-                .chars()
-                .any(|c| c.is_whitespace() || c.is_control())
-        {
+        if let Some(problem) = tokenvend_core::names::exchange_url_problem(&exchange_url) {
+            // Not echoed when it carries credentials: the part before '@' is a password, which
+            // would end up in logs.
             return Err(invalid(
                 "exchangeUrl",
-                format!("{exchange_url:?} must be an http:// or https:// URL with a host"),
-            ));
-        }
-        if url_has_userinfo(&exchange_url) {
-            // Not echoed: the part before '@' is a password, which would end up in logs.
-            return Err(invalid(
-                "exchangeUrl",
-                "must not carry credentials (user:password@host): they would be in every \
-                 mutated pod's spec; tokenvend-sts authenticates each sidecar by its \
-                 service-account token"
-                    .to_owned(),
+                if url_has_userinfo(&exchange_url) {
+                    problem
+                } else {
+                    format!("{exchange_url:?} {problem}")
+                },
             ));
         }
         let exchange_ca_pem = match a.exchange_ca_file {
@@ -804,12 +793,46 @@ mod tests {
             }
         }
         // An '@' after the host is not userinfo.
-        for url in ["https://tokenvend-sts.tokenvend.svc/a@b", "https://h?x=a@b"] {
+        for url in ["https://tokenvend-sts.tokenvend.svc/a@b"] {
             for cfg in flag_and_yaml(
                 &format!("--exchange-url={url}"),
                 &format!("exchangeUrl: {url:?}"),
             ) {
                 assert_eq!(cfg.expect(url).exchange_url, url);
+            }
+        }
+    }
+
+    #[test]
+    fn an_exchange_url_no_sidecar_could_call_is_refused_with_the_reason() {
+        // Each would have sent every mutated pod's sidecar into a crash loop or a 404.
+        for (url, reason) in [
+            (
+                "https://tokenvend-sts.tokenvend.svc:99999",
+                "not a URL: invalid port number",
+            ),
+            (
+                "https://tokenvend-sts.tokenvend.svc/credentials",
+                "without /credentials: the sidecar appends",
+            ),
+            ("https://tokenvend-sts?x=1", "must not have a query"),
+            (
+                "tokenvend-sts.tokenvend.svc",
+                "must be an http:// or https:// URL",
+            ),
+            ("https://", "not a URL: empty host"),
+        ] {
+            for cfg in flag_and_yaml(
+                &format!("--exchange-url={url}"),
+                &format!("exchangeUrl: {url:?}"),
+            ) {
+                let err = cfg.expect_err(url).to_string();
+                assert!(
+                    err.contains("exchangeUrl")
+                        && err.contains(&format!("{url:?}"))
+                        && err.contains(reason),
+                    "{url}: {err}"
+                );
             }
         }
     }
