@@ -224,6 +224,32 @@ impl ServeArgs {
             .unwrap_or_else(|| tokenvend_core::serving::any_address(self.port))
     }
 
+    /// The names compared with, or written into, tokens: an empty one (a templated env var left
+    /// blank, say) would refuse every caller or issue tokens no one accepts, so it is refused here.
+    pub fn check_token_names(&self) -> Result<(), String> {
+        for (setting, value) in [
+            (
+                "--expected-audience (TOKENVEND_EXPECTED_AUDIENCE)",
+                Some(&self.expected_audience),
+            ),
+            (
+                "--issued-audience (TOKENVEND_ISSUED_AUDIENCE)",
+                Some(&self.issued_audience),
+            ),
+            (
+                "--oidc-issuer (TOKENVEND_OIDC_ISSUER)",
+                self.oidc_issuer.as_ref(),
+            ),
+        ] {
+            if let Some(v) = value
+                && (v.is_empty() || v.chars().any(|c| c.is_whitespace() || c.is_control()))
+            {
+                return Err(format!("{setting} {v:?} must be non-empty, without spaces"));
+            }
+        }
+        Ok(())
+    }
+
     /// The seed's LOG_LEVEL as a tracing filter directive. DEBUG applies to tokenvend's own
     /// code only: third-party debug output (SDK internals, TLS) is not needed and is kept out.
     pub fn log_filter(&self) -> Result<String, String> {
@@ -238,6 +264,36 @@ impl ServeArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_blank_audience_or_issuer_is_refused_naming_the_setting() {
+        let check = |args: &[&str]| {
+            Cli::try_parse_from([&["tokenvend-sts"], args].concat())
+                .expect("parses")
+                .serve
+                .check_token_names()
+        };
+        assert_eq!(check(&[]), Ok(()));
+        assert_eq!(
+            check(&["--oidc-issuer", "https://kubernetes.default.svc"]),
+            Ok(())
+        );
+        for (args, setting) in [
+            (&["--expected-audience="][..], "--expected-audience"),
+            (&["--issued-audience", " "][..], "--issued-audience"),
+            (&["--oidc-issuer="][..], "--oidc-issuer"),
+            (
+                &["--oidc-issuer", "https://kubernetes.default.svc\n"][..],
+                "--oidc-issuer",
+            ),
+        ] {
+            let err = check(args).expect_err(setting);
+            assert!(
+                err.starts_with(setting) && err.ends_with("must be non-empty, without spaces"),
+                "{err}"
+            );
+        }
+    }
 
     #[test]
     fn the_default_role_is_never_the_sdks_own() {

@@ -153,6 +153,7 @@ impl IntoResponse for ApiError {
 /// Build the shared state from the command line (reads files, fetches the JWKS, builds clients).
 pub async fn build(args: &ServeArgs) -> Result<Arc<App>, SetupError> {
     let cfg = |m: String| SetupError::Config(m);
+    args.check_token_names().map_err(cfg)?;
     let timeout = Duration::from_secs(args.upstream_timeout_seconds);
 
     let validator = match args.validation {
