@@ -1,5 +1,5 @@
-//! Kubernetes object-name rules, checked where a name is taken from configuration so a bad one is
-//! refused at start rather than failing later inside the cluster.
+//! Kubernetes object-name and URL rules, checked where a name or URL is taken from configuration
+//! so a bad one is refused at start rather than failing later inside the cluster.
 
 /// RFC 1123 label: lowercase letters, digits and `-`, at most 63, starting and ending
 /// alphanumeric (container names, namespaces).
@@ -48,6 +48,37 @@ pub fn url_host(url: &str) -> &str {
 /// Paths the sidecar adds to the exchange URL.
 const EXCHANGE_PATHS: [&str; 3] = ["/credentials", "/token", "/ca-bundle"];
 
+/// `url` quoted for an error message, unless it carries credentials, which must not reach a log.
+pub fn shown_url(url: &str) -> String {
+    if url_has_userinfo(url) {
+        "(a URL with credentials, not shown)".to_owned()
+    } else {
+        format!("{url:?}")
+    }
+}
+
+/// `url` parsed as an `http://` or `https://` URL by the parser reqwest uses, or why it is not
+/// one. The reason never repeats the URL, which may carry a password.
+fn parse_http_url(url: &str) -> Result<url::Url, String> {
+    if url_has_userinfo(url) {
+        return Err("must not carry credentials (user:password@host)".to_owned());
+    }
+    if !url.starts_with("https://") && !url.starts_with("http://") {
+        return Err("must be an http:// or https:// URL".to_owned());
+    }
+    // The parser drops tabs and newlines silently; a value carrying them is a copy-paste slip.
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("must not contain spaces or control characters".to_owned());
+    }
+    url::Url::parse(url).map_err(|e| format!("not a URL: {e}"))
+}
+
+/// Why `url` is not an `http://` or `https://` URL a client can call, if it is not (see
+/// [`exchange_url_problem`]).
+pub fn http_url_problem(url: &str) -> Option<String> {
+    parse_http_url(url).err()
+}
+
 /// Why `url` cannot be tokenvend-sts's base URL, which each sidecar appends `/credentials`,
 /// `/token` and `/ca-bundle` to, if it cannot. Checked with the parser the sidecar's HTTP client
 /// uses, so a URL accepted here (the webhook's `exchangeUrl`, the sidecar's `--exchange-url`)
@@ -60,16 +91,9 @@ pub fn exchange_url_problem(url: &str) -> Option<String> {
                 .to_owned(),
         );
     }
-    if !url.starts_with("https://") && !url.starts_with("http://") {
-        return Some("must be an http:// or https:// URL".to_owned());
-    }
-    // The parser drops tabs and newlines silently; a value carrying them is a copy-paste slip.
-    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Some("must not contain spaces or control characters".to_owned());
-    }
-    let parsed = match url::Url::parse(url) {
+    let parsed = match parse_http_url(url) {
         Ok(parsed) => parsed,
-        Err(e) => return Some(format!("not a URL: {e}")),
+        Err(problem) => return Some(problem),
     };
     if parsed.query().is_some() || parsed.fragment().is_some() {
         return Some(format!(
@@ -84,6 +108,24 @@ pub fn exchange_url_problem(url: &str) -> Option<String> {
              the sidecar appends {} itself",
             EXCHANGE_PATHS.join(", ")
         ));
+    }
+    None
+}
+
+/// Why `url` cannot be an OIDC issuer identifier (a token's `iss`, the base of its discovery
+/// document), if it cannot: an http(s) URL with a host and no query or fragment (OpenID Connect
+/// Discovery 1.0, section 3).
+pub fn issuer_url_problem(url: &str) -> Option<String> {
+    let parsed = match parse_http_url(url) {
+        Ok(parsed) => parsed,
+        Err(problem) => return Some(problem),
+    };
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Some(
+            "must not have a query or fragment: an OIDC issuer has neither, and discovery is \
+             read from <issuer>/.well-known/openid-configuration"
+                .to_owned(),
+        );
     }
     None
 }
@@ -144,6 +186,43 @@ mod tests {
         assert!(
             secret.starts_with("must not carry credentials") && !secret.contains("hunter2"),
             "{secret}"
+        );
+        assert_eq!(
+            shown_url("https://user:hunter2@sts.svc"),
+            "(a URL with credentials, not shown)"
+        );
+        assert_eq!(shown_url("https://sts.svc/a@b"), "\"https://sts.svc/a@b\"");
+    }
+
+    #[test]
+    fn an_issuer_url_is_one_discovery_can_be_read_under() {
+        for url in [
+            "https://issuer.example.com",
+            "https://bucket.s3.eu-west-1.amazonaws.com/cluster-a/",
+            "http://127.0.0.1:9000",
+        ] {
+            assert_eq!(issuer_url_problem(url), None, "{url}");
+        }
+        for (url, problem) in [
+            ("https://", "not a URL: empty host"),
+            ("https://issuer:99999", "not a URL: invalid port number"),
+            ("issuer.example.com", "must be an http:// or https:// URL"),
+            (
+                "https://issuer.example.com ",
+                "must not contain spaces or control characters",
+            ),
+            (
+                "https://issuer.example.com/?v=1",
+                "must not have a query or fragment: an OIDC issuer has neither, and discovery is \
+                 read from <issuer>/.well-known/openid-configuration",
+            ),
+        ] {
+            assert_eq!(issuer_url_problem(url).as_deref(), Some(problem), "{url}");
+        }
+        assert_eq!(http_url_problem("https://b.example/keys?x-id=1"), None);
+        assert_eq!(
+            http_url_problem("https://b.example:0x1/keys").as_deref(),
+            Some("not a URL: invalid port number")
         );
     }
 

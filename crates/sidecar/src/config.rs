@@ -149,12 +149,10 @@ impl RunArgs {
             .exchange_url
             .ok_or("--exchange-url (TOKENVEND_EXCHANGE_URL) is required")?;
         if let Some(problem) = tokenvend_core::names::exchange_url_problem(&exchange_url) {
-            // Not echoed when it carries credentials: the part before '@' is a password.
-            return Err(if tokenvend_core::names::url_has_userinfo(&exchange_url) {
-                format!("--exchange-url {problem}")
-            } else {
-                format!("--exchange-url {exchange_url:?} {problem}")
-            });
+            return Err(format!(
+                "--exchange-url {} {problem}",
+                tokenvend_core::names::shown_url(&exchange_url)
+            ));
         }
         let ca_pem = match (self.ca_file, self.ca_pem) {
             (Some(f), _) => Some(
@@ -289,7 +287,9 @@ mod tests {
         let err = validate(&["--exchange-url", "https://u:s3cret@sts.example/x"])
             .expect_err("credentials");
         assert!(
-            err.contains("--exchange-url must not carry credentials") && !err.contains("s3cret"),
+            err.starts_with("--exchange-url ")
+                && err.contains("must not carry credentials")
+                && !err.contains("s3cret"),
             "{err}"
         );
         let ok = validate(&["--exchange-url", "https://sts.example/a@b"]).expect("not userinfo");

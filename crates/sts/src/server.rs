@@ -301,9 +301,11 @@ pub async fn build(args: &ServeArgs) -> Result<Arc<App>, SetupError> {
                     args.token_ttl_seconds
                 )));
             }
-            if !url.starts_with("https://") && !url.starts_with("http://") {
+            if let Some(problem) = tokenvend_core::names::issuer_url_problem(url) {
                 return Err(cfg(format!(
-                    "TOKENVEND_ISSUER_URL {url:?} must be an https:// URL (AWS fetches discovery from it)"
+                    "--issuer-url (TOKENVEND_ISSUER_URL) {} {problem} (AWS reads discovery from \
+                     it and compares it with each token's iss)",
+                    tokenvend_core::names::shown_url(url)
                 )));
             }
             let issuer = Issuer::new(
@@ -319,10 +321,11 @@ pub async fn build(args: &ServeArgs) -> Result<Arc<App>, SetupError> {
         _ => None,
     };
     let publication = match &args.published_jwks_url {
-        Some(url) if !url.starts_with("https://") && !url.starts_with("http://") => {
+        Some(url) if let Some(problem) = tokenvend_core::names::http_url_problem(url) => {
             return Err(cfg(format!(
-                "TOKENVEND_PUBLISHED_JWKS_URL {url:?} must be an https:// URL (the JWKS AWS \
-                 reads: the jwks_uri of the uploaded discovery document)"
+                "--published-jwks-url (TOKENVEND_PUBLISHED_JWKS_URL) {} {problem} (the JWKS AWS \
+                 reads: the jwks_uri of the uploaded discovery document)",
+                tokenvend_core::names::shown_url(url)
             )));
         }
         Some(url) => Some(tokio::sync::Mutex::new(Publication::new(

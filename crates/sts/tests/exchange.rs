@@ -1758,9 +1758,34 @@ fn bad_configuration_fails_at_start_naming_the_setting() {
         ("TOKENVEND_PUBLISHED_JWKS_URL", "s3://bucket/keys"),
     ]));
     assert!(
-        err.contains("TOKENVEND_PUBLISHED_JWKS_URL \"s3://bucket/keys\" must be an https:// URL"),
+        err.contains(
+            "(TOKENVEND_PUBLISHED_JWKS_URL) \"s3://bucket/keys\" must be an http:// or https:// URL"
+        ),
         "{err}"
     );
+    // An issuer URL AWS could not read discovery under, or compare with a token's iss.
+    for (url, says) in [
+        (
+            "https://issuer.example.com/?cluster=a",
+            "must not have a query or fragment",
+        ),
+        (
+            "https://issuer.example.com:99999",
+            "not a URL: invalid port number",
+        ),
+        ("issuer.example.com", "must be an http:// or https:// URL"),
+    ] {
+        let err = run(&with(&[
+            ("TOKENVEND_ISSUER_URL", url),
+            ("TOKENVEND_SIGNING_KEY_DIR", keys),
+        ]));
+        assert!(
+            err.contains(&format!(
+                "--issuer-url (TOKENVEND_ISSUER_URL) {url:?} {says}"
+            )),
+            "{url}: {err}"
+        );
+    }
     let err = run(&with(&[(
         "TOKENVEND_PUBLISHED_JWKS_URL",
         "https://issuer.example.com/keys",

@@ -11,7 +11,7 @@ use tokenvend_core::Mode;
 use tokenvend_core::contract::DEFAULT_PREFIX;
 use tokenvend_core::limited;
 pub use tokenvend_core::logging::LogFormat;
-use tokenvend_core::names::{is_dns_label, is_dns_subdomain, url_has_userinfo, url_host};
+use tokenvend_core::names::{is_dns_label, is_dns_subdomain, shown_url, url_host};
 
 /// Command line of `tokenvend-webhook`; every flag also reads `TOKENVEND_<FLAG>`.
 #[derive(Debug, Parser)]
@@ -495,15 +495,9 @@ impl Config {
             .exchange_url
             .unwrap_or_else(|| "https://tokenvend-sts.tokenvend.svc".to_owned());
         if let Some(problem) = tokenvend_core::names::exchange_url_problem(&exchange_url) {
-            // Not echoed when it carries credentials: the part before '@' is a password, which
-            // would end up in logs.
             return Err(invalid(
                 "exchangeUrl",
-                if url_has_userinfo(&exchange_url) {
-                    problem
-                } else {
-                    format!("{exchange_url:?} {problem}")
-                },
+                format!("{} {problem}", shown_url(&exchange_url)),
             ));
         }
         let exchange_ca_pem = match a.exchange_ca_file {
