@@ -997,6 +997,24 @@ async fn https_certificate_reloads_are_counted_in_metrics() {
     }
 }
 
+/// Calls `probe` every 200 ms until its answer is `done`, for at most 20 s; fails naming `what`
+/// and the last answer.
+async fn poll_until<T: std::fmt::Debug, F: std::future::Future<Output = T>>(
+    probe: impl Fn() -> F,
+    done: impl Fn(&T) -> bool,
+    what: &str,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let answer = probe().await;
+        if done(&answer) {
+            return answer;
+        }
+        assert!(Instant::now() < deadline, "not {what}: {answer:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_whose_certificate_expires_or_is_not_valid_yet_is_not_ready_and_says_so() {
     provider();
@@ -1032,16 +1050,14 @@ async fn a_replica_whose_certificate_expires_or_is_not_valid_yet_is_not_ready_an
         "status": "not ready",
         "reason": format!("serving certificate expired at {}", tokenvend_core::clock::rfc3339(expires)),
     });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while readyz().await != (503, expired.clone()) {
-        assert!(
-            Instant::now() < deadline,
-            "still ready: {:?}",
-            readyz().await
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    poll_until(
+        readyz,
+        |r| *r == (503, expired.clone()),
+        "refused as expired",
+    )
+    .await;
     // The watcher's next check (each second) logs it.
+    let deadline = Instant::now() + Duration::from_secs(20);
     let warning = format!(
         "serving certificate expired at {}: TLS clients refuse it",
         tokenvend_core::clock::rfc3339(expires)
@@ -1064,27 +1080,16 @@ async fn a_replica_whose_certificate_expires_or_is_not_valid_yet_is_not_ready_an
             tokenvend_core::clock::rfc3339(tomorrow)
         ),
     });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while readyz().await != (503, not_yet.clone()) {
-        assert!(
-            Instant::now() < deadline,
-            "not refused as not valid yet: {:?}",
-            readyz().await
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    poll_until(
+        readyz,
+        |r| *r == (503, not_yet.clone()),
+        "refused as not valid yet",
+    )
+    .await;
 
     // A renewed pair: loaded at the next check, ready again.
     tls::install(certs.path(), &tls::leaf(&ca_cert, &issuer));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while readyz().await.0 != 200 {
-        assert!(
-            Instant::now() < deadline,
-            "not ready again: {:?}",
-            readyz().await
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    poll_until(readyz, |r| r.0 == 200, "ready again").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
