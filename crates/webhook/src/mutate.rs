@@ -29,7 +29,7 @@ use tokenvend_core::{Mode, RoleArn};
 
 use crate::config::{Config, SidecarStyle};
 use crate::patch::{Patch, PatchBuilder, Seg, WriteJson, pointer};
-use crate::pod::{ContainerView, MetaView, PodSpecView, PodView, VolumeView};
+use crate::pod::{ContainerView, MetaView, PodLevel, PodSpecView, PodView, VolumeView};
 
 /// The annotation the kubelet puts on the mirror pod of a static pod.
 pub const MIRROR_POD_KEY: &str = "kubernetes.io/config.mirror";
@@ -124,9 +124,27 @@ struct Prepared {
     volumes: Vec<Rendered<Volume>>,
     app_mounts: Vec<Rendered<VolumeMount>>,
     app_env: Vec<EnvSlot>,
-    native: Option<SidecarTemplate>,
-    init: Option<SidecarTemplate>,
-    regular: Option<SidecarTemplate>,
+    native: Option<SidecarTemplates>,
+    init: Option<SidecarTemplates>,
+    regular: Option<SidecarTemplates>,
+}
+
+/// One sidecar rendered for each way a pod can budget CPU and memory at the pod level, so the
+/// rare pod that does costs no rendering either.
+#[derive(Debug)]
+struct SidecarTemplates([SidecarTemplate; 4]);
+
+impl SidecarTemplates {
+    /// Render the sidecar `container` gives, for every [`PodLevel`].
+    fn new(container: impl Fn(PodLevel) -> Container) -> Result<Self, serde_json::Error> {
+        let [a, b, c, d] = PodLevel::ALL.map(|level| SidecarTemplate::new(&container(level)));
+        Ok(SidecarTemplates([a?, b?, c?, d?]))
+    }
+
+    /// The sidecar for a pod budgeting `level` at the pod level.
+    fn for_pod(&self, level: PodLevel) -> &SidecarTemplate {
+        &self.0[level.index()]
+    }
 }
 
 /// A value and its JSON text.
@@ -546,6 +564,7 @@ impl Injector {
         if !prepared.mode.has_sidecar() {
             return plan;
         }
+        let level = spec.pod_level();
         let name = &self.cfg.sidecar_name;
         let init_name = format!("{name}-init");
         // Ours if the name matches and it has our image or runs our binary; anything else with
@@ -583,15 +602,15 @@ impl Injector {
         match self.cfg.sidecar_style {
             SidecarStyle::Native => {
                 if !check(inits, &spec.containers, name) {
-                    plan.native = prepared.native.as_ref();
+                    plan.native = prepared.native.as_ref().map(|t| t.for_pod(level));
                 }
             }
             SidecarStyle::Classic => {
                 if !check(inits, &spec.containers, &init_name) {
-                    plan.init = prepared.init.as_ref();
+                    plan.init = prepared.init.as_ref().map(|t| t.for_pod(level));
                 }
                 if !check(&spec.containers, inits, name) {
-                    plan.regular = prepared.regular.as_ref();
+                    plan.regular = prepared.regular.as_ref().map(|t| t.for_pod(level));
                     if let Some(p @ ("Never" | "OnFailure")) = spec.restart_policy.as_deref() {
                         warnings.push(format!(
                             "restartPolicy {p} with sidecarStyle classic: the sidecar container \
@@ -812,7 +831,9 @@ impl Prepared {
         if mode.has_sidecar() {
             let name = &cfg.sidecar_name;
             let sidecar = |name: &str, native: bool, once: bool| {
-                SidecarTemplate::new(&sidecar_container(cfg, mode, name, native, once))
+                SidecarTemplates::new(|level| {
+                    sidecar_container(cfg, mode, name, native, once, level)
+                })
             };
             match cfg.sidecar_style {
                 SidecarStyle::Native => prepared.native = Some(sidecar(name, true, false)?),
@@ -956,8 +977,17 @@ fn cluster_dns_host(url: &str) -> Option<&str> {
     (rest.peek().is_none() || rest.any(|l| l.eq_ignore_ascii_case("svc"))).then_some(host)
 }
 
-/// The sidecar container for `mode`; its `--role-arn` argument is [`ROLE_PLACEHOLDER`].
-fn sidecar_container(cfg: &Config, mode: Mode, name: &str, native: bool, once: bool) -> Container {
+/// The sidecar container for `mode`; its `--role-arn` argument is [`ROLE_PLACEHOLDER`]. It asks
+/// for no CPU or memory of its own that the pod budgets at the pod level (`level`): it takes its
+/// share of the pod's, as Kubernetes refuses containers that together request more than that.
+fn sidecar_container(
+    cfg: &Config,
+    mode: Mode,
+    name: &str,
+    native: bool,
+    once: bool,
+    level: PodLevel,
+) -> Container {
     let mut args = vec![
         "--mode".to_owned(),
         mode.as_str().to_owned(),
@@ -978,17 +1008,22 @@ fn sidecar_container(cfg: &Config, mode: Mode, name: &str, native: bool, once: b
         args.push("--once".to_owned());
     }
     let res = &cfg.sidecar_resources;
-    let mut limits = std::collections::BTreeMap::new();
-    limits.insert("memory".to_owned(), Quantity(res.memory_limit.clone()));
-    if let Some(cpu) = &res.cpu_limit {
-        limits.insert("cpu".to_owned(), Quantity(cpu.clone()));
-    }
-    let requests = [
-        ("cpu".to_owned(), Quantity(res.cpu_request.clone())),
-        ("memory".to_owned(), Quantity(res.memory_request.clone())),
-    ]
-    .into_iter()
-    .collect();
+    let own = |list: &[(&str, Option<&String>)]| {
+        let list: std::collections::BTreeMap<String, Quantity> = list
+            .iter()
+            .filter(|(resource, _)| !level.budgets(resource))
+            .filter_map(|(resource, q)| Some(((*resource).to_owned(), Quantity((*q)?.clone()))))
+            .collect();
+        (!list.is_empty()).then_some(list)
+    };
+    let requests = own(&[
+        ("cpu", Some(&res.cpu_request)),
+        ("memory", Some(&res.memory_request)),
+    ]);
+    let limits = own(&[
+        ("cpu", res.cpu_limit.as_ref()),
+        ("memory", Some(&res.memory_limit)),
+    ]);
     Container {
         name: name.to_owned(),
         image: Some(cfg.sidecar_image.clone()),
@@ -1018,9 +1053,9 @@ fn sidecar_container(cfg: &Config, mode: Mode, name: &str, native: bool, once: b
             failure_threshold: Some(120),
             ..Default::default()
         }),
-        resources: Some(ResourceRequirements {
-            requests: Some(requests),
-            limits: Some(limits),
+        resources: (requests.is_some() || limits.is_some()).then(|| ResourceRequirements {
+            requests,
+            limits,
             ..Default::default()
         }),
         security_context: Some(SecurityContext {
@@ -1216,22 +1251,26 @@ mod tests {
                     (p.regular.as_ref(), name.clone(), false, false),
                 ];
                 let mut seen = 0;
-                for (template, name, native, once) in cases {
-                    let Some(template) = template else { continue };
+                for (templates, name, native, once) in cases {
+                    let Some(templates) = templates else { continue };
                     seen += 1;
-                    let mut expected = sidecar_container(&cfg, mode, &name, native, once);
-                    for arg in expected.args.iter_mut().flatten() {
-                        if arg == ROLE_PLACEHOLDER {
-                            *arg = role().as_str().to_owned();
+                    for level in PodLevel::ALL {
+                        let mut expected =
+                            sidecar_container(&cfg, mode, &name, native, once, level);
+                        for arg in expected.args.iter_mut().flatten() {
+                            if arg == ROLE_PLACEHOLDER {
+                                *arg = role().as_str().to_owned();
+                            }
                         }
+                        let mut json = Vec::new();
+                        templates
+                            .for_pod(level)
+                            .with_role(&role())
+                            .expect("renders")
+                            .write_json(&mut json);
+                        let got: Value = serde_json::from_slice(&json).expect("JSON");
+                        assert_eq!(got, serde_json::to_value(&expected).expect("renders"));
                     }
-                    let mut json = Vec::new();
-                    template
-                        .with_role(&role())
-                        .expect("renders")
-                        .write_json(&mut json);
-                    let got: Value = serde_json::from_slice(&json).expect("JSON");
-                    assert_eq!(got, serde_json::to_value(&expected).expect("renders"));
                 }
                 assert_eq!(seen, if style == SidecarStyle::Native { 1 } else { 2 });
             }
@@ -1240,9 +1279,53 @@ mod tests {
     }
 
     #[test]
+    fn the_sidecar_asks_for_no_cpu_or_memory_the_pod_budgets_at_the_pod_level() {
+        let cfg = Config::default();
+        let resources = |level| {
+            let c = sidecar_container(&cfg, Mode::WebIdentity, "s", true, false, level);
+            serde_json::to_value(c.resources).expect("renders")
+        };
+        // (pod-level cpu, pod-level memory) → the sidecar's own resources
+        for (cpu, memory, want) in [
+            (
+                false,
+                false,
+                serde_json::json!({
+                    "requests": {"cpu": "10m", "memory": "16Mi"},
+                    "limits": {"cpu": "100m", "memory": "32Mi"}
+                }),
+            ),
+            (
+                true,
+                false,
+                serde_json::json!({"requests": {"memory": "16Mi"}, "limits": {"memory": "32Mi"}}),
+            ),
+            (
+                false,
+                true,
+                serde_json::json!({"requests": {"cpu": "10m"}, "limits": {"cpu": "100m"}}),
+            ),
+            (true, true, Value::Null),
+        ] {
+            assert_eq!(
+                resources(PodLevel { cpu, memory }),
+                want,
+                "cpu {cpu}, memory {memory}"
+            );
+        }
+    }
+
+    #[test]
     fn a_template_needs_the_role_placeholder_exactly_once() {
         let cfg = Config::default();
-        let mut c = sidecar_container(&cfg, Mode::WebIdentity, "s", true, false);
+        let mut c = sidecar_container(
+            &cfg,
+            Mode::WebIdentity,
+            "s",
+            true,
+            false,
+            PodLevel::default(),
+        );
         assert!(SidecarTemplate::new(&c).is_ok());
         c.image = Some(ROLE_PLACEHOLDER.to_owned());
         assert!(SidecarTemplate::new(&c).is_err(), "twice");

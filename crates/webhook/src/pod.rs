@@ -114,6 +114,79 @@ pub struct PodSpecView<'a> {
     /// `spec.securityContext`.
     #[serde(default)]
     pub security_context: Option<PodSecurityContextView>,
+    /// `spec.resources`: pod-level requests and limits (Kubernetes 1.32+, `PodLevelResources`).
+    #[serde(default)]
+    pub resources: Option<PodResourcesView>,
+}
+
+/// `spec.resources`: only which resources it names.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+pub struct PodResourcesView {
+    /// `requests`.
+    #[serde(default)]
+    pub requests: Option<ResourceNamesView>,
+    /// `limits`.
+    #[serde(default)]
+    pub limits: Option<ResourceNamesView>,
+}
+
+/// Whether a resource list names CPU and memory, the resources the sidecar asks for.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+pub struct ResourceNamesView {
+    /// `cpu`.
+    #[serde(default)]
+    pub cpu: Option<IgnoredAny>,
+    /// `memory`.
+    #[serde(default)]
+    pub memory: Option<IgnoredAny>,
+}
+
+/// Which of CPU and memory a pod budgets at the pod level (`spec.resources`, requests or
+/// limits). Kubernetes refuses a pod whose containers together request more of such a resource
+/// than the pod-level request (which defaults to the limit), so a sidecar added to it must not
+/// ask for its own: it takes its share of the pod's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PodLevel {
+    /// CPU is budgeted at the pod level.
+    pub cpu: bool,
+    /// Memory is budgeted at the pod level.
+    pub memory: bool,
+}
+
+impl PodLevel {
+    /// Every combination, in [`PodLevel::index`] order.
+    pub const ALL: [PodLevel; 4] = [
+        PodLevel {
+            cpu: false,
+            memory: false,
+        },
+        PodLevel {
+            cpu: true,
+            memory: false,
+        },
+        PodLevel {
+            cpu: false,
+            memory: true,
+        },
+        PodLevel {
+            cpu: true,
+            memory: true,
+        },
+    ];
+
+    /// Position in [`PodLevel::ALL`].
+    pub fn index(self) -> usize {
+        usize::from(self.cpu) | (usize::from(self.memory) << 1)
+    }
+
+    /// Whether `resource` (`cpu`, `memory`) is budgeted at the pod level.
+    pub fn budgets(self, resource: &str) -> bool {
+        match resource {
+            "cpu" => self.cpu,
+            "memory" => self.memory,
+            _ => false,
+        }
+    }
 }
 
 /// `spec.securityContext`: only the UID its containers inherit.
@@ -138,6 +211,19 @@ pub struct NodeDns {
 const OS_LABEL: &str = "kubernetes.io/os";
 
 impl PodSpecView<'_> {
+    /// Which of CPU and memory the pod budgets at the pod level.
+    pub fn pod_level(&self) -> PodLevel {
+        let lists = self
+            .resources
+            .iter()
+            .flat_map(|r| [r.requests, r.limits])
+            .flatten();
+        lists.fold(PodLevel::default(), |acc, l| PodLevel {
+            cpu: acc.cpu || l.cpu.is_some(),
+            memory: acc.memory || l.memory.is_some(),
+        })
+    }
+
     /// Whether the pod's DNS is its node's, where cluster Service names do not resolve: with
     /// `dnsPolicy: Default`, or on the host network with `ClusterFirst`, which Kubernetes then
     /// treats as `Default`. `None` (the pod's own resolvers) is the pod's business.
