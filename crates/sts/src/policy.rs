@@ -3,11 +3,16 @@
 
 use std::path::Path;
 
-use minijinja::{Environment, UndefinedBehavior, context};
+use minijinja::{Environment, ErrorKind, UndefinedBehavior, context};
 use tokenvend_core::Identity;
 
 /// AWS limit on the plaintext of an inline session policy.
 pub const MAX_POLICY_CHARS: usize = 2048;
+
+/// Template instructions one rendering may run. A policy fits in 2,048 characters, which a
+/// template renders in hundreds of steps; one needing this many loops without end or far too
+/// long, and would hold a worker thread (and memory) instead of failing.
+pub const MAX_RENDER_STEPS: u64 = 100_000;
 
 /// Why a template cannot be used, or a rendering is not a usable policy.
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +42,12 @@ pub enum PolicyError {
     /// Rendered text is not a JSON object.
     #[error("rendered policy is not valid JSON: {0}")]
     NotJson(String),
+    /// The rendering ran out of steps.
+    #[error(
+        "policy template: rendering took more than {MAX_RENDER_STEPS} steps, far more than a \
+         {MAX_POLICY_CHARS}-character policy needs: is a loop too long, or endless?"
+    )]
+    TooManySteps,
     /// Rendered policy exceeds AWS's limit.
     #[error(
         "rendered policy is {0} characters after removing whitespace; AWS allows {MAX_POLICY_CHARS}"
@@ -74,6 +85,7 @@ impl PolicyTemplate {
         let mut env = Environment::new();
         // `{% if pod_name %}` works when absent; using it bare when absent is an error, not "".
         env.set_undefined_behavior(UndefinedBehavior::SemiStrict);
+        env.set_fuel(Some(MAX_RENDER_STEPS));
         env.add_template_owned("policy", source)
             .map_err(|e| PolicyError::Template(e.to_string()))?;
         let t = PolicyTemplate { env };
@@ -106,7 +118,10 @@ impl PolicyTemplate {
                 serviceaccount => &id.service_account,
             }),
         }
-        .map_err(|e| PolicyError::Template(e.to_string()))?;
+        .map_err(|e| match e.kind() {
+            ErrorKind::OutOfFuel => PolicyError::TooManySteps,
+            _ => PolicyError::Template(e.to_string()),
+        })?;
         let value: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| PolicyError::NotJson(e.to_string()))?;
         if !value.is_object() {
@@ -267,6 +282,26 @@ mod tests {
                 if found == "${ serviceaccount }" && suggestion == "{{ serviceaccount }}"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_template_that_loops_too_long_is_refused_not_rendered_for_ever() {
+        // 10^10 iterations: hours of CPU and gigabytes of text without a bound.
+        let endless = r#"{"R":"{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}"}"#;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(PolicyTemplate::from_source(endless.into()).map(|_| ()));
+        });
+        let err = rx
+            .recv_timeout(std::time::Duration::from_secs(20))
+            .expect("refused within 20 s")
+            .expect_err("refused");
+        assert!(matches!(err, PolicyError::TooManySteps), "{err}");
+        assert!(err.to_string().contains("is a loop too long"), "{err}");
+        // A loop over a list, as a real template has, is well within the bound.
+        let listed = r#"{"Statement":[{% for b in ["a","b","c"] %}{"Resource":"arn:aws:s3:::{{ b }}/{{ namespace }}/*"}{% if not loop.last %},{% endif %}{% endfor %}]}"#;
+        let v = render(listed, &id("shop", "orders"));
+        assert_eq!(v["Statement"].as_array().map(Vec::len), Some(3));
     }
 
     #[test]
