@@ -112,15 +112,25 @@ fn pod() -> impl Strategy<Value = Value> {
         proptest::option::of("[a-z,\\- ]{0,20}"),
         proptest::option::of("[a-z0-9-]{1,70}"),
         any::<bool>(),
+        // Pod-level resources: which of cpu and memory, in requests or in limits.
+        proptest::option::of(proptest::sample::subsequence(
+            vec![
+                ("requests", "cpu", "2"),
+                ("requests", "memory", "2Gi"),
+                ("limits", "cpu", "4"),
+                ("limits", "memory", "4Gi"),
+            ],
+            0..4,
+        )),
     )
-        .prop_flat_map(|(volumes, names, split, role, mode, skip, name, empty_dir)| {
+        .prop_flat_map(|(volumes, names, split, role, mode, skip, name, empty_dir, pod_level)| {
             let split = split.min(names.len());
             let (apps, inits) = names.split_at(split);
             let apps: Vec<_> = apps.iter().map(|n| container(n, volumes.clone()).boxed()).collect();
             let inits: Vec<_> = inits.iter().map(|n| container(n, volumes.clone()).boxed()).collect();
-            (apps, inits, Just((volumes, role, mode, skip, name, empty_dir)))
+            (apps, inits, Just((volumes, role, mode, skip, name, empty_dir, pod_level)))
         })
-        .prop_map(|(apps, inits, (volumes, role, mode, skip, name, empty_dir))| {
+        .prop_map(|(apps, inits, (volumes, role, mode, skip, name, empty_dir, pod_level))| {
             let mut ann = json!({"tremolo.io/aws-role": role});
             if let Some(m) = mode {
                 ann["tremolo.io/aws-mode"] = json!(m);
@@ -134,6 +144,13 @@ fn pod() -> impl Strategy<Value = Value> {
                 None => meta["generateName"] = json!("web-"),
             }
             let mut spec = json!({"containers": apps});
+            if let Some(budget) = pod_level {
+                let mut resources = json!({});
+                for (list, resource, q) in budget {
+                    resources[list][resource] = json!(q);
+                }
+                spec["resources"] = resources;
+            }
             if !inits.is_empty() {
                 spec["initContainers"] = Value::Array(inits);
             }
@@ -168,6 +185,49 @@ fn config() -> impl Strategy<Value = Config> {
         })
 }
 
+/// Each sidecar the patch added asks for no CPU or memory the pod budgets at the pod level, and
+/// for the configured amounts of the others (the config's defaults here).
+fn sidecars_leave_the_pod_level_budget(before: &Value, after: &Value) -> Result<(), TestCaseError> {
+    let pod_level = |resource: &str| {
+        ["requests", "limits"]
+            .iter()
+            .any(|l| before["spec"]["resources"][l].get(resource).is_some())
+    };
+    let names = |pod: &Value| -> Vec<String> {
+        ["initContainers", "containers"]
+            .iter()
+            .filter_map(|l| pod["spec"][l].as_array())
+            .flatten()
+            .filter_map(|c| c["name"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let old = names(before);
+    let added = ["initContainers", "containers"]
+        .iter()
+        .filter_map(|l| after["spec"][l].as_array())
+        .flatten()
+        .filter(|c| {
+            c["name"]
+                .as_str()
+                .is_some_and(|n| !old.iter().any(|o| o == n))
+        });
+    for c in added {
+        for (resource, request, limit) in [("cpu", "10m", "100m"), ("memory", "16Mi", "32Mi")] {
+            let own = (
+                c["resources"]["requests"].get(resource),
+                c["resources"]["limits"].get(resource),
+            );
+            let want = if pod_level(resource) {
+                (None, None)
+            } else {
+                (Some(&json!(request)), Some(&json!(limit)))
+            };
+            prop_assert_eq!(own, want, "{} of {}", resource, c["name"]);
+        }
+    }
+    Ok(())
+}
+
 #[test]
 fn fuzz_mutation_properties() {
     let runs = fuzz("mutation", (pod(), config()), |(pod_json, cfg)| {
@@ -190,6 +250,7 @@ fn fuzz_mutation_properties() {
                 json_patch::patch(&mut out, &applied)
                     .map_err(|e| TestCaseError::fail(format!("patch does not apply: {e}")))?;
                 common::contained(&pod_json, &out, "").map_err(TestCaseError::fail)?;
+                sidecars_leave_the_pod_level_budget(&pod_json, &out)?;
                 if before_valid {
                     valid_pod(&out)
                         .map_err(|e| TestCaseError::fail(format!("{e}\npatch: {:?}", m.patch)))?;
