@@ -70,7 +70,7 @@ fn parse_http_url(url: &str) -> Result<url::Url, String> {
     if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err("must not contain spaces or control characters".to_owned());
     }
-    url::Url::parse(url).map_err(|e| format!("not a URL: {e}"))
+    url::Url::parse(url).map_err(|e| format!("is not a URL: {e}"))
 }
 
 /// Why `url` is not an `http://` or `https://` URL a client can call, if it is not (see
@@ -104,7 +104,7 @@ pub fn exchange_url_problem(url: &str) -> Option<String> {
     let path = parsed.path().trim_end_matches('/');
     if let Some(p) = EXCHANGE_PATHS.iter().find(|p| path.ends_with(*p)) {
         return Some(format!(
-            "is tokenvend-sts's base URL (like https://tokenvend-sts.tokenvend.svc), without {p}: \
+            "must be tokenvend-sts's base URL (like https://tokenvend-sts.tokenvend.svc), without {p}: \
              the sidecar appends {} itself",
             EXCHANGE_PATHS.join(", ")
         ));
@@ -146,9 +146,9 @@ mod tests {
             assert_eq!(exchange_url_problem(url), None, "{url}");
         }
         for (url, problem) in [
-            ("https://", "not a URL: empty host"),
-            ("https://sts:99999", "not a URL: invalid port number"),
-            ("https://[fd00::1", "not a URL: invalid IPv6 address"),
+            ("https://", "is not a URL: empty host"),
+            ("https://sts:99999", "is not a URL: invalid port number"),
+            ("https://[fd00::1", "is not a URL: invalid IPv6 address"),
             ("ftp://sts", "must be an http:// or https:// URL"),
             ("sts.tokenvend.svc", "must be an http:// or https:// URL"),
             (
@@ -171,12 +171,12 @@ mod tests {
             ),
             (
                 "https://sts.svc:8443/credentials",
-                "is tokenvend-sts's base URL (like https://tokenvend-sts.tokenvend.svc), without \
+                "must be tokenvend-sts's base URL (like https://tokenvend-sts.tokenvend.svc), without \
                  /credentials: the sidecar appends /credentials, /token, /ca-bundle itself",
             ),
             (
                 "https://sts.svc/token/",
-                "is tokenvend-sts's base URL (like https://tokenvend-sts.tokenvend.svc), without \
+                "must be tokenvend-sts's base URL (like https://tokenvend-sts.tokenvend.svc), without \
                  /token: the sidecar appends /credentials, /token, /ca-bundle itself",
             ),
         ] {
@@ -204,8 +204,8 @@ mod tests {
             assert_eq!(issuer_url_problem(url), None, "{url}");
         }
         for (url, problem) in [
-            ("https://", "not a URL: empty host"),
-            ("https://issuer:99999", "not a URL: invalid port number"),
+            ("https://", "is not a URL: empty host"),
+            ("https://issuer:99999", "is not a URL: invalid port number"),
             ("issuer.example.com", "must be an http:// or https:// URL"),
             (
                 "https://issuer.example.com ",
@@ -222,7 +222,7 @@ mod tests {
         assert_eq!(http_url_problem("https://b.example/keys?x-id=1"), None);
         assert_eq!(
             http_url_problem("https://b.example:0x1/keys").as_deref(),
-            Some("not a URL: invalid port number")
+            Some("is not a URL: invalid port number")
         );
     }
 

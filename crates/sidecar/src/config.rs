@@ -299,8 +299,8 @@ mod tests {
     #[test]
     fn an_exchange_url_it_cannot_call_is_refused_at_start_naming_the_flag() {
         for (url, reason) in [
-            ("https://", "\"https://\" not a URL: empty host"),
-            ("https://sts:99999/", "not a URL: invalid port number"),
+            ("https://", "\"https://\" is not a URL: empty host"),
+            ("https://sts:99999/", "is not a URL: invalid port number"),
             (
                 "https://sts.example/credentials",
                 "without /credentials: the sidecar appends",

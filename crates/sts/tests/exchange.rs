@@ -1776,7 +1776,7 @@ fn bad_configuration_fails_at_start_naming_the_setting() {
         ),
         (
             "https://issuer.example.com:99999",
-            "not a URL: invalid port number",
+            "is not a URL: invalid port number",
         ),
         ("issuer.example.com", "must be an http:// or https:// URL"),
     ] {

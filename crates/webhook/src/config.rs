@@ -803,7 +803,7 @@ mod tests {
         for (url, reason) in [
             (
                 "https://tokenvend-sts.tokenvend.svc:99999",
-                "not a URL: invalid port number",
+                "is not a URL: invalid port number",
             ),
             (
                 "https://tokenvend-sts.tokenvend.svc/credentials",
@@ -814,7 +814,7 @@ mod tests {
                 "tokenvend-sts.tokenvend.svc",
                 "must be an http:// or https:// URL",
             ),
-            ("https://", "not a URL: empty host"),
+            ("https://", "is not a URL: empty host"),
         ] {
             for cfg in flag_and_yaml(
                 &format!("--exchange-url={url}"),
