@@ -156,23 +156,19 @@ pub struct PodLevel {
 impl PodLevel {
     /// Every combination, in [`PodLevel::index`] order.
     pub const ALL: [PodLevel; 4] = [
-        PodLevel {
-            cpu: false,
-            memory: false,
-        },
-        PodLevel {
-            cpu: true,
-            memory: false,
-        },
-        PodLevel {
-            cpu: false,
-            memory: true,
-        },
-        PodLevel {
-            cpu: true,
-            memory: true,
-        },
+        Self::from_index(0),
+        Self::from_index(1),
+        Self::from_index(2),
+        Self::from_index(3),
     ];
+
+    /// The combination at `index`: bit 0 CPU, bit 1 memory.
+    const fn from_index(index: usize) -> Self {
+        PodLevel {
+            cpu: index & 1 != 0,
+            memory: index & 2 != 0,
+        }
+    }
 
     /// Position in [`PodLevel::ALL`].
     pub fn index(self) -> usize {
@@ -625,6 +621,55 @@ mod tests {
         assert_eq!(&*c.name, "c\n");
         let env = &c.env.as_ref().expect("env")[0];
         assert!(matches!(env.name, Cow::Borrowed("A")));
+    }
+
+    #[test]
+    fn the_pod_level_budget_is_read_from_requests_and_limits() {
+        let level = |resources: Value| {
+            let pod = json!({"spec": {"containers": [], "resources": resources}});
+            PodView::deserialize(&pod)
+                .expect("decodes")
+                .spec
+                .expect("spec")
+                .pod_level()
+        };
+        let both = PodLevel {
+            cpu: true,
+            memory: true,
+        };
+        for (resources, want) in [
+            (json!(null), PodLevel::default()),
+            (json!({}), PodLevel::default()),
+            (
+                json!({"requests": {"hugepages-2Mi": "2Mi"}, "claims": [{"name": "gpu"}]}),
+                PodLevel::default(),
+            ),
+            (
+                json!({"requests": {"cpu": "1"}}),
+                PodLevel {
+                    cpu: true,
+                    memory: false,
+                },
+            ),
+            (
+                json!({"limits": {"memory": "1Gi"}, "requests": null}),
+                PodLevel {
+                    cpu: false,
+                    memory: true,
+                },
+            ),
+            (
+                json!({"requests": {"memory": "1Gi"}, "limits": {"cpu": "2"}}),
+                both,
+            ),
+        ] {
+            assert_eq!(level(resources.clone()), want, "{resources}");
+        }
+        // The sidecar templates are looked up by index.
+        for (i, l) in PodLevel::ALL.iter().enumerate() {
+            assert_eq!(l.index(), i);
+        }
+        assert_eq!(PodLevel::ALL[both.index()], both);
     }
 
     #[test]
