@@ -70,8 +70,12 @@ pub struct Authorizer {
     rules: Option<Vec<Rule>>,
 }
 
+/// Compile `list`. Entries are trimmed and empty ones dropped: `a, b` (a comma-separated env
+/// var written with spaces) means `b`, where a pattern ` b` would silently match nothing.
 fn globs(list: &[String], what: &str) -> Result<Vec<GlobMatcher>, AuthzConfigError> {
     list.iter()
+        .map(|g| g.trim())
+        .filter(|g| !g.is_empty())
         .map(|g| {
             Glob::new(g)
                 .map(|g| g.compile_matcher())
@@ -167,6 +171,38 @@ mod tests {
     }
 
     const DEFAULT: &str = "arn:aws:iam::123456789012:role/tvm";
+
+    #[test]
+    fn allowed_roles_written_with_spaces_or_stray_commas_mean_what_they_say() {
+        // TOKENVEND_ALLOWED_ROLES="arn:...:role/a, arn:...:role/b," as clap splits it.
+        let a = Authorizer::new(
+            None,
+            &[
+                "arn:aws:iam::123456789012:role/a".into(),
+                " arn:aws:iam::123456789012:role/b".into(),
+                "".into(),
+            ],
+            None,
+        )
+        .expect("ok");
+        for role in [
+            "arn:aws:iam::123456789012:role/a",
+            "arn:aws:iam::123456789012:role/b",
+        ] {
+            assert_eq!(
+                a.authorize(&id("x", "y"), Endpoint::Credentials, Some(role)),
+                Ok(Some(role.to_owned()))
+            );
+        }
+        assert!(
+            a.authorize(
+                &id("x", "y"),
+                Endpoint::Credentials,
+                Some("arn:aws:iam::123456789012:role/c")
+            )
+            .is_err()
+        );
+    }
 
     #[test]
     fn without_rules_every_identity_may_use_the_default_and_allowed_roles() {
