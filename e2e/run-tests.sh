@@ -39,7 +39,7 @@ step "fuzzing (libFuzzer via cargo fuzz, coverage-guided: 60 s per target, execu
 bash fuzz/run.sh 60
 prune_build target/x86_64-unknown-linux-gnu # where `cargo fuzz build` puts the coverage build
 
-step "golden pods: kubectl patch --local and kubernetes-validate --strict (1.30, 1.34)"
+step "golden pods: kubectl patch --local, kubernetes-validate --strict (1.30, 1.34), the pod-level resource rule"
 python3 crates/webhook/tests/check_golden.py
 
 step "arm64 sidecar (cross-built with cargo-zigbuild, for the e2e test that runs it under qemu)"
