@@ -632,10 +632,7 @@ async fn token_endpoint_jwts_verify_across_key_rotation() {
     assert_eq!(kid(t["token"].as_str().expect("token")), kid(&second));
     let errors = |logs: &str| logs.matches("signing keys not reloaded").count();
     assert_eq!(errors(&sts.all_logs()), 1, "{}", sts.all_logs());
-    assert!(
-        sts.all_logs().contains("2026-03.pem"),
-        "the error names the file"
-    );
+    assert!(sts.logged("2026-03.pem"), "the error names the file");
     std::fs::remove_file(sts.dir.path().join("keys/2026-03.pem")).expect("rm bad key");
     let deadline = Instant::now() + Duration::from_secs(10);
     while !sts
@@ -748,7 +745,7 @@ async fn with_a_published_jwks_url_keys_sign_once_uploaded_and_early_removals_ar
         serde_json::from_slice(&std::fs::read(site.join("keys")).expect("keys")).expect("jwks")
     };
     verify_web_identity(&hosted(site.path()), &first).expect("verifies with the hosted JWKS");
-    assert!(sts.all_logs().contains("published JWKS read again"));
+    assert!(sts.logged("published JWKS read again"));
 
     // A new key in the directory: published by tokenvend-sts at once, but it does not sign
     // while the hosted JWKS lacks it; the wait is logged once, not per check.
@@ -773,10 +770,7 @@ async fn with_a_published_jwks_url_keys_sign_once_uploaded_and_early_removals_ar
         .matches("newer signing keys are not in the published JWKS")
         .count();
     assert_eq!(waits, 1, "{}", sts.all_logs());
-    assert!(
-        sts.all_logs().contains("2026-02.pem"),
-        "the log names the waiting file"
-    );
+    assert!(sts.logged("2026-02.pem"), "the log names the waiting file");
     let m = metrics().await;
     assert!(
         has_metric(&m, "tokenvend_sts_signing_keys_unpublished 1"),
@@ -1169,7 +1163,7 @@ async fn the_ca_bundle_is_served_as_its_file_is_now_and_a_broken_one_is_named() 
     let health = format!("https://localhost:{}/healthz", sts.addr.port());
     assert_eq!(c.get(&health).send().await.expect("healthz").status(), 200);
     assert!(
-        sts.all_logs().contains("the CA bundle file is not usable"),
+        sts.logged("the CA bundle file is not usable"),
         "{}",
         sts.all_logs()
     );
@@ -1297,7 +1291,7 @@ async fn a_tokenreview_whose_connection_closes_under_it_is_asked_once_more() {
     assert_eq!(drops.load(Ordering::SeqCst), 0, "not asked twice");
     assert_eq!(reviews(), 2);
     assert!(
-        sts.all_logs().contains(
+        sts.logged(
             "\"message\":\"Kubernetes API request got no answer; retrying once\",\"request\":\"TokenReview\""
         ),
         "{}",
@@ -1329,7 +1323,7 @@ async fn a_kubernetes_api_get_whose_connection_closes_unanswered_is_sent_once_mo
         ["/.well-known/openid-configuration", "/openid/v1/jwks"]
     );
     assert!(
-        sts.all_logs().contains(
+        sts.logged(
             "\"message\":\"Kubernetes API request got no answer; retrying once\",\"request\":\"/.well-known/openid-configuration\""
         ),
         "{}",
@@ -1474,7 +1468,7 @@ async fn with_irsa_the_service_never_vends_its_own_role() {
     // at start (moto does not enforce the limit, so the calls themselves are not the test).
     let sts = with_irsa(&[("SESSION_DURATION_SECONDS", "7200")]);
     assert!(
-        sts.all_logs().contains(
+        sts.logged(
             "SESSION_DURATION_SECONDS 7200: tokenvend-sts signs in as a role (AWS_WEB_IDENTITY_TOKEN_FILE, IRSA)"
         ),
         "{}",
@@ -1666,7 +1660,7 @@ async fn jwks_validation_without_an_issuer_gets_the_keys_through_the_kubernetes_
     );
     // A setting that no longer applies is not silently ignored.
     assert!(
-        sts.all_logs().contains(
+        sts.logged(
             "TOKENVEND_OIDC_CA_FILE is not used: it is the CA of --oidc-issuer's discovery, and \
              the keys come from the Kubernetes API (with its own CA)"
         ),
@@ -2088,7 +2082,7 @@ async fn sigterm_keeps_serving_for_the_delay_then_exits_cleanly() {
         "exited before the delay was over"
     );
     assert!(tokio::net::TcpStream::connect(sts.addr).await.is_err());
-    assert!(sts.all_logs().contains("stopping"), "{}", sts.all_logs());
+    assert!(sts.logged("stopping"), "{}", sts.all_logs());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

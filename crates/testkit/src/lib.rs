@@ -916,6 +916,21 @@ impl Sts {
     pub fn all_logs(&self) -> String {
         self.logs.lock().expect("logs").join("\n")
     }
+
+    /// Whether a line containing `text` is logged within 10 s: the server writes its log from a
+    /// background thread, so a line can trail the answer it goes with.
+    pub fn logged(&self, text: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if self.all_logs().contains(text) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 /// POST with an optional bearer token and body; returns (status, JSON body).
