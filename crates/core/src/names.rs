@@ -73,6 +73,16 @@ fn parse_http_url(url: &str) -> Result<url::Url, String> {
     url::Url::parse(url).map_err(|e| format!("is not a URL: {e}"))
 }
 
+/// `url` parsed as an http(s) URL that paths are appended to, or why it is not one; `why` says
+/// what a query or fragment would break.
+fn parse_base_url(url: &str, why: impl FnOnce() -> String) -> Result<url::Url, String> {
+    let parsed = parse_http_url(url)?;
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(format!("must not have a query or fragment: {}", why()));
+    }
+    Ok(parsed)
+}
+
 /// Why `url` is not an `http://` or `https://` URL a client can call, if it is not (see
 /// [`exchange_url_problem`]).
 pub fn http_url_problem(url: &str) -> Option<String> {
@@ -91,16 +101,12 @@ pub fn exchange_url_problem(url: &str) -> Option<String> {
                 .to_owned(),
         );
     }
-    let parsed = match parse_http_url(url) {
+    let parsed = match parse_base_url(url, || {
+        format!("the sidecar appends {} to it", EXCHANGE_PATHS.join(", "))
+    }) {
         Ok(parsed) => parsed,
         Err(problem) => return Some(problem),
     };
-    if parsed.query().is_some() || parsed.fragment().is_some() {
-        return Some(format!(
-            "must not have a query or fragment: the sidecar appends {} to it",
-            EXCHANGE_PATHS.join(", ")
-        ));
-    }
     let path = parsed.path().trim_end_matches('/');
     if let Some(p) = EXCHANGE_PATHS.iter().find(|p| path.ends_with(*p)) {
         return Some(format!(
@@ -116,18 +122,12 @@ pub fn exchange_url_problem(url: &str) -> Option<String> {
 /// document), if it cannot: an http(s) URL with a host and no query or fragment (OpenID Connect
 /// Discovery 1.0, section 3).
 pub fn issuer_url_problem(url: &str) -> Option<String> {
-    let parsed = match parse_http_url(url) {
-        Ok(parsed) => parsed,
-        Err(problem) => return Some(problem),
-    };
-    if parsed.query().is_some() || parsed.fragment().is_some() {
-        return Some(
-            "must not have a query or fragment: an OIDC issuer has neither, and discovery is \
-             read from <issuer>/.well-known/openid-configuration"
-                .to_owned(),
-        );
-    }
-    None
+    parse_base_url(url, || {
+        "an OIDC issuer has neither, and discovery is read from \
+         <issuer>/.well-known/openid-configuration"
+            .to_owned()
+    })
+    .err()
 }
 
 #[cfg(test)]
