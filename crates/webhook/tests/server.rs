@@ -570,12 +570,9 @@ async fn certificate_rotation_mid_load_fails_no_request() {
     );
 
     // One JSON log line per admission, with uid, pod, mode, decision, warnings and latency.
-    let logs = wh.logs.lock().expect("logs").clone();
-    let line = logs
-        .iter()
-        .find(|l| l.contains("\"uid\":\"after\""))
-        .expect("log line for uid");
-    let v: Value = serde_json::from_str(line).expect("json log");
+    let lines = wait_for_lines(&wh, "\"uid\":\"after\"", 1).await;
+    assert_eq!(lines.len(), 1, "one line per admission: {lines:?}");
+    let v: Value = serde_json::from_str(&lines[0]).expect("json log");
     assert_eq!(v["decision"], json!("patched"));
     assert_eq!(v["pod"], json!("orders-1"));
     assert_eq!(v["namespace"], json!("shop"));
@@ -629,12 +626,8 @@ async fn vanished_certificate_files_are_one_counted_failure_and_serving_goes_on(
         ),
         "the loss is counted once, not once per tick: {metrics}"
     );
-    let warned = |logs: &[String]| {
-        logs.iter()
-            .filter(|l| l.contains("serving certificate files unreadable"))
-            .count()
-    };
-    assert_eq!(warned(&wh.logs.lock().expect("logs")), 1);
+    let unreadable = "serving certificate files unreadable";
+    assert_eq!(wait_for_lines(&wh, unreadable, 1).await.len(), 1);
 
     // A new pair arrives: it is loaded, and the failure count stays where it was.
     install(dir.path(), &second);
@@ -660,13 +653,8 @@ async fn vanished_certificate_files_are_one_counted_failure_and_serving_goes_on(
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let logs = wh.logs.lock().expect("logs").clone();
-    assert_eq!(warned(&logs), 1);
-    assert!(
-        logs.iter()
-            .any(|l| l.contains("serving certificate files readable again")),
-        "recovery is logged"
-    );
+    wait_for_lines(&wh, "serving certificate files readable again", 1).await;
+    assert_eq!(wait_for_lines(&wh, unreadable, 1).await.len(), 1);
     post_review(&c, wh.addr, "after")
         .await
         .expect("serves after the new pair");
@@ -945,12 +933,8 @@ async fn an_edited_config_file_applies_to_admissions_after_it_and_a_bad_edit_kee
         ),
         "one count per failure: {metrics}"
     );
-    let logs = wh.logs.lock().expect("logs").clone();
-    let rejected: Vec<&String> = logs
-        .iter()
-        .filter(|l| l.contains("config file not reloaded"))
-        .collect();
-    assert_eq!(rejected.len(), 2, "{logs:?}");
+    let rejected = wait_for_lines(&wh, "config file not reloaded", 2).await;
+    assert_eq!(rejected.len(), 2, "{rejected:?}");
     assert!(rejected[0].contains("sidecarCpuLimit"), "{}", rejected[0]);
 }
 
@@ -997,14 +981,8 @@ async fn a_changed_exchange_ca_bundle_reaches_pods_admitted_after_it_without_a_r
     assert_eq!(sidecar_ca(&review).as_deref(), Some(rotated.as_str()));
     let metrics = metrics_text(wh.probe).await;
     assert!(has_metric(&metrics, counted), "{metrics}");
-    let logs = wh.logs.lock().expect("logs").clone();
-    assert_eq!(
-        logs.iter()
-            .filter(|l| l.contains("exchange CA bundle unusable"))
-            .count(),
-        1,
-        "{logs:?}"
-    );
+    let unusable = wait_for_lines(&wh, "exchange CA bundle unusable", 1).await;
+    assert_eq!(unusable.len(), 1, "{unusable:?}");
 }
 
 #[tokio::test]
