@@ -1133,11 +1133,16 @@ impl SidecarPlan<'_> {
 }
 
 /// Init containers a mesh's CNI plugin adds to check its capture of the pod's traffic, which it
-/// sets up before any container starts: Istio's and Linkerd's.
-const MESH_CNI_CHECKS: [&str; 2] = ["istio-validation", "linkerd-network-validator"];
+/// sets up before any container starts: Istio's, Linkerd's and Kuma's.
+const MESH_CNI_CHECKS: [&str; 3] = [
+    "istio-validation",
+    "linkerd-network-validator",
+    "kuma-validation",
+];
 
-/// UIDs whose traffic those meshes never capture (their proxies'): Istio's and Linkerd's.
-const MESH_EXEMPT_UIDS: [i64; 2] = [1337, 2102];
+/// UIDs whose traffic those meshes never capture (their proxies', by default): Istio's,
+/// Linkerd's and Kuma's.
+const MESH_EXEMPT_UIDS: [i64; 3] = [1337, 2102, 5678];
 
 /// A warning for a pod whose mesh captures outbound traffic before any container starts while
 /// its proxy is a regular container: the sidecar, an init container, starts before the proxy can
@@ -1161,7 +1166,7 @@ fn mesh_capture_warning(spec: &PodSpecView, cfg: &Config) -> Option<String> {
          container, starts before the proxy, so its exchanges cannot connect and the pod stays \
          in Init, unless the mesh's own settings exclude the exchange's address. Run the mesh \
          with native sidecars (the sidecar is then placed after its proxy), or set \
-         sidecarRunAsUser to the UID the mesh never captures (Istio 1337, Linkerd 2102)",
+         sidecarRunAsUser to the UID the mesh never captures (Istio 1337, Linkerd 2102, Kuma 5678)",
         &*proxy.name, &*check.name
     ))
 }

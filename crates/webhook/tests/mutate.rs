@@ -1147,6 +1147,7 @@ fn a_mesh_that_captures_traffic_before_its_regular_proxy_starts_is_warned_about(
     let native = |n: &str| json!({"name": n, "image": "img:1", "restartPolicy": "Always"});
     let istio_uid = cfg(|a| a.sidecar_run_as_user = Some(RunAsUser::Uid(1337)));
     let linkerd_uid = cfg(|a| a.sidecar_run_as_user = Some(RunAsUser::Uid(2102)));
+    let kuma_uid = cfg(|a| a.sidecar_run_as_user = Some(RunAsUser::Uid(5678)));
     let default = Config::default();
     // (what, init containers, containers, mode, config, warned about (proxy, check))
     for (what, inits, containers, mode, c, want) in [
@@ -1165,6 +1166,22 @@ fn a_mesh_that_captures_traffic_before_its_regular_proxy_starts_is_warned_about(
             "credentials",
             &default,
             Some(("linkerd-proxy", "linkerd-network-validator")),
+        ),
+        (
+            "Kuma with CNI, proxy a regular container",
+            vec![container("kuma-validation")],
+            vec![container("app"), container("kuma-sidecar")],
+            "web-identity",
+            &default,
+            Some(("kuma-sidecar", "kuma-validation")),
+        ),
+        (
+            "Kuma without CNI: kuma-init captures from its turn on, after the sidecar",
+            vec![container("kuma-init")],
+            vec![container("app"), container("kuma-sidecar")],
+            "credentials",
+            &default,
+            None,
         ),
         (
             "Istio without CNI: istio-init, last of the init containers, captures after the sidecar",
@@ -1199,6 +1216,14 @@ fn a_mesh_that_captures_traffic_before_its_regular_proxy_starts_is_warned_about(
             None,
         ),
         (
+            "the sidecar runs as Kuma's proxy UID",
+            vec![container("kuma-validation")],
+            vec![container("app"), container("kuma-sidecar")],
+            "credentials",
+            &kuma_uid,
+            None,
+        ),
+        (
             "projected mode has no sidecar",
             vec![container("istio-validation")],
             vec![container("app"), container("istio-proxy")],
@@ -1225,7 +1250,7 @@ fn a_mesh_that_captures_traffic_before_its_regular_proxy_starts_is_warned_about(
                     w.contains(&format!("mesh proxy {proxy:?} is a regular container"))
                         && w.contains(&format!("({check:?} is its CNI plugin's check)"))
                         && w.contains("stays in Init")
-                        && w.contains("Istio 1337, Linkerd 2102"),
+                        && w.contains("Istio 1337, Linkerd 2102, Kuma 5678"),
                     "{what}: {w}"
                 );
             }
