@@ -39,7 +39,7 @@ step "fuzzing (libFuzzer via cargo fuzz, coverage-guided: 60 s per target, execu
 bash fuzz/run.sh 60
 prune_build target/x86_64-unknown-linux-gnu # where `cargo fuzz build` puts the coverage build
 
-step "golden pods: kubectl patch --local, kubernetes-validate --strict (1.30, 1.34), the pod-level resource rule"
+step "golden pods: kubectl patch --local, kubernetes-validate --strict (1.30, 1.34, 1.37), the pod-level resource rule"
 python3 crates/webhook/tests/check_golden.py
 
 step "arm64 sidecar (cross-built with cargo-zigbuild, for the e2e test that runs it under qemu)"
@@ -58,7 +58,7 @@ step "the demo (the README's first command) on the same build: it fails unless t
 python3 e2e/demo.py
 prune_build target/aarch64-unknown-linux-musl
 
-step "manifests: kubectl kustomize + kubernetes-validate --strict (1.30, 1.34) + namespace references + webhook --check-config"
+step "manifests: kubectl kustomize + kubernetes-validate --strict (1.30, 1.34, 1.37) + namespace references + webhook --check-config"
 bash manifests/check.sh
 
 step "shellcheck (scripts) and hadolint (Dockerfiles)"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Renders every overlay with `kubectl kustomize`, validates every object with
-# `kubernetes-validate --strict` for Kubernetes 1.30 and 1.34, and checks with check-render.py that
+# `kubernetes-validate --strict` for Kubernetes 1.30, 1.34 and 1.37, and checks with check-render.py that
 # every namespace reference holds, that every served port is open to any source, and that the real
 # tokenvend-webhook accepts its configuration (--check-config); runs the real tokenvend-sts with each
 # overlay's env and asks what its sidecars ask (check-sts-env.py); then the same installed into another
@@ -34,7 +34,7 @@ for overlay in manifests/overlays/*/; do
     echo "FAIL $name: kubectl kustomize"; failed=$((failed + 1)); continue
   fi
   ok=1
-  for version in 1.30.0 1.34.0; do
+  for version in 1.30.0 1.34.0 1.37.0; do
     if ! kubernetes-validate --strict --quiet -k "$version" "$rendered"; then
       echo "FAIL $name: not valid for Kubernetes $version"; ok=0
     fi
@@ -53,7 +53,7 @@ for overlay in manifests/overlays/*/; do
   if ! problem=$(python3 manifests/check-sts-env.py target/debug "$rendered" "$name"); then
     echo "FAIL $name: tokenvend-sts with the overlay's env: $problem"; ok=0
   fi
-  tally "$ok" "$name: $(grep -c '^kind:' "$rendered") objects valid for 1.30 and 1.34; namespace references, open ports and webhook config hold; tokenvend-sts with its env serves its sidecars"
+  tally "$ok" "$name: $(grep -c '^kind:' "$rendered") objects valid for 1.30, 1.34 and 1.37; namespace references, open ports and webhook config hold; tokenvend-sts with its env serves its sidecars"
 done
 # Installed into another namespace, both ways the README gives: `namespace:` changed in the base
 # (its replacements carry the name into every field that names it), and a kustomization of one's

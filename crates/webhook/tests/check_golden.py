@@ -19,7 +19,7 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 GOLDEN = os.path.join(HERE, "golden")
-VERSIONS = ["1.30.0", "1.34.0"]
+VERSIONS = ["1.30.0", "1.34.0", "1.37.0"]
 
 
 def tool(name):
