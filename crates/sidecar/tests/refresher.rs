@@ -111,6 +111,18 @@ impl Sidecar {
     fn logs(&self) -> String {
         self.logs.lock().expect("logs").join("\n")
     }
+    /// Whether `text` is in the log within 10 s: a line reaches the test through a reader
+    /// thread, so it can trail the file or answer that was checked first.
+    fn logged(&self, text: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.logs().contains(text) {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        true
+    }
     fn file(&self, name: &str) -> PathBuf {
         self.out.path().join(name)
     }
@@ -340,7 +352,7 @@ fn credentials_endpoint_survives_an_sts_outage_and_recovers() {
         std::thread::sleep(Duration::from_millis(250));
     }
     assert!(
-        sc.logs().contains("refresh failed"),
+        sc.logged("refresh failed"),
         "failures are logged: {}",
         sc.logs()
     );
@@ -462,14 +474,13 @@ async fn garbage_500s_and_hangs_never_replace_the_good_file() {
         "of {} reads",
         reads.load(Ordering::Relaxed)
     );
-    let logs = sc.logs();
     for want in [
         "not the expected JSON",
         "token is not a JWT",
         "HTTP 500: STS AssumeRole failed: boom",
         "exchange request failed",
     ] {
-        assert!(logs.contains(want), "{want} not logged: {logs}");
+        assert!(sc.logged(want), "{want} not logged: {}", sc.logs());
     }
     let names: Vec<String> = std::fs::read_dir(sc.out.path())
         .expect("ls")
@@ -543,7 +554,7 @@ async fn a_machine_resumed_from_suspend_past_the_expiry_refreshes_within_seconds
         took < refresh::MAX_NAP + Duration::from_secs(5),
         "refreshed {took:?} after the resume"
     );
-    assert!(sc.logs().contains("refreshed"), "{}", sc.logs());
+    assert!(sc.logged("refreshed"), "{}", sc.logs());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
