@@ -245,6 +245,26 @@ pub const DEFAULT_SIDECAR_IMAGE: &str = concat!(
     env!("CARGO_PKG_VERSION")
 );
 
+/// Why `image` is not an image reference the container runtime can pull, if it is not: checked
+/// against the distribution grammar the runtimes parse (the API server checks only for
+/// whitespace), so a typo fails the webhook's start instead of every mutated pod with
+/// `InvalidImageName`.
+fn image_reference_problem(image: &str) -> Option<String> {
+    use oci_spec::distribution::Reference;
+    let e = Reference::try_from(image).err()?;
+    // The grammar has one failure for every shape; the commonest slip gets its own words.
+    let before_digest = &image[..image.find('@').unwrap_or(image.len())];
+    let tag_colon = before_digest
+        .rfind(':')
+        .filter(|&c| before_digest.rfind('/').is_none_or(|slash| c > slash));
+    let (name, rest) = image.split_at(tag_colon.unwrap_or(before_digest.len()));
+    let lowered = format!("{}{rest}", name.to_ascii_lowercase());
+    if lowered != image && Reference::try_from(lowered.as_str()).is_ok() {
+        return Some("its repository path must be lowercase".to_owned());
+    }
+    Some(e.to_string())
+}
+
 /// Default `sidecarStartsAfter`: Istio's, Linkerd's and Kuma's proxies, when they run as native
 /// sidecars. With their CNI plugins, a pod's outbound traffic goes to the proxy from before its
 /// first container starts, so a sidecar that starts before the proxy cannot reach tokenvend-sts.
@@ -356,10 +376,10 @@ impl Config {
         let sidecar_image = a
             .sidecar_image
             .unwrap_or_else(|| DEFAULT_SIDECAR_IMAGE.to_owned());
-        if sidecar_image.is_empty() || sidecar_image.chars().any(char::is_whitespace) {
+        if let Some(problem) = image_reference_problem(&sidecar_image) {
             return Err(invalid(
                 "sidecarImage",
-                format!("{sidecar_image:?} is not an image reference"),
+                format!("{sidecar_image:?} is not an image reference: {problem}"),
             ));
         }
         let sidecar_image_pull_policy = a
@@ -827,6 +847,72 @@ mod tests {
                         && err.contains(reason),
                     "{url}: {err}"
                 );
+            }
+        }
+    }
+
+    #[test]
+    fn a_sidecar_image_no_runtime_could_pull_is_refused_with_the_reason() {
+        // Each would have left every mutated pod in InvalidImageName.
+        for (image, reason) in [
+            (
+                "registry.example.com/Tokenvend/sidecar:1.0",
+                "its repository path must be lowercase",
+            ),
+            (
+                "Registry.example.com:5000/Tokenvend/sidecar:V1",
+                "its repository path must be lowercase",
+            ),
+            (
+                "registry.example.com/tokenvend/sidecar:",
+                "invalid reference format",
+            ),
+            (
+                "registry.example.com/tokenvend/sidecar:1 .0",
+                "invalid reference format",
+            ),
+            (
+                "https://registry.example.com/sidecar:1",
+                "invalid reference format",
+            ),
+            ("registry.example.com//sidecar", "invalid reference format"),
+            (
+                "registry.example.com/sidecar@sha256:abc",
+                "invalid reference format",
+            ),
+            (
+                &format!("registry.example.com/sidecar@sha256:{}", "a".repeat(63)),
+                "invalid checksum digest length",
+            ),
+            ("", "repository name must have at least one component"),
+        ] {
+            for cfg in flag_and_yaml(
+                &format!("--sidecar-image={image}"),
+                &format!("sidecarImage: {image:?}"),
+            ) {
+                let err = cfg.expect_err(image).to_string();
+                assert!(
+                    err.contains("sidecarImage")
+                        && err.contains(&format!("{image:?} is not an image reference: {reason}")),
+                    "{image}: {err}"
+                );
+            }
+        }
+        // What registries and the runtimes accept: a port, nested paths, separators, an
+        // uppercase registry host and tag, a digest with or without a tag.
+        let digest = format!("sha256:{}", "0123456789abcdef".repeat(4));
+        for image in [
+            "sidecar",
+            "localhost:5000/tokenvend/sidecar:1.0",
+            "Registry.Example.com/a/b/c_d/e__f/g-h/i.j:V1.0-rc_1",
+            &format!("ghcr.io/tokenvend/tokenvend@{digest}"),
+            &format!("ghcr.io/tokenvend/tokenvend:0.1.0@{digest}"),
+        ] {
+            for cfg in flag_and_yaml(
+                &format!("--sidecar-image={image}"),
+                &format!("sidecarImage: {image:?}"),
+            ) {
+                assert_eq!(cfg.expect(image).sidecar_image, image);
             }
         }
     }
