@@ -14,7 +14,9 @@ use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 /// The largest bundle accepted (a bundle holds a few CAs of under 1 KiB each).
 pub const MAX_BYTES: usize = 64 * 1024;
 
-/// The certificates of a PEM bundle: at least one, and no malformed block.
+/// The certificates of a PEM bundle: at least one, no malformed block, and each one a
+/// certificate a trust anchor can be made of. With the `ca-anchors` feature also refused: a
+/// bundle holding only end-entity certificates that others issued (see [`anchor_problem`]).
 pub fn certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
     if pem.len() > MAX_BYTES {
         return Err(format!("larger than {} KiB", MAX_BYTES / 1024));
@@ -25,7 +27,49 @@ pub fn certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> 
     if certs.is_empty() {
         return Err("no PEM certificate found".into());
     }
+    // Well-formed base64 need not be a certificate; every client would fail on it later.
+    for (i, cert) in certs.iter().enumerate() {
+        RootCertStore::empty().add(cert.clone()).map_err(|e| {
+            format!(
+                "PEM block {} of {} is not a certificate: {e}",
+                i + 1,
+                certs.len()
+            )
+        })?;
+    }
+    #[cfg(feature = "ca-anchors")]
+    if let Some(problem) = anchor_problem(&certs) {
+        return Err(problem);
+    }
     Ok(certs)
+}
+
+/// Why no certificate of `certs` can anchor a server's chain, if none can: each one is an
+/// end-entity certificate (not a CA) that another issued, so no verifier can build a path to
+/// it. The usual slip: a server's own certificate (`tls.crt`) where the CA that issued it
+/// (`ca.crt`) belongs. A self-signed server certificate is its own anchor and passes.
+#[cfg(feature = "ca-anchors")]
+pub fn anchor_problem(certs: &[CertificateDer<'_>]) -> Option<String> {
+    let mut example = None;
+    for cert in certs {
+        let Ok((_, c)) = x509_parser::parse_x509_certificate(cert) else {
+            return None;
+        };
+        let is_ca = c
+            .basic_constraints()
+            .ok()
+            .flatten()
+            .is_some_and(|bc| bc.value.ca);
+        if is_ca || c.issuer().as_raw() == c.subject().as_raw() {
+            return None;
+        }
+        example.get_or_insert_with(|| (c.subject().to_string(), c.issuer().to_string()));
+    }
+    let (subject, issuer) = example?;
+    Some(format!(
+        "holds only server certificates that a CA issued, no CA (such as {subject:?}, issued \
+         by {issuer:?}): give the CA that issued them (a Secret's ca.crt, not its tls.crt)"
+    ))
 }
 
 /// The bundle in the file at `path` (UTF-8 text, read up to [`MAX_BYTES`]), checked as
@@ -84,6 +128,11 @@ mod tests {
                 "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n",
                 "not a PEM",
             ),
+            // Good base64, no certificate: every client would refuse it later.
+            (
+                "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+                "PEM block 1 of 1 is not a certificate",
+            ),
         ] {
             let err = certificates(bad.as_bytes()).expect_err(bad);
             assert!(err.contains(why), "{bad:?}: {err}");
@@ -94,6 +143,35 @@ mod tests {
                 .expect_err("huge")
                 .contains("KiB")
         );
+    }
+
+    #[cfg(feature = "ca-anchors")]
+    #[test]
+    fn a_bundle_of_server_certificates_without_their_ca_is_refused() {
+        let (ca, _, issuer) = tls::ca("tokenvend-ca");
+        let served = tls::leaf(&ca, &issuer);
+        // tls.crt where ca.crt belongs: nothing could ever be verified up to it.
+        let err = certificates(served.cert_pem.as_bytes()).expect_err("leaf only");
+        assert!(
+            err.contains("holds only server certificates that a CA issued")
+                && err.contains("issued by \"CN=tokenvend-ca\"")
+                && err.contains("ca.crt, not its tls.crt"),
+            "{err}"
+        );
+        let err = trusts(served.cert_pem.as_bytes(), &served.cert_der, "localhost")
+            .expect_err("trusted by its own leaf");
+        assert!(err.contains("holds only server certificates"), "{err}");
+        // With its CA beside it (a full chain), or a CA alone: usable.
+        let chain = format!("{}{}", served.cert_pem, ca.pem());
+        assert_eq!(certificates(chain.as_bytes()).map(|c| c.len()), Ok(2));
+        assert!(trusts(chain.as_bytes(), &served.cert_der, "localhost").is_ok());
+        // A self-signed server certificate is its own anchor, and clients verify it so.
+        let own = tls::self_signed_leaf();
+        assert_eq!(
+            certificates(own.cert_pem.as_bytes()).map(|c| c.len()),
+            Ok(1)
+        );
+        assert!(trusts(own.cert_pem.as_bytes(), &own.cert_der, "localhost").is_ok());
     }
 
     #[test]

@@ -1194,6 +1194,19 @@ pub mod tls {
         leaf_with(ca_cert, issuer, None)
     }
 
+    /// A serving certificate for `localhost` that signs itself: no CA, its own trust anchor.
+    pub fn self_signed_leaf() -> Pair {
+        let key = rcgen::KeyPair::generate().expect("key");
+        let p = rcgen::CertificateParams::new(vec!["localhost".to_owned()]).expect("params");
+        let cert = p.self_signed(&key).expect("self-signed");
+        Pair {
+            ca_pem: cert.pem(),
+            cert_pem: cert.pem(),
+            cert_der: cert.der().to_vec(),
+            key_pem: key.serialize_pem(),
+        }
+    }
+
     /// As [`leaf`], valid from `not_before` to `not_after` (Unix seconds).
     pub fn leaf_between(
         ca_cert: &rcgen::Certificate,

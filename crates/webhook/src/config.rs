@@ -1158,6 +1158,41 @@ mod tests {
     }
 
     #[test]
+    fn an_exchange_ca_file_holding_the_servers_certificate_instead_of_its_ca_is_refused() {
+        // Every sidecar would have failed TLS with UnknownIssuer.
+        use tokenvend_testkit::tls;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (ca, _, issuer) = tls::ca("tokenvend-webhook-tls-ca");
+        let served = tls::leaf(&ca, &issuer);
+        let file = dir.path().join("tls.crt");
+        std::fs::write(&file, &served.cert_pem).expect("write");
+        let with = |path: &Path| {
+            Config::from_args(MutationArgs {
+                exchange_ca_file: Some(path.to_owned()),
+                ..Default::default()
+            })
+        };
+        let err = with(&file).expect_err("a server certificate").to_string();
+        assert!(
+            err.contains("exchangeCaFile")
+                && err.contains(&file.display().to_string())
+                && err.contains("holds only server certificates that a CA issued")
+                && err.contains("not its tls.crt"),
+            "{err}"
+        );
+        // The reload path checks a changed file the same way.
+        let reload = check_ca_bundle(&file, served.cert_pem.clone()).expect_err("reload");
+        assert!(
+            reload.contains("holds only server certificates"),
+            "{reload}"
+        );
+        let ca_file = dir.path().join("ca.crt");
+        std::fs::write(&ca_file, ca.pem()).expect("write");
+        let c = with(&ca_file).expect("the CA");
+        assert_eq!(c.exchange_ca_pem.as_deref(), Some(ca.pem().as_str()));
+    }
+
+    #[test]
     fn flags_override_the_file_which_overrides_defaults() {
         let file = MutationArgs {
             region: Some("eu-west-1".into()),
