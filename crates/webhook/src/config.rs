@@ -752,6 +752,11 @@ mod tests {
         ]
     }
 
+    /// The string `value` given as `--flag=value` and as `key: "value"` in the file.
+    fn set_both_ways(flag: &str, key: &str, value: &str) -> [Result<Config, ConfigError>; 2] {
+        flag_and_yaml(&format!("--{flag}={value}"), &format!("{key}: {value:?}"))
+    }
+
     #[test]
     fn a_plain_http_exchange_url_across_the_network_is_a_concern() {
         for (url, concern) in [
@@ -767,10 +772,7 @@ mod tests {
             ("http://[fd00::1]:8080", true),
             ("http://localhost.example.com", true),
         ] {
-            let [flag, yaml] = flag_and_yaml(
-                &format!("--exchange-url={url}"),
-                &format!("exchangeUrl: {url:?}"),
-            );
+            let [flag, yaml] = set_both_ways("exchange-url", "exchangeUrl", url);
             let Ok(cfg) = flag else {
                 assert!(yaml.is_err() && !concern, "{url}");
                 continue;
@@ -794,10 +796,7 @@ mod tests {
             "https://tokenvend:s3cret@tokenvend-sts.tokenvend.svc",
             "http://s3cret@tokenvend-sts:8080/x",
         ] {
-            for cfg in flag_and_yaml(
-                &format!("--exchange-url={url}"),
-                &format!("exchangeUrl: {url:?}"),
-            ) {
+            for cfg in set_both_ways("exchange-url", "exchangeUrl", url) {
                 let err = cfg.expect_err(url).to_string();
                 assert!(
                     err.contains("exchangeUrl") && err.contains("must not carry credentials"),
@@ -808,10 +807,7 @@ mod tests {
         }
         // An '@' after the host is not userinfo.
         for url in ["https://tokenvend-sts.tokenvend.svc/a@b"] {
-            for cfg in flag_and_yaml(
-                &format!("--exchange-url={url}"),
-                &format!("exchangeUrl: {url:?}"),
-            ) {
+            for cfg in set_both_ways("exchange-url", "exchangeUrl", url) {
                 assert_eq!(cfg.expect(url).exchange_url, url);
             }
         }
@@ -836,10 +832,7 @@ mod tests {
             ),
             ("https://", "is not a URL: empty host"),
         ] {
-            for cfg in flag_and_yaml(
-                &format!("--exchange-url={url}"),
-                &format!("exchangeUrl: {url:?}"),
-            ) {
+            for cfg in set_both_ways("exchange-url", "exchangeUrl", url) {
                 let err = cfg.expect_err(url).to_string();
                 assert!(
                     err.contains("exchangeUrl")
@@ -886,10 +879,7 @@ mod tests {
             ),
             ("", "repository name must have at least one component"),
         ] {
-            for cfg in flag_and_yaml(
-                &format!("--sidecar-image={image}"),
-                &format!("sidecarImage: {image:?}"),
-            ) {
+            for cfg in set_both_ways("sidecar-image", "sidecarImage", image) {
                 let err = cfg.expect_err(image).to_string();
                 assert!(
                     err.contains("sidecarImage")
@@ -908,10 +898,7 @@ mod tests {
             &format!("ghcr.io/tokenvend/tokenvend@{digest}"),
             &format!("ghcr.io/tokenvend/tokenvend:0.1.0@{digest}"),
         ] {
-            for cfg in flag_and_yaml(
-                &format!("--sidecar-image={image}"),
-                &format!("sidecarImage: {image:?}"),
-            ) {
+            for cfg in set_both_ways("sidecar-image", "sidecarImage", image) {
                 assert_eq!(cfg.expect(image).sidecar_image, image);
             }
         }
@@ -952,11 +939,8 @@ mod tests {
     #[test]
     fn the_sidecar_starts_after_names_native_sidecars_or_none() {
         let read = |v: &str| {
-            flag_and_yaml(
-                &format!("--sidecar-starts-after={v}"),
-                &format!("sidecarStartsAfter: {v:?}"),
-            )
-            .map(|r| r.map(|c| c.sidecar_starts_after))
+            set_both_ways("sidecar-starts-after", "sidecarStartsAfter", v)
+                .map(|r| r.map(|c| c.sidecar_starts_after))
         };
         for r in read("kuma-sidecar, istio-proxy") {
             assert_eq!(r.expect("two names"), ["kuma-sidecar", "istio-proxy"]);
