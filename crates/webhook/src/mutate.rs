@@ -510,6 +510,22 @@ impl Injector {
                 "{skip_key} skips every container: no container gets AWS credentials"
             ));
         }
+        // The pod's containers share one network: the endpoint and the app would race for it.
+        if mode == Mode::Credentials {
+            let port = cfg.credentials_port;
+            for c in spec.containers.iter().chain(init_containers) {
+                if !self.is_our_sidecar(c) && c.declares_tcp_port(port) {
+                    problems.push(format!(
+                        "container {:?} declares port {port}, where the sidecar's credentials \
+                         endpoint listens (127.0.0.1:{port}, in the network all the pod's \
+                         containers share), so one of the two could not bind it: use \
+                         {mode_key}: web-identity, or ask the cluster admin for another \
+                         credentialsPort",
+                        &*c.name
+                    ));
+                }
+            }
+        }
 
         if !problems.is_empty() {
             return refuse(problems.join("; "), warnings, Some(mode));

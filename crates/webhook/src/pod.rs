@@ -382,6 +382,10 @@ pub struct ContainerView<'a> {
     #[serde(default)]
     #[serde_as(as = "Option<BorrowCow>")]
     pub restart_policy: Option<Str<'a>>,
+    /// `ports`: one the credentials endpoint would listen on is a conflict.
+    #[serde(default)]
+    #[serde(borrow)]
+    pub ports: Option<Vec<PortView<'a>>>,
 }
 
 impl ContainerView<'_> {
@@ -415,6 +419,28 @@ impl EnvView<'_> {
         self.name == var.name.as_str()
             && self.value.as_deref() == var.value.as_deref()
             && self.value_from == var.value_from
+    }
+}
+
+/// One `ports` entry of a container.
+#[serde_as]
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PortView<'a> {
+    /// `containerPort` (required).
+    pub container_port: i64,
+    /// `protocol` (`TCP` when unset).
+    #[serde(default)]
+    #[serde_as(as = "Option<BorrowCow>")]
+    pub protocol: Option<Str<'a>>,
+}
+
+impl ContainerView<'_> {
+    /// Whether this container declares it listens on TCP `port`.
+    pub fn declares_tcp_port(&self, port: u16) -> bool {
+        self.ports.iter().flatten().any(|p| {
+            p.container_port == i64::from(port) && p.protocol.as_deref().unwrap_or("TCP") == "TCP"
+        })
     }
 }
 

@@ -723,6 +723,113 @@ fn pods_on_their_nodes_dns_are_warned_that_the_sidecar_cannot_resolve_the_exchan
 }
 
 #[test]
+fn a_container_declaring_the_credentials_port_is_refused_in_credentials_mode() {
+    // (mode, containers, init containers, credentialsPort, refused naming)
+    let app = |ports: Value| json!({"name": "app", "image": "app:1", "ports": ports});
+    let plain = json!({"name": "app", "image": "app:1"});
+    let tcp = |port: u16| json!([{"containerPort": port}]);
+    for (what, mode, containers, inits, port, want) in [
+        (
+            "the app listens on the default port",
+            "credentials",
+            vec![app(tcp(9911))],
+            vec![],
+            None,
+            Some("\"app\" declares port 9911"),
+        ),
+        (
+            "explicitly TCP, among other ports",
+            "credentials",
+            vec![app(json!([
+                {"containerPort": 8080, "name": "http"},
+                {"containerPort": 9911, "protocol": "TCP"}
+            ]))],
+            vec![],
+            None,
+            Some("\"app\" declares port 9911"),
+        ),
+        (
+            "a native sidecar of the pod's own",
+            "credentials",
+            vec![plain.clone()],
+            vec![
+                json!({"name": "proxy", "image": "p:1", "restartPolicy": "Always",
+                        "ports": [{"containerPort": 9911}]}),
+            ],
+            None,
+            Some("\"proxy\" declares port 9911"),
+        ),
+        (
+            "the configured port",
+            "credentials",
+            vec![app(tcp(9999))],
+            vec![],
+            Some(9999),
+            Some("\"app\" declares port 9999"),
+        ),
+        (
+            "another port",
+            "credentials",
+            vec![app(tcp(8080))],
+            vec![],
+            None,
+            None,
+        ),
+        (
+            "UDP on that port",
+            "credentials",
+            vec![app(json!([{"containerPort": 9911, "protocol": "UDP"}]))],
+            vec![],
+            None,
+            None,
+        ),
+        (
+            "web-identity mode has no endpoint",
+            "web-identity",
+            vec![app(tcp(9911))],
+            vec![],
+            None,
+            None,
+        ),
+    ] {
+        let c = cfg(|a| a.credentials_port = port);
+        let mut p = pod(json!({
+            "metadata": {"annotations": {"tremolo.io/aws-mode": mode}},
+            "spec": {"containers": containers}
+        }));
+        if !inits.is_empty() {
+            p["spec"]["initContainers"] = json!(inits);
+        }
+        match want {
+            Some(named) => {
+                let d = mutate(&typed(&p), &c).expect_err(what);
+                assert!(
+                    d.message.contains(named)
+                        && d.message.contains("credentials endpoint listens")
+                        && d.message.contains("tremolo.io/aws-mode: web-identity"),
+                    "{what}: {}",
+                    d.message
+                );
+                let (m, out) = run(
+                    &p,
+                    &cfg(|a| {
+                        a.credentials_port = port;
+                        a.deny_on_invalid = Some(false);
+                    }),
+                );
+                admitted_without_plumbing(&m, &out, &p);
+            }
+            None => {
+                let (m, out) = run(&p, &c);
+                assert!(m.plumbed, "{what}: {:?}", m.warnings);
+                let again = mutate(&typed(&out), &c).expect("second pass");
+                assert!(again.patch.is_empty(), "{what}");
+            }
+        }
+    }
+}
+
+#[test]
 fn a_root_pod_is_refused_when_the_sidecar_would_inherit_its_uid() {
     use tokenvend_webhook::config::RunAsUser;
     let platform = |deny: bool| {
