@@ -47,6 +47,9 @@ const ENV: &[&str] = &[
     "AWS_STS_REGIONAL_ENDPOINTS",
 ];
 
+/// The default `credentialsPort`.
+const CREDENTIALS_PORT: u16 = 9911;
+
 fn container(name: &'static str, volumes: Vec<&'static str>) -> impl Strategy<Value = Value> {
     let mounts = proptest::sample::subsequence(PATHS.to_vec(), 0..3).prop_flat_map(move |paths| {
         let vols = volumes.clone();
@@ -70,10 +73,15 @@ fn container(name: &'static str, volumes: Vec<&'static str>) -> impl Strategy<Va
             "app:1",
             "ghcr.io/tokenvend/tokenvend-sidecar:0.1.0",
         ])),
+        // A declared port: another, or the credentials endpoint's.
+        proptest::option::of(proptest::sample::select(vec![8080u16, CREDENTIALS_PORT])),
     )
         .prop_map(
-            move |((paths, vols, ro), env, value, env_from, native, image)| {
+            move |((paths, vols, ro), env, value, env_from, native, image, port)| {
                 let mut c = json!({"name": name, "image": image.unwrap_or("app:1")});
+                if let Some(port) = port {
+                    c["ports"] = json!([{"containerPort": port}]);
+                }
                 if !paths.is_empty() {
                     c["volumeMounts"] = Value::Array(
                         paths
@@ -228,6 +236,44 @@ fn sidecars_leave_the_pod_level_budget(before: &Value, after: &Value) -> Result<
     Ok(())
 }
 
+/// A mutated pod with a credentials endpoint has no other container declaring its port.
+fn no_container_shares_the_endpoints_port(out: &Value) -> Result<(), TestCaseError> {
+    let spec = &out["spec"];
+    let all: Vec<&Value> = ["containers", "initContainers"]
+        .iter()
+        .filter_map(|list| spec[list].as_array())
+        .flatten()
+        .collect();
+    let endpoint = all.iter().any(|c| {
+        c["env"].as_array().into_iter().flatten().any(|e| {
+            e["name"] == "AWS_CONTAINER_CREDENTIALS_FULL_URI"
+                && e["value"]
+                    .as_str()
+                    .is_some_and(|v| v.contains(&format!(":{CREDENTIALS_PORT}/")))
+        })
+    });
+    if !endpoint {
+        return Ok(());
+    }
+    for c in all {
+        let ours = c["name"]
+            .as_str()
+            .is_some_and(|n| n.starts_with("tokenvend-sidecar"));
+        let declares = c["ports"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|p| p["containerPort"] == CREDENTIALS_PORT);
+        prop_assert!(
+            ours || !declares,
+            "{} declares the endpoint's port {}",
+            c["name"],
+            CREDENTIALS_PORT
+        );
+    }
+    Ok(())
+}
+
 #[test]
 fn fuzz_mutation_properties() {
     let runs = fuzz("mutation", (pod(), config()), |(pod_json, cfg)| {
@@ -251,6 +297,7 @@ fn fuzz_mutation_properties() {
                     .map_err(|e| TestCaseError::fail(format!("patch does not apply: {e}")))?;
                 common::contained(&pod_json, &out, "").map_err(TestCaseError::fail)?;
                 sidecars_leave_the_pod_level_budget(&pod_json, &out)?;
+                no_container_shares_the_endpoints_port(&out)?;
                 if before_valid {
                     valid_pod(&out)
                         .map_err(|e| TestCaseError::fail(format!("{e}\npatch: {:?}", m.patch)))?;
