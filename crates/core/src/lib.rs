@@ -12,6 +12,7 @@ pub mod claims;
 pub mod clock;
 pub mod contract;
 pub mod creds;
+pub mod image;
 pub mod latch;
 pub mod limited;
 pub mod logging;
