@@ -17,7 +17,8 @@ use tokenvend_core::limited;
     args_conflicts_with_subcommands = true
 )]
 pub struct Cli {
-    /// `probe` for the startupProbe; without a subcommand the refresher runs.
+    /// `probe` for the startupProbe, `wait` for the postStart hook; without a subcommand the
+    /// refresher runs.
     #[command(subcommand)]
     pub command: Option<Cmd>,
     /// Refresher settings.
@@ -30,6 +31,26 @@ pub struct Cli {
 pub enum Cmd {
     /// Exit 0 only if the current file exists and stays valid for at least --min-valid-seconds.
     Probe(ProbeArgs),
+    /// Exit 0 once the credentials endpoint serves credentials, or 1 after --wait-seconds.
+    Wait(WaitArgs),
+}
+
+/// `wait` settings: the classic-style sidecar's postStart hook, which holds back the app
+/// containers after it until the endpoint they read serves.
+#[derive(Debug, Clone, Args)]
+pub struct WaitArgs {
+    /// The shared directory, holding the auth-token file.
+    #[arg(long, env = "TOKENVEND_OUT_DIR")]
+    pub out_dir: PathBuf,
+    /// Loopback address of the credentials endpoint.
+    #[arg(long, env = "TOKENVEND_LISTEN", default_value = "127.0.0.1:9911")]
+    pub listen: SocketAddr,
+    /// HTTP path of the credentials endpoint.
+    #[arg(long, env = "TOKENVEND_CREDENTIALS_PATH", default_value = CREDENTIALS_PATH)]
+    pub credentials_path: String,
+    /// Give up after this many seconds.
+    #[arg(long, env = "TOKENVEND_WAIT_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=600))]
+    pub wait_seconds: u64,
 }
 
 /// `probe` settings.

@@ -317,7 +317,8 @@ fn client(
         .map_err(|e| format!("HTTP client: {e}"))
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// An error with its causes (`connection refused` is a cause, not the error).
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cur = e.source();
     while let Some(c) = cur {

@@ -7,6 +7,7 @@ pub mod outputs;
 pub mod refresh;
 pub mod serve;
 pub mod trust;
+pub mod wait;
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

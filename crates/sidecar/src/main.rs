@@ -1,4 +1,4 @@
-//! `tokenvend-sidecar`: parse flags, set up logging, refresh (or probe).
+//! `tokenvend-sidecar`: parse flags, set up logging, refresh (or probe, or wait).
 
 use std::process::ExitCode;
 
@@ -13,6 +13,21 @@ fn main() -> ExitCode {
             Ok(_) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("probe: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Some(Cmd::Wait(w)) = &cli.command {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let waited = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| format!("runtime: {e}"))
+            .and_then(|rt| rt.block_on(tokenvend_sidecar::wait::until_served(w)));
+        return match waited {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("wait: {e}");
                 ExitCode::FAILURE
             }
         };

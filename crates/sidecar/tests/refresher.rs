@@ -1125,3 +1125,134 @@ fn a_setting_naming_an_endless_file_is_an_error_not_a_read_until_memory_runs_out
         "--ca-file /dev/ptmx: a device waiting for input, not a file",
     );
 }
+
+/// `tokenvend-sidecar wait` (the classic-style postStart hook) over `out`, for up to `secs`.
+fn wait_hook(out: &Path, listen: &str, secs: &str) -> Child {
+    Command::new(workspace_bin("tokenvend-sidecar"))
+        .env_clear()
+        .args(["wait", "--listen", listen, "--wait-seconds", secs])
+        .arg("--out-dir")
+        .arg(out)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("wait")
+}
+
+#[test]
+fn the_wait_hook_holds_until_the_endpoint_serves_and_says_why_it_does_not() {
+    // A classic-style pod in credentials mode: the init container (--once) writes the first
+    // credentials; the regular sidecar, started later, serves them; the hook waits in between.
+    let moto = Moto::start();
+    let cluster = Cluster::new();
+    let sts = tokenvend_testkit::Sts::start(&moto, &cluster, &[]);
+    let sa = ProjectedToken::new(&cluster.token("shop", "orders", None, "tokenvend", 3600));
+    let out = tempfile::tempdir().expect("out");
+    let url = format!("http://{}", sts.addr);
+    let once = sidecar_cmd("credentials", &sa.path(), out.path(), &url, &["--once"])
+        .output()
+        .expect("once");
+    assert!(
+        once.status.success(),
+        "{}",
+        String::from_utf8_lossy(&once.stderr)
+    );
+    let secret = serde_json::from_slice::<Value>(
+        &std::fs::read(out.path().join("credentials.json")).expect("credentials"),
+    )
+    .expect("JSON")["SecretAccessKey"]
+        .as_str()
+        .expect("secret")
+        .to_owned();
+    let listen = format!("127.0.0.1:{}", free_port());
+
+    // Nothing listens yet: the hook keeps asking, and only the sidecar's start ends it. The
+    // sidecar needs no exchange to serve (its upstream here is dead): it reuses the init's file.
+    let mut hook = wait_hook(out.path(), &listen, "30");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        hook.try_wait().expect("wait").is_none(),
+        "the hook did not wait"
+    );
+    let mut regular = sidecar_cmd(
+        "credentials",
+        &sa.path(),
+        out.path(),
+        "http://127.0.0.1:9",
+        &["--listen", &listen],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("sidecar");
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = hook.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the hook never ended"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let said = hook.wait_with_output().expect("output");
+    assert!(
+        status.success(),
+        "{}",
+        String::from_utf8_lossy(&said.stderr)
+    );
+    assert!(
+        said.stdout.is_empty() && said.stderr.is_empty(),
+        "silent on success"
+    );
+
+    // Another pod's endpoint on the port (a hostNetwork pod's neighbour) refuses this pod's
+    // token: not served, and the hook says so when its time is up.
+    let other = tempfile::tempdir().expect("other");
+    std::fs::write(
+        other.path().join("auth-token"),
+        "0123456789abcdef".repeat(4),
+    )
+    .expect("token");
+    let t0 = Instant::now();
+    let refused = wait_hook(other.path(), &listen, "1")
+        .wait_with_output()
+        .expect("output");
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    let text = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        text.contains(&format!(
+            "wait: the credentials endpoint http://{listen}/credentials did not serve within 1 s: \
+             HTTP 401: wrong Authorization"
+        )),
+        "{text}"
+    );
+    let _ = regular.kill();
+    let _ = regular.wait();
+
+    // Nothing listens, and the last exchange failed: both are said; no secret ever is.
+    std::fs::write(
+        out.path().join("last-error"),
+        "HTTP 503: STS is down (3 in a row)",
+    )
+    .expect("last-error");
+    let dead = wait_hook(out.path(), &listen, "1")
+        .wait_with_output()
+        .expect("output");
+    assert_eq!(dead.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&dead.stderr);
+    assert!(
+        text.contains("did not serve within 1 s")
+            && text.contains("Connection refused")
+            && text.contains("the last exchange failed")
+            && text.contains("STS is down"),
+        "{text}"
+    );
+    for output in [&said, &refused, &dead] {
+        for stream in [&output.stdout, &output.stderr] {
+            assert!(!String::from_utf8_lossy(stream).contains(&secret));
+        }
+    }
+}
