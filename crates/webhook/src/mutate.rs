@@ -9,13 +9,14 @@
 //! an already-mutated pod yields an empty patch (`reinvocationPolicy: IfNeeded`).
 
 use std::borrow::Cow;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
 
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction,
-    ObjectFieldSelector, Probe, ProjectedVolumeSource, ResourceRequirements, SeccompProfile,
-    SecurityContext, ServiceAccountTokenProjection, Volume, VolumeMount, VolumeProjection,
+    Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction, Lifecycle,
+    LifecycleHandler, ObjectFieldSelector, Probe, ProjectedVolumeSource, ResourceRequirements,
+    SeccompProfile, SecurityContext, ServiceAccountTokenProjection, Volume, VolumeMount,
+    VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use serde::Serialize;
@@ -29,7 +30,7 @@ use tokenvend_core::{Mode, RoleArn};
 
 use crate::config::{Config, SidecarStyle};
 use crate::patch::{Patch, PatchBuilder, Seg, WriteJson, pointer};
-use crate::pod::{ContainerView, MetaView, PodLevel, PodSpecView, PodView, VolumeView};
+use crate::pod::{ContainerView, MetaView, PodLevel, PodSpecView, PodView, Str, VolumeView};
 
 /// The annotation the kubelet puts on the mirror pod of a static pod.
 pub const MIRROR_POD_KEY: &str = "kubernetes.io/config.mirror";
@@ -264,7 +265,13 @@ impl Injector {
             message.strip_prefix(DENIAL_PREFIX).unwrap_or(&message),
         ));
         let mut patch = PatchBuilder::new();
-        record_warnings(&pod.metadata, &self.warnings_key, &mut warnings, &mut patch);
+        record_warnings(
+            &pod.metadata,
+            &self.warnings_key,
+            0,
+            &mut warnings,
+            &mut patch,
+        );
         Ok(Mutation {
             patch: patch.build(),
             warnings,
@@ -530,13 +537,25 @@ impl Injector {
         if !problems.is_empty() {
             return refuse(problems.join("; "), warnings, Some(mode));
         }
+        let sidecar_first = sidecar_plan.regular_first;
         if let Err(e) = sidecar_plan.emit(spec, &role, &mut patch) {
             return render_failure(e, warnings, mode);
+        }
+        let mut annotated = 0;
+        if let Some(first) = spec.containers.first().filter(|_| sidecar_first) {
+            annotated =
+                keep_default_container(&pod.metadata, &first.name, &mut warnings, &mut patch);
         }
         // Only with the plumbing: a second pass, which adds none, then records nothing either.
         let plumbed = !patch.is_empty();
         if plumbed {
-            record_warnings(&pod.metadata, &self.warnings_key, &mut warnings, &mut patch);
+            record_warnings(
+                &pod.metadata,
+                &self.warnings_key,
+                annotated,
+                &mut warnings,
+                &mut patch,
+            );
         }
         Ok(Mutation {
             patch: patch.build(),
@@ -576,6 +595,7 @@ impl Injector {
             init: None,
             regular: None,
             position: sidecar_position(inits, &self.cfg.sidecar_starts_after),
+            regular_first: false,
         };
         if !prepared.mode.has_sidecar() {
             return plan;
@@ -627,24 +647,14 @@ impl Injector {
                 }
                 if !check(&spec.containers, inits, name) {
                     plan.regular = prepared.regular.as_ref().map(|t| t.for_pod(level));
+                    // Its postStart hook holds back the containers after it until the endpoint
+                    // serves (the kubelet starts them in order, each after the previous hook).
+                    plan.regular_first = prepared.mode == Mode::Credentials;
                     if let Some(p @ ("Never" | "OnFailure")) = spec.restart_policy.as_deref() {
                         warnings.push(format!(
                             "restartPolicy {p} with sidecarStyle classic: the sidecar container \
                              {name:?} runs until the pod is deleted, so this pod (a Job's, say) \
                              never completes; native sidecars (Kubernetes 1.29+) stop with the app"
-                        ));
-                    }
-                    // The kubelet starts regular containers one after another without waiting
-                    // for the sidecar to serve (nor, when its image is still to be pulled, to
-                    // exist); the init container wrote only the file, which SDKs do not read.
-                    if prepared.mode == Mode::Credentials {
-                        warnings.push(format!(
-                            "credentials mode with sidecarStyle classic: the app starts without \
-                             waiting for the sidecar container {name:?} to serve the credentials \
-                             endpoint, so an AWS call in its first seconds can fail with \
-                             connection refused; web-identity mode (whose token the init \
-                             container writes first) and native sidecars (Kubernetes 1.29+) have \
-                             no such gap"
                         ));
                     }
                 }
@@ -672,13 +682,59 @@ const ANNOTATIONS_LIMIT: usize = 256 * 1024;
 /// The most of its warnings recorded on a pod, in bytes.
 const RECORDED_WARNINGS_MAX: usize = 4096;
 
+/// The annotation naming kubectl's default container for `logs`, `exec` and `attach` (without
+/// it, the pod's first).
+const DEFAULT_CONTAINER_KEY: &str = "kubectl.kubernetes.io/default-container";
+
+/// Bytes the pod's annotations take, as Kubernetes counts them against its limit.
+fn annotation_bytes(annotations: &BTreeMap<Str<'_>, Str<'_>>) -> usize {
+    annotations.iter().map(|(k, v)| k.len() + v.len()).sum()
+}
+
+/// With the sidecar placed first, kubectl's `logs` and `exec` would default to it: name the
+/// container that was first, unless the pod names one already. Returns the bytes added.
+fn keep_default_container(
+    meta: &MetaView,
+    first: &str,
+    warnings: &mut Vec<String>,
+    patch: &mut PatchBuilder,
+) -> usize {
+    // A pod given the sidecar has annotations: its role's.
+    let Some(annotations) = meta.annotations.as_ref() else {
+        return 0;
+    };
+    if annotations.contains_key(DEFAULT_CONTAINER_KEY) {
+        return 0;
+    }
+    let added = DEFAULT_CONTAINER_KEY.len() + first.len();
+    if annotation_bytes(annotations) + added > ANNOTATIONS_LIMIT {
+        warnings.push(format!(
+            "the sidecar is the pod's first container, and {DEFAULT_CONTAINER_KEY} is not set \
+             to {first:?} since the pod's annotations would exceed Kubernetes' limit of 256 KiB: \
+             kubectl logs and exec need -c {first}"
+        ));
+        return 0;
+    }
+    patch.add(
+        &pointer([
+            Seg::Key("metadata"),
+            Seg::Key("annotations"),
+            Seg::Key(DEFAULT_CONTAINER_KEY),
+        ]),
+        &first,
+    );
+    added
+}
+
 /// Record `warnings` on the pod being patched, under `key`: the warnings of a pod that a
 /// controller creates (a Deployment's) reach nobody, since only the creating client sees them.
-/// An annotation already there is kept; a pod whose annotations would outgrow Kubernetes'
-/// limit gets one more warning instead, since an oversized pod would be refused.
+/// An annotation already there is kept; a pod whose annotations (with the `pending` bytes this
+/// patch adds) would outgrow Kubernetes' limit gets one more warning instead, since an
+/// oversized pod would be refused.
 fn record_warnings(
     meta: &MetaView,
     key: &str,
+    pending: usize,
     warnings: &mut Vec<String>,
     patch: &mut PatchBuilder,
 ) {
@@ -701,8 +757,7 @@ fn record_warnings(
     if annotations.contains_key(key) {
         return;
     }
-    let used: usize = annotations.iter().map(|(k, v)| k.len() + v.len()).sum();
-    if used + key.len() + text.len() > ANNOTATIONS_LIMIT {
+    if annotation_bytes(annotations) + pending + key.len() + text.len() > ANNOTATIONS_LIMIT {
         warnings.push(format!(
             "these warnings are not recorded in the pod's {key} annotation: the pod's \
              annotations would exceed Kubernetes' limit of 256 KiB"
@@ -1051,6 +1106,26 @@ fn sidecar_container(
             .as_ref()
             .map(|pem| vec![var(SIDECAR_CA_PEM_ENV, pem)]),
         restart_policy: native.then(|| "Always".to_owned()),
+        // The classic regular sidecar, placed first: the kubelet starts the app containers after
+        // this hook returns, so their first AWS call finds the endpoint serving.
+        lifecycle: (!native && !once && mode == Mode::Credentials).then(|| Lifecycle {
+            post_start: Some(LifecycleHandler {
+                exec: Some(ExecAction {
+                    command: Some(vec![
+                        SIDECAR_BINARY.to_owned(),
+                        "wait".to_owned(),
+                        "--out-dir".to_owned(),
+                        SHARED_DIR.to_owned(),
+                        "--listen".to_owned(),
+                        format!("127.0.0.1:{}", cfg.credentials_port),
+                        "--wait-seconds".to_owned(),
+                        SIDECAR_WAIT_SECONDS.to_string(),
+                    ]),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
         startup_probe: native.then(|| Probe {
             exec: Some(ExecAction {
                 command: Some(vec![
@@ -1098,6 +1173,11 @@ fn sidecar_container(
     }
 }
 
+/// How long the classic sidecar's postStart hook holds the app back at most. The sidecar serves
+/// the credentials its init container wrote, so it is up in well under a second; past this the
+/// hook fails, the kubelet restarts the sidecar and records why in the pod's events.
+const SIDECAR_WAIT_SECONDS: u64 = 60;
+
 /// The sidecar containers still to add.
 struct SidecarPlan<'p> {
     native: Option<&'p SidecarTemplate>,
@@ -1105,6 +1185,8 @@ struct SidecarPlan<'p> {
     regular: Option<&'p SidecarTemplate>,
     /// Index in `initContainers` for the native sidecar or the classic init container.
     position: usize,
+    /// The classic regular sidecar goes first in `containers`, not last.
+    regular_first: bool,
 }
 
 /// Where the sidecar (or the classic init container) goes in `initContainers`: first, so every
@@ -1138,11 +1220,12 @@ impl SidecarPlan<'_> {
             );
         }
         if let Some(t) = self.regular {
-            patch.append(
-                &[Seg::Key("spec"), Seg::Key("containers")],
-                true,
-                &[t.with_role(role)?],
-            );
+            let containers = [Seg::Key("spec"), Seg::Key("containers")];
+            if self.regular_first {
+                patch.insert(&containers, true, 0, &t.with_role(role)?);
+            } else {
+                patch.append(&containers, true, &[t.with_role(role)?]);
+            }
         }
         Ok(())
     }

@@ -2,7 +2,8 @@
 //! target (default 3; the test command runs about a minute each and prints the executions).
 //! - any generated labelled pod, under any generated config: no panic; when allowed, the patch
 //!   applies, the result is a valid pod (decodes; unique container and volume names; every mount
-//!   names a volume; unique mount paths), a second pass is empty, and no existing field changed;
+//!   names a volume; unique mount paths), a second pass is empty, no existing field changed,
+//!   and every container reading the credentials endpoint starts after it serves;
 //! - AdmissionReview parsing of arbitrary bytes and of mangled reviews: no panic, an answer or an error.
 
 mod common;
@@ -274,6 +275,60 @@ fn no_container_shares_the_endpoints_port(out: &Value) -> Result<(), TestCaseErr
     Ok(())
 }
 
+/// In a mutated pod, every container that reads the credentials endpoint starts after it
+/// serves: the native sidecar (whose startupProbe the kubelet waits for) or, in classic style,
+/// the regular sidecar placed before it with the `wait` postStart hook. Pods that had a sidecar
+/// of ours before the patch are left as they were.
+fn the_endpoint_serves_before_the_app_starts(
+    before: &Value,
+    out: &Value,
+) -> Result<(), TestCaseError> {
+    let ours = |c: &Value| c["name"] == "tokenvend-sidecar";
+    let containers = out["spec"]["containers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let inits = out["spec"]["initContainers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let had_ours = ["containers", "initContainers"]
+        .iter()
+        .filter_map(|list| before["spec"][list].as_array())
+        .flatten()
+        .any(ours);
+    let reads = |c: &Value| {
+        c["env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|e| e["name"] == "AWS_CONTAINER_CREDENTIALS_FULL_URI")
+    };
+    let Some(first_reader) = containers.iter().position(reads) else {
+        return Ok(());
+    };
+    if had_ours
+        || inits
+            .iter()
+            .any(|c| ours(c) && c["restartPolicy"] == "Always")
+    {
+        return Ok(());
+    }
+    let holder = containers.iter().position(|c| {
+        ours(c)
+            && c["lifecycle"]["postStart"]["exec"]["command"]
+                .as_array()
+                .is_some_and(|cmd| cmd.get(1) == Some(&json!("wait")))
+    });
+    prop_assert!(
+        holder.is_some_and(|h| h < first_reader),
+        "container {} reads the endpoint before any sidecar holds it back: {:?}",
+        containers[first_reader]["name"],
+        containers.iter().map(|c| &c["name"]).collect::<Vec<_>>()
+    );
+    Ok(())
+}
+
 #[test]
 fn fuzz_mutation_properties() {
     let runs = fuzz("mutation", (pod(), config()), |(pod_json, cfg)| {
@@ -298,6 +353,7 @@ fn fuzz_mutation_properties() {
                 common::contained(&pod_json, &out, "").map_err(TestCaseError::fail)?;
                 sidecars_leave_the_pod_level_budget(&pod_json, &out)?;
                 no_container_shares_the_endpoints_port(&out)?;
+                the_endpoint_serves_before_the_app_starts(&pod_json, &out)?;
                 if before_valid {
                     valid_pod(&out)
                         .map_err(|e| TestCaseError::fail(format!("{e}\npatch: {:?}", m.patch)))?;

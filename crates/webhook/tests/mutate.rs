@@ -481,8 +481,9 @@ fn classic_style_adds_an_init_container_and_a_regular_sidecar() {
         );
     }
 
-    // Credentials mode: nothing holds the app until the sidecar's endpoint answers.
-    for (mode, style, warned) in [
+    // Credentials mode: the regular sidecar goes first, and its postStart hook holds the app
+    // back until the endpoint serves; kubectl keeps defaulting to the app.
+    for (mode, style, first) in [
         ("credentials", "classic", true),
         ("web-identity", "classic", false),
         ("credentials", "native", false),
@@ -490,17 +491,65 @@ fn classic_style_adds_an_init_container_and_a_regular_sidecar() {
         let c = cfg(|a| a.sidecar_style = Some(style.into()));
         let p = pod(json!({"metadata": {"annotations": {"tremolo.io/aws-mode": mode}}}));
         let (m, out) = run(&p, &c);
-        let w = m.warnings.join("\n");
-        assert_eq!(
-            w.contains("credentials mode with sidecarStyle classic")
-                && w.contains("connection refused")
-                && w.contains("web-identity mode"),
-            warned,
-            "{mode}/{style}: {w}"
+        let containers = out["spec"]["containers"].as_array().expect("containers");
+        let (sidecar, app) = if first {
+            (containers.first(), &containers[1])
+        } else {
+            (containers.get(1), &containers[0])
+        };
+        assert_eq!(app["name"], json!("app"), "{mode}/{style}");
+        let aws_env = |c: &Value| env_names(c).iter().any(|n| n.starts_with("AWS_"));
+        assert!(aws_env(app), "the app's env reached the app: {out}");
+        let hooks: Vec<&Value> = containers
+            .iter()
+            .filter_map(|c| c.get("lifecycle"))
+            .collect();
+        let default_container = out["metadata"]["annotations"].get(DEFAULT_CONTAINER);
+        if first {
+            let sidecar = sidecar.expect("sidecar");
+            assert_eq!(sidecar["name"], json!("tokenvend-sidecar"));
+            assert_eq!(
+                hooks,
+                [&json!({"postStart": {"exec": {"command": [
+                    "/usr/local/bin/tokenvend-sidecar", "wait",
+                    "--out-dir", "/var/run/secrets/tremolo.io/aws",
+                    "--listen", "127.0.0.1:9911", "--wait-seconds", "60"
+                ]}}})]
+            );
+            assert!(!aws_env(sidecar), "and not the sidecar: {out}");
+            assert_eq!(default_container, Some(&json!("app")));
+        } else {
+            assert!(hooks.is_empty(), "{mode}/{style}: {hooks:?}");
+            assert_eq!(default_container, None, "{mode}/{style}");
+        }
+        assert!(
+            !m.warnings.iter().any(|w| w.contains("connection refused")),
+            "no start-up gap left to warn of: {:?}",
+            m.warnings
         );
         let (again, _) = run(&out, &c);
-        assert!(again.warnings.is_empty(), "{:?}", again.warnings);
+        assert!(
+            again.warnings.is_empty() && again.patch.is_empty(),
+            "{:?} {:?}",
+            again.warnings,
+            again.patch
+        );
     }
+    // A pod that names its own default container keeps it.
+    let c = cfg(|a| a.sidecar_style = Some("classic".into()));
+    let p = pod(json!({"metadata": {"annotations": {
+        "tremolo.io/aws-mode": "credentials",
+        DEFAULT_CONTAINER: "debug"
+    }}, "spec": {"containers": [{"name": "app", "image": "app:1"}, {"name": "debug", "image": "d:1"}]}}));
+    let (_, out) = run(&p, &c);
+    assert_eq!(
+        out["metadata"]["annotations"][DEFAULT_CONTAINER],
+        json!("debug")
+    );
+    assert_eq!(
+        out["spec"]["containers"][0]["name"],
+        json!("tokenvend-sidecar")
+    );
 }
 
 #[test]
@@ -1368,6 +1417,8 @@ fn a_mesh_that_captures_traffic_before_its_regular_proxy_starts_is_warned_about(
 
 /// The annotation the warnings are recorded in, for the default prefix.
 const WARNINGS: &str = "tremolo.io/aws-warnings";
+/// kubectl's default container, named on pods whose first container becomes the sidecar.
+const DEFAULT_CONTAINER: &str = "kubectl.kubernetes.io/default-container";
 
 #[test]
 fn a_patched_pod_records_its_warnings_where_its_owner_can_read_them() {
@@ -1501,6 +1552,62 @@ fn warnings_that_would_overfill_the_pods_annotations_are_only_returned() {
     p["metadata"]["annotations"]["big"] = json!("x".repeat(1024));
     let (_, out) = run(&p, &Config::default());
     assert!(out["metadata"]["annotations"][WARNINGS].is_string());
+
+    // Classic style in credentials mode also names kubectl's default container, in the same
+    // room: first the warnings no longer fit after it, then neither does it.
+    let c = cfg(|a| {
+        a.sidecar_style = Some("classic".into());
+        a.default_mode = Some("credentials".into());
+    });
+    let used = |p: &Value| -> usize {
+        p["metadata"]["annotations"]
+            .as_object()
+            .expect("annotations")
+            .iter()
+            .map(|(k, v)| k.len() + v.as_str().expect("string").len())
+            .sum()
+    };
+    p["metadata"]["annotations"]["big"] = json!("");
+    let room = 256 * 1024 - used(&p);
+    let (_, out) = run(&p, &c);
+    let recorded = WARNINGS.len()
+        + out["metadata"]["annotations"][WARNINGS]
+            .as_str()
+            .expect("recorded")
+            .len();
+    // Room for the record alone, not for the default container's name as well.
+    assert!(DEFAULT_CONTAINER.len() + "app".len() > 5);
+    p["metadata"]["annotations"]["big"] = json!("x".repeat(room - recorded - 5));
+    let (m, out) = run(&p, &c);
+    assert_eq!(
+        out["metadata"]["annotations"][DEFAULT_CONTAINER],
+        json!("app")
+    );
+    assert!(out["metadata"]["annotations"].get(WARNINGS).is_none());
+    assert!(
+        m.warnings.iter().any(|w| w.contains("not recorded")),
+        "{:?}",
+        m.warnings
+    );
+    assert!(used(&out) <= 256 * 1024);
+    p["metadata"]["annotations"]["big"] = json!("x".repeat(room - 1));
+    let (m, out) = run(&p, &c);
+    assert!(
+        out["metadata"]["annotations"]
+            .get(DEFAULT_CONTAINER)
+            .is_none()
+    );
+    assert_eq!(
+        out["spec"]["containers"][0]["name"],
+        json!("tokenvend-sidecar")
+    );
+    assert!(
+        m.warnings.iter().any(|w| w
+            .contains("kubectl.kubernetes.io/default-container is not set to \"app\"")
+            && w.contains("kubectl logs and exec need -c app")),
+        "{:?}",
+        m.warnings
+    );
 }
 
 #[test]
