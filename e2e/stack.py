@@ -11,7 +11,9 @@ and two STAND-INS for roles that cannot run here, following their documented con
   listen, with an /etc/hosts resolving their Service names; runs each container in its own mount
   namespace with every volume bind-mounted at its mountPath (read-only where the spec says so);
   starts init containers in order, native sidecars first and gated on their startupProbe, then
-  the app containers with exactly the env of their spec (fieldRefs resolved as the kubelet does).
+  the app containers with exactly the env of their spec (fieldRefs resolved as the kubelet does),
+  in order, each after the previous one's postStart exec hook has returned (a failed hook: the
+  kubelet's FailedPostStartHook, here an error with the hook's output).
 
 Needs root (network and mount namespaces), iproute2 and util-linux.
 """
@@ -208,6 +210,13 @@ class Stack:
         self._wait_started("webhook", self._ready, "tokenvend-webhook did not become ready")
         self.log(f"tokenvend-webhook on https://127.0.0.1:{WEBHOOK_PORT} (serving cert from tokenvend-certs)")
 
+    def restart_webhook(self, extra):
+        """Stop tokenvend-webhook and start it again with another configuration."""
+        p = self.procs.pop("webhook")
+        p.terminate()
+        p.wait(10)
+        self.start_webhook(extra)
+
     def _ready(self):
         try:
             return urllib.request.urlopen(f"http://127.0.0.1:{WEBHOOK_PROBE_PORT}/readyz", timeout=1).status == 200
@@ -307,6 +316,7 @@ class PodRunner:
         self.procs = {}
         self.stopping = threading.Event()
         self.rotations = 0
+        self.hooks = []  # (container, seconds its postStart hook took)
         self._net()
         self.volumes = {}
         self._volumes()
@@ -417,30 +427,54 @@ class PodRunner:
             env["HOME"] = os.path.join(self.dir, f"home-{c['name']}")
             os.makedirs(env["HOME"], exist_ok=True)
             os.chmod(env["HOME"], 0o777)
-        script = self._mount_script(c) + "\nexec env -i " + " ".join(
+        # The marker says the mounts are in place: a container the kubelet has started has its
+        # volumes, and an exec into it (a hook, a probe) sees them.
+        started = os.path.join(self.dir, f"{c['name']}.started")
+        script = self._mount_script(c) + f"\n: > {shlex.quote(started)}" + "\nexec env -i " + " ".join(
             shlex.quote(f"{k}={v}") for k, v in env.items()) + " " + " ".join(shlex.quote(a) for a in run_as + argv)
         log = open(os.path.join(self.dir, f"{c['name']}.log"), "w")
         p = subprocess.Popen(["ip", "netns", "exec", self.netns, "unshare", "--mount", "--propagation", "private",
                               "sh", "-c", script], stdout=log, stderr=subprocess.STDOUT)
         self.procs[c["name"]] = p
+        deadline = time.monotonic() + 30
+        while not os.path.exists(started):
+            if p.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{c['name']} did not start ({p.poll()}): {self.logs(c['name'])}")
+            time.sleep(0.01)
         return p
+
+    def _exec(self, c, command):
+        """Run an exec handler's command inside the container's namespaces."""
+        argv = list(command)
+        image = self._image(c)
+        if argv[0] in image.binaries:
+            argv[0] = image.binaries[argv[0]]
+        return sh("nsenter", "-t", str(self.procs[c["name"]].pid), "-m", "-n", "--", *argv, check=False)
+
+    def post_start(self, c):
+        """Run the container's postStart exec hook to its end, as the kubelet does before it starts
+        the next container."""
+        hook = c.get("lifecycle", {}).get("postStart")
+        if not hook:
+            return
+        t0 = time.monotonic()
+        r = self._exec(c, hook["exec"]["command"])
+        if r.returncode != 0:
+            raise RuntimeError(f"FailedPostStartHook on {c['name']} ({r.returncode}): {r.stdout}{r.stderr}")
+        self.hooks.append((c["name"], time.monotonic() - t0))
+        self.log(f"   kubelet: {c['name']} postStart hook returned")
 
     def probe(self, c):
         """Run the container's startupProbe exec command inside its namespaces until it passes."""
         probe = c.get("startupProbe")
         if not probe:
             return
-        image = self._image(c)
-        argv = list(probe["exec"]["command"])
-        if argv[0] in image.binaries:
-            argv[0] = image.binaries[argv[0]]
         period = probe.get("periodSeconds", 10)
         for _ in range(probe.get("failureThreshold", 3)):
             p = self.procs[c["name"]]
             if p.poll() is not None:
                 raise RuntimeError(f"{c['name']} exited with {p.returncode} before its startupProbe passed: {self.logs(c['name'])}")
-            r = sh("nsenter", "-t", str(p.pid), "-m", "-n", "--", *argv, check=False)
-            if r.returncode == 0:
+            if self._exec(c, probe["exec"]["command"]).returncode == 0:
                 return
             time.sleep(period)
         raise RuntimeError(f"{c['name']} startupProbe never passed: {self.logs(c['name'])}")
@@ -468,6 +502,7 @@ class PodRunner:
         apps = []
         for c in spec["containers"]:
             self.start(c)
+            self.post_start(c)
             if c["name"] == "tokenvend-sidecar":
                 sidecars.append(c["name"])
             else:

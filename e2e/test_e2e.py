@@ -11,6 +11,8 @@ stand-ins only for the API server's admission call and the kubelet (see stack.py
 - boto3 from before AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE in credentials mode: its error says why.
 - An arm64 node: the aarch64 static sidecar (what an arm64 image ships) run under qemu-aarch64,
   sidecar and startupProbe alike, serving an unmodified boto3 in both sidecar modes.
+- Classic style (clusters before 1.29) in credentials mode: boto3 told to ask the endpoint once
+  succeeds at its first call, the sidecar first and its postStart hook holding the app back.
 - A CA rotation by the real tokenvend-certs (new CA beside the old, serving certificate moved,
   old CA dropped) under a running pod: its sidecar follows tokenvend-sts's bundle and the app
   never sees an error.
@@ -36,10 +38,13 @@ BOTO3_2023 = os.path.join(ROOT, "e2e", ".work", "boto3-2023")
 CLIENTS = {"boto3": "e2e/boto3", "aws-cli-v1": "e2e/aws-cli", "js-sdk-v3": "e2e/js-sdk-v3", "rust-sdk": "e2e/rust-sdk"}
 
 
+# Short-lived values in the refresh tests: the startupProbe asks for 5 s of validity, not 300.
+WEBHOOK_CONFIG = {"sidecarProbeMinValidSeconds": 5}
+
+
 @pytest.fixture(scope="module")
 def stack():
-    # Short-lived values in the refresh tests: the startupProbe asks for 5 s of validity, not 300.
-    s = Stack(WORK, BIN, log=lambda m: None, webhook_config={"sidecarProbeMinValidSeconds": 5})
+    s = Stack(WORK, BIN, log=lambda m: None, webhook_config=WEBHOOK_CONFIG)
     yield s
     s.close()
 
@@ -89,6 +94,32 @@ def test_every_mode_with_every_sdk(stack, mode, client):
     assert arns(out) == [f"arn:aws:sts::123456789012:assumed-role/e2e-{client}/{session}"], out
     if mode == "projected":
         assert "tokenvend-sidecar" not in runner.procs
+
+
+def test_a_classic_pod_in_credentials_mode_finds_the_endpoint_serving_at_its_first_call(stack):
+    # boto3 asks the container-credentials endpoint once (by default three times a second apart,
+    # which would hide an app started before the endpoint serves).
+    role = "arn:aws:iam::123456789012:role/e2e-classic"
+    dep = deployment("classic-cred", "credentials", role, CLIENTS["boto3"])
+    dep["spec"]["template"]["spec"]["containers"][0]["env"].append(
+        {"name": "AWS_METADATA_SERVICE_NUM_ATTEMPTS", "value": "1"})
+    stack.restart_webhook({**WEBHOOK_CONFIG, "sidecarStyle": "classic"})
+    try:
+        answer, pod = stack.admit(stack.pod_from_deployment(dep))
+        assert answer["allowed"] and not answer.get("warnings"), answer
+        assert [c["name"] for c in pod["spec"]["initContainers"]] == ["tokenvend-sidecar-init"]
+        assert [c["name"] for c in pod["spec"]["containers"]] == ["tokenvend-sidecar", "app"]
+        assert pod["metadata"]["annotations"]["kubectl.kubernetes.io/default-container"] == "app"
+        runner = PodRunner(stack, pod, images(BIN, NODE, VENV), log=lambda m: None)
+        try:
+            rc, out = runner.run(timeout=240)["app"]
+        finally:
+            runner.stop()
+    finally:
+        stack.restart_webhook(WEBHOOK_CONFIG)
+    assert rc == 0, f"{out}\n--- sidecar ---\n{runner.logs('tokenvend-sidecar')}"
+    assert arns(out) == ["arn:aws:sts::123456789012:assumed-role/e2e-classic/e2e.app"], out
+    assert [name for name, _ in runner.hooks] == ["tokenvend-sidecar"], runner.hooks
 
 
 def answered_throughout(out, seconds):
