@@ -517,10 +517,17 @@ impl Injector {
                 "{skip_key} skips every container: no container gets AWS credentials"
             ));
         }
-        // The pod's containers share one network: the endpoint and the app would race for it.
+        // The pod's containers share one network: a container running beside the endpoint and
+        // listening on its port would race it. Init containers that finish before the endpoint
+        // starts do not: in classic style all of them, in native style those before the sidecar.
         if mode == Mode::Credentials {
             let port = cfg.credentials_port;
-            for c in spec.containers.iter().chain(init_containers) {
+            let beside = |(i, c): &(usize, &ContainerView)| {
+                c.is_native_sidecar()
+                    || (cfg.sidecar_style == SidecarStyle::Native && *i >= sidecar_plan.position)
+            };
+            let inits_beside = init_containers.iter().enumerate().filter(beside);
+            for c in spec.containers.iter().chain(inits_beside.map(|(_, c)| c)) {
                 if !self.is_our_sidecar(c) && c.declares_tcp_port(port) {
                     problems.push(format!(
                         "container {:?} declares port {port}, where the sidecar's credentials \

@@ -237,13 +237,30 @@ fn sidecars_leave_the_pod_level_budget(before: &Value, after: &Value) -> Result<
     Ok(())
 }
 
-/// A mutated pod with a credentials endpoint has no other container declaring its port.
+/// A mutated pod with a credentials endpoint has no other container declaring its port among
+/// those running beside it: regular containers, native sidecars, and the init containers after
+/// a native sidecar of ours (the others finish before the endpoint starts).
 fn no_container_shares_the_endpoints_port(out: &Value) -> Result<(), TestCaseError> {
     let spec = &out["spec"];
-    let all: Vec<&Value> = ["containers", "initContainers"]
+    let inits = spec["initContainers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let native = |c: &Value| c["restartPolicy"] == "Always";
+    let ours_at = inits
         .iter()
-        .filter_map(|list| spec[list].as_array())
+        .position(|c| native(c) && c["name"] == "tokenvend-sidecar");
+    let all: Vec<&Value> = spec["containers"]
+        .as_array()
+        .into_iter()
         .flatten()
+        .chain(
+            inits
+                .iter()
+                .enumerate()
+                .filter(|(i, c)| native(c) || ours_at.is_some_and(|at| *i > at))
+                .map(|(_, c)| c),
+        )
         .collect();
     let endpoint = all.iter().any(|c| {
         c["env"].as_array().into_iter().flatten().any(|e| {

@@ -773,14 +773,17 @@ fn pods_on_their_nodes_dns_are_warned_that_the_sidecar_cannot_resolve_the_exchan
 
 #[test]
 fn a_container_declaring_the_credentials_port_is_refused_in_credentials_mode() {
-    // (mode, containers, init containers, credentialsPort, refused naming)
+    // (mode, style, containers, init containers, credentialsPort, refused naming)
     let app = |ports: Value| json!({"name": "app", "image": "app:1", "ports": ports});
     let plain = json!({"name": "app", "image": "app:1"});
     let tcp = |port: u16| json!([{"containerPort": port}]);
-    for (what, mode, containers, inits, port, want) in [
+    let setup = json!({"name": "setup", "image": "s:1", "ports": [{"containerPort": 9911}]});
+    let mesh = json!({"name": "istio-proxy", "image": "p:1", "restartPolicy": "Always"});
+    for (what, mode, style, containers, inits, port, want) in [
         (
             "the app listens on the default port",
             "credentials",
+            "native",
             vec![app(tcp(9911))],
             vec![],
             None,
@@ -789,6 +792,7 @@ fn a_container_declaring_the_credentials_port_is_refused_in_credentials_mode() {
         (
             "explicitly TCP, among other ports",
             "credentials",
+            "native",
             vec![app(json!([
                 {"containerPort": 8080, "name": "http"},
                 {"containerPort": 9911, "protocol": "TCP"}
@@ -800,6 +804,7 @@ fn a_container_declaring_the_credentials_port_is_refused_in_credentials_mode() {
         (
             "a native sidecar of the pod's own",
             "credentials",
+            "native",
             vec![plain.clone()],
             vec![
                 json!({"name": "proxy", "image": "p:1", "restartPolicy": "Always",
@@ -811,6 +816,7 @@ fn a_container_declaring_the_credentials_port_is_refused_in_credentials_mode() {
         (
             "the configured port",
             "credentials",
+            "native",
             vec![app(tcp(9999))],
             vec![],
             Some(9999),
@@ -819,6 +825,7 @@ fn a_container_declaring_the_credentials_port_is_refused_in_credentials_mode() {
         (
             "another port",
             "credentials",
+            "native",
             vec![app(tcp(8080))],
             vec![],
             None,
@@ -827,6 +834,7 @@ fn a_container_declaring_the_credentials_port_is_refused_in_credentials_mode() {
         (
             "UDP on that port",
             "credentials",
+            "native",
             vec![app(json!([{"containerPort": 9911, "protocol": "UDP"}]))],
             vec![],
             None,
@@ -835,13 +843,56 @@ fn a_container_declaring_the_credentials_port_is_refused_in_credentials_mode() {
         (
             "web-identity mode has no endpoint",
             "web-identity",
+            "native",
             vec![app(tcp(9911))],
             vec![],
             None,
             None,
         ),
+        (
+            "an init container running beside the native sidecar",
+            "credentials",
+            "native",
+            vec![plain.clone()],
+            vec![setup.clone()],
+            None,
+            Some("\"setup\" declares port 9911"),
+        ),
+        (
+            "an init container done before the native sidecar starts (after the mesh's)",
+            "credentials",
+            "native",
+            vec![plain.clone()],
+            vec![setup.clone(), mesh.clone()],
+            None,
+            None,
+        ),
+        (
+            "an init container in classic style, done before the endpoint starts",
+            "credentials",
+            "classic",
+            vec![plain.clone()],
+            vec![setup.clone()],
+            None,
+            None,
+        ),
+        (
+            "a native sidecar of the pod's own in classic style",
+            "credentials",
+            "classic",
+            vec![plain.clone()],
+            vec![
+                json!({"name": "proxy", "image": "p:1", "restartPolicy": "Always",
+                        "ports": [{"containerPort": 9911}]}),
+            ],
+            None,
+            Some("\"proxy\" declares port 9911"),
+        ),
     ] {
-        let c = cfg(|a| a.credentials_port = port);
+        let c = cfg(|a| {
+            a.credentials_port = port;
+            a.sidecar_style = Some(style.into());
+        });
         let mut p = pod(json!({
             "metadata": {"annotations": {"tremolo.io/aws-mode": mode}},
             "spec": {"containers": containers}
@@ -863,6 +914,7 @@ fn a_container_declaring_the_credentials_port_is_refused_in_credentials_mode() {
                     &p,
                     &cfg(|a| {
                         a.credentials_port = port;
+                        a.sidecar_style = Some(style.into());
                         a.deny_on_invalid = Some(false);
                     }),
                 );
