@@ -65,3 +65,52 @@ fn fuzz_usernames_and_claims() {
         },
     );
 }
+
+#[test]
+fn fuzz_image_references() {
+    // References built from the distribution grammar (accepted whenever the name fits its 255
+    // characters), and any text (never a panic; what is accepted is plain ASCII without spaces).
+    let registry =
+        "([a-z0-9]([a-zA-Z0-9-]{0,6}[a-z0-9])?(\\.[a-zA-Z0-9]{1,8}){0,2}(:[0-9]{1,5})?/)?";
+    let component = "[a-z0-9]{1,6}((\\.|_|__|-{1,3})[a-z0-9]{1,6}){0,2}";
+    let grammar = format!(
+        "{registry}{component}(/{component}){{0,3}}(:[A-Za-z0-9_][A-Za-z0-9_.-]{{0,20}})?(@sha256:[0-9a-f]{{64}})?"
+    );
+    let references = prop_oneof![
+        proptest::string::string_regex(&grammar)
+            .expect("grammar")
+            .prop_map(|s| (s, true)),
+        ".{0,80}".prop_map(|s| (s, false)),
+        "[a-zA-Z0-9:/@._-]{0,60}".prop_map(|s| (s, false)),
+    ];
+    fuzz(
+        "image-reference",
+        references,
+        |(reference, from_grammar)| {
+            let problem = tokenvend_core::image::reference_problem(&reference);
+            let name_len = reference
+                .split('@')
+                .next()
+                .map(|n| {
+                    n.rsplit_once(':')
+                        .filter(|(_, t)| !t.contains('/'))
+                        .map_or(n, |(n, _)| n)
+                        .len()
+                })
+                .unwrap_or(0);
+            if from_grammar && name_len <= 255 {
+                prop_assert_eq!(problem.as_deref(), None, "{}", reference);
+            }
+            if problem.is_none() {
+                prop_assert!(
+                    !reference.is_empty()
+                        && reference.bytes().all(|b| b.is_ascii_graphic())
+                        && reference.matches('@').count() <= 1,
+                    "{}",
+                    reference
+                );
+            }
+            Ok(())
+        },
+    );
+}
