@@ -779,6 +779,8 @@ fn a_container_declaring_the_credentials_port_is_refused_in_credentials_mode() {
     let tcp = |port: u16| json!([{"containerPort": port}]);
     let setup = json!({"name": "setup", "image": "s:1", "ports": [{"containerPort": 9911}]});
     let mesh = json!({"name": "istio-proxy", "image": "p:1", "restartPolicy": "Always"});
+    let proxy = json!({"name": "proxy", "image": "p:1", "restartPolicy": "Always",
+                       "ports": [{"containerPort": 9911}]});
     for (what, mode, style, containers, inits, port, want) in [
         (
             "the app listens on the default port",
@@ -806,10 +808,7 @@ fn a_container_declaring_the_credentials_port_is_refused_in_credentials_mode() {
             "credentials",
             "native",
             vec![plain.clone()],
-            vec![
-                json!({"name": "proxy", "image": "p:1", "restartPolicy": "Always",
-                        "ports": [{"containerPort": 9911}]}),
-            ],
+            vec![proxy.clone()],
             None,
             Some("\"proxy\" declares port 9911"),
         ),
@@ -881,10 +880,7 @@ fn a_container_declaring_the_credentials_port_is_refused_in_credentials_mode() {
             "credentials",
             "classic",
             vec![plain.clone()],
-            vec![
-                json!({"name": "proxy", "image": "p:1", "restartPolicy": "Always",
-                        "ports": [{"containerPort": 9911}]}),
-            ],
+            vec![proxy.clone()],
             None,
             Some("\"proxy\" declares port 9911"),
         ),
