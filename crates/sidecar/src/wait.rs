@@ -23,12 +23,14 @@ pub async fn until_served(a: &WaitArgs) -> Result<(), String> {
     let url = format!("http://{}{}", a.listen, a.credentials_path);
     let client = reqwest::Client::builder()
         .no_proxy()
-        .timeout(Duration::from_secs(2))
         .build()
         .map_err(|e| format!("HTTP client: {e}"))?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(a.wait_seconds);
     loop {
-        let why = match ask(&client, &url, a).await {
+        // Each try ends by the deadline, so an endpoint that accepts and never answers cannot
+        // stretch the wait.
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let why = match ask(&client, &url, a, left.min(Duration::from_secs(2))).await {
             Ok(()) => return Ok(()),
             Err(why) => why,
         };
@@ -46,13 +48,19 @@ pub async fn until_served(a: &WaitArgs) -> Result<(), String> {
 }
 
 /// One request: Ok on 200, else why not.
-async fn ask(client: &reqwest::Client, url: &str, a: &WaitArgs) -> Result<(), String> {
+async fn ask(
+    client: &reqwest::Client,
+    url: &str,
+    a: &WaitArgs,
+    timeout: Duration,
+) -> Result<(), String> {
     let token_file = a.out_dir.join(files::AUTH_TOKEN);
     let token = limited::read_to_string(&token_file, limited::MAX_BYTES)
         .map_err(|e| format!("auth-token file {}: {e}", token_file.display()))?;
     let mut response = client
         .get(url)
         .header(reqwest::header::AUTHORIZATION, token.trim())
+        .timeout(timeout)
         .send()
         .await
         .map_err(|e| error_chain(&e))?;
@@ -61,6 +69,7 @@ async fn ask(client: &reqwest::Client, url: &str, a: &WaitArgs) -> Result<(), St
         return Ok(());
     }
     let mut body = Vec::new();
+    // A body that trickles stops at the request's timeout too.
     while body.len() < MAX_BODY {
         match response.chunk().await {
             Ok(Some(chunk)) => body.extend_from_slice(&chunk),

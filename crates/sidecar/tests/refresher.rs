@@ -1256,3 +1256,24 @@ fn the_wait_hook_holds_until_the_endpoint_serves_and_says_why_it_does_not() {
         }
     }
 }
+
+#[test]
+fn the_wait_hook_ends_on_time_when_the_endpoint_never_answers() {
+    // A listener that takes connections (the kernel's backlog) and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let listen = silent.local_addr().expect("addr").to_string();
+    let out = tempfile::tempdir().expect("out");
+    std::fs::write(out.path().join("auth-token"), "0123456789abcdef".repeat(4)).expect("token");
+    let t0 = Instant::now();
+    let hung = wait_hook(out.path(), &listen, "1")
+        .wait_with_output()
+        .expect("output");
+    let took = t0.elapsed();
+    assert_eq!(hung.status.code(), Some(1));
+    assert!(took < Duration::from_millis(1900), "{took:?}");
+    let text = String::from_utf8_lossy(&hung.stderr);
+    assert!(
+        text.contains("did not serve within 1 s") && text.contains("timed out"),
+        "{text}"
+    );
+}
