@@ -20,6 +20,19 @@ const MAX_BODY: usize = 1024;
 /// Ok once `GET <listen><path>` with the pod's auth token answers 200; else, after the wait,
 /// why not (with the last exchange failure, if any). Credentials answered are never read.
 pub async fn until_served(a: &WaitArgs) -> Result<(), String> {
+    // The pod's auth token goes with each request: never off the pod's own loopback.
+    if !a.listen.ip().is_loopback() {
+        return Err(format!(
+            "--listen {}: the credentials endpoint is on a loopback address",
+            a.listen
+        ));
+    }
+    if !a.credentials_path.starts_with('/') {
+        return Err(format!(
+            "--credentials-path {:?} must start with /",
+            a.credentials_path
+        ));
+    }
     let url = format!("http://{}{}", a.listen, a.credentials_path);
     let client = reqwest::Client::builder()
         .no_proxy()
@@ -82,4 +95,34 @@ async fn ask(
         .and_then(|v| v.get("error")?.as_str().map(str::to_owned))
         .unwrap_or_else(|| String::from_utf8_lossy(&body).into_owned());
     Err(format!("HTTP {}: {said}", status.as_u16()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(listen: &str, path: &str) -> WaitArgs {
+        WaitArgs {
+            out_dir: std::env::temp_dir(),
+            listen: listen.parse().expect("address"),
+            credentials_path: path.to_owned(),
+            wait_seconds: 600,
+        }
+    }
+
+    /// Refused at once: well within 5 s, where a wait would take 600.
+    async fn refused(a: WaitArgs) -> String {
+        tokio::time::timeout(Duration::from_secs(5), until_served(&a))
+            .await
+            .expect("refused at once, not after the wait")
+            .expect_err("refused")
+    }
+
+    #[tokio::test]
+    async fn the_token_is_never_sent_off_the_loopback_nor_to_a_bad_path() {
+        let e = refused(args("10.0.0.1:9911", "/credentials")).await;
+        assert!(e.contains("loopback"), "{e}");
+        let e = refused(args("127.0.0.1:9911", "credentials")).await;
+        assert!(e.contains("must start with /"), "{e}");
+    }
 }
