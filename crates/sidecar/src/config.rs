@@ -151,6 +151,14 @@ pub struct Config {
     pub once_deadline: std::time::Duration,
 }
 
+/// The endpoint's HTTP path, refused unless it starts with `/`.
+pub fn credentials_path_ok(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err(format!("--credentials-path {path:?} must start with /"));
+    }
+    Ok(())
+}
+
 impl RunArgs {
     /// Check and convert; errors name the flag.
     pub fn validate(self) -> Result<Config, String> {
@@ -213,12 +221,7 @@ impl RunArgs {
                 self.once_deadline_seconds
             ));
         }
-        if !self.credentials_path.starts_with('/') {
-            return Err(format!(
-                "--credentials-path {:?} must start with /",
-                self.credentials_path
-            ));
-        }
+        credentials_path_ok(&self.credentials_path)?;
         Ok(Config {
             mode,
             sa_token_file,

@@ -120,13 +120,19 @@ pub async fn serve(listener: tokio::net::TcpListener, served: Arc<Served>) {
     }
 }
 
-/// Bind the endpoint; only loopback addresses are accepted.
-pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, String> {
+/// The endpoint's address, refused unless on the loopback: its auth token never leaves the pod.
+pub fn loopback_only(addr: SocketAddr) -> Result<SocketAddr, String> {
     if !addr.ip().is_loopback() {
         return Err(format!(
             "--listen {addr}: the credentials endpoint must be on a loopback address"
         ));
     }
+    Ok(addr)
+}
+
+/// Bind the endpoint; only loopback addresses are accepted.
+pub async fn bind(addr: SocketAddr) -> Result<tokio::net::TcpListener, String> {
+    loopback_only(addr)?;
     tokio::net::TcpListener::bind(addr).await.map_err(|e| {
         let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
             // A pod's own loopback is empty but for its containers; the node's is shared.

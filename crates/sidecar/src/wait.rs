@@ -21,19 +21,9 @@ const MAX_BODY: usize = 1024;
 /// why not (with the last exchange failure, if any). Credentials answered are never read.
 pub async fn until_served(a: &WaitArgs) -> Result<(), String> {
     // The pod's auth token goes with each request: never off the pod's own loopback.
-    if !a.listen.ip().is_loopback() {
-        return Err(format!(
-            "--listen {}: the credentials endpoint is on a loopback address",
-            a.listen
-        ));
-    }
-    if !a.credentials_path.starts_with('/') {
-        return Err(format!(
-            "--credentials-path {:?} must start with /",
-            a.credentials_path
-        ));
-    }
-    let url = format!("http://{}{}", a.listen, a.credentials_path);
+    let listen = crate::serve::loopback_only(a.listen)?;
+    crate::config::credentials_path_ok(&a.credentials_path)?;
+    let url = format!("http://{listen}{}", a.credentials_path);
     let client = reqwest::Client::builder()
         .no_proxy()
         .build()
