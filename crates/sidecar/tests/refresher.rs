@@ -635,9 +635,9 @@ fn an_unmodified_boto3_is_told_why_the_credentials_endpoint_has_nothing() {
     );
 }
 
-/// `tokenvend-sidecar --once` in web-identity mode: the first token written into `out`.
-fn once_web_identity(sa: &Path, out: &Path, url: &str) {
-    let once = sidecar_cmd("web-identity", sa, out, url, &["--once"])
+/// `tokenvend-sidecar --once` in `mode`: the first token or credentials written into `out`.
+fn once(mode: &str, sa: &Path, out: &Path, url: &str) {
+    let once = sidecar_cmd(mode, sa, out, url, &["--once"])
         .output()
         .expect("once");
     assert!(
@@ -676,7 +676,12 @@ async fn short_lived_values_pass_the_startup_probe_and_stale_ones_do_not() {
     let sa = ProjectedToken::new("sa-token");
     let out = tempfile::tempdir().expect("out");
     let probe = || probe_web_identity(out.path(), "300");
-    once_web_identity(&sa.path(), out.path(), &format!("http://{addr}"));
+    once(
+        "web-identity",
+        &sa.path(),
+        out.path(),
+        &format!("http://{addr}"),
+    );
     let p = probe();
     assert!(p.status.success(), "{}", String::from_utf8_lossy(&p.stderr));
 
@@ -715,7 +720,7 @@ async fn once_probe_and_start_up_reuse() {
         "{}",
         String::from_utf8_lossy(&p.stderr)
     );
-    once_web_identity(&sa.path(), out.path(), &url);
+    once("web-identity", &sa.path(), out.path(), &url);
     assert!(probe("300").status.success());
     // More than an hour's token can hold: asked for half its lifetime instead.
     assert!(probe("7200").status.success());
@@ -1149,14 +1154,7 @@ fn the_wait_hook_holds_until_the_endpoint_serves_and_says_why_it_does_not() {
     let sa = ProjectedToken::new(&cluster.token("shop", "orders", None, "tokenvend", 3600));
     let out = tempfile::tempdir().expect("out");
     let url = format!("http://{}", sts.addr);
-    let once = sidecar_cmd("credentials", &sa.path(), out.path(), &url, &["--once"])
-        .output()
-        .expect("once");
-    assert!(
-        once.status.success(),
-        "{}",
-        String::from_utf8_lossy(&once.stderr)
-    );
+    once("credentials", &sa.path(), out.path(), &url);
     let secret = serde_json::from_slice::<Value>(
         &std::fs::read(out.path().join("credentials.json")).expect("credentials"),
     )
