@@ -224,6 +224,43 @@ mod tests {
     }
 
     #[test]
+    fn every_limit_holds_at_its_exact_edge() {
+        let arn = |partition: &str, path: &str, name: &str| {
+            format!("arn:{partition}:iam::123456789012:role{path}{name}")
+        };
+        // IAM: names up to 64 characters, paths up to 512 (both slashes included).
+        let path_512 = format!("/{}/", "p".repeat(510));
+        let path_513 = format!("/{}/", "p".repeat(511));
+        assert!(RoleArn::parse(&arn("aws", "/", &"n".repeat(64))).is_ok());
+        assert!(RoleArn::parse(&arn("aws", &path_512, "app")).is_ok());
+        let err = RoleArn::parse(&arn("aws", &path_513, "app"));
+        assert_eq!(err, Err(ArnError::Path(path_513)));
+        // The whole ARN up to 2048 characters (a long partition reaches it).
+        let fixed = arn("aws-", "/", "app").len();
+        let at = arn(&format!("aws-{}", "x".repeat(2048 - fixed)), "/", "app");
+        assert_eq!(at.len(), 2048);
+        assert_eq!(RoleArn::parse(&at).map(|r| r.to_string()), Ok(at.clone()));
+        let over = at.replacen("aws-", "aws-y", 1);
+        assert_eq!(RoleArn::parse(&over), Err(ArnError::TooLong(2049)));
+        // Every dash-separated word of a partition: lowercase letters or digits, never empty.
+        for bad in [
+            "aws-US",
+            "aws-us-Gov",
+            "aws-us--gov",
+            "aws-us-",
+            "aws-us_gov",
+        ] {
+            assert_eq!(
+                RoleArn::parse(&arn(bad, "/", "app")),
+                Err(ArnError::Partition(bad.to_owned())),
+                "{bad}"
+            );
+        }
+        let parsed: RoleArn = arn("aws-iso-f", "/", "app").parse().expect("FromStr");
+        assert_eq!(parsed.to_string(), arn("aws-iso-f", "/", "app"));
+    }
+
+    #[test]
     fn error_messages_say_what_to_fix() {
         let e = RoleArn::parse("my-role").expect_err("not an ARN");
         assert!(
