@@ -89,10 +89,22 @@ mod tests {
         }
         let dbg = format!("{c:?}");
         assert!(!dbg.contains("s3cr3t") && !dbg.contains("t0k3n"), "{dbg}");
+        // What tells one value from another stays: the key ID and the expiry.
+        assert!(
+            dbg.contains("ASIAEXAMPLE")
+                && dbg.contains("2026-11-24T06:00:00Z")
+                && dbg.contains("<redacted>"),
+            "{dbg}"
+        );
         let t = VendedToken {
             token: "eyJ.secret.sig".into(),
-            expiration: "x".into(),
+            expiration: "2026-11-24T07:00:00Z".into(),
         };
-        assert!(!format!("{t:?}").contains("secret"));
+        let dbg = format!("{t:?}");
+        assert!(!dbg.contains("secret"), "{dbg}");
+        assert!(
+            dbg.contains("2026-11-24T07:00:00Z") && dbg.contains("<redacted>"),
+            "{dbg}"
+        );
     }
 }
