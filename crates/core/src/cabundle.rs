@@ -137,6 +137,16 @@ mod tests {
             let err = certificates(bad.as_bytes()).expect_err(bad);
             assert!(err.contains(why), "{bad:?}: {err}");
         }
+        // Exactly the limit is taken; a byte more is not.
+        let mut at_limit = ca.pem();
+        at_limit.push_str(&"\n".repeat(MAX_BYTES - at_limit.len()));
+        assert_eq!(certificates(at_limit.as_bytes()).map(|c| c.len()), Ok(1));
+        at_limit.push('\n');
+        assert!(
+            certificates(at_limit.as_bytes())
+                .expect_err("a byte over")
+                .contains("larger than 64 KiB")
+        );
         let huge = ca.pem().repeat(MAX_BYTES / ca.pem().len() + 1);
         assert!(
             certificates(huge.as_bytes())

@@ -199,4 +199,44 @@ mod tests {
             assert_eq!(reference_problem(image), None, "{image}");
         }
     }
+
+    #[test]
+    fn each_limit_and_digest_holds_at_its_edge() {
+        // The name (registry and path) up to 255 characters.
+        let name = |len: usize| format!("registry.example.com/{}", "a".repeat(len - 21));
+        assert_eq!(reference_problem(&format!("{}:1", name(255))), None);
+        assert_eq!(
+            reference_problem(&format!("{}:1", name(256))).as_deref(),
+            Some("its name is longer than 255 characters")
+        );
+        // The tag up to 128 characters.
+        assert_eq!(
+            reference_problem(&format!("sidecar:{}", "t".repeat(128))),
+            None
+        );
+        assert!(reference_problem(&format!("sidecar:{}", "t".repeat(129))).is_some());
+        // Each digest algorithm with exactly its length of hex digits.
+        for (algorithm, len) in [("sha256", 64), ("sha384", 96), ("sha512", 128)] {
+            let at = |n: usize| format!("sidecar@{algorithm}:{}", "f".repeat(n));
+            assert_eq!(reference_problem(&at(len)), None, "{algorithm}");
+            for n in [len - 1, len + 1] {
+                let problem = reference_problem(&at(n));
+                assert!(
+                    problem
+                        .as_deref()
+                        .is_some_and(|p| p.contains(&format!("{len} hex"))),
+                    "{algorithm} {n}: {problem:?}"
+                );
+            }
+        }
+        // A path component begins and ends with a letter or digit, at either end alone too.
+        for image in [
+            "tokenvend/sidecar-",
+            "tokenvend/-sidecar",
+            "tokenvend/sidecar.",
+            "_x/y",
+        ] {
+            assert!(reference_problem(image).is_some(), "{image}");
+        }
+    }
 }
