@@ -238,5 +238,27 @@ mod tests {
         ] {
             assert!(reference_problem(image).is_some(), "{image}");
         }
+        // A registry host (told from a path by its uppercase or its port): each dot-separated
+        // part letters, digits and inner '-'; an IPv6 address only in brackets, then a port.
+        for image in [
+            "reg_istry.example.com:5000/sidecar",
+            "-registry.example.com:5000/sidecar",
+            "registry-.example.com:5000/sidecar",
+            "registry..example.com:5000/sidecar",
+            "registry.example.com:/sidecar",
+            "[fd00::zz]:5000/sidecar",
+            "[fd00::1]5000/sidecar",
+            "[fd00::1]:/sidecar",
+        ] {
+            assert!(
+                reference_problem(image)
+                    .as_deref()
+                    .is_some_and(|p| p.starts_with("invalid reference format")),
+                "{image}"
+            );
+        }
+        for image in ["Registry-1.Example.com/sidecar", "[fd00::1]/sidecar"] {
+            assert_eq!(reference_problem(image), None, "{image}");
+        }
     }
 }

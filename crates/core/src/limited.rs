@@ -91,7 +91,9 @@ mod tests {
         let err = read_to_string(&path, MAX_BYTES).expect_err("binary");
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
         assert!(err.to_string().starts_with("not UTF-8 text"), "{err}");
-        assert!(read(dir.path(), MAX_BYTES).is_err(), "a directory");
+        // A directory opens but cannot be read: the system's own reason, not a guess.
+        let err = read(dir.path(), MAX_BYTES).expect_err("a directory");
+        assert_eq!(err.kind(), io::ErrorKind::IsADirectory, "{err}");
         // Opening a named pipe would wait for a writer for ever.
         let fifo = dir.path().join("fifo");
         let made = std::process::Command::new("mkfifo")

@@ -51,6 +51,16 @@ impl LogLevel {
     }
 }
 
+/// The filter directive in force: `RUST_LOG` when it says anything, else `default_directive`.
+/// A blank `RUST_LOG` (`RUST_LOG=` in a manifest) is not an empty filter, which would log
+/// errors only.
+pub fn filter_directive(rust_log: Option<&str>, default_directive: &str) -> String {
+    rust_log
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or(default_directive)
+        .to_owned()
+}
+
 #[cfg(feature = "logging")]
 pub use init::{LogFormat, LogGuard, LogInitError, init};
 
@@ -91,10 +101,8 @@ mod init {
     /// Lines are handed to a dedicated thread, so request handlers never wait on stdout; none
     /// is dropped (a full queue slows the handlers instead).
     pub fn init(format: LogFormat, default_directive: &str) -> Result<LogGuard, LogInitError> {
-        let directive = std::env::var("RUST_LOG")
-            .ok()
-            .filter(|v| !v.trim().is_empty())
-            .unwrap_or_else(|| default_directive.to_owned());
+        let rust_log = std::env::var("RUST_LOG").ok();
+        let directive = super::filter_directive(rust_log.as_deref(), default_directive);
         let filter = EnvFilter::try_new(&directive).map_err(|e| LogInitError::Filter {
             value: directive.clone(),
             reason: e.to_string(),
@@ -159,5 +167,18 @@ mod tests {
         assert_eq!(LogLevel::Info.directive(&["x"]), "info");
         assert_eq!(LogLevel::Warn.directive(&[]), "warn");
         assert_eq!(LogLevel::Error.directive(&[]), "error");
+    }
+
+    #[test]
+    fn rust_log_wins_unless_it_is_blank() {
+        for (rust_log, want) in [
+            (Some("tokenvend_sts=debug"), "tokenvend_sts=debug"),
+            (Some("warn"), "warn"),
+            (Some(""), "info"),
+            (Some("  "), "info"),
+            (None, "info"),
+        ] {
+            assert_eq!(filter_directive(rust_log, "info"), want, "{rust_log:?}");
+        }
     }
 }

@@ -67,6 +67,7 @@ mod tests {
     fn round_trips_every_mode_through_str_and_serde() {
         for m in Mode::ALL {
             assert_eq!(m.as_str().parse::<Mode>(), Ok(m));
+            assert_eq!(m.to_string(), m.as_str());
             let json = serde_json::to_string(&m).expect("serialize");
             assert_eq!(json, format!("\"{}\"", m.as_str()));
         }
