@@ -44,5 +44,15 @@ mod tests {
         assert!(long.starts_with(&"x".repeat(55)));
         assert_ne!(long, session_name(&"x".repeat(101)));
         assert!(session_name("ünïcode").is_ascii());
+        // At the edges: 64 characters and 2 stay as they are; 65 is cut, 1 and 0 prefixed.
+        let at_64 = "y".repeat(64);
+        assert_eq!(session_name(&at_64), at_64);
+        let cut = session_name(&"y".repeat(65));
+        assert!(
+            cut.len() == 64 && cut.starts_with(&format!("{}-", "y".repeat(55))),
+            "{cut}"
+        );
+        assert_eq!(session_name("ab"), "ab");
+        assert_eq!(session_name(""), "pod-");
     }
 }
