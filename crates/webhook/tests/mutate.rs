@@ -1623,9 +1623,18 @@ fn warnings_that_would_overfill_the_pods_annotations_are_only_returned() {
             .as_str()
             .expect("recorded")
             .len();
-    // Room for the record alone, not for the default container's name as well.
-    assert!(DEFAULT_CONTAINER.len() + "app".len() > 5);
-    p["metadata"]["annotations"]["big"] = json!("x".repeat(room - recorded - 5));
+    let named = DEFAULT_CONTAINER.len() + "app".len();
+    // Exactly 256 KiB with both: both are added (Kubernetes refuses only more).
+    p["metadata"]["annotations"]["big"] = json!("x".repeat(room - recorded - named));
+    let (_, out) = run(&p, &c);
+    assert_eq!(
+        out["metadata"]["annotations"][DEFAULT_CONTAINER],
+        json!("app")
+    );
+    assert!(out["metadata"]["annotations"][WARNINGS].is_string());
+    assert_eq!(used(&out), 256 * 1024);
+    // A byte more: room for the name, not for the record after it.
+    p["metadata"]["annotations"]["big"] = json!("x".repeat(room - recorded - named + 1));
     let (m, out) = run(&p, &c);
     assert_eq!(
         out["metadata"]["annotations"][DEFAULT_CONTAINER],
@@ -1638,7 +1647,11 @@ fn warnings_that_would_overfill_the_pods_annotations_are_only_returned() {
         m.warnings
     );
     assert!(used(&out) <= 256 * 1024);
-    p["metadata"]["annotations"]["big"] = json!("x".repeat(room - 1));
+    // Room for exactly the name: named; a byte less: not.
+    p["metadata"]["annotations"]["big"] = json!("x".repeat(room - named));
+    let (_, out) = run(&p, &c);
+    assert_eq!(used(&out), 256 * 1024);
+    p["metadata"]["annotations"]["big"] = json!("x".repeat(room - named + 1));
     let (m, out) = run(&p, &c);
     assert!(
         out["metadata"]["annotations"]
