@@ -1545,6 +1545,19 @@ fn a_patched_pod_records_its_warnings_where_its_owner_can_read_them() {
                 )
             }),
         },
+        Case {
+            name: "one warning of nearly 4 KiB: recorded whole, no room kept for a count",
+            pod: pod(json!({"metadata": {"annotations": {
+                "tremolo.io/aws-skip-containers": "x".repeat(4000)}}})),
+            cfg: Config::default(),
+            key: WARNINGS,
+            expect: Some(|m: &Mutation| {
+                assert_eq!(m.warnings.len(), 1, "{:?}", m.warnings);
+                let len = m.warnings[0].len();
+                assert!(len > 4096 - 64 && len < 4096, "{len} bytes");
+                m.warnings[0].clone()
+            }),
+        },
     ];
     no_mode(&mut cases[1].pod);
     for case in cases {
