@@ -790,7 +790,8 @@ fn warnings_text(warnings: &[String]) -> String {
         } else {
             RECORDED_WARNINGS_MAX - TAIL
         };
-        if text.len() + 1 + w.len() > room {
+        let newline = usize::from(recorded > 0);
+        if text.len() + newline + w.len() > room {
             break;
         }
         if recorded > 0 {
