@@ -1157,6 +1157,64 @@ mod tests {
         })
         .expect("valid");
         assert_eq!(c.sidecar_resources.cpu_limit, None);
+        let c = Config::from_args(MutationArgs {
+            sidecar_cpu_limit: Some("250m".into()),
+            ..Default::default()
+        })
+        .expect("valid");
+        assert_eq!(c.sidecar_resources.cpu_limit.as_deref(), Some("250m"));
+    }
+
+    #[test]
+    fn each_setting_is_taken_up_to_its_edge() {
+        let from = |a: MutationArgs| Config::from_args(a);
+        // sidecarName: 58 characters, so the classic init container's "-init" keeps a DNS label.
+        let name = |n: usize| MutationArgs {
+            sidecar_name: Some("s".repeat(n)),
+            ..Default::default()
+        };
+        assert_eq!(from(name(58)).expect("58").sidecar_name, "s".repeat(58));
+        assert!(
+            from(name(59))
+                .expect_err("59")
+                .to_string()
+                .contains("sidecarName")
+        );
+        // A request equal to its limit is what Kubernetes allows (Guaranteed QoS, even).
+        let equal = MutationArgs {
+            sidecar_cpu_request: Some("100m".into()),
+            sidecar_cpu_limit: Some("0.1".into()),
+            sidecar_memory_request: Some("32Mi".into()),
+            sidecar_memory_limit: Some("32Mi".into()),
+            ..Default::default()
+        };
+        assert!(from(equal).is_ok());
+        let over = MutationArgs {
+            sidecar_cpu_request: Some("101m".into()),
+            sidecar_cpu_limit: Some("0.1".into()),
+            ..Default::default()
+        };
+        assert!(
+            from(over)
+                .expect_err("over")
+                .to_string()
+                .contains("sidecarCpuRequest")
+        );
+        // tokenAudience: neither empty nor with whitespace, each on its own.
+        for audience in ["", "sts amazonaws", "tokenvend\n"] {
+            let err = from(MutationArgs {
+                token_audience: Some(audience.into()),
+                ..Default::default()
+            })
+            .expect_err(audience);
+            assert!(err.to_string().contains("tokenAudience"), "{err}");
+        }
+        // An empty region is no region, as an unset one (a Helm-style blank value).
+        let blank = from(MutationArgs {
+            region: Some(String::new()),
+            ..Default::default()
+        });
+        assert_eq!(blank.expect("blank region").region, None);
     }
 
     #[test]
