@@ -1232,6 +1232,17 @@ mod tests {
             (".5", 0.5),
             ("-1", -1.0),
             ("250M", 250_000_000.0),
+            // Every suffix Kubernetes knows, each once.
+            ("1Ki", 1024.0),
+            ("1Ti", 2f64.powi(40)),
+            ("1Pi", 2f64.powi(50)),
+            ("1Ei", 2f64.powi(60)),
+            ("1n", 1e-9),
+            ("1u", 1e-6),
+            ("1G", 1e9),
+            ("1T", 1e12),
+            ("1P", 1e15),
+            ("1E", 1e18),
         ] {
             let got = quantity_value(q).expect(q);
             assert!((got - value).abs() <= value.abs() * 1e-12, "{q}: {got}");
