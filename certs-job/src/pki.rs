@@ -233,6 +233,60 @@ mod tests {
     }
 
     #[test]
+    fn issued_by_matches_the_name_and_any_key_identifiers_both_carry() {
+        // Certificates from other tools (cert-manager, openssl) carry key identifiers, which
+        // tell apart two CAs of the same name: a rotated CA that kept its common name.
+        let cert = |issuer: &str, aki: Option<&[u8]>| CertInfo {
+            not_before: 0,
+            not_after: 1,
+            dns_names: Vec::new(),
+            subject: "CN=tokenvend-webhook".into(),
+            issuer: issuer.into(),
+            ski: None,
+            aki: aki.map(<[u8]>::to_vec),
+            is_ca: false,
+        };
+        let ca = |subject: &str, ski: Option<&[u8]>| CertInfo {
+            subject: subject.into(),
+            issuer: subject.into(),
+            ski: ski.map(<[u8]>::to_vec),
+            aki: None,
+            is_ca: true,
+            ..cert("", None)
+        };
+        // (certificate, CA) -> issued by it
+        for (c, issuer, want) in [
+            (cert("CN=ca", Some(b"k1")), ca("CN=ca", Some(b"k1")), true),
+            (cert("CN=ca", Some(b"k1")), ca("CN=ca", Some(b"k2")), false),
+            (cert("CN=ca", None), ca("CN=ca", Some(b"k2")), true),
+            (cert("CN=ca", Some(b"k1")), ca("CN=ca", None), true),
+            (
+                cert("CN=ca", Some(b"k1")),
+                ca("CN=other", Some(b"k1")),
+                false,
+            ),
+        ] {
+            assert_eq!(c.issued_by(&issuer), want, "{c:?} by {issuer:?}");
+        }
+    }
+
+    #[test]
+    fn keys_never_show_in_debug_output() {
+        let t = now();
+        let ca = generate_ca("tokenvend-webhook-ca", t, Duration::from_secs(DAY)).expect("ca");
+        let sans = service_sans("tokenvend-webhook", "tokenvend");
+        let serving = issue_serving(&ca, &sans, t, Duration::from_secs(DAY)).expect("serving");
+        for (shown, key) in [
+            (format!("{ca:?}"), &ca.key_pem),
+            (format!("{serving:?}"), &serving.key_pem),
+        ] {
+            let body: String = key.lines().filter(|l| !l.starts_with("-----")).collect();
+            assert!(!shown.contains(&body[..32]), "{shown}");
+            assert!(shown.contains("key_pem: \"<redacted>\""), "{shown}");
+        }
+    }
+
+    #[test]
     fn serving_cert_has_the_service_sans_usages_validity_and_verifies_against_the_ca() {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let t = now();
