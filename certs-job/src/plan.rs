@@ -294,6 +294,39 @@ mod tests {
     }
 
     #[test]
+    fn a_certificate_from_the_previous_ca_serves_on_only_while_that_ca_is_valid() {
+        // The old CA, short-lived, signed the serving certificate; a new CA took over a day later.
+        let s = settings();
+        let t = 1_800_000_000;
+        let old = generate_ca("old-ca", t, Duration::from_secs(2 * DAY as u64)).expect("old");
+        let served = issue_serving(&old, &s.sans, t, s.serving_validity).expect("serving");
+        let new = generate_ca("new-ca", t + DAY, s.ca_validity).expect("new");
+        let m = Material {
+            ca_bundle: format!("{}{}", new.cert_pem, old.cert_pem),
+            ca_key: new.key_pem.clone(),
+            tls_crt: served.cert_pem,
+            tls_key: served.key_pem,
+        };
+        let expires = t + 2 * DAY;
+        // Within the overlap, while the old CA is valid: kept (older sidecars trust only it).
+        assert_eq!(decide(expires - 1, Some(&m), &s), Decision::Keep);
+        // Still within the overlap, but the old CA has expired: nothing verifies the
+        // certificate any more, so a new one from the current CA.
+        let d = decide(expires, Some(&m), &s);
+        assert!(
+            matches!(&d, Decision::IssueServing(r) if r.contains("not signed by the current CA")),
+            "{d:?}"
+        );
+        // A previous entry that is no CA does not count either, whatever it names.
+        let mut leaf = m.clone();
+        leaf.ca_bundle = format!("{}{}", new.cert_pem, m.tls_crt);
+        assert!(matches!(
+            decide(expires - 1, Some(&leaf), &s),
+            Decision::IssueServing(_)
+        ));
+    }
+
+    #[test]
     fn nothing_or_garbage_creates_everything() {
         let s = settings();
         assert!(matches!(decide(0, None, &s), Decision::Create(_)));
