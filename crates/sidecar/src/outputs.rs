@@ -171,15 +171,24 @@ mod tests {
             f.starts_with("the last exchange failed 0 s ago: HTTP 403: not allowed (3 in a row)"),
             "{f}"
         );
-        let long = "é".repeat(1000);
+        assert_eq!(
+            with_last_failure(dir.path(), "no credentials yet".into()),
+            format!("no credentials yet; {f}")
+        );
+        // 1 KiB falls inside a two-byte character here: cut before it.
+        let long = format!("a{}", "é".repeat(1000));
         record_failure(dir.path(), &long, 4, 0o644).expect("record");
         let kept = std::fs::read_to_string(dir.path().join(files::LAST_ERROR)).expect("read");
-        assert!(kept.len() <= MAX_REASON_BYTES + 20, "{}", kept.len());
-        assert!(
-            kept.ends_with("é (4 in a row)"),
-            "cut on a character boundary"
-        );
+        assert_eq!(kept, format!("a{} (4 in a row)", "é".repeat(511)));
         clear_failure(dir.path()).expect("clear");
         assert_eq!(last_failure(dir.path()), None);
+        assert_eq!(
+            with_last_failure(dir.path(), "no credentials yet".into()),
+            "no credentials yet"
+        );
+        // A failure to remove it is said, not taken for "nothing to clear".
+        let file = dir.path().join("not-a-directory");
+        std::fs::write(&file, "x").expect("write");
+        assert!(clear_failure(&file).is_err());
     }
 }

@@ -193,6 +193,8 @@ mod tests {
         let p = Policy::default();
         // 15-minute credentials cannot have 20 minutes left: refresh half-way.
         assert_eq!(due_at(100, 1000, &p), 550);
+        // Exactly 20 minutes: half-way too, not at once (which would refresh in a loop).
+        assert_eq!(due_at(0, 1200, &p), 600);
         assert_eq!(due_at(0, 60, &p), 30);
     }
 
