@@ -161,6 +161,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_auth_token_of_an_earlier_run_is_kept_and_a_weak_one_replaced() {
+        // The init container's token is the one the regular sidecar must serve with (classic
+        // style), and a restarted sidecar keeps the one apps already read.
+        let dir = tempfile::tempdir().expect("tmp");
+        let first = ensure_auth_token(dir.path(), 0o644).expect("made");
+        assert!(first.len() >= 32 && first.bytes().all(|b| b.is_ascii_hexdigit()));
+        assert_eq!(ensure_auth_token(dir.path(), 0o644).expect("kept"), first);
+        let path = dir.path().join(files::AUTH_TOKEN);
+        assert_eq!(std::fs::read_to_string(&path).expect("file"), first);
+        for weak in ["", "short", &format!("{}-", "a".repeat(40))] {
+            std::fs::write(&path, weak).expect("write");
+            let made = ensure_auth_token(dir.path(), 0o644).expect("replaced");
+            assert!(made != weak && made.len() >= 32, "{weak:?}");
+            assert_eq!(std::fs::read_to_string(&path).expect("file"), made);
+        }
+        let exactly_32 = "b".repeat(32);
+        std::fs::write(&path, &exactly_32).expect("write");
+        assert_eq!(
+            ensure_auth_token(dir.path(), 0o644).expect("kept"),
+            exactly_32
+        );
+    }
+
+    #[test]
     fn a_failure_is_recorded_bounded_then_cleared() {
         let dir = tempfile::tempdir().expect("tmp");
         assert_eq!(last_failure(dir.path()), None);
