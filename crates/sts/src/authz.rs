@@ -293,6 +293,26 @@ rules:
     }
 
     #[test]
+    fn a_rule_without_endpoints_or_roles_grants_both_endpoints_and_every_allowed_role() {
+        let a = Authorizer::new(
+            Some(DEFAULT.into()),
+            &["arn:aws:iam::123456789012:role/apps/*".into()],
+            Some("rules:\n- namespaces: [shop]\n"),
+        )
+        .expect("ok");
+        let shop = id("shop", "orders");
+        for endpoint in [Endpoint::Credentials, Endpoint::Token] {
+            assert!(a.authorize(&shop, endpoint, None).is_ok(), "{endpoint:?}");
+            let role = "arn:aws:iam::123456789012:role/apps/orders";
+            assert!(
+                a.authorize(&shop, endpoint, Some(role)).is_ok(),
+                "{endpoint:?}"
+            );
+            assert!(a.authorize(&id("bank", "orders"), endpoint, None).is_err());
+        }
+    }
+
+    #[test]
     fn rules_match_namespace_service_account_endpoint_and_role() {
         let rules = r#"
 rules:
