@@ -294,6 +294,33 @@ mod tests {
     }
 
     #[test]
+    fn a_previous_ca_is_trusted_to_the_second_its_overlap_or_its_validity_ends() {
+        let s = settings();
+        let t = 1_800_000_000;
+        let current = generate_ca("new-ca", t, s.ca_validity).expect("new");
+        // generate_ca backdates notBefore by 5 minutes; the overlap counts from it.
+        let overlap_until = t - 300 + s.ca_overlap.as_secs() as i64;
+        let long = generate_ca("old-ca", t - DAY, s.ca_validity).expect("old");
+        let bundle = |now: i64, old: &Ca| {
+            trust_bundle(
+                now,
+                &current.cert_pem,
+                std::slice::from_ref(&old.cert_pem),
+                None,
+                &s,
+            )
+        };
+        assert!(bundle(overlap_until - 1, &long).contains(&long.cert_pem));
+        assert_eq!(bundle(overlap_until, &long), current.cert_pem);
+        // One that expires within the overlap leaves at its notAfter.
+        let short =
+            generate_ca("short-ca", t - DAY, Duration::from_secs(3 * DAY as u64)).expect("short");
+        let expires = t + 2 * DAY;
+        assert!(bundle(expires - 1, &short).contains(&short.cert_pem));
+        assert_eq!(bundle(expires, &short), current.cert_pem);
+    }
+
+    #[test]
     fn a_certificate_from_the_previous_ca_serves_on_only_while_that_ca_is_valid() {
         // The old CA, short-lived, signed the serving certificate; a new CA took over a day later.
         let s = settings();
