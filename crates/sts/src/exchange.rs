@@ -493,8 +493,12 @@ mod tests {
         let answers = herd(&cache, &calls, 1, down.clone()).await;
         assert_eq!(calls.load(Ordering::SeqCst), 2);
         assert_eq!(answers[0].as_ref().map(|a| a.1).ok(), Some(Lookup::Stale));
-        // Less than STALE_MIN_REMAINING left: the error, not credentials about to expire.
-        set(now() + STALE_MIN_REMAINING - 10).await;
+        // Just over the documented 5 minutes left: still served; just under: the error, not
+        // credentials about to expire.
+        set(now() + 310).await;
+        let answers = herd(&cache, &calls, 1, down.clone()).await;
+        assert_eq!(answers[0].as_ref().map(|a| a.1).ok(), Some(Lookup::Stale));
+        set(now() + 290).await;
         let answers = herd(&cache, &calls, 1, down).await;
         assert_eq!(
             answers[0].as_ref().err().map(|e| e.0.as_str()),
@@ -502,7 +506,7 @@ mod tests {
         );
         // STS back: new credentials, and the failure is forgotten.
         let answers = herd(&cache, &calls, 3, Ok(issued(3600))).await;
-        assert_eq!(calls.load(Ordering::SeqCst), 4);
+        assert_eq!(calls.load(Ordering::SeqCst), 5);
         let lookups: Vec<_> = answers.into_iter().map(|a| a.expect("ok").1).collect();
         assert_eq!(lookups.iter().filter(|l| **l == Lookup::Miss).count(), 1);
         assert_eq!(lookups.iter().filter(|l| **l == Lookup::Hit).count(), 2);
