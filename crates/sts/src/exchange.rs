@@ -515,6 +515,7 @@ mod tests {
     #[tokio::test]
     async fn sweep_drops_expired_entries() {
         let cache = CredentialCache::new();
+        assert!(cache.is_empty());
         cache
             .get_or_fetch(CacheKey::new("a", "s", None), || async { Ok(issued(-1)) })
             .await
@@ -525,5 +526,14 @@ mod tests {
             .expect("ok");
         cache.sweep();
         assert_eq!(cache.len(), 1);
+        assert!(!cache.is_empty());
+        // The one kept is the live one: asked again, it is a hit, not a new fetch.
+        let (_, lookup) = cache
+            .get_or_fetch(CacheKey::new("b", "s", None), || async {
+                Err(StsError("not called".into()))
+            })
+            .await
+            .expect("cached");
+        assert_eq!(lookup, Lookup::Hit);
     }
 }
