@@ -408,7 +408,10 @@ impl Config {
                        key: &'static str,
                        limit: &(String, f64),
                        limit_key| {
-            if request.1 > limit.1 {
+            // The values are exact decimals, read into floats: `9m` and `0.009` may come out an
+            // ulp apart, so only a difference beyond rounding counts (one byte of a gibibyte
+            // still does).
+            if request.1 - limit.1 > limit.1.abs() * 4.0 * f64::EPSILON {
                 Err(invalid(
                     key,
                     format!(
@@ -1189,6 +1192,32 @@ mod tests {
             ..Default::default()
         };
         assert!(from(equal).is_ok());
+        // The same value in two units: equal, even where the floats read differ by an ulp.
+        for m in 1..=2000 {
+            let (request, limit) = (format!("{m}m"), format!("{}", f64::from(m) / 1000.0));
+            let a = MutationArgs {
+                sidecar_cpu_request: Some(request.clone()),
+                sidecar_cpu_limit: Some(limit.clone()),
+                sidecar_memory_request: Some(format!("{m}Mi")),
+                sidecar_memory_limit: Some(format!("{}Gi", f64::from(m) / 1024.0)),
+                ..Default::default()
+            };
+            if let Err(e) = from(a) {
+                panic!("{request} against {limit}: {e}");
+            }
+        }
+        // One byte over a gibibyte is over.
+        let byte_over = MutationArgs {
+            sidecar_memory_request: Some("1073741825".into()),
+            sidecar_memory_limit: Some("1Gi".into()),
+            ..Default::default()
+        };
+        assert!(
+            from(byte_over)
+                .expect_err("a byte over")
+                .to_string()
+                .contains("sidecarMemoryRequest")
+        );
         let over = MutationArgs {
             sidecar_cpu_request: Some("101m".into()),
             sidecar_cpu_limit: Some("0.1".into()),
