@@ -1206,29 +1206,24 @@ mod tests {
                 panic!("{request} against {limit}: {e}");
             }
         }
-        // One byte over a gibibyte is over.
+        // A millicore over, or one byte over a gibibyte, is over.
+        let cpu_over = MutationArgs {
+            sidecar_cpu_request: Some("101m".into()),
+            sidecar_cpu_limit: Some("0.1".into()),
+            ..Default::default()
+        };
         let byte_over = MutationArgs {
             sidecar_memory_request: Some("1073741825".into()),
             sidecar_memory_limit: Some("1Gi".into()),
             ..Default::default()
         };
-        assert!(
-            from(byte_over)
-                .expect_err("a byte over")
-                .to_string()
-                .contains("sidecarMemoryRequest")
-        );
-        let over = MutationArgs {
-            sidecar_cpu_request: Some("101m".into()),
-            sidecar_cpu_limit: Some("0.1".into()),
-            ..Default::default()
-        };
-        assert!(
-            from(over)
-                .expect_err("over")
-                .to_string()
-                .contains("sidecarCpuRequest")
-        );
+        for (args, key) in [
+            (cpu_over, "sidecarCpuRequest"),
+            (byte_over, "sidecarMemoryRequest"),
+        ] {
+            let err = from(args).expect_err(key).to_string();
+            assert!(err.contains(key), "{err}");
+        }
         // tokenAudience: neither empty nor with whitespace, each on its own.
         for audience in ["", "sts amazonaws", "tokenvend\n"] {
             let err = from(MutationArgs {
