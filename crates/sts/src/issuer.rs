@@ -52,6 +52,8 @@ struct SigningKey {
 struct Retired {
     jwk: Jwk,
     key: KeyName,
+    /// Its algorithm, still listed in discovery while the key is published.
+    alg: Algorithm,
     /// Published until then: the removal plus a token lifetime.
     until: i64,
     /// When the last token it signed expires (0: it never signed).
@@ -317,6 +319,7 @@ impl Issuer {
             .map(|old| Retired {
                 jwk: old.jwk.clone(),
                 key: KeyName::of(old),
+                alg: old.alg,
                 until,
                 signed_until: old.signed_until(ttl),
             })
@@ -412,7 +415,14 @@ impl Issuer {
     /// The OIDC discovery document.
     pub fn discovery(&self) -> Value {
         let state = self.state.read().unwrap_or_else(|p| p.into_inner());
-        let mut algs: Vec<String> = state.keys.iter().map(|k| format!("{:?}", k.alg)).collect();
+        let t = now();
+        // Every published key's algorithm: a retired key's tokens are still being verified, and
+        // a verifier that holds to this list would refuse them after a switch of key family.
+        let retired = state.retired.iter().filter(|r| r.until > t).map(|r| r.alg);
+        let mut algs: Vec<String> = (state.keys.iter().map(|k| k.alg))
+            .chain(retired)
+            .map(|alg| format!("{alg:?}"))
+            .collect();
         algs.sort();
         algs.dedup();
         json!({
@@ -755,6 +765,29 @@ mod tests {
             json!(["ES256", "ES384", "RS256"])
         );
         assert_eq!(iss.jwks().keys.len(), 3);
+    }
+
+    #[test]
+    fn discovery_lists_a_retired_keys_algorithm_while_its_key_is_published() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let rsa = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).expect("generate");
+        std::fs::write(dir.path().join("a.pem"), rsa.serialize_pem()).expect("write");
+        let iss = issuer(dir.path(), 3600);
+        let old = iss.mint(&id()).expect("mint");
+        let algs = |iss: &Issuer| iss.discovery()["id_token_signing_alg_values_supported"].clone();
+        assert_eq!(algs(&iss), json!(["RS256"]));
+
+        // The RSA key is replaced by an EC one: RS256 tokens stay valid for an hour.
+        add_key(dir.path(), "b.pem");
+        std::fs::remove_file(dir.path().join("a.pem")).expect("rm");
+        assert!(iss.reload().expect("reload"));
+        verify_web_identity(&iss.jwks(), &old.token).expect("old token still verifies");
+        assert_eq!(algs(&iss), json!(["ES256", "RS256"]));
+
+        // Once the retired key leaves the JWKS, its algorithm leaves discovery with it.
+        iss.state.write().expect("state").retired[0].until = now() - 1;
+        assert_eq!(iss.jwks().keys.len(), 1);
+        assert_eq!(algs(&iss), json!(["ES256"]));
     }
 
     #[test]
