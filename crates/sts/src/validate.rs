@@ -88,19 +88,6 @@ pub enum JwksSource {
     },
 }
 
-impl std::fmt::Debug for JwksSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            JwksSource::ApiServer(_) => f.write_str("ApiServer"),
-            JwksSource::File(p) => f.debug_tuple("File").field(p).finish(),
-            JwksSource::Discovery { issuer, .. } => f
-                .debug_struct("Discovery")
-                .field("issuer", issuer)
-                .finish_non_exhaustive(),
-        }
-    }
-}
-
 /// Where a Kubernetes API server serves its service-account issuer's discovery document.
 pub const API_DISCOVERY_PATH: &str = "/.well-known/openid-configuration";
 /// Where a Kubernetes API server serves its service-account issuer's keys. The discovery
@@ -792,5 +779,48 @@ mod tests {
             r.expect("rotated key verifies");
         }
         assert_eq!(server.fetches.load(Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test]
+    async fn tokens_are_taken_up_to_the_size_limit_and_refused_past_it() {
+        let cluster = Cluster::new();
+        let dir = tempfile::tempdir().expect("tmp");
+        let jwks = dir.path().join("jwks.json");
+        std::fs::write(&jwks, serde_json::to_vec(&cluster.jwks).expect("json")).expect("write");
+        let inner = JwksValidator::new(
+            JwksSource::File(jwks),
+            CLUSTER_ISSUER.into(),
+            "tokenvend".into(),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("validator");
+        let v = CachedValidator::new(Validator::Jwks(inner), Duration::ZERO);
+        // A valid token grown by a claim the validator ignores, to `len` bytes or just under
+        // (unpadded base64 cannot hit every length).
+        let padded = |pad: usize| {
+            let extra = serde_json::json!({ "pad": "x".repeat(pad) });
+            cluster.token_with(extra, "shop", "orders", None, "tokenvend", 3600)
+        };
+        let sized = |len: usize| {
+            // Each padding byte adds 4/3 characters: start a few bytes short of the length.
+            let start = (len.saturating_sub(padded(0).len()) * 3 / 4).saturating_sub(4);
+            (start..len)
+                .map(padded)
+                .take_while(|t| t.len() <= len)
+                .last()
+                .expect("a token that short")
+        };
+        // The README's figure, not the constant: a change to either must be seen.
+        const LIMIT: usize = 16 * 1024;
+        let largest = sized(LIMIT);
+        assert!(largest.len() >= LIMIT - 2, "{}", largest.len());
+        let (id, _) = v.validate(&largest).await.expect("a token at the limit");
+        assert_eq!(id.subject(), "system:serviceaccount:shop:orders");
+
+        let over = sized(LIMIT + 3);
+        assert!(over.len() > LIMIT, "{}", over.len());
+        let refused = v.validate(&over).await.expect_err("past the limit");
+        assert!(matches!(refused, AuthError::Malformed), "{refused:?}");
     }
 }
