@@ -673,7 +673,7 @@ mod tests {
                 std::thread::spawn(move || {
                     let mut request = [0u8; 4096];
                     let _ = conn.read(&mut request);
-                    if conn.write_all(head.as_bytes()).is_err() {
+                    if conn.write_all(head.as_bytes()).is_err() || chunk.is_empty() {
                         return;
                     }
                     while conn.write_all(chunk).is_ok() {}
@@ -703,6 +703,28 @@ mod tests {
             .await
             .expect_err("not JSON");
         assert!(err.starts_with("answer is not the expected JSON"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_document_of_exactly_the_size_limit_is_taken() {
+        let client = reqwest::Client::new();
+        // `{"keys":[]}` padded with JSON whitespace to `len` bytes, sent with its length.
+        let fetch = |len: usize| {
+            let mut doc = r#"{"keys":[]}"#.to_owned();
+            doc.push_str(&" ".repeat(len - doc.len()));
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\
+                 Connection: close\r\n\r\n{doc}"
+            );
+            let url = endless_server(Box::leak(head.into_boxed_str()), b"");
+            let client = client.clone();
+            async move { get_json::<JwkSet>(&client, &url, Duration::from_secs(30), "").await }
+        };
+        const MIB: usize = 1024 * 1024;
+        let at = fetch(MIB).await.expect("a 1 MiB document");
+        assert!(at.keys.is_empty());
+        let err = fetch(MIB + 1).await.expect_err("one byte more");
+        assert_eq!(err, "answer larger than 1024 KiB");
     }
 
     async fn validate_all(v: &Arc<JwksValidator>, token: &str) -> Vec<Result<(), AuthError>> {
