@@ -727,6 +727,42 @@ mod tests {
         assert_eq!(err, "answer larger than 1024 KiB");
     }
 
+    #[tokio::test]
+    async fn the_api_servers_issuer_is_read_and_a_blank_one_refused() {
+        for (doc, want) in [
+            (
+                serde_json::json!({"issuer": CLUSTER_ISSUER}),
+                Ok(CLUSTER_ISSUER),
+            ),
+            (
+                serde_json::json!({"issuer": ""}),
+                Err("no issuer in the document"),
+            ),
+            (
+                serde_json::json!({"jwks_uri": "x"}),
+                Err("no issuer in the document"),
+            ),
+        ] {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let url = format!("http://{}", listener.local_addr().expect("addr"));
+            let app = axum::Router::new().route(
+                API_DISCOVERY_PATH,
+                axum::routing::get(move || async move { axum::Json(doc) }),
+            );
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            let config = kube::Config::new(url.parse().expect("url"));
+            let client = kube::Client::try_from(config).expect("client");
+            let got = api_server_issuer(&client, Duration::from_secs(5)).await;
+            match (got, want) {
+                (Ok(issuer), Ok(want)) => assert_eq!(issuer, want),
+                (Err(AuthError::Unavailable(m)), Err(want)) => assert!(m.contains(want), "{m}"),
+                (got, want) => panic!("{got:?}, expected {want:?}"),
+            }
+        }
+    }
+
     async fn validate_all(v: &Arc<JwksValidator>, token: &str) -> Vec<Result<(), AuthError>> {
         // All spawned before any is awaited, so they run at once.
         let calls: Vec<_> = (0..20)
