@@ -771,6 +771,13 @@ async fn with_a_published_jwks_url_keys_sign_once_uploaded_and_early_removals_ar
         .count();
     assert_eq!(waits, 1, "{}", sts.all_logs());
     assert!(sts.logged("2026-02.pem"), "the log names the waiting file");
+    // Which key signs is logged when it changes: once so far, a key held back changes nothing.
+    let switches = |sts: &Sts| {
+        sts.all_logs()
+            .matches("signing with the newest key the published JWKS lists")
+            .count()
+    };
+    assert_eq!(switches(&sts), 1, "{}", sts.all_logs());
     let m = metrics().await;
     assert!(
         has_metric(&m, "tokenvend_sts_signing_keys_unpublished 1"),
@@ -789,6 +796,11 @@ async fn with_a_published_jwks_url_keys_sign_once_uploaded_and_early_removals_ar
     let new_kid: &'static str = Box::leak(new_kid.into_boxed_str());
     let second = token_when(new_kid).await;
     verify_web_identity(&hosted(site.path()), &second).expect("verifies with the hosted JWKS");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while switches(&sts) < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(switches(&sts), 2, "the new signer: {}", sts.all_logs());
     let m = metrics().await;
     for line in [
         "tokenvend_sts_signing_keys_unpublished 0",
