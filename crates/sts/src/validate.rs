@@ -763,6 +763,48 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn a_token_without_kid_is_verified_only_when_the_jwks_has_one_key() {
+        let cluster = Cluster::new();
+        let other = Cluster::new();
+        let t = tokenvend_testkit::now();
+        let claims = serde_json::json!({
+            "iss": CLUSTER_ISSUER, "sub": "system:serviceaccount:shop:orders",
+            "aud": ["tokenvend"], "iat": t, "exp": t + 600,
+            "kubernetes.io": {"namespace": "shop", "serviceaccount": {"name": "orders"}},
+        });
+        let header = jsonwebtoken::Header::new(Algorithm::ES256);
+        let token = jsonwebtoken::encode(&header, &claims, &cluster.key).expect("sign");
+        let dir = tempfile::tempdir().expect("tmp");
+        let validator = |keys: Vec<jsonwebtoken::jwk::Jwk>| {
+            let path = dir.path().join("jwks.json");
+            std::fs::write(&path, serde_json::to_vec(&JwkSet { keys }).expect("json"))
+                .expect("write");
+            JwksValidator::new(
+                JwksSource::File(path),
+                CLUSTER_ISSUER.into(),
+                "tokenvend".into(),
+                Duration::from_secs(5),
+            )
+        };
+        let one = validator(cluster.jwks.keys.clone())
+            .await
+            .expect("validator");
+        let (id, _) = one
+            .validate(&token)
+            .await
+            .expect("the only key verifies it");
+        assert_eq!(id.subject(), "system:serviceaccount:shop:orders");
+        // With two keys, which one signed is unknown: not guessed.
+        let keys = [other.jwks.keys.clone(), cluster.jwks.keys.clone()].concat();
+        let two = validator(keys).await.expect("validator");
+        let e = two.validate(&token).await.expect_err("no kid, two keys");
+        assert!(
+            matches!(&e, AuthError::Invalid(m) if m.contains("unknown signing key")),
+            "{e:?}"
+        );
+    }
+
     async fn validate_all(v: &Arc<JwksValidator>, token: &str) -> Vec<Result<(), AuthError>> {
         // All spawned before any is awaited, so they run at once.
         let calls: Vec<_> = (0..20)
