@@ -364,7 +364,9 @@ impl JwksValidator {
         v.set_issuer(&[&self.issuer]);
         v.set_audience(&[&self.audience]);
         v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
-        let data = jsonwebtoken::decode::<SaClaims>(token, &key, &v).map_err(|e| {
+        // Decoded as JSON first and read as claims after validation: decoding straight into
+        // `SaClaims` fails on a missing `sub` or `iss` before the check that would name it.
+        let data = jsonwebtoken::decode::<serde_json::Value>(token, &key, &v).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind;
             match e.kind() {
                 ErrorKind::ExpiredSignature | ErrorKind::ImmatureSignature => AuthError::Expired,
@@ -381,8 +383,10 @@ impl JwksValidator {
                 _ => AuthError::Invalid("verification failed".into()),
             }
         })?;
-        let id = Identity::from_claims(&data.claims)?;
-        Ok((id, data.claims.exp))
+        let claims: SaClaims =
+            serde_json::from_value(data.claims).map_err(|_| AuthError::Malformed)?;
+        let id = Identity::from_claims(&claims)?;
+        Ok((id, claims.exp))
     }
 }
 
@@ -803,6 +807,115 @@ mod tests {
             matches!(&e, AuthError::Invalid(m) if m.contains("unknown signing key")),
             "{e:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn each_way_a_token_fails_verification_is_named() {
+        use base64::Engine as _;
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let cluster = Cluster::new();
+        let forger = Cluster::new();
+        let t = tokenvend_testkit::now();
+        let claims = serde_json::json!({
+            "iss": CLUSTER_ISSUER, "sub": "system:serviceaccount:shop:orders",
+            "aud": ["tokenvend"], "iat": t, "exp": t + 600,
+            "kubernetes.io": {"namespace": "shop", "serviceaccount": {"name": "orders"}},
+        });
+        let mut header = jsonwebtoken::Header::new(Algorithm::ES256);
+        header.kid = Some(cluster.kid.clone());
+        let signed = |claims: &serde_json::Value, key: &jsonwebtoken::EncodingKey| {
+            jsonwebtoken::encode(&header, claims, key).expect("sign")
+        };
+        // Signed by the cluster's key over a payload that is not the claims JSON.
+        let signed_payload = |payload: &[u8]| {
+            let head = b64(&serde_json::to_vec(&header).expect("header"));
+            let message = format!("{head}.{}", b64(payload));
+            let sig =
+                jsonwebtoken::crypto::sign(message.as_bytes(), &cluster.key, Algorithm::ES256)
+                    .expect("sign");
+            format!("{message}.{sig}")
+        };
+        let without = |claim: &str| {
+            let mut c = claims.clone();
+            c.as_object_mut().expect("claims").remove(claim);
+            signed(&c, &cluster.key)
+        };
+        let mut sub_number = claims.clone();
+        sub_number["sub"] = serde_json::json!(7);
+        let mut wrong_iss = claims.clone();
+        wrong_iss["iss"] = serde_json::json!("https://elsewhere.example.com");
+
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("jwks.json");
+        std::fs::write(&path, serde_json::to_vec(&cluster.jwks).expect("json")).expect("write");
+        let v = JwksValidator::new(
+            JwksSource::File(path),
+            CLUSTER_ISSUER.into(),
+            "tokenvend".into(),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("validator");
+        v.validate(&signed(&claims, &cluster.key))
+            .await
+            .expect("the well-formed token");
+        let cases = [
+            (
+                "forged",
+                signed(&claims, &forger.key),
+                "token rejected: bad signature",
+            ),
+            (
+                "no sub",
+                without("sub"),
+                "token rejected: missing claim sub",
+            ),
+            (
+                "no iss",
+                without("iss"),
+                "token rejected: missing claim iss",
+            ),
+            (
+                "no aud",
+                without("aud"),
+                "token rejected: missing claim aud",
+            ),
+            (
+                "no exp",
+                without("exp"),
+                "token rejected: missing claim exp",
+            ),
+            // jsonwebtoken counts a `sub` that is not a string as missing.
+            (
+                "sub not a string",
+                signed(&sub_number, &cluster.key),
+                "token rejected: missing claim sub",
+            ),
+            (
+                "other issuer",
+                signed(&wrong_iss, &cluster.key),
+                "token rejected: unexpected issuer",
+            ),
+            (
+                "payload not JSON",
+                signed_payload(b"not json"),
+                "malformed token",
+            ),
+            (
+                "claims not an object",
+                signed_payload(b"[1,2]"),
+                "malformed token",
+            ),
+            (
+                "payload not UTF-8",
+                signed_payload(&[0xff, 0xfe]),
+                "malformed token",
+            ),
+        ];
+        for (what, token, want) in cases {
+            let e = v.validate(&token).await.expect_err(what);
+            assert_eq!(e.to_string(), want, "{what}");
+        }
     }
 
     async fn validate_all(v: &Arc<JwksValidator>, token: &str) -> Vec<Result<(), AuthError>> {
