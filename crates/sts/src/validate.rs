@@ -918,6 +918,44 @@ mod tests {
         }
     }
 
+    #[tokio::test]
+    async fn only_a_request_that_got_no_answer_is_sent_once_more() {
+        let calls = AtomicUsize::new(0);
+        // Each attempt fails with what `fail` makes; how many attempts are made?
+        let attempts = |fail: fn() -> kube::Error| {
+            calls.store(0, Ordering::SeqCst);
+            let calls = &calls;
+            async move {
+                let r: Result<(), _> = once_more_unanswered("test", || async {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    Err(fail())
+                })
+                .await;
+                assert!(r.is_err());
+                calls.load(Ordering::SeqCst)
+            }
+        };
+        let unanswered = || kube::Error::Service(std::io::Error::other("connection closed").into());
+        let refused = || {
+            kube::Error::Api(Box::new(
+                kube::core::Status::failure("forbidden", "Forbidden").with_code(403),
+            ))
+        };
+        assert_eq!(attempts(unanswered).await, 2, "no answer: once more");
+        assert_eq!(
+            attempts(refused).await,
+            1,
+            "an answer, even a refusal, stands"
+        );
+        calls.store(0, Ordering::SeqCst);
+        let r = once_more_unanswered("test", || async {
+            calls.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, kube::Error>(7)
+        })
+        .await;
+        assert_eq!((r.expect("ok"), calls.load(Ordering::SeqCst)), (7, 1));
+    }
+
     async fn validate_all(v: &Arc<JwksValidator>, token: &str) -> Vec<Result<(), AuthError>> {
         // All spawned before any is awaited, so they run at once.
         let calls: Vec<_> = (0..20)
