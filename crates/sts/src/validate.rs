@@ -956,6 +956,49 @@ mod tests {
         assert_eq!((r.expect("ok"), calls.load(Ordering::SeqCst)), (7, 1));
     }
 
+    #[tokio::test]
+    async fn the_cache_drops_expired_entries_on_sweep_and_when_it_grows_past_its_bound() {
+        let cluster = Cluster::new();
+        let dir = tempfile::tempdir().expect("tmp");
+        let jwks = dir.path().join("jwks.json");
+        std::fs::write(&jwks, serde_json::to_vec(&cluster.jwks).expect("json")).expect("write");
+        let inner = JwksValidator::new(
+            JwksSource::File(jwks),
+            CLUSTER_ISSUER.into(),
+            "tokenvend".into(),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("validator");
+        let v = CachedValidator::new(Validator::Jwks(inner), Duration::from_secs(300));
+        let id = Identity::from_username("system:serviceaccount:shop:orders").expect("id");
+        let t = now();
+        // Entries of other tokens: `live` still valid, the rest expired a minute ago.
+        let fill = |live: u32, expired: u32| {
+            let mut cache = v.cache.write().expect("cache");
+            cache.clear();
+            for n in 0..live + expired {
+                let key: [u8; 32] = Sha256::digest(n.to_be_bytes()).into();
+                let until = if n < live { t + 600 } else { t - 60 };
+                cache.insert(key, (id.clone(), until));
+            }
+        };
+        let size = || v.cache.read().expect("cache").len();
+        let token = || cluster.token("shop", "orders", None, "tokenvend", 3600);
+
+        // Within the bound, a new entry is just added; the sweep drops the expired ones.
+        fill(3, 5);
+        v.validate(&token()).await.expect("valid");
+        assert_eq!(size(), 9);
+        v.sweep();
+        assert_eq!(size(), 4);
+
+        // Past it (100,000), the expired ones go before the next is added; the live ones stay.
+        fill(10, 100_000);
+        v.validate(&token()).await.expect("valid");
+        assert_eq!(size(), 11);
+    }
+
     async fn validate_all(v: &Arc<JwksValidator>, token: &str) -> Vec<Result<(), AuthError>> {
         // All spawned before any is awaited, so they run at once.
         let calls: Vec<_> = (0..20)
