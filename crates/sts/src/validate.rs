@@ -1120,6 +1120,10 @@ mod tests {
             .await
             .expect("a token at the limit");
         assert_eq!(id.subject(), "system:serviceaccount:shop:orders");
+        assert!(
+            v.cache.read().expect("cache").is_empty(),
+            "a TTL of 0 caches nothing"
+        );
 
         let refused = v
             .validate(&sized(LIMIT + 1))
