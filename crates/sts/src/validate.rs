@@ -767,33 +767,39 @@ mod tests {
         }
     }
 
+    /// A validator reading `keys` from a JWKS file (the directory must outlive it).
+    async fn file_validator(keys: &JwkSet) -> (JwksValidator, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("jwks.json");
+        std::fs::write(&path, serde_json::to_vec(keys).expect("json")).expect("write");
+        let v = JwksValidator::new(
+            JwksSource::File(path),
+            CLUSTER_ISSUER.into(),
+            "tokenvend".into(),
+            Duration::from_secs(5),
+        )
+        .await
+        .expect("validator");
+        (v, dir)
+    }
+
+    /// The claims of a valid token of shop/orders for audience `tokenvend`, for ten minutes.
+    fn orders_claims() -> serde_json::Value {
+        let t = tokenvend_testkit::now();
+        serde_json::json!({
+            "iss": CLUSTER_ISSUER, "sub": "system:serviceaccount:shop:orders",
+            "aud": ["tokenvend"], "iat": t, "exp": t + 600,
+            "kubernetes.io": {"namespace": "shop", "serviceaccount": {"name": "orders"}},
+        })
+    }
+
     #[tokio::test]
     async fn a_token_without_kid_is_verified_only_when_the_jwks_has_one_key() {
         let cluster = Cluster::new();
         let other = Cluster::new();
-        let t = tokenvend_testkit::now();
-        let claims = serde_json::json!({
-            "iss": CLUSTER_ISSUER, "sub": "system:serviceaccount:shop:orders",
-            "aud": ["tokenvend"], "iat": t, "exp": t + 600,
-            "kubernetes.io": {"namespace": "shop", "serviceaccount": {"name": "orders"}},
-        });
         let header = jsonwebtoken::Header::new(Algorithm::ES256);
-        let token = jsonwebtoken::encode(&header, &claims, &cluster.key).expect("sign");
-        let dir = tempfile::tempdir().expect("tmp");
-        let validator = |keys: Vec<jsonwebtoken::jwk::Jwk>| {
-            let path = dir.path().join("jwks.json");
-            std::fs::write(&path, serde_json::to_vec(&JwkSet { keys }).expect("json"))
-                .expect("write");
-            JwksValidator::new(
-                JwksSource::File(path),
-                CLUSTER_ISSUER.into(),
-                "tokenvend".into(),
-                Duration::from_secs(5),
-            )
-        };
-        let one = validator(cluster.jwks.keys.clone())
-            .await
-            .expect("validator");
+        let token = jsonwebtoken::encode(&header, &orders_claims(), &cluster.key).expect("sign");
+        let (one, _dir) = file_validator(&cluster.jwks).await;
         let (id, _) = one
             .validate(&token)
             .await
@@ -801,7 +807,7 @@ mod tests {
         assert_eq!(id.subject(), "system:serviceaccount:shop:orders");
         // With two keys, which one signed is unknown: not guessed.
         let keys = [other.jwks.keys.clone(), cluster.jwks.keys.clone()].concat();
-        let two = validator(keys).await.expect("validator");
+        let (two, _dir) = file_validator(&JwkSet { keys }).await;
         let e = two.validate(&token).await.expect_err("no kid, two keys");
         assert!(
             matches!(&e, AuthError::Invalid(m) if m.contains("unknown signing key")),
@@ -815,12 +821,7 @@ mod tests {
         let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
         let cluster = Cluster::new();
         let forger = Cluster::new();
-        let t = tokenvend_testkit::now();
-        let claims = serde_json::json!({
-            "iss": CLUSTER_ISSUER, "sub": "system:serviceaccount:shop:orders",
-            "aud": ["tokenvend"], "iat": t, "exp": t + 600,
-            "kubernetes.io": {"namespace": "shop", "serviceaccount": {"name": "orders"}},
-        });
+        let claims = orders_claims();
         let mut header = jsonwebtoken::Header::new(Algorithm::ES256);
         header.kid = Some(cluster.kid.clone());
         let signed = |claims: &serde_json::Value, key: &jsonwebtoken::EncodingKey| {
@@ -845,17 +846,7 @@ mod tests {
         let mut wrong_iss = claims.clone();
         wrong_iss["iss"] = serde_json::json!("https://elsewhere.example.com");
 
-        let dir = tempfile::tempdir().expect("tmp");
-        let path = dir.path().join("jwks.json");
-        std::fs::write(&path, serde_json::to_vec(&cluster.jwks).expect("json")).expect("write");
-        let v = JwksValidator::new(
-            JwksSource::File(path),
-            CLUSTER_ISSUER.into(),
-            "tokenvend".into(),
-            Duration::from_secs(5),
-        )
-        .await
-        .expect("validator");
+        let (v, _dir) = file_validator(&cluster.jwks).await;
         v.validate(&signed(&claims, &cluster.key))
             .await
             .expect("the well-formed token");
@@ -959,17 +950,7 @@ mod tests {
     #[tokio::test]
     async fn the_cache_drops_expired_entries_on_sweep_and_when_it_grows_past_its_bound() {
         let cluster = Cluster::new();
-        let dir = tempfile::tempdir().expect("tmp");
-        let jwks = dir.path().join("jwks.json");
-        std::fs::write(&jwks, serde_json::to_vec(&cluster.jwks).expect("json")).expect("write");
-        let inner = JwksValidator::new(
-            JwksSource::File(jwks),
-            CLUSTER_ISSUER.into(),
-            "tokenvend".into(),
-            Duration::from_secs(5),
-        )
-        .await
-        .expect("validator");
+        let (inner, _dir) = file_validator(&cluster.jwks).await;
         let v = CachedValidator::new(Validator::Jwks(inner), Duration::from_secs(300));
         let id = Identity::from_username("system:serviceaccount:shop:orders").expect("id");
         let t = now();
@@ -1078,27 +1059,13 @@ mod tests {
     #[tokio::test]
     async fn tokens_are_taken_up_to_the_size_limit_and_refused_past_it() {
         let cluster = Cluster::new();
-        let dir = tempfile::tempdir().expect("tmp");
-        let jwks = dir.path().join("jwks.json");
-        std::fs::write(&jwks, serde_json::to_vec(&cluster.jwks).expect("json")).expect("write");
-        let inner = JwksValidator::new(
-            JwksSource::File(jwks),
-            CLUSTER_ISSUER.into(),
-            "tokenvend".into(),
-            Duration::from_secs(5),
-        )
-        .await
-        .expect("validator");
+        let (inner, _dir) = file_validator(&cluster.jwks).await;
         let v = CachedValidator::new(Validator::Jwks(inner), Duration::ZERO);
         // A valid token grown by a claim the validator ignores, and by a longer `typ` in its
         // header, to exactly `len` bytes (unpadded base64 of one part cannot hit every length).
-        let t = tokenvend_testkit::now();
         let padded = |typ: usize, pad: usize| {
-            let claims = serde_json::json!({
-                "iss": CLUSTER_ISSUER, "sub": "system:serviceaccount:shop:orders",
-                "aud": ["tokenvend"], "iat": t, "exp": t + 600, "pad": "x".repeat(pad),
-                "kubernetes.io": {"namespace": "shop", "serviceaccount": {"name": "orders"}},
-            });
+            let mut claims = orders_claims();
+            claims["pad"] = serde_json::json!("x".repeat(pad));
             let mut header = jsonwebtoken::Header::new(Algorithm::ES256);
             header.kid = Some(cluster.kid.clone());
             header.typ = Some(format!("JWT{}", "x".repeat(typ)));
