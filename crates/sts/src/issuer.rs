@@ -741,6 +741,25 @@ mod tests {
     }
 
     #[test]
+    fn only_pem_files_not_hidden_are_keys() {
+        let dir = tempfile::tempdir().expect("tmp");
+        add_key(dir.path(), "2026-01.pem");
+        // What a Secret mount and an editor leave beside the keys: none of it is a key.
+        std::fs::write(dir.path().join("README.txt"), "rotate yearly").expect("write");
+        std::fs::write(dir.path().join("2026-01.pem.bak"), "old").expect("write");
+        std::fs::create_dir(dir.path().join("..2026_12_06_10_00_00.123")).expect("mkdir");
+        // A key being written (keygen's dot-file) does not sign before it is linked in place.
+        add_key(dir.path(), ".2026-02.pem.tmp");
+        add_key(dir.path(), ".2026-03.pem");
+        let iss = issuer(dir.path(), 60);
+        assert_eq!(iss.jwks().keys.len(), 1);
+        assert_eq!(
+            iss.signing().signer.map(|k| k.file).as_deref(),
+            Some("2026-01.pem")
+        );
+    }
+
+    #[test]
     fn rsa_and_p384_keys_sign_with_rs256_and_es384() {
         let dir = tempfile::tempdir().expect("tmp");
         std::fs::write(dir.path().join("a.pem"), generate_es256_pem().expect("key"))
