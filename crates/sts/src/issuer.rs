@@ -760,6 +760,41 @@ mod tests {
     }
 
     #[test]
+    fn a_removed_key_is_published_a_token_lifetime_and_a_minute_and_once_if_put_back() {
+        let dir = tempfile::tempdir().expect("tmp");
+        add_key(dir.path(), "2026-01.pem");
+        add_key(dir.path(), "2026-02.pem");
+        let iss = issuer(dir.path(), 900);
+        let old = std::fs::read(dir.path().join("2026-01.pem")).expect("read");
+        std::fs::remove_file(dir.path().join("2026-01.pem")).expect("rm");
+        let removed = now();
+        assert!(iss.reload().expect("reload"));
+        {
+            let state = iss.state.read().expect("state");
+            let [retired] = state.retired.as_slice() else {
+                panic!("one retired key");
+            };
+            // Its last token may have been signed just before the removal.
+            let until = retired.until - removed;
+            assert!((900 + 60..=900 + 61).contains(&until), "{until}");
+        }
+        assert_eq!(iss.jwks().keys.len(), 2);
+
+        // Put back (a Secret rolled back): one key, in the directory, not also retired.
+        std::fs::write(dir.path().join("2026-01.pem"), old).expect("write");
+        assert!(iss.reload().expect("reload"));
+        assert!(iss.state.read().expect("state").retired.is_empty());
+        let kids: Vec<_> = iss
+            .jwks()
+            .keys
+            .into_iter()
+            .map(|k| k.common.key_id)
+            .collect();
+        assert_eq!(kids.len(), 2, "{kids:?}");
+        assert_ne!(kids[0], kids[1]);
+    }
+
+    #[test]
     fn rsa_and_p384_keys_sign_with_rs256_and_es384() {
         let dir = tempfile::tempdir().expect("tmp");
         std::fs::write(dir.path().join("a.pem"), generate_es256_pem().expect("key"))
