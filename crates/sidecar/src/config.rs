@@ -285,6 +285,25 @@ mod tests {
     }
 
     #[test]
+    fn the_ca_comes_from_the_file_else_the_inline_pem_and_a_blank_one_is_unset() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let file = dir.path().join("ca.pem");
+        std::fs::write(&file, "FROM FILE").expect("write");
+        let file = file.to_str().expect("utf-8");
+        for (extra, want) in [
+            (&["--ca-pem", "INLINE"][..], Some(&b"INLINE"[..])),
+            (&["--ca-pem", " \n "], None),
+            (
+                &["--ca-file", file, "--ca-pem", "INLINE"],
+                Some(b"FROM FILE"),
+            ),
+        ] {
+            let cfg = validate(extra).expect("valid");
+            assert_eq!(cfg.ca_pem.as_deref(), want, "{extra:?}");
+        }
+    }
+
+    #[test]
     fn each_bad_setting_is_refused_naming_the_flag() {
         for (extra, names) in [
             (&["--mode", "projected"][..], "--mode projected"),
