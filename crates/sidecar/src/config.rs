@@ -304,6 +304,17 @@ mod tests {
     }
 
     #[test]
+    fn settings_at_their_edges_are_taken() {
+        let cfg = validate(&["--min-remaining-seconds=0"]).expect("0 is not negative");
+        assert_eq!(cfg.policy.min_remaining, 0);
+        let role = "arn:aws:iam::123456789012:role/app";
+        let cfg = validate(&["--role-arn", role]).expect("valid");
+        assert_eq!(cfg.role_arn.as_deref(), Some(role));
+        let cfg = validate(&["--role-arn", ""]).expect("valid");
+        assert_eq!(cfg.role_arn, None, "an empty role is the service's default");
+    }
+
+    #[test]
     fn each_bad_setting_is_refused_naming_the_flag() {
         for (extra, names) in [
             (&["--mode", "projected"][..], "--mode projected"),

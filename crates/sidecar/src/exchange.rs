@@ -347,17 +347,31 @@ mod tests {
             expiration: String::new(),
         });
         assert!(ok.clone().check(1000).is_ok());
+        assert!(ok.clone().check(1999).is_ok());
         assert_eq!(ok.expires_at(), Some(2000));
+        assert!(ok.clone().check(2000).is_err(), "expires this second");
         assert!(ok.check(3000).is_err(), "expired");
-        for bad in ["", "a.b", "x y.z.w", "garbage"] {
+        // A JWT with exp whose signature part holds a space, a line break or a control
+        // character would be written into the token file as it is: refused.
+        let with = |c: char| jwt(2000).replacen("c2", &format!("c{c}2"), 1);
+        for bad in [
+            "".into(),
+            "a.b".into(),
+            "x y.z.w".into(),
+            "garbage".into(),
+            with(' '),
+            with('\n'),
+            with('\u{1}'),
+            with('\u{7f}'),
+        ] {
             assert!(
                 Value::Token(VendedToken {
-                    token: bad.into(),
+                    token: bad.clone(),
                     expiration: String::new()
                 })
                 .check(0)
                 .is_err(),
-                "{bad}"
+                "{bad:?}"
             );
         }
         let creds = |k: &str, exp: &str| {
@@ -382,5 +396,17 @@ mod tests {
         );
         let dbg = format!("{:?}", creds("AK", "x"));
         assert!(!dbg.contains("\"s\"") && !dbg.contains("\"t\""), "{dbg}");
+        assert!(
+            dbg.contains("\"AK\"") && dbg.contains("<redacted>"),
+            "{dbg}"
+        );
+        let dbg = format!(
+            "{ok:?}",
+            ok = Value::Token(VendedToken {
+                token: jwt(2000),
+                expiration: "E".into()
+            })
+        );
+        assert!(!dbg.contains(&jwt(2000)) && dbg.contains("\"E\""), "{dbg}");
     }
 }
