@@ -409,4 +409,44 @@ mod tests {
         );
         assert!(!dbg.contains(&jwt(2000)) && dbg.contains("\"E\""), "{dbg}");
     }
+
+    #[tokio::test]
+    async fn an_answer_of_exactly_64_kib_is_taken_and_one_byte_more_refused() {
+        use std::sync::{Arc, Mutex};
+        // tokenvend-sts's answer padded with JSON whitespace to the length asked for.
+        let size = Arc::new(Mutex::new(0usize));
+        let token = jwt(now() + 3600);
+        let (asked, answer_token) = (size.clone(), token.clone());
+        let app = axum::Router::new().route(
+            "/token",
+            axum::routing::post(move || {
+                let len = *asked.lock().expect("size");
+                let mut body =
+                    serde_json::json!({"token": answer_token, "expiration": "E"}).to_string();
+                body.push_str(&" ".repeat(len - body.len()));
+                async move { body }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let dir = tempfile::tempdir().expect("tmp");
+        let sa = dir.path().join("token");
+        std::fs::write(&sa, "sa-token").expect("write");
+        let ex = Exchanger::new(&url, Mode::WebIdentity, None, None, Duration::from_secs(5))
+            .expect("client");
+
+        *size.lock().expect("size") = 64 * 1024;
+        match ex.fetch(&sa).await {
+            Ok(Value::Token(t)) => assert_eq!(t.token, token),
+            other => panic!("{other:?}"),
+        }
+        *size.lock().expect("size") = 64 * 1024 + 1;
+        match ex.fetch(&sa).await {
+            Err(ExchangeError::Invalid(m)) => assert_eq!(m, "answer larger than 64 KiB"),
+            other => panic!("{other:?}"),
+        }
+    }
 }
