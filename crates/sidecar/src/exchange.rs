@@ -449,4 +449,18 @@ mod tests {
             other => panic!("{other:?}"),
         }
     }
+
+    #[test]
+    fn a_ca_bundle_gives_each_of_its_certificates_and_an_empty_one_is_an_error() {
+        use tokenvend_testkit::tls::ca;
+        let bundle = [ca("one").0.pem(), ca("two").0.pem()].concat();
+        assert_eq!(certificates(bundle.as_bytes()).expect("bundle").len(), 2);
+        for (bad, want) in [
+            ("", "CA bundle has no certificate"),
+            ("not PEM at all", "CA bundle has no certificate"),
+        ] {
+            let e = certificates(bad.as_bytes()).expect_err(bad);
+            assert_eq!(e, want, "{bad:?}");
+        }
+    }
 }
