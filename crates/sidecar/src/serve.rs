@@ -172,5 +172,7 @@ mod tests {
         assert!(!same(b"abc", b"abd"));
         assert!(!same(b"abc", b"ab"));
         assert!(!same(b"", b"a"));
+        // Two differences that cancel out under XOR must still count.
+        assert!(!same(b"ab", b"ba"));
     }
 }
