@@ -53,10 +53,7 @@ pub const WRONG_AUTHORIZATION: &str =
     "wrong Authorization: not the token in AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE";
 
 /// Answer one request: the credentials, or the status and why not.
-pub fn answer(
-    s: &Served,
-    req: &Request<Incoming>,
-) -> Result<serde_json::Value, (StatusCode, String)> {
+pub fn answer<B>(s: &Served, req: &Request<B>) -> Result<serde_json::Value, (StatusCode, String)> {
     if req.uri().path() != s.path {
         return Err((StatusCode::NOT_FOUND, "not found".to_owned()));
     }
@@ -164,6 +161,102 @@ mod tests {
             .await
             .expect_err("not loopback");
         assert!(e.contains("loopback") && !e.contains("hostNetwork"), "{e}");
+    }
+
+    #[test]
+    fn only_live_credentials_are_served_and_only_with_the_token() {
+        use tokenvend_core::creds::VendedCredentials;
+        let dir = tempfile::tempdir().expect("tmp");
+        let creds = |expiration: &str| {
+            Some(Value::Credentials(VendedCredentials {
+                access_key_id: "AK".into(),
+                secret_access_key: "SK".into(),
+                session_token: "ST".into(),
+                expiration: expiration.into(),
+            }))
+        };
+        let live = tokenvend_core::clock::rfc3339(now() + 600);
+        let (tx, current) = watch::channel(creds(&live));
+        let served = Served {
+            auth_token: "secret-token".into(),
+            path: "/credentials".into(),
+            current,
+            out_dir: dir.path().to_owned(),
+        };
+        let get = |method: &str, path: &str, auth: Option<&str>| {
+            let mut req = Request::builder().method(method).uri(path);
+            if let Some(a) = auth {
+                req = req.header("Authorization", a);
+            }
+            answer(&served, &req.body(()).expect("request"))
+        };
+        let ok = get("GET", "/credentials", Some("secret-token")).expect("live credentials");
+        assert_eq!(ok["AccessKeyId"], "AK");
+        assert_eq!(ok["SecretAccessKey"], "SK");
+        assert_eq!(ok["Token"], "ST");
+        assert_eq!(ok["Expiration"], live.as_str());
+
+        let refused = |method, path, auth, status: StatusCode, why: &str| {
+            let (got, message) = get(method, path, auth).expect_err("refused");
+            assert_eq!(got, status, "{message}");
+            assert!(message.starts_with(why), "{message}");
+        };
+        refused(
+            "GET",
+            "/other",
+            Some("secret-token"),
+            StatusCode::NOT_FOUND,
+            "not found",
+        );
+        refused(
+            "POST",
+            "/credentials",
+            Some("secret-token"),
+            StatusCode::METHOD_NOT_ALLOWED,
+            "GET only",
+        );
+        refused(
+            "GET",
+            "/credentials",
+            None,
+            StatusCode::UNAUTHORIZED,
+            NO_AUTHORIZATION,
+        );
+        refused(
+            "GET",
+            "/credentials",
+            Some("secret-tokeN"),
+            StatusCode::UNAUTHORIZED,
+            WRONG_AUTHORIZATION,
+        );
+
+        // Expired (the refresher kept failing) or not there yet: 503 saying which.
+        let expired = tokenvend_core::clock::rfc3339(now() - 1);
+        tx.send_replace(creds(&expired));
+        let why = format!("the credentials expired at {expired}");
+        refused(
+            "GET",
+            "/credentials",
+            Some("secret-token"),
+            StatusCode::SERVICE_UNAVAILABLE,
+            &why,
+        );
+        tx.send_replace(creds(&tokenvend_core::clock::rfc3339(now())));
+        refused(
+            "GET",
+            "/credentials",
+            Some("secret-token"),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the credentials expired at",
+        );
+        tx.send_replace(None);
+        refused(
+            "GET",
+            "/credentials",
+            Some("secret-token"),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no credentials yet",
+        );
     }
 
     #[test]
