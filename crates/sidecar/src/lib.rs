@@ -10,7 +10,7 @@ pub mod trust;
 pub mod wait;
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use tokenvend_core::Mode;
 
@@ -113,19 +113,9 @@ pub async fn run(cfg: Config) -> Result<(), String> {
     let mut failures: u32 = 0;
     let mut term = signal_stream()?;
     loop {
-        let wait = match &*tx.borrow() {
-            Some(v) if failures == 0 => {
-                let exp = v.expires_at().unwrap_or(0);
-                refresh::refresh_delay(now(), issued, exp, &cfg.policy, random01())
-            }
-            current if failures > 0 => refresh::retry_delay(
-                failures - 1,
-                random01(),
-                now(),
-                current.as_ref().and_then(|v| v.expires_at()),
-            ),
-            _ => Duration::ZERO,
-        };
+        // A value without a readable expiry counts as expired.
+        let expires = tx.borrow().as_ref().map(|v| v.expires_at().unwrap_or(0));
+        let wait = refresh::next_wait(now(), issued, expires, failures, &cfg.policy, random01());
         // --once never sleeps past its deadline.
         let wait = if cfg.once {
             wait.min(deadline.saturating_duration_since(tokio::time::Instant::now()))

@@ -89,11 +89,78 @@ pub fn retry_delay(attempt: u32, rand01: f64, now: i64, expires: Option<i64>) ->
     }
 }
 
+/// The wait before the next exchange, given the expiry of the value in use (Unix seconds;
+/// `None` when there is none yet) and the failed exchanges since the last success: none for a
+/// first value, the [`refresh_delay`] while exchanges work, the [`retry_delay`] after a failure.
+pub fn next_wait(
+    now: i64,
+    issued: i64,
+    expires: Option<i64>,
+    failures: u32,
+    p: &Policy,
+    rand01: f64,
+) -> Duration {
+    match (expires, failures) {
+        (None, 0) => Duration::ZERO,
+        (Some(exp), 0) => refresh_delay(now, issued, exp, p, rand01),
+        (exp, n) => retry_delay(n - 1, rand01, now, exp),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     const HOUR: i64 = 3600;
+
+    #[test]
+    fn the_loop_waits_for_nothing_first_then_the_refresh_then_the_backoff() {
+        let p = Policy::default();
+        let secs = Duration::from_secs_f64;
+        // (expires, failures, rand01) -> wait, at now = 1_000 for a value issued then.
+        for (expires, failures, rand01, want, why) in [
+            (None, 0, 0.9, secs(0.0), "nothing yet: exchange now"),
+            (
+                Some(1_000 + HOUR),
+                0,
+                0.0,
+                secs(1800.0),
+                "an hour's value: half-way",
+            ),
+            (
+                Some(1_000 + HOUR),
+                0,
+                0.5,
+                secs(1710.0),
+                "with 5 % of jitter",
+            ),
+            (Some(900), 0, 0.5, secs(0.0), "expired: now"),
+            (
+                Some(1_000 + HOUR),
+                1,
+                0.5,
+                secs(0.5),
+                "first failure: within 1 s",
+            ),
+            (Some(1_000 + HOUR), 3, 0.5, secs(2.0), "third: within 4 s"),
+            (Some(1_000 + HOUR), 40, 0.5, secs(30.0), "many: within 60 s"),
+            (Some(1_010), 40, 0.5, secs(5.0), "10 s left: half of it"),
+            (
+                None,
+                2,
+                0.5,
+                secs(1.0),
+                "failing from the start: within 2 s",
+            ),
+            (None, u32::MAX, 0.5, secs(30.0), "no overflow"),
+        ] {
+            assert_eq!(
+                next_wait(1_000, 1_000, expires, failures, &p, rand01),
+                want,
+                "{why}"
+            );
+        }
+    }
 
     #[test]
     fn retries_never_sleep_past_half_of_what_a_value_has_left() {
