@@ -356,6 +356,19 @@ fn credentials_endpoint_survives_an_sts_outage_and_recovers() {
         "failures are logged: {}",
         sc.logs()
     );
+    // Each failure says how long the credentials in use have left: the first, due half-way
+    // through their 12 s, some seconds.
+    let left: Vec<i64> = sc
+        .logs()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["message"] == "refresh failed; keeping the last good value while it is valid")
+        .filter_map(|l| l["current_valid_for_s"].as_i64())
+        .collect();
+    assert!(
+        left.first().is_some_and(|s| (2..=12).contains(s)) && left.iter().all(|s| *s <= 12),
+        "{left:?}"
+    );
     // Recovery: a new tokenvend-sts on the same address.
     let sts2 = tokenvend_testkit::Sts::start(
         &moto,
@@ -703,6 +716,22 @@ async fn short_lived_values_pass_the_startup_probe_and_stale_ones_do_not() {
         said.contains("less than the required 300 s") && !said.contains("half"),
         "{said}"
     );
+    // A 2-minute token written 100 s ago, 20 s left: half its lifetime is asked, and said.
+    let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(format!("{{\"exp\":{}}}", now() + 20));
+    std::fs::write(&token, format!("eyJhbGciOiJFUzI1NiJ9.{claims}.c2ln")).expect("write");
+    std::fs::File::options()
+        .write(true)
+        .open(&token)
+        .and_then(|f| f.set_modified(std::time::SystemTime::now() - Duration::from_secs(100)))
+        .expect("mtime");
+    let p = probe();
+    assert!(!p.status.success());
+    let said = String::from_utf8_lossy(&p.stderr);
+    assert!(
+        said.contains("less than the required 60 s (half its lifetime)"),
+        "{said}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -812,6 +841,78 @@ async fn once_probe_and_start_up_reuse() {
         "{}",
         String::from_utf8_lossy(&bad.stderr)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn between_refreshes_the_upstream_is_left_alone() {
+    // An hour's token: the next exchange is half an hour away. Each answer but the last is
+    // taken off the script as it is given, so two left means one was asked for.
+    let script = Arc::new(std::sync::Mutex::new(vec!["good", "500", "500"]));
+    let addr = scripted_upstream(script.clone(), 3600, Arc::default()).await;
+    let sa = ProjectedToken::new("sa-token");
+    // A private CA given for a plain-http upstream: nothing to follow, so no GET /ca-bundle
+    // (which this upstream would answer 404).
+    let (ca, _, _) = tls::ca("unused");
+    let pem = ca.pem();
+    let sc = start_sidecar_with_env(
+        "web-identity",
+        &sa.path(),
+        &format!("http://{addr}"),
+        &[],
+        &[("TOKENVEND_CA_PEM", pem.as_ref())],
+    );
+    sc.wait_file("token");
+    assert!(sc.logged("refreshed"), "{}", sc.logs());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        script.lock().expect("script").len(),
+        2,
+        "asked again: {}",
+        sc.logs()
+    );
+    assert!(!sc.file("last-error").exists(), "{}", sc.logs());
+    let logs = sc.logs();
+    assert!(
+        !logs.contains("CA bundle") && !logs.contains("removed temp files"),
+        "{logs}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_file_from_a_previous_run_is_replaced_not_reused() {
+    let addr = scripted_upstream(
+        Arc::new(std::sync::Mutex::new(vec!["good"])),
+        3600,
+        Arc::default(),
+    )
+    .await;
+    let sa = ProjectedToken::new("sa-token");
+    let out = tempfile::tempdir().expect("out");
+    use base64::Engine;
+    let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(format!("{{\"exp\":{}}}", now() - 10));
+    std::fs::write(
+        out.path().join("token"),
+        format!("eyJhbGciOiJFUzI1NiJ9.{claims}.c2ln"),
+    )
+    .expect("write");
+    let run = sidecar_cmd(
+        "web-identity",
+        &sa.path(),
+        out.path(),
+        &format!("http://{addr}"),
+        &["--once"],
+    )
+    .output()
+    .expect("once");
+    let logs = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "{logs}");
+    assert!(
+        logs.contains("the existing file has expired; exchanging now") && !logs.contains("reusing"),
+        "{logs}"
+    );
+    let exp = jwt_exp(&std::fs::read_to_string(out.path().join("token")).expect("token"));
+    assert!(exp > now() + 3000, "still the expired token: {exp}");
 }
 
 /// Run an unmodified client with exactly `env` (plus PATH and a private HOME); returns its ARN.
