@@ -666,9 +666,9 @@ mod tests {
         assert_eq!(server.fetches.load(Ordering::SeqCst), 1);
     }
 
-    /// A server on loopback answering every request with `head` and then `chunk` for as long
-    /// as the client reads.
-    fn endless_server(head: &'static str, chunk: &'static [u8]) -> String {
+    /// A server on loopback answering every request with the raw bytes of `head`, then, unless
+    /// `chunk` is empty, `chunk` over and over for as long as the client reads.
+    fn raw_http_server(head: &'static str, chunk: &'static [u8]) -> String {
         use std::io::{Read, Write};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
@@ -690,7 +690,7 @@ mod tests {
     #[tokio::test]
     async fn a_document_without_end_or_not_json_is_refused_and_named() {
         // Chunks of JSON whitespace: valid so far, so only the size limit can stop the read.
-        let endless = endless_server(
+        let endless = raw_http_server(
             "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
             b"40\r\n                                                                \r\n",
         );
@@ -699,7 +699,7 @@ mod tests {
             .await
             .expect_err("endless");
         assert_eq!(err, "answer larger than 1024 KiB");
-        let not_json = endless_server(
+        let not_json = raw_http_server(
             "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close\r\n\r\nhello",
             b"",
         );
@@ -720,7 +720,7 @@ mod tests {
                 "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\
                  Connection: close\r\n\r\n{doc}"
             );
-            let url = endless_server(Box::leak(head.into_boxed_str()), b"");
+            let url = raw_http_server(Box::leak(head.into_boxed_str()), b"");
             let client = client.clone();
             async move { get_json::<JwkSet>(&client, &url, Duration::from_secs(30), "").await }
         };
