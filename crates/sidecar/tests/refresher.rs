@@ -150,6 +150,24 @@ fn jwt_exp(token: &str) -> i64 {
         .expect("exp")
 }
 
+/// A JWT-shaped token expiring at `exp` (unsigned: the sidecar reads `exp`, never verifies).
+fn token_expiring_at(exp: i64) -> String {
+    use base64::Engine;
+    let claims =
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{{\"exp\":{exp}}}"));
+    format!("eyJhbGciOiJFUzI1NiJ9.{claims}.c2ln")
+}
+
+/// A token file at `path` expiring at `exp`, written `age` ago as the sidecar sees it (mtime).
+fn write_token_file(path: &Path, exp: i64, age: Duration) {
+    std::fs::write(path, token_expiring_at(exp)).expect("write");
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_modified(std::time::SystemTime::now() - age))
+        .expect("mtime");
+}
+
 /// Reads `path` in a loop until stopped; counts reads that are not a complete value.
 fn reader_loop(
     path: PathBuf,
@@ -423,12 +441,8 @@ async fn scripted_upstream(
                     if s.len() > 1 { s.remove(0) } else { s[0] }
                 };
                 let good = || {
-                    use base64::Engine;
-                    let p = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!(
-                        "{{\"exp\":{}}}",
-                        now() + ahead.load(Ordering::Relaxed) + exp_secs
-                    ));
-                    format!("{{\"token\":\"eyJhbGciOiJFUzI1NiJ9.{p}.c2ln\",\"expiration\":\"x\"}}")
+                    let token = token_expiring_at(now() + ahead.load(Ordering::Relaxed) + exp_secs);
+                    format!("{{\"token\":\"{token}\",\"expiration\":\"x\"}}")
                 };
                 match step {
                     "good" => (axum::http::StatusCode::OK, good()),
@@ -699,16 +713,8 @@ async fn short_lived_values_pass_the_startup_probe_and_stale_ones_do_not() {
     assert!(p.status.success(), "{}", String::from_utf8_lossy(&p.stderr));
 
     // An hour's token written 58 minutes ago, 2 minutes left: not enough to start an app with.
-    use base64::Engine;
-    let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(format!("{{\"exp\":{}}}", now() + 120));
     let token = out.path().join("token");
-    std::fs::write(&token, format!("eyJhbGciOiJFUzI1NiJ9.{claims}.c2ln")).expect("write");
-    std::fs::File::options()
-        .write(true)
-        .open(&token)
-        .and_then(|f| f.set_modified(std::time::SystemTime::now() - Duration::from_secs(3480)))
-        .expect("mtime");
+    write_token_file(&token, now() + 120, Duration::from_secs(3480));
     let p = probe();
     assert!(!p.status.success());
     let said = String::from_utf8_lossy(&p.stderr);
@@ -717,14 +723,7 @@ async fn short_lived_values_pass_the_startup_probe_and_stale_ones_do_not() {
         "{said}"
     );
     // A 2-minute token written 100 s ago, 20 s left: half its lifetime is asked, and said.
-    let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(format!("{{\"exp\":{}}}", now() + 20));
-    std::fs::write(&token, format!("eyJhbGciOiJFUzI1NiJ9.{claims}.c2ln")).expect("write");
-    std::fs::File::options()
-        .write(true)
-        .open(&token)
-        .and_then(|f| f.set_modified(std::time::SystemTime::now() - Duration::from_secs(100)))
-        .expect("mtime");
+    write_token_file(&token, now() + 20, Duration::from_secs(100));
     let p = probe();
     assert!(!p.status.success());
     let said = String::from_utf8_lossy(&p.stderr);
@@ -888,14 +887,11 @@ async fn an_expired_file_from_a_previous_run_is_replaced_not_reused() {
     .await;
     let sa = ProjectedToken::new("sa-token");
     let out = tempfile::tempdir().expect("out");
-    use base64::Engine;
-    let claims = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(format!("{{\"exp\":{}}}", now() - 10));
-    std::fs::write(
-        out.path().join("token"),
-        format!("eyJhbGciOiJFUzI1NiJ9.{claims}.c2ln"),
-    )
-    .expect("write");
+    write_token_file(
+        &out.path().join("token"),
+        now() - 10,
+        Duration::from_secs(3610),
+    );
     let run = sidecar_cmd(
         "web-identity",
         &sa.path(),
