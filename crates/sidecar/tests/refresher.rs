@@ -473,6 +473,16 @@ async fn scripted_upstream(
     addr
 }
 
+/// A [`scripted_upstream`] that always answers with a token valid for `exp_secs`.
+async fn good_upstream(exp_secs: i64) -> SocketAddr {
+    scripted_upstream(
+        Arc::new(std::sync::Mutex::new(vec!["good"])),
+        exp_secs,
+        Arc::default(),
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_500s_and_hangs_never_replace_the_good_file() {
     let script = Arc::new(std::sync::Mutex::new(vec![
@@ -694,12 +704,7 @@ fn probe_web_identity(out: &Path, min: &str) -> std::process::Output {
 async fn short_lived_values_pass_the_startup_probe_and_stale_ones_do_not() {
     // tokenvend-sts issues tokens for as little as 60 s (TOKENVEND_TOKEN_TTL_SECONDS); the
     // webhook's default threshold is 300 s. Before, such a pod stayed in Init for ever.
-    let addr = scripted_upstream(
-        Arc::new(std::sync::Mutex::new(vec!["good"])),
-        120,
-        Arc::default(),
-    )
-    .await;
+    let addr = good_upstream(120).await;
     let sa = ProjectedToken::new("sa-token");
     let out = tempfile::tempdir().expect("out");
     let probe = || probe_web_identity(out.path(), "300");
@@ -735,8 +740,7 @@ async fn short_lived_values_pass_the_startup_probe_and_stale_ones_do_not() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn once_probe_and_start_up_reuse() {
-    let script = Arc::new(std::sync::Mutex::new(vec!["good"]));
-    let addr = scripted_upstream(script, 3600, Arc::default()).await;
+    let addr = good_upstream(3600).await;
     let sa = ProjectedToken::new("sa-token");
     let out = tempfile::tempdir().expect("out");
     let url = format!("http://{addr}");
@@ -879,12 +883,7 @@ async fn between_refreshes_the_upstream_is_left_alone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_file_from_a_previous_run_is_replaced_not_reused() {
-    let addr = scripted_upstream(
-        Arc::new(std::sync::Mutex::new(vec!["good"])),
-        3600,
-        Arc::default(),
-    )
-    .await;
+    let addr = good_upstream(3600).await;
     let sa = ProjectedToken::new("sa-token");
     let out = tempfile::tempdir().expect("out");
     write_token_file(
