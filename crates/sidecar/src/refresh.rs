@@ -117,48 +117,23 @@ mod tests {
     fn the_loop_waits_for_nothing_first_then_the_refresh_then_the_backoff() {
         let p = Policy::default();
         let secs = Duration::from_secs_f64;
-        // (expires, failures, rand01) -> wait, at now = 1_000 for a value issued then.
+        // At now = 1_000, for a value issued then: an hour's, one with 10 s left, an expired one.
+        let (hour, ten_s, expired) = (Some(1_000 + HOUR), Some(1_010), Some(900));
+        // (expires, failures, rand01) -> wait
         for (expires, failures, rand01, want, why) in [
-            (None, 0, 0.9, secs(0.0), "nothing yet: exchange now"),
-            (
-                Some(1_000 + HOUR),
-                0,
-                0.0,
-                secs(1800.0),
-                "an hour's value: half-way",
-            ),
-            (
-                Some(1_000 + HOUR),
-                0,
-                0.5,
-                secs(1710.0),
-                "with 5 % of jitter",
-            ),
-            (Some(900), 0, 0.5, secs(0.0), "expired: now"),
-            (
-                Some(1_000 + HOUR),
-                1,
-                0.5,
-                secs(0.5),
-                "first failure: within 1 s",
-            ),
-            (Some(1_000 + HOUR), 3, 0.5, secs(2.0), "third: within 4 s"),
-            (Some(1_000 + HOUR), 40, 0.5, secs(30.0), "many: within 60 s"),
-            (Some(1_010), 40, 0.5, secs(5.0), "10 s left: half of it"),
-            (
-                None,
-                2,
-                0.5,
-                secs(1.0),
-                "failing from the start: within 2 s",
-            ),
+            (None, 0, 0.9, secs(0.0), "nothing yet: now"),
+            (hour, 0, 0.0, secs(1800.0), "half-way"),
+            (hour, 0, 0.5, secs(1710.0), "5 % jitter"),
+            (expired, 0, 0.5, secs(0.0), "expired: now"),
+            (hour, 1, 0.5, secs(0.5), "first failure: within 1 s"),
+            (hour, 3, 0.5, secs(2.0), "third: within 4 s"),
+            (hour, 40, 0.5, secs(30.0), "many: within 60 s"),
+            (ten_s, 40, 0.5, secs(5.0), "half of what is left"),
+            (None, 2, 0.5, secs(1.0), "failing from the start"),
             (None, u32::MAX, 0.5, secs(30.0), "no overflow"),
         ] {
-            assert_eq!(
-                next_wait(1_000, 1_000, expires, failures, &p, rand01),
-                want,
-                "{why}"
-            );
+            let got = next_wait(1_000, 1_000, expires, failures, &p, rand01);
+            assert_eq!(got, want, "{why}");
         }
     }
 
