@@ -1022,6 +1022,13 @@ async fn bad_requests_get_clear_http_errors() {
     .await
     .expect("send");
     assert_eq!(r.status(), 413);
+    // A review of exactly 3 MiB (padded with JSON whitespace) is still taken.
+    let mut at_limit = review_body("big").into_bytes();
+    at_limit.resize(3 * 1024 * 1024, b' ');
+    let r = send(Some("application/json"), at_limit)
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 200);
     let r = send(Some("application/json"), review_body("ok").into_bytes())
         .await
         .expect("send");
