@@ -1015,6 +1015,30 @@ async fn bad_requests_get_clear_http_errors() {
             .expect("text")
             .contains("not an AdmissionReview")
     );
+    // The API server is told what serde found, value included; the log says only the kind.
+    let quoting = br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"u","dryRun":"s3cr3t-value"}}"#;
+    let r = send(Some("application/json"), quoting.to_vec())
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 400);
+    let said = r.text().await.expect("text");
+    assert!(said.contains("s3cr3t-value"), "{said}");
+    // Both 400s so far, each logged once by kind, once the lines reach the test.
+    let refused = |logs: &[String]| {
+        logs.iter()
+            .filter(|l| {
+                l.contains("refused /mutate request")
+                    && l.contains("body is not an AdmissionReview")
+            })
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while refused(&wh.logs.lock().expect("logs")) < 2 {
+        assert!(Instant::now() < deadline, "not logged");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let logs = wh.logs.lock().expect("logs").join("\n");
+    assert!(!logs.contains("s3cr3t"), "{logs}");
     let r = send(
         Some("application/json; charset=utf-8"),
         vec![b' '; 3 * 1024 * 1024 + 1],
