@@ -417,6 +417,17 @@ async fn every_error_status_is_reached() {
         .await
         .expect("send");
     assert_eq!(resp.status(), 413, "oversized body");
+    // A body of exactly 64 KiB is read, and judged for what it asks.
+    let mut at_limit = br#"{"role_arn":"arn:aws:iam::123456789012:role/admin"}"#.to_vec();
+    at_limit.resize(64 * 1024, b' ');
+    let resp = c
+        .post(&url)
+        .header("authorization", format!("Bearer {ok}"))
+        .body(at_limit)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(resp.status(), 403, "a 64 KiB body");
 
     // STS down: 500 with the reason, promptly (upstream timeout 3 s).
     drop(moto);
