@@ -564,6 +564,62 @@ async fn keys_of(c: &reqwest::Client, sts: &Sts) -> JwkSet {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minted_tokens_live_a_minute_at_least_shorter_only_when_allowed() {
+    provider();
+    let moto = Moto::start();
+    let cluster = Cluster::new();
+    let c = reqwest::Client::new();
+    let sa = cluster.token("shop", "orders", None, "tokenvend", 3600);
+    for (extra, life) in [
+        (vec![("TOKENVEND_TOKEN_TTL_SECONDS", "60")], 60),
+        (
+            vec![
+                ("TOKENVEND_TOKEN_TTL_SECONDS", "5"),
+                ("TOKENVEND_ALLOW_SHORT_SESSIONS", "true"),
+            ],
+            5,
+        ),
+    ] {
+        let env: Vec<(&str, String)> = extra.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+        let sts = Sts::start(&moto, &cluster, &env);
+        let (status, answer) = post(&c, &sts.url("/token"), Some(&sa), None).await;
+        assert_eq!(status, 200, "{answer}");
+        let claims = verify_web_identity(
+            &keys_of(&c, &sts).await,
+            answer["token"].as_str().expect("token"),
+        )
+        .expect("verifies");
+        assert_eq!(
+            claims["exp"]
+                .as_i64()
+                .zip(claims["iat"].as_i64())
+                .map(|(e, i)| e - i),
+            Some(life),
+            "{claims}"
+        );
+    }
+    // A second short of a minute, without the allowance, is refused at start.
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(dir.path().join("k.pem"), p256_pem()).expect("key");
+    std::fs::write(dir.path().join("jwks.json"), r#"{"keys":[]}"#).expect("jwks");
+    let keys = dir.path().to_str().expect("path");
+    let jwks = dir.path().join("jwks.json");
+    let err = refused_at_start(&[
+        ("TOKENVEND_VALIDATION", "jwks"),
+        ("TOKENVEND_OIDC_ISSUER", "https://k8s"),
+        ("TOKENVEND_JWKS_FILE", jwks.to_str().expect("path")),
+        ("AWS_REGION", "us-east-1"),
+        ("TOKENVEND_ISSUER_URL", "https://issuer.example.com"),
+        ("TOKENVEND_SIGNING_KEY_DIR", keys),
+        ("TOKENVEND_TOKEN_TTL_SECONDS", "59"),
+    ]);
+    assert!(
+        err.contains("TOKENVEND_TOKEN_TTL_SECONDS 59 must be between 60 and 43200"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_endpoint_jwts_verify_across_key_rotation() {
     provider();
     let moto = Moto::start();
@@ -1689,6 +1745,17 @@ async fn jwks_validation_without_an_issuer_gets_the_keys_through_the_kubernetes_
         ),
         "{}",
         sts.all_logs()
+    );
+    // Not set, it is not mentioned (keys from a file, as `Sts::start` gives them): once a
+    // request is logged, every line from the start is in.
+    let from_file = Sts::start(&api.moto, &api.cluster, &[]);
+    let (status, _) = post(&c, &from_file.url("/token"), Some(&token), None).await;
+    assert_eq!(status, 200);
+    assert!(from_file.logged("\"exchange\""), "{}", from_file.all_logs());
+    assert!(
+        !from_file.all_logs().contains("TOKENVEND_OIDC_CA_FILE"),
+        "{}",
+        from_file.all_logs()
     );
     // Validation is as strict as ever.
     a_token_for_another_audience_is_refused(&c, &sts, &api.cluster).await;
