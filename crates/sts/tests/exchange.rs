@@ -1003,6 +1003,70 @@ fn start_https(moto: &Moto, cluster: &Cluster, certs: &Path, extra: &[(&str, Str
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oidc_discovery_over_https_trusts_the_oidc_ca_file() {
+    provider();
+    let moto = Moto::start();
+    let cluster = Cluster::new();
+    // The OIDC issuer: another tokenvend-sts over HTTPS from a private CA, minting tokens for
+    // service accounts (its discovery and /keys are what plain OIDC discovery reads).
+    let certs = tempfile::tempdir().expect("tmp");
+    let (ca_cert, _key, ca) = tls::ca("issuer-ca");
+    let pair = tls::leaf(&ca_cert, &ca);
+    tls::install(certs.path(), &pair);
+    std::fs::write(certs.path().join("ca.pem"), &pair.ca_pem).expect("ca");
+    let port = free_port();
+    let issuer_url = format!("https://localhost:{port}");
+    let issuer = start_https(
+        &moto,
+        &cluster,
+        certs.path(),
+        &[
+            ("TOKENVEND_LISTEN", format!("127.0.0.1:{port}")),
+            ("TOKENVEND_ISSUER_URL", issuer_url.clone()),
+            ("TOKENVEND_ISSUED_AUDIENCE", "tokenvend".into()),
+        ],
+    );
+    let c = reqwest::Client::builder()
+        .tls_backend_rustls()
+        .tls_certs_only([reqwest::Certificate::from_pem(pair.ca_pem.as_bytes()).expect("ca")])
+        .build()
+        .expect("client");
+    let sa = cluster.token("shop", "orders", Some("orders-1"), "tokenvend", 3600);
+    let (status, minted) = post(&c, &format!("{issuer_url}/token"), Some(&sa), None).await;
+    assert_eq!(status, 200, "{minted}");
+    let minted = minted["token"].as_str().expect("token").to_owned();
+
+    // A tokenvend-sts validating by plain discovery of that issuer: with its CA it starts and
+    // takes the issuer's tokens; without, the system roots refuse the issuer at start.
+    let ca_file = certs.path().join("ca.pem").display().to_string();
+    let validating = |ca: Option<&str>| {
+        let mut env = vec![("TOKENVEND_OIDC_ISSUER", issuer_url.clone())];
+        env.extend(ca.map(|f| ("TOKENVEND_OIDC_CA_FILE", f.to_owned())));
+        env
+    };
+    let sts = Sts::start_without(
+        &moto,
+        &cluster,
+        &validating(Some(&ca_file)),
+        &["TOKENVEND_JWKS_FILE"],
+    );
+    vended_to_shop_orders(&reqwest::Client::new(), &sts, &moto, &minted).await;
+    drop(sts);
+    let err = refused_at_start(&[
+        ("TOKENVEND_VALIDATION", "jwks"),
+        ("TOKENVEND_OIDC_ISSUER", &issuer_url),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ROLE_ARN", ROLE),
+        ("POLICY_TEMPLATE_PATH", ""),
+    ]);
+    assert!(
+        err.contains("OIDC discovery") && err.contains("UnknownIssuer"),
+        "{err}"
+    );
+    drop(issuer);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_certificate_reloads_are_counted_in_metrics() {
     provider();
     let moto = Moto::start();
