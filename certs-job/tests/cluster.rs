@@ -3,13 +3,15 @@
 //! MutatingWebhookConfigurations, and the real binary's --out-dir mode.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use base64::Engine;
 use serde_json::{Value, json};
 use tokenvend_certs::cluster::{ClusterError, Report, reconcile};
 use tokenvend_certs::pki::{parse_bundle, service_sans};
 use tokenvend_certs::plan::{Decision, Settings};
-use tokenvend_testkit::{ApiServerStandIn, Cluster};
+use tokenvend_testkit::{ApiServerStandIn, Cluster, Meanwhile};
 
 const DAY: i64 = 86_400;
 const NOW: i64 = 1_800_000_000;
@@ -113,6 +115,13 @@ async fn bootstrap_keep_renew_and_rotate_with_overlap() {
     assert_eq!(tls["type"], json!("kubernetes.io/tls"));
     let ca = secret(&s, "tokenvend-webhook-tls-ca");
     assert_eq!(ca["type"], json!("Opaque"));
+    for created in [&tls, &ca] {
+        assert_eq!(
+            created["metadata"]["labels"]["app.kubernetes.io/managed-by"],
+            json!("tokenvend-certs"),
+            "{created}"
+        );
+    }
     assert!(
         tls["data"].get("ca.key").is_none(),
         "the CA key is never in the mounted Secret"
@@ -303,6 +312,50 @@ async fn a_run_that_loses_a_race_to_another_trusts_what_the_winner_stored() {
         w.iter().all(|(_, resource, _)| resource != "secrets"),
         "{w:?}"
     );
+}
+
+/// Before every Secret write, another writer's update lands, so each write conflicts; `tries`
+/// counts the writes tried.
+fn always_first(tries: Arc<AtomicUsize>) -> Meanwhile {
+    Box::new(move |st| {
+        tries.fetch_add(1, Ordering::SeqCst);
+        for secret in st.secrets.values_mut() {
+            let v = secret["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap_or_default();
+            secret["metadata"]["resourceVersion"] = json!(format!("{v}0"));
+        }
+        st.before_secret_write = Some(always_first(tries));
+    })
+}
+
+#[tokio::test]
+async fn a_run_that_keeps_losing_races_gives_up_after_three_tries() {
+    let (s, client, _dir) = standin().await;
+    reconcile_at(&client, NOW).await.expect("bootstrap");
+    let tries = Arc::new(AtomicUsize::new(0));
+    s.store.lock().expect("store").before_secret_write = Some(always_first(tries.clone()));
+    let before = writes(&s).len();
+    // 336 days on the serving certificate is due: its update conflicts every time.
+    let err = tokio::time::timeout(
+        Duration::from_secs(20),
+        reconcile_at(&client, NOW + 336 * DAY),
+    )
+    .await
+    .expect("gave up in time")
+    .expect_err("conflicts");
+    assert!(matches!(err, ClusterError::Conflict { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("another run of the job wrote it meanwhile"),
+        "{err}"
+    );
+    assert_eq!(
+        tries.load(Ordering::SeqCst),
+        3,
+        "one try and two more from fresh reads"
+    );
+    assert_eq!(writes(&s).len(), before, "nothing written");
 }
 
 #[tokio::test]
