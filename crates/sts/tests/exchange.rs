@@ -989,6 +989,13 @@ async fn assume_with_web_identity(moto: &Moto, role: &str, token: &str) -> Strin
     out.assumed_role_user.map(|u| u.arn).unwrap_or_default()
 }
 
+/// An HTTPS client that trusts only the CA of `ca_pem`.
+fn trusting_only(ca_pem: &str) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .tls_backend_rustls()
+        .tls_certs_only([reqwest::Certificate::from_pem(ca_pem.as_bytes()).expect("ca")])
+}
+
 /// tokenvend-sts serving HTTPS with the `tls.crt` and `tls.key` in `certs` (checked for changes
 /// each second), with `extra` settings.
 fn start_https(moto: &Moto, cluster: &Cluster, certs: &Path, extra: &[(&str, String)]) -> Sts {
@@ -1026,11 +1033,7 @@ async fn oidc_discovery_over_https_trusts_the_oidc_ca_file() {
             ("TOKENVEND_ISSUED_AUDIENCE", "tokenvend".into()),
         ],
     );
-    let c = reqwest::Client::builder()
-        .tls_backend_rustls()
-        .tls_certs_only([reqwest::Certificate::from_pem(pair.ca_pem.as_bytes()).expect("ca")])
-        .build()
-        .expect("client");
+    let c = trusting_only(&pair.ca_pem).build().expect("client");
     let sa = cluster.token("shop", "orders", Some("orders-1"), "tokenvend", 3600);
     let (status, minted) = post(&c, &format!("{issuer_url}/token"), Some(&sa), None).await;
     assert_eq!(status, 200, "{minted}");
@@ -1076,9 +1079,7 @@ async fn https_certificate_reloads_are_counted_in_metrics() {
     let (first, second) = (tls::leaf(&ca_cert, &issuer), tls::leaf(&ca_cert, &issuer));
     tls::install(certs.path(), &first);
     let sts = start_https(&moto, &cluster, certs.path(), &[]);
-    let c = reqwest::Client::builder()
-        .tls_backend_rustls()
-        .tls_certs_only([reqwest::Certificate::from_pem(first.ca_pem.as_bytes()).expect("ca")])
+    let c = trusting_only(&first.ca_pem)
         .pool_max_idle_per_host(0)
         .timeout(Duration::from_secs(5))
         .build()
@@ -1260,9 +1261,7 @@ async fn the_ca_bundle_is_served_as_its_file_is_now_and_a_broken_one_is_named() 
         certs.path(),
         &[("TOKENVEND_CA_BUNDLE_FILE", file("ca.crt"))],
     );
-    let c = reqwest::Client::builder()
-        .tls_backend_rustls()
-        .tls_certs_only([reqwest::Certificate::from_pem(pair.ca_pem.as_bytes()).expect("ca")])
+    let c = trusting_only(&pair.ca_pem)
         .timeout(Duration::from_secs(5))
         .build()
         .expect("client");
