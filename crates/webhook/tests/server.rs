@@ -1071,6 +1071,15 @@ async fn bad_requests_get_clear_http_errors() {
         .await
         .expect("send");
     assert_eq!(r.status(), 200);
+    // Each refusal is counted by what was wrong: the two 415s, the two 400s, the 413.
+    let metrics = metrics_text(wh.probe).await;
+    for line in [
+        "tokenvend_webhook_bad_requests_total{result=\"content_type\"} 2",
+        "tokenvend_webhook_bad_requests_total{result=\"malformed\"} 2",
+        "tokenvend_webhook_bad_requests_total{result=\"body\"} 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line}\n{metrics}");
+    }
 }
 
 #[tokio::test]
