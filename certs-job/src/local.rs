@@ -55,3 +55,83 @@ pub fn reconcile(dir: &Path, s: &Settings, now: i64) -> Result<Decision, String>
     }
     Ok(decision)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+    use crate::pki::{parse_bundle, service_sans};
+
+    const DAY: i64 = 86_400;
+    const FILES: [&str; 4] = ["ca.crt", "ca.key", "tls.crt", "tls.key"];
+
+    /// Dates every file far in the past, so a rewrite shows as a new modification time.
+    fn backdate(dir: &Path) {
+        let old = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        for name in FILES {
+            std::fs::File::options()
+                .write(true)
+                .open(dir.join(name))
+                .and_then(|f| f.set_modified(old))
+                .expect(name);
+        }
+    }
+
+    fn rewritten(dir: &Path) -> Vec<&'static str> {
+        let old = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
+        FILES
+            .into_iter()
+            .filter(|name| {
+                std::fs::metadata(dir.join(name))
+                    .and_then(|m| m.modified())
+                    .expect(name)
+                    != old
+            })
+            .collect()
+    }
+
+    fn cas_trusted(dir: &Path) -> usize {
+        let pem = std::fs::read_to_string(dir.join("ca.crt")).expect("ca.crt");
+        parse_bundle(&pem).expect("bundle").len()
+    }
+
+    #[test]
+    fn a_run_with_nothing_to_change_writes_nothing_and_one_that_only_prunes_writes_the_bundle() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let dir = dir.path();
+        let s = Settings::defaults(
+            service_sans("tokenvend-webhook", "tokenvend"),
+            "tokenvend-webhook-ca",
+        );
+        let t = 1_800_000_000;
+        let created = reconcile(dir, &s, t).expect("bootstrap");
+        assert!(matches!(created, Decision::Create(_)), "{created:?}");
+        backdate(dir);
+        assert_eq!(reconcile(dir, &s, t + DAY), Ok(Decision::Keep));
+        assert_eq!(
+            rewritten(dir),
+            Vec::<&str>::new(),
+            "a keeping run writes nothing"
+        );
+
+        // The CA key lost: a new CA, the old one trusted through the overlap.
+        std::fs::remove_file(dir.join("ca.key")).expect("rm");
+        let later = t + 100 * DAY;
+        let created = reconcile(dir, &s, later).expect("new CA");
+        assert!(matches!(created, Decision::Create(_)), "{created:?}");
+        assert_eq!(cas_trusted(dir), 2);
+        // Daily runs: the served certificate switches to the new CA when the overlap ends; the
+        // run after drops the old CA, a run whose decision is to keep everything else.
+        let pruned = (1..=20).find_map(|day| {
+            backdate(dir);
+            let d = reconcile(dir, &s, later + day * DAY).expect("daily run");
+            (cas_trusted(dir) == 1).then(|| (d, rewritten(dir)))
+        });
+        assert_eq!(
+            pruned,
+            Some((Decision::Keep, FILES.to_vec())),
+            "the old CA dropped from the bundle by a keeping run, which writes it"
+        );
+    }
+}
