@@ -66,27 +66,31 @@ mod tests {
     const DAY: i64 = 86_400;
     const FILES: [&str; 4] = ["ca.crt", "ca.key", "tls.crt", "tls.key"];
 
+    /// The modification time [`backdate`] gives, which no write now can have.
+    fn long_ago() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_000)
+    }
+
     /// Dates every file far in the past, so a rewrite shows as a new modification time.
     fn backdate(dir: &Path) {
-        let old = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
         for name in FILES {
             std::fs::File::options()
                 .write(true)
                 .open(dir.join(name))
-                .and_then(|f| f.set_modified(old))
+                .and_then(|f| f.set_modified(long_ago()))
                 .expect(name);
         }
     }
 
+    /// The files written since [`backdate`].
     fn rewritten(dir: &Path) -> Vec<&'static str> {
-        let old = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
         FILES
             .into_iter()
             .filter(|name| {
                 std::fs::metadata(dir.join(name))
                     .and_then(|m| m.modified())
                     .expect(name)
-                    != old
+                    != long_ago()
             })
             .collect()
     }

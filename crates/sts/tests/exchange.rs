@@ -570,7 +570,8 @@ async fn minted_tokens_live_a_minute_at_least_shorter_only_when_allowed() {
     let cluster = Cluster::new();
     let c = reqwest::Client::new();
     let sa = cluster.token("shop", "orders", None, "tokenvend", 3600);
-    // 59 s without the allowance is refused at start: `bad_configuration_fails_at_start_naming_the_setting`.
+    // 59 s without the allowance is refused at start, among the other refusals in
+    // `bad_configuration_fails_at_start_naming_the_setting`.
     for (env, life) in [
         (vec![("TOKENVEND_TOKEN_TTL_SECONDS", "60".to_owned())], 60),
         (
