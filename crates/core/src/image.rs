@@ -10,6 +10,11 @@ pub fn reference_problem(image: &str) -> Option<String> {
     if image.is_empty() {
         return Some("it is empty".to_owned());
     }
+    if image.len() == 64 && image.bytes().all(is_lower_hex) {
+        return Some(
+            "it is 64 hex digits, which the kubelet takes for an image ID, not a name".to_owned(),
+        );
+    }
     let (rest, digest) = match image.split_once('@') {
         Some((rest, digest)) => (rest, Some(digest)),
         None => (image, None),
@@ -32,8 +37,12 @@ pub fn reference_problem(image: &str) -> Option<String> {
              and digits separated by '.', '_', '__' or '-'"
         ));
     }
-    if name.len() > 255 {
-        return Some("its name is longer than 255 characters".to_owned());
+    if repository_path_len(name) > 255 {
+        return Some(
+            "its repository path (after the registry, with Docker Hub's `library/`) is longer \
+             than 255 characters"
+                .to_owned(),
+        );
     }
     if let Some(tag) = tag {
         let word = |b: u8| b.is_ascii_alphanumeric() || b == b'_';
@@ -58,11 +67,40 @@ pub fn reference_problem(image: &str) -> Option<String> {
                 ));
             }
         };
-        if hex.len() != len || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return bad(format!("digest {digest:?} must have {len} hex digits"));
+        // go-digest, which the kubelet checks it with, takes lowercase hex only.
+        if hex.len() != len || !hex.bytes().all(is_lower_hex) {
+            return bad(format!(
+                "digest {digest:?} must have {len} lowercase hex digits"
+            ));
         }
     }
     None
+}
+
+fn is_lower_hex(b: u8) -> bool {
+    b.is_ascii_digit() || (b'a'..=b'f').contains(&b)
+}
+
+/// The length of the repository path the kubelet checks against 255: what follows the registry,
+/// once a Docker Hub name has its `library/` (`ParseNormalizedNamed`'s normalization).
+fn repository_path_len(name: &str) -> usize {
+    const LIBRARY: usize = "library/".len();
+    let Some((first, rest)) = name.split_once('/') else {
+        return LIBRARY + name.len();
+    };
+    if matches!(first, "docker.io" | "index.docker.io") && !rest.contains('/') {
+        return LIBRARY + rest.len();
+    }
+    // Only a first component that looks like a host is one; the grammar then reads it as the
+    // registry whenever it can be one.
+    let looks_like_host = first == "localhost"
+        || first.contains(['.', ':'])
+        || first.bytes().any(|b| b.is_ascii_uppercase());
+    if looks_like_host && is_registry(first) {
+        rest.len()
+    } else {
+        name.len()
+    }
 }
 
 /// `[registry[:port]/]path`: a path of lowercase components, after an optional registry host.
@@ -99,12 +137,14 @@ fn is_path_component(c: &str) -> bool {
 fn is_registry(host: &str) -> bool {
     let port_ok =
         |p: Option<&str>| p.is_none_or(|p| !p.is_empty() && p.bytes().all(|x| x.is_ascii_digit()));
-    // An IPv6 address, in brackets.
+    // An IPv6 address, in brackets, written in hex digits and colons only (the grammar leaves
+    // out the IPv4-mapped form and zones).
     if let Some(inner) = host.strip_prefix('[') {
         let Some((addr, after)) = inner.split_once(']') else {
             return false;
         };
-        return addr.parse::<std::net::Ipv6Addr>().is_ok()
+        return addr.bytes().all(|b| b.is_ascii_hexdigit() || b == b':')
+            && addr.parse::<std::net::Ipv6Addr>().is_ok()
             && (after.is_empty() || after.strip_prefix(':').is_some_and(|p| port_ok(Some(p))));
     }
     let (name, port) = match host.split_once(':') {
@@ -176,6 +216,20 @@ mod tests {
                 "registry.example.com/sidecar@md5:0123",
                 "invalid reference format: digest",
             ),
+            // What only the kubelet's parser refuses, found by the property against it
+            // (tests/image_reference.rs): uppercase digest hex, which go-digest does not take;
+            // a bare 64-hex-digit name, taken for an image ID; an IPv6 registry written with
+            // an IPv4 tail or a zone, which the grammar leaves out.
+            (
+                &format!("sidecar@sha256:{}", "0123456789ABCDEF".repeat(4)),
+                "invalid reference format: digest",
+            ),
+            (
+                &"0123456789abcdef".repeat(4),
+                "it is 64 hex digits, which the kubelet takes for an image ID",
+            ),
+            ("[::ffff:10.0.0.1]:5000/sidecar", "invalid reference format"),
+            ("[fe80::1%eth0]/sidecar", "invalid reference format"),
         ] {
             let problem = reference_problem(image);
             assert!(
@@ -195,6 +249,8 @@ mod tests {
             "registry.k8s.io/pause:3.10",
             &format!("ghcr.io/tokenvend/tokenvend@{digest}"),
             &format!("ghcr.io/tokenvend/tokenvend:0.1.0@{digest}"),
+            &format!("{}:1", "0123456789abcdef".repeat(4)),
+            &format!("tokenvend/{}", "0123456789abcdef".repeat(4)),
         ] {
             assert_eq!(reference_problem(image), None, "{image}");
         }
@@ -202,13 +258,25 @@ mod tests {
 
     #[test]
     fn each_limit_and_digest_holds_at_its_edge() {
-        // The name (registry and path) up to 255 characters.
-        let name = |len: usize| format!("registry.example.com/{}", "a".repeat(len - 21));
-        assert_eq!(reference_problem(&format!("{}:1", name(255))), None);
-        assert_eq!(
-            reference_problem(&format!("{}:1", name(256))).as_deref(),
-            Some("its name is longer than 255 characters")
-        );
+        // The repository path up to 255 characters: after the registry, and counting the
+        // `library/` a one-component Docker Hub name gets, as the kubelet counts it.
+        for (registry, prefix) in [
+            ("registry.example.com/", 0),
+            ("Registry:5000/", 0),
+            ("localhost/", 0),
+            ("", "library/".len()),
+            ("docker.io/", "library/".len()),
+            ("index.docker.io/", "library/".len()),
+            ("team/", "team/".len()),
+        ] {
+            let at = |len: usize| format!("{registry}{}:1", "a".repeat(len - prefix));
+            assert_eq!(reference_problem(&at(255)), None, "{registry}");
+            assert!(
+                reference_problem(&at(256))
+                    .is_some_and(|p| p.starts_with("its repository path (after the registry")),
+                "{registry}"
+            );
+        }
         // The tag up to 128 characters.
         assert_eq!(
             reference_problem(&format!("sidecar:{}", "t".repeat(128))),
@@ -224,7 +292,7 @@ mod tests {
                 assert!(
                     problem
                         .as_deref()
-                        .is_some_and(|p| p.contains(&format!("{len} hex"))),
+                        .is_some_and(|p| p.contains(&format!("{len} lowercase hex"))),
                     "{algorithm} {n}: {problem:?}"
                 );
             }
