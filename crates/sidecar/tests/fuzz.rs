@@ -12,17 +12,55 @@ use tokenvend_testkit::fuzz;
 
 #[test]
 fn fuzz_exchange_answers_and_times() {
-    fuzz(
-        "times",
-        prop_oneof![
-            ".{0,40}",
-            "[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{1,9})?(Z|\\+00:00)?"
-        ],
-        |s| {
-            let _ = parse_rfc3339(&s);
-            Ok(())
-        },
+    // Times against the `time` crate's RFC 3339 parser: accepted exactly when it reads them as
+    // UTC in the form every SDK reads (`T`, then `Z` or `+00:00`, no leap second, from 1970),
+    // and then as the same second.
+    let edits = proptest::collection::vec(
+        (
+            any::<prop::sample::Index>(),
+            0..3u8,
+            prop::sample::select("0369Zz.:+- T".chars().collect::<Vec<_>>()),
+        ),
+        0..3,
     );
+    let times = prop_oneof![
+        1 => ".{0,40}",
+        4 => ("[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}:[0-9]{2}(\\.[0-9]{0,12})?(Z|\\+00:00|-00:00|\\+01:30|z)?", edits)
+            .prop_map(|(time, edits)| {
+                let mut chars: Vec<char> = time.chars().collect();
+                for (at, kind, c) in edits {
+                    let i = at.index(chars.len() + 1);
+                    match kind {
+                        0 => chars.insert(i, c),
+                        1 if i < chars.len() => chars[i] = c,
+                        _ if i < chars.len() => {
+                            chars.remove(i);
+                        }
+                        _ => {}
+                    }
+                }
+                chars.into_iter().collect::<String>()
+            }),
+        2 => "(19[6-9][0-9]|20[0-9]{2})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\\.[0-9]{1,9})?(Z|\\+00:00)",
+    ];
+    fuzz("times", times, |s| {
+        let ours = parse_rfc3339(&s);
+        let theirs =
+            time::OffsetDateTime::parse(&s, &time::format_description::well_known::Rfc3339)
+                .ok()
+                .filter(|t| t.offset().is_utc())
+                .map(|t| t.unix_timestamp());
+        if let Some(secs) = ours {
+            prop_assert_eq!(theirs, Some(secs), "{:?}", s);
+        } else if theirs.is_some() {
+            let sdk_form = s.as_bytes().get(10) == Some(&b'T')
+                && (s.ends_with('Z') || s.ends_with("+00:00"))
+                && s.get(17..19) != Some("60")
+                && theirs.is_some_and(|t| t >= 0);
+            prop_assert!(!sdk_form, "refused {:?}, which every SDK reads", s);
+        }
+        Ok(())
+    });
     fuzz(
         "token-answer",
         proptest::collection::vec(any::<u8>(), 0..400),
