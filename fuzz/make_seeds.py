@@ -56,6 +56,8 @@ def main():
     write("core_parsers", "jwt", 2, jwt(claims))
     write("core_parsers", "claims", 3, json.dumps(claims))
     write("core_parsers", "session", 4, "orders-7d9f8c6b5-x2x7q.shop")
+    write("core_parsers", "image", 5,
+          "registry.example.com:5000/team/tokenvend-sidecar:0.1.0@sha256:" + "0123456789abcdef" * 4)
 
     token = jwt({"iss": "https://tokenvend", "sub": "system:serviceaccount:shop:orders",
                  "aud": "sts.amazonaws.com", "exp": 1893456000})

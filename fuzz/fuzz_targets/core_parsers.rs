@@ -1,18 +1,28 @@
 //! The shared parsers every binary feeds untrusted text (the first byte picks one): role ARNs
 //! from pod annotations, service-account usernames from TokenReview, the unverified `exp` of a
-//! JWT, claim sets, and session names. Never a panic, and what is accepted is what was given.
+//! JWT, claim sets, session names, and image references. Never a panic, and what is accepted is
+//! what was given; an image reference is accepted exactly when the kubelet accepts it.
 #![no_main]
 
+#[path = "../../crates/core/tests/oracles/kubelet_image.rs"]
+mod kubelet_image;
+
+use std::sync::LazyLock;
+
+use kubelet_image::{Kubelet, bracketed_host_is_no_address};
 use libfuzzer_sys::fuzz_target;
 use tokenvend_core::claims::{SaClaims, unverified_exp};
 use tokenvend_core::session::session_name;
+use tokenvend_core::image::reference_problem;
 use tokenvend_core::{Identity, RoleArn};
+
+static KUBELET: LazyLock<Kubelet> = LazyLock::new(Kubelet::compile);
 
 fuzz_target!(|data: &[u8]| {
     let Some((&pick, rest)) = data.split_first() else {
         return;
     };
-    if pick % 5 == 3 {
+    if pick % 6 == 3 {
         if let Ok(claims) = serde_json::from_slice::<SaClaims>(rest)
             && let Ok(id) = Identity::from_claims(&claims)
         {
@@ -23,7 +33,7 @@ fuzz_target!(|data: &[u8]| {
     let Ok(s) = std::str::from_utf8(rest) else {
         return;
     };
-    match pick % 5 {
+    match pick % 6 {
         0 => {
             if let Ok(arn) = RoleArn::parse(s) {
                 assert_eq!(arn.as_str(), s);
@@ -42,6 +52,12 @@ fuzz_target!(|data: &[u8]| {
         }
         2 => {
             let _ = unverified_exp(s);
+        }
+        5 => {
+            let accepted = reference_problem(s).is_none();
+            if accepted != KUBELET.accepts(s) {
+                assert!(!accepted && bracketed_host_is_no_address(s), "{s:?}");
+            }
         }
         _ => {
             let name = session_name(s);

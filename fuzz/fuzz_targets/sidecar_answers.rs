@@ -1,8 +1,12 @@
 //! What the sidecar parses from outside (the first byte picks one): the exchange's `/token` and
 //! `/credentials` answers, RFC 3339 times, and the files a previous run left behind. Garbage is
-//! an error, never a panic; a value `check` accepts is not expired; a time that parses formats
-//! back to the same instant.
+//! an error, never a panic; a value `check` accepts is not expired; a time is accepted exactly
+//! when the `time` crate reads it as UTC in the form the SDKs read, and formats back to the same
+//! instant.
 #![no_main]
+
+#[path = "../../crates/sidecar/tests/oracles/rfc3339.rs"]
+mod rfc3339;
 
 use libfuzzer_sys::fuzz_target;
 use tokenvend_core::Mode;
@@ -36,8 +40,16 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         2 => {
-            if let Some(t) = std::str::from_utf8(rest).ok().and_then(parse_rfc3339) {
-                assert_eq!(parse_rfc3339(&rfc3339(t)), Some(t), "{t}");
+            let Ok(s) = std::str::from_utf8(rest) else {
+                return;
+            };
+            let theirs = rfc3339::utc_seconds(s);
+            match parse_rfc3339(s) {
+                Some(t) => {
+                    assert_eq!(theirs, Some(t), "{s:?}");
+                    assert_eq!(parse_rfc3339(&rfc3339(t)), Some(t), "{t}");
+                }
+                None => assert!(!theirs.is_some_and(|t| rfc3339::in_sdk_form(s, t)), "{s:?}"),
             }
         }
         3 => {
