@@ -12,8 +12,8 @@ use std::sync::LazyLock;
 use kubelet_image::{Kubelet, bracketed_host_is_no_address};
 use libfuzzer_sys::fuzz_target;
 use tokenvend_core::claims::{SaClaims, unverified_exp};
-use tokenvend_core::session::session_name;
 use tokenvend_core::image::reference_problem;
+use tokenvend_core::session::session_name;
 use tokenvend_core::{Identity, RoleArn};
 
 static KUBELET: LazyLock<Kubelet> = LazyLock::new(Kubelet::compile);

@@ -8,7 +8,7 @@ mod kubelet_image;
 use kubelet_image::{Kubelet, bracketed_host_is_no_address};
 use proptest::prelude::*;
 use tokenvend_core::image::reference_problem;
-use tokenvend_testkit::fuzz;
+use tokenvend_testkit::{fuzz, mangled};
 
 #[test]
 fn the_oracle_gives_the_kubelets_verdicts() {
@@ -95,31 +95,7 @@ fn fuzz_image_references_match_the_kubelet() {
     ];
     let built = (registry, path, tag, digest)
         .prop_map(|(registry, path, tag, digest)| format!("{registry}{path}{tag}{digest}"));
-    let edits = proptest::collection::vec(
-        (
-            any::<prop::sample::Index>(),
-            0..3u8,
-            prop::sample::select(":/@._-[]Aa0f%".chars().collect::<Vec<_>>()),
-        ),
-        0..4,
-    );
-    let edited = (built, edits).prop_map(|(mut image, edits)| {
-        for (at, kind, c) in edits {
-            let chars: Vec<char> = image.chars().collect();
-            let i = at.index(chars.len() + 1);
-            let mut chars = chars;
-            match kind {
-                0 => chars.insert(i, c),
-                1 if i < chars.len() => chars[i] = c,
-                _ if i < chars.len() => {
-                    chars.remove(i);
-                }
-                _ => {}
-            }
-            image = chars.into_iter().collect();
-        }
-        image
-    });
+    let edited = mangled(built, ":/@._-[]Aa0f%", 3);
     let long = ("(docker\\.io/|registry\\.example\\.com/)?", 240..270usize)
         .prop_map(|(registry, len)| format!("{registry}{}:1", "a".repeat(len)));
     let images = prop_oneof![

@@ -1044,6 +1044,39 @@ fn parse_fuzz_budget(value: Option<&str>) -> Result<Duration, String> {
     }
 }
 
+/// Strings of `base`, each with up to `max_edits` characters of `alphabet` inserted, replaced or
+/// removed at generated places: text a step off the grammar `base` follows, where parsers differ.
+pub fn mangled(
+    base: impl proptest::strategy::Strategy<Value = String>,
+    alphabet: &str,
+    max_edits: usize,
+) -> impl proptest::strategy::Strategy<Value = String> {
+    use proptest::prelude::*;
+    let edits = proptest::collection::vec(
+        (
+            any::<prop::sample::Index>(),
+            0..3u8,
+            prop::sample::select(alphabet.chars().collect::<Vec<_>>()),
+        ),
+        0..=max_edits,
+    );
+    (base, edits).prop_map(|(text, edits)| {
+        let mut chars: Vec<char> = text.chars().collect();
+        for (at, kind, c) in edits {
+            let i = at.index(chars.len() + 1);
+            match kind {
+                0 => chars.insert(i, c),
+                1 if i < chars.len() => chars[i] = c,
+                _ if i < chars.len() => {
+                    chars.remove(i);
+                }
+                _ => {}
+            }
+        }
+        chars.into_iter().collect()
+    })
+}
+
 /// Run a proptest property on values of `strategy` until the fuzz budget is spent; panics with
 /// the shrunk failing input; prints and returns the number of executions.
 pub fn fuzz<S: proptest::strategy::Strategy>(
