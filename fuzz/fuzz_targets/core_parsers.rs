@@ -1,9 +1,12 @@
 //! The shared parsers every binary feeds untrusted text (the first byte picks one): role ARNs
 //! from pod annotations, service-account usernames from TokenReview, the unverified `exp` of a
 //! JWT, claim sets, session names, and image references. Never a panic, and what is accepted is
-//! what was given; an image reference is accepted exactly when the kubelet accepts it.
+//! what was given; a role ARN is accepted exactly when IAM's patterns take it, an image
+//! reference exactly when the kubelet accepts it.
 #![no_main]
 
+#[path = "../../crates/core/tests/oracles/iam_role_arn.rs"]
+mod iam_role_arn;
 #[path = "../../crates/core/tests/oracles/kubelet_image.rs"]
 mod kubelet_image;
 
@@ -35,6 +38,7 @@ fuzz_target!(|data: &[u8]| {
     };
     match pick % 6 {
         0 => {
+            assert_eq!(RoleArn::parse(s).is_ok(), iam_role_arn::accepts(s), "{s:?}");
             if let Ok(arn) = RoleArn::parse(s) {
                 assert_eq!(arn.as_str(), s);
                 assert!(s.starts_with(&format!("arn:{}:iam::", arn.partition())));

@@ -79,7 +79,8 @@ impl RoleArn {
         // Everything up to and including the last '/' is the path; the rest is the name.
         let slash = path_and_name.rfind('/').unwrap_or(0);
         let (path, name) = path_and_name.split_at(slash + 1);
-        if path.len() > 512 || !path.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+        // IAM's pattern for a path: `/`, or printable ASCII between two slashes (so not `//`).
+        if path.len() > 512 || path == "//" || !path.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
             return Err(ArnError::Path(path.to_owned()));
         }
         if name.is_empty()
@@ -208,6 +209,11 @@ mod tests {
                 matches!(e, ArnError::Name(_))
             }),
             ("arn:aws:iam::123456789012:role/p th/app", |e| {
+                matches!(e, ArnError::Path(_))
+            }),
+            // No role has this path: IAM wants at least one character between its slashes
+            // (found by the property against IAM's published patterns, tests/fuzz.rs).
+            ("arn:aws:iam::123456789012:role//app", |e| {
                 matches!(e, ArnError::Path(_))
             }),
             (" arn:aws:iam::123456789012:role/app", |e| {

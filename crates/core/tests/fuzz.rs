@@ -1,27 +1,43 @@
 //! Fuzzing the shared parsers every binary feeds untrusted text: role ARNs (pod annotations),
 //! service-account usernames (TokenReview), JWT payloads read without verification, claim sets.
 
+#[path = "oracles/iam_role_arn.rs"]
+mod iam_role_arn;
+
 use proptest::prelude::*;
 use tokenvend_core::claims::{SaClaims, unverified_exp};
 use tokenvend_core::{Identity, RoleArn};
-use tokenvend_testkit::fuzz;
+use tokenvend_testkit::{fuzz, mangled};
 
 #[test]
 fn fuzz_role_arns() {
+    // Role ARNs against IAM's published patterns (`oracles/iam_role_arn.rs`): accepted exactly
+    // when IAM would take them, and then as given.
     let arnish = prop_oneof![
         ".{0,80}",
-        "arn:aws(-[a-z]{1,5}){0,2}:iam::[0-9]{10,13}:role(/[!-~]{0,10}){0,3}/[A-Za-z0-9+=,.@_ -]{0,70}",
+        mangled(
+            "arn:aws(-[a-z]{1,5}){0,2}:iam::[0-9]{10,13}:role(/[!-~]{0,10}){0,3}/[A-Za-z0-9+=,.@_ -]{0,70}",
+            "/:-aA0 ~",
+            2,
+        ),
+        ("/[!-~]{0,3}/|/", 505..=515usize).prop_map(|(tail, n)| format!(
+            "arn:aws:iam::123456789012:role/{}{tail}app",
+            "p".repeat(n)
+        )),
     ];
     fuzz("role-arn", arnish, |s| {
-        if let Ok(r) = RoleArn::parse(&s) {
-            prop_assert_eq!(r.as_str(), s.as_str());
-            let prefix = format!("arn:{}:iam::", r.partition());
-            prop_assert!(s.starts_with(&prefix));
-            prop_assert!(
-                s.ends_with(r.role_name())
-                    && !r.role_name().is_empty()
-                    && r.role_name().len() <= 64
-            );
+        let expected = iam_role_arn::accepts(&s);
+        match RoleArn::parse(&s) {
+            Ok(r) => {
+                prop_assert!(expected, "accepted what IAM refuses: {:?}", s);
+                prop_assert_eq!(r.as_str(), s.as_str());
+                let (name, prefix) = (
+                    format!("/{}", r.role_name()),
+                    format!("arn:{}:iam::", r.partition()),
+                );
+                prop_assert!(s.ends_with(&name) && s.starts_with(&prefix), "{:?}", s);
+            }
+            Err(e) => prop_assert!(!expected, "refused {:?}, which IAM takes: {}", s, e),
         }
         Ok(())
     });
