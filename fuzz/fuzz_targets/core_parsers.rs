@@ -1,12 +1,14 @@
 //! The shared parsers every binary feeds untrusted text (the first byte picks one): role ARNs
 //! from pod annotations, service-account usernames from TokenReview, the unverified `exp` of a
 //! JWT, claim sets, session names, and image references. Never a panic, and what is accepted is
-//! what was given; a role ARN is accepted exactly when IAM's patterns take it, an image
-//! reference exactly when the kubelet accepts it.
+//! what was given; a role ARN is accepted exactly when IAM's patterns take it, a username when
+//! Kubernetes reads a service account from it, an image reference when the kubelet accepts it.
 #![no_main]
 
 #[path = "../../crates/core/tests/oracles/iam_role_arn.rs"]
 mod iam_role_arn;
+#[path = "../../crates/core/tests/oracles/k8s_username.rs"]
+mod k8s_username;
 #[path = "../../crates/core/tests/oracles/kubelet_image.rs"]
 mod kubelet_image;
 
@@ -48,10 +50,13 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         1 => {
-            if let Ok(id) = Identity::from_username(s) {
+            let id = Identity::from_username(s).ok();
+            let parts = id
+                .as_ref()
+                .map(|id| (id.namespace.as_str(), id.service_account.as_str()));
+            assert_eq!(parts, k8s_username::split_username(s), "{s:?}");
+            if let Some(id) = id {
                 assert_eq!(id.subject(), s);
-                assert!(!id.namespace.is_empty() && !id.service_account.is_empty());
-                assert!(!id.service_account.contains(':'));
             }
         }
         2 => {

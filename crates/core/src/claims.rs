@@ -3,6 +3,8 @@
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
+use crate::names::{is_dns_label, is_dns_subdomain};
+
 /// Prefix of a service account's username / JWT subject.
 pub const SA_USER_PREFIX: &str = "system:serviceaccount:";
 
@@ -31,6 +33,9 @@ pub enum ClaimsError {
     /// Not a JWT (three base64url parts with a JSON payload).
     #[error("token is not a JWT")]
     NotJwt,
+    /// A namespace, service account, pod name or pod UID no Kubernetes object can have.
+    #[error("the {0} is not one Kubernetes allows")]
+    BadName(&'static str),
 }
 
 impl Identity {
@@ -53,7 +58,38 @@ impl Identity {
         if namespace.is_empty() || name.is_empty() || name.contains(':') {
             return Err(ClaimsError::NotServiceAccount);
         }
+        // Kubernetes' own rules (`serviceaccount.SplitUsername`). The parts are written into the
+        // session-policy template as text, so nothing else may reach it, whoever signed the token.
+        if !is_dns_label(namespace) {
+            return Err(ClaimsError::BadName("namespace"));
+        }
+        if !is_dns_subdomain(name) {
+            return Err(ClaimsError::BadName("service account name"));
+        }
         Ok(Identity::service_account(namespace, name))
+    }
+
+    /// This identity bound to the pod named (each part when known), checked as Kubernetes
+    /// names pods: the parts reach the policy template as text, as the namespace does.
+    pub fn bound_to_pod(
+        mut self,
+        name: Option<String>,
+        uid: Option<String>,
+    ) -> Result<Identity, ClaimsError> {
+        if name.as_deref().is_some_and(|n| !is_dns_subdomain(n)) {
+            return Err(ClaimsError::BadName("pod name"));
+        }
+        // A UID is a UUID the API server made; letters, digits and '-' cover any form.
+        let uid_ok = |u: &str| {
+            !u.is_empty()
+                && u.len() <= 64
+                && u.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        };
+        if uid.as_deref().is_some_and(|u| !uid_ok(u)) {
+            return Err(ClaimsError::BadName("pod UID"));
+        }
+        (self.pod_name, self.pod_uid) = (name, uid);
+        Ok(self)
     }
 
     /// `system:serviceaccount:<namespace>:<name>`.
@@ -72,8 +108,7 @@ impl Identity {
                 return Err(ClaimsError::Inconsistent);
             }
             if let Some(pod) = &k.pod {
-                id.pod_name = Some(pod.name.clone());
-                id.pod_uid = Some(pod.uid.clone());
+                id = id.bound_to_pod(Some(pod.name.clone()), Some(pod.uid.clone()))?;
             }
         }
         Ok(id)
@@ -199,6 +234,41 @@ mod tests {
                 "{bad}"
             );
         }
+        // Names Kubernetes would never give a service account: the parts reach the policy
+        // template as text, so a quote there could rewrite the session policy.
+        for (bad, part) in [
+            (r#"system:serviceaccount:shop":orders"#, "namespace"),
+            ("system:serviceaccount:Shop:orders", "namespace"),
+            (
+                &format!("system:serviceaccount:{}:orders", "n".repeat(64)),
+                "namespace",
+            ),
+            (
+                r#"system:serviceaccount:shop:orders","Effect"#,
+                "service account name",
+            ),
+            (
+                "system:serviceaccount:shop:orders..v2",
+                "service account name",
+            ),
+            (
+                &format!("system:serviceaccount:shop:{}", "s".repeat(254)),
+                "service account name",
+            ),
+        ] {
+            assert_eq!(
+                Identity::from_username(bad),
+                Err(ClaimsError::BadName(part)),
+                "{bad}"
+            );
+        }
+        // What Kubernetes does allow: a 63-character namespace, a 253-character name with dots.
+        let long = format!(
+            "system:serviceaccount:{}:{}",
+            "n".repeat(63),
+            ["s"; 127].join(".")
+        );
+        assert!(Identity::from_username(&long).is_ok());
     }
 
     #[test]
@@ -215,6 +285,26 @@ mod tests {
         let mut bad = c.clone();
         bad.kubernetes.as_mut().expect("k8s").namespace = "other".into();
         assert_eq!(Identity::from_claims(&bad), Err(ClaimsError::Inconsistent));
+        // The pod's name and UID too reach the template as text.
+        for (name, uid, part) in [
+            ("orders-1\"", "p1", "pod name"),
+            ("Orders-1", "p1", "pod name"),
+            ("orders-1", "p1\"", "pod UID"),
+            ("orders-1", "", "pod UID"),
+        ] {
+            let mut odd = c.clone();
+            let pod = odd
+                .kubernetes
+                .as_mut()
+                .and_then(|k| k.pod.as_mut())
+                .expect("pod");
+            (pod.name, pod.uid) = (name.into(), uid.into());
+            assert_eq!(
+                Identity::from_claims(&odd),
+                Err(ClaimsError::BadName(part)),
+                "{name} {uid}"
+            );
+        }
         let one: SaClaims = serde_json::from_str(
             r#"{"iss":"i","sub":"system:serviceaccount:a:b","aud":"x","exp":5}"#,
         )

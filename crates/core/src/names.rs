@@ -4,17 +4,22 @@
 /// RFC 1123 label: lowercase letters, digits and `-`, at most 63, starting and ending
 /// alphanumeric (container names, namespaces).
 pub fn is_dns_label(s: &str) -> bool {
+    s.len() <= 63 && is_label_shaped(s)
+}
+
+/// RFC 1123 subdomain as Kubernetes checks it (`IsDNS1123Subdomain`: most object names, label
+/// key prefixes): dot-separated labels, at most 253 in all, with no limit on one label's length.
+pub fn is_dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(is_label_shaped)
+}
+
+/// Lowercase letters, digits and `-`, starting and ending alphanumeric, of any length.
+fn is_label_shaped(s: &str) -> bool {
     !s.is_empty()
-        && s.len() <= 63
         && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && !s.starts_with('-')
         && !s.ends_with('-')
-}
-
-/// RFC 1123 subdomain: dot-separated labels, at most 253 (most object names).
-pub fn is_dns_subdomain(s: &str) -> bool {
-    s.len() <= 253 && s.split('.').all(is_dns_label)
 }
 
 /// RFC 1035 label: an RFC 1123 label that starts with a letter (Service names).
@@ -256,6 +261,10 @@ mod tests {
         assert!(is_dns_subdomain("tremolo.io"));
         assert!(!is_dns_subdomain("tremolo..io"));
         assert!(!is_dns_subdomain(&["a"; 128].join(".")));
+        // Kubernetes limits a subdomain's length, not its labels': a 100-character pod or
+        // service-account name without dots is valid, where a label stops at 63.
+        assert!(is_dns_subdomain(&"a".repeat(100)) && !is_dns_label(&"a".repeat(64)));
+        assert!(is_dns_subdomain(&"a".repeat(253)) && !is_dns_subdomain(&"a".repeat(254)));
         assert!(is_service_name("tokenvend-sts"));
         assert!(!is_service_name("0abc"), "Services start with a letter");
     }

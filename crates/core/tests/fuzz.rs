@@ -3,6 +3,8 @@
 
 #[path = "oracles/iam_role_arn.rs"]
 mod iam_role_arn;
+#[path = "oracles/k8s_username.rs"]
+mod k8s_username;
 
 use proptest::prelude::*;
 use tokenvend_core::claims::{SaClaims, unverified_exp};
@@ -49,12 +51,26 @@ fn fuzz_usernames_and_claims() {
         "username",
         prop_oneof![
             ".{0,60}",
-            "system:serviceaccount:[a-z:-]{0,20}:[a-z:-]{0,20}"
+            mangled(
+                "system:serviceaccount:[a-z0-9-]{0,20}:[a-z0-9.-]{0,20}",
+                ":.-aA\"_",
+                2
+            ),
+            (60..70usize, 250..260usize).prop_map(|(ns, name)| format!(
+                "system:serviceaccount:{}:{}",
+                "n".repeat(ns),
+                "s".repeat(name)
+            )),
         ],
         |s| {
-            if let Ok(id) = Identity::from_username(&s) {
+            // Accepted exactly when Kubernetes reads a service account from it, as the same one.
+            let id = Identity::from_username(&s).ok();
+            let parts = id
+                .as_ref()
+                .map(|id| (id.namespace.as_str(), id.service_account.as_str()));
+            prop_assert_eq!(parts, k8s_username::split_username(&s), "{:?}", s);
+            if let Some(id) = id {
                 prop_assert_eq!(id.subject(), s);
-                prop_assert!(!id.namespace.contains(':') && !id.service_account.contains(':'));
             }
             Ok(())
         },

@@ -63,7 +63,9 @@ impl From<ClaimsError> for AuthError {
         match e {
             ClaimsError::NotJwt => AuthError::Malformed,
             ClaimsError::NotServiceAccount => AuthError::NotServiceAccount,
-            ClaimsError::Inconsistent => AuthError::Invalid(e.to_string()),
+            ClaimsError::Inconsistent | ClaimsError::BadName(_) => {
+                AuthError::Invalid(e.to_string())
+            }
         }
     }
 }
@@ -448,11 +450,13 @@ impl TokenReviewValidator {
             return Err(AuthError::Audience(self.audience.clone()));
         }
         let user = status.user.unwrap_or_default();
-        let mut id = Identity::from_username(user.username.as_deref().unwrap_or_default())?;
         let extra = user.extra.unwrap_or_default();
         let first = |k: &str| extra.get(k).and_then(|v| v.first()).cloned();
-        id.pod_name = first("authentication.kubernetes.io/pod-name");
-        id.pod_uid = first("authentication.kubernetes.io/pod-uid");
+        let id = Identity::from_username(user.username.as_deref().unwrap_or_default())?
+            .bound_to_pod(
+                first("authentication.kubernetes.io/pod-name"),
+                first("authentication.kubernetes.io/pod-uid"),
+            )?;
         Ok((id, exp))
     }
 }

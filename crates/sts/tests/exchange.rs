@@ -1366,6 +1366,7 @@ async fn tokenreview_through_the_apiserver_stand_in() {
     assert_eq!(api.standin.reviews.lock().expect("reviews").len(), 1);
 
     a_token_for_another_audience_is_refused(&c, &sts, &api.cluster).await;
+    a_token_for_a_pod_no_cluster_could_name_is_refused(&c, &sts, &api.cluster).await;
 
     api.standin.stop();
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -1725,6 +1726,23 @@ async fn a_token_for_another_audience_is_refused(
     assert_refused(status, &resp, 401, "audience");
 }
 
+/// A token the cluster signed, bound to a pod whose name Kubernetes could not have given: 401
+/// naming the part, before the name can reach the policy template as text.
+async fn a_token_for_a_pod_no_cluster_could_name_is_refused(
+    c: &reqwest::Client,
+    sts: &Sts,
+    cluster: &Cluster,
+) {
+    let odd = cluster.token("shop", "orders", Some(r#"orders-7","x"#), "tokenvend", 3600);
+    let (status, resp) = post(c, &sts.url("/credentials"), Some(&odd), None).await;
+    assert_refused(
+        status,
+        &resp,
+        401,
+        "the pod name is not one Kubernetes allows",
+    );
+}
+
 /// The status and the JSON error of a refused request: `want`, and an error saying `says`.
 fn assert_refused(status: u16, resp: &Value, want: u16, says: &str) {
     assert_eq!(status, want, "{says}: {resp}");
@@ -1804,6 +1822,7 @@ async fn jwks_validation_without_an_issuer_gets_the_keys_through_the_kubernetes_
     );
     // Validation is as strict as ever.
     a_token_for_another_audience_is_refused(&c, &sts, &api.cluster).await;
+    a_token_for_a_pod_no_cluster_could_name_is_refused(&c, &sts, &api.cluster).await;
 
     let base = [
         ("TOKENVEND_VALIDATION", "jwks"),
