@@ -5,9 +5,8 @@
 #[path = "oracles/kubelet_image.rs"]
 mod kubelet_image;
 
-use kubelet_image::{Kubelet, bracketed_host_is_no_address};
+use kubelet_image::Kubelet;
 use proptest::prelude::*;
-use tokenvend_core::image::reference_problem;
 use tokenvend_testkit::{fuzz, mangled};
 
 #[test]
@@ -105,18 +104,12 @@ fn fuzz_image_references_match_the_kubelet() {
         2 => "[a-zA-Z0-9:/@._\\[\\]-]{0,40}",
     ];
     fuzz("image-reference", images, |image| {
-        let problem = reference_problem(&image);
-        let accepted = kubelet.accepts(&image);
-        if problem.is_none() {
-            prop_assert!(accepted, "accepted what the kubelet refuses: {:?}", image);
-        } else if accepted {
-            prop_assert!(
-                bracketed_host_is_no_address(&image),
-                "refused what the kubelet takes: {:?}: {:?}",
-                image,
-                problem
-            );
-        }
+        let disagreement = kubelet.disagreement(&image);
+        prop_assert!(
+            disagreement.is_none(),
+            "{}",
+            disagreement.unwrap_or_default()
+        );
         Ok(())
     });
 }

@@ -6,6 +6,7 @@
 use std::sync::LazyLock;
 
 use regex::Regex;
+use tokenvend_core::Identity;
 
 const LABEL: &str = "[a-z0-9]([-a-z0-9]*[a-z0-9])?";
 
@@ -14,8 +15,19 @@ static NAMESPACE: LazyLock<Regex> =
 static NAME: LazyLock<Regex> =
     LazyLock::new(|| Regex::new(&format!("^{LABEL}(\\.{LABEL})*$")).expect("DNS-1123 subdomain"));
 
+/// Where `Identity::from_username` and Kubernetes disagree on `username`, if they do: whether it
+/// names a service account, and which.
+pub fn disagreement(username: &str) -> Option<String> {
+    let ours = Identity::from_username(username).ok();
+    let ours = ours
+        .as_ref()
+        .map(|id| (id.namespace.as_str(), id.service_account.as_str()));
+    let theirs = split_username(username);
+    (ours != theirs).then(|| format!("{username:?}: ours {ours:?}, Kubernetes' {theirs:?}"))
+}
+
 /// The namespace and name Kubernetes reads from `username`, if it is a service account's.
-pub fn split_username(username: &str) -> Option<(&str, &str)> {
+fn split_username(username: &str) -> Option<(&str, &str)> {
     let rest = username.strip_prefix("system:serviceaccount:")?;
     let mut parts = rest.split(':');
     let (namespace, name) = (parts.next()?, parts.next()?);

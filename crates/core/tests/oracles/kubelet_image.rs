@@ -5,6 +5,7 @@
 //! `core_parsers` libFuzzer target (`#[path]`), so both ask the same question.
 
 use regex::Regex;
+use tokenvend_core::image::reference_problem;
 
 /// The kubelet's image-reference parser: `ParseNormalizedNamed`, then go-digest's `Validate`.
 pub struct Kubelet {
@@ -33,6 +34,19 @@ impl Kubelet {
             reference: compile(format!("^({name})(?::({tag}))?(?:@({digest}))?$")),
             name: compile(format!("^(?:({domain_and_port})/)?({remote_name})$")),
             identifier: compile("^[a-f0-9]{64}$".to_owned()),
+        }
+    }
+
+    /// Where `reference_problem` and the kubelet disagree on `image`, if they do, but for the
+    /// one place the webhook is stricter on purpose (a bracketed host that is no IPv6 address).
+    pub fn disagreement(&self, image: &str) -> Option<String> {
+        let problem = reference_problem(image);
+        match (problem, self.accepts(image)) {
+            (None, false) => Some(format!("accepted what the kubelet refuses: {image:?}")),
+            (Some(p), true) if !bracketed_host_is_no_address(image) => {
+                Some(format!("refused what the kubelet takes: {image:?}: {p}"))
+            }
+            _ => None,
         }
     }
 
@@ -103,7 +117,7 @@ fn go_digest_valid(digest: &str) -> bool {
 
 /// Where the webhook may refuse what the kubelet takes: a bracketed registry host that is no IPv6
 /// address (`[:::]`), which the kubelet's grammar lets through to fail at every pull instead.
-pub fn bracketed_host_is_no_address(image: &str) -> bool {
+fn bracketed_host_is_no_address(image: &str) -> bool {
     image
         .strip_prefix('[')
         .and_then(|rest| rest.split_once(']'))
