@@ -3,7 +3,8 @@
 
 use std::path::Path;
 
-use minijinja::{Environment, ErrorKind, UndefinedBehavior, context};
+use minijinja::value::ValueKind;
+use minijinja::{Environment, ErrorKind, State, UndefinedBehavior, Value};
 use tokenvend_core::Identity;
 
 /// AWS limit on the plaintext of an inline session policy.
@@ -83,20 +84,36 @@ impl PolicyTemplate {
             });
         }
         let mut env = Environment::new();
+        // Python's str, list and dict methods, which Jinja2 templates call. Not contrib's
+        // filters: its `truncate` and `wordwrap` take keyword arguments only, so a Jinja2
+        // `truncate(5)` would fail, and `truncate` of an undefined name gives "".
+        env.set_unknown_method_callback(python_methods);
+        refuse_undefined_in_filters(&mut env);
         // `{% if pod_name %}` works when absent; using it bare when absent is an error, not "".
         env.set_undefined_behavior(UndefinedBehavior::SemiStrict);
         env.set_fuel(Some(MAX_RENDER_STEPS));
         env.add_template_owned("policy", source)
             .map_err(|e| PolicyError::Template(e.to_string()))?;
         let t = PolicyTemplate { env };
-        // A trial rendering for a token without a pod binding catches errors before any request.
-        t.render(&Identity::service_account("check-namespace", "check-sa"))
-        .map_err(|e| match e {
-            PolicyError::Template(m) => PolicyError::Template(format!(
-                "trial rendering without a pod binding failed: {m} (guard pod_name with {{% if pod_name %}})"
-            )),
-            other => other,
-        })?;
+        // Trial renderings for a token with and without a pod binding catch, before any
+        // request, the errors that do not depend on the names (a `{% if pod_name %}` branch
+        // is only run for the first).
+        for id in start_check_identities() {
+            t.render(&id).map_err(|e| match e {
+                PolicyError::Template(m) if id.pod_name.is_some() => PolicyError::Template(
+                    format!("trial rendering for a token bound to a pod failed: {m}"),
+                ),
+                PolicyError::Template(m) => PolicyError::Template(format!(
+                    "trial rendering without a pod binding failed: {m}{}",
+                    if m.contains("undefined") {
+                        " (guard pod_name and pod_uid with {% if pod_name %})"
+                    } else {
+                        ""
+                    }
+                )),
+                other => other,
+            })?;
+        }
         Ok(t)
     }
 
@@ -106,33 +123,196 @@ impl PolicyTemplate {
             .env
             .get_template("policy")
             .map_err(|e| PolicyError::Template(e.to_string()))?;
-        let text = match (&id.pod_name, &id.pod_uid) {
-            (Some(pod), uid) => tmpl.render(context! {
-                namespace => &id.namespace,
-                serviceaccount => &id.service_account,
-                pod_name => pod,
-                pod_uid => uid,
-            }),
-            (None, _) => tmpl.render(context! {
-                namespace => &id.namespace,
-                serviceaccount => &id.service_account,
-            }),
+        // A name the token lacks stays undefined: printing it is then an error, where a `none`
+        // would print as `none` into the policy.
+        let mut vars = std::collections::BTreeMap::new();
+        vars.insert("namespace", Value::from(id.namespace.as_str()));
+        vars.insert("serviceaccount", Value::from(id.service_account.as_str()));
+        if let Some(pod) = &id.pod_name {
+            vars.insert("pod_name", Value::from(pod.as_str()));
         }
-        .map_err(|e| match e.kind() {
+        if let Some(uid) = &id.pod_uid {
+            vars.insert("pod_uid", Value::from(uid.as_str()));
+        }
+        let text = tmpl.render(vars).map_err(|e| match e.kind() {
             ErrorKind::OutOfFuel => PolicyError::TooManySteps,
             _ => PolicyError::Template(e.to_string()),
         })?;
-        let value: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| PolicyError::NotJson(e.to_string()))?;
-        if !value.is_object() {
-            return Err(PolicyError::NotJson("expected a JSON object".into()));
-        }
-        let compact = value.to_string();
-        if compact.chars().count() > MAX_POLICY_CHARS {
-            return Err(PolicyError::TooLarge(compact.chars().count()));
-        }
-        Ok(compact)
+        checked_policy(&text)
     }
+}
+
+/// Python's methods on a value, as Jinja2 calls them: minijinja-contrib's, except `str.title()`,
+/// which contrib answers with the `title` filter's rule (words split at spaces and `-`), where
+/// Python starts a word after any character that is not a letter (`"0a".title()` is `"0A"`).
+fn python_methods(
+    state: &mut State,
+    value: &Value,
+    method: &str,
+    args: &[Value],
+) -> Result<Value, minijinja::Error> {
+    match (value.as_str(), method, args) {
+        (Some(text), "title", []) => {
+            let mut after_letter = false;
+            let titled: String = text
+                .chars()
+                .flat_map(|c| {
+                    let cased = c.is_lowercase() || c.is_uppercase();
+                    let out: Vec<char> = if after_letter {
+                        c.to_lowercase().collect()
+                    } else {
+                        c.to_uppercase().collect()
+                    };
+                    after_letter = cased;
+                    out
+                })
+                .collect();
+            Ok(Value::from(titled))
+        }
+        _ => minijinja_contrib::pycompat::unknown_method_callback(state, value, method, args),
+    }
+}
+
+/// minijinja's `escape`, `urlencode`, `tojson`, `pprint` and `indent` turn an undefined name into
+/// "" (or `null`, `undefined`) even when printing one is an error; Jinja2 refuses most of them. Without this, `{{ pod_name |
+/// urlencode }}` would give a token without a pod an empty path segment (`b/shop//*`).
+fn refuse_undefined_in_filters(env: &mut Environment<'static>) {
+    use minijinja::filters;
+    use minijinja::value::{Kwargs, Rest};
+    fn defined(value: &Value) -> Result<(), minijinja::Error> {
+        if value.is_undefined() {
+            Err(minijinja::Error::new(
+                ErrorKind::UndefinedError,
+                "an undefined name passed to a filter",
+            ))
+        } else {
+            Ok(())
+        }
+    }
+    // As Jinja2's (markupsafe): minijinja writes `'` as `&#x27;` and `"` as `&quot;`, the same
+    // characters to a browser but other text in a policy.
+    let escape = |value: &Value| {
+        defined(value)?;
+        if value.is_safe() {
+            return Ok(value.clone());
+        }
+        let mut escaped = String::new();
+        for c in value.to_string().chars() {
+            match c {
+                '&' => escaped.push_str("&amp;"),
+                '<' => escaped.push_str("&lt;"),
+                '>' => escaped.push_str("&gt;"),
+                '\'' => escaped.push_str("&#39;"),
+                '"' => escaped.push_str("&#34;"),
+                c => escaped.push(c),
+            }
+        }
+        Ok::<_, minijinja::Error>(Value::from_safe_string(escaped))
+    };
+    env.add_filter("escape", escape);
+    env.add_filter("e", escape);
+    env.add_filter("urlencode", jinja2_urlencode);
+    env.add_filter(
+        "tojson",
+        |value: &Value, indent: Option<Value>, kwargs: Kwargs| {
+            defined(value)?;
+            filters::tojson(value, indent, kwargs)
+        },
+    );
+    env.add_filter("pprint", |value: &Value| {
+        defined(value)?;
+        Ok::<_, minijinja::Error>(filters::pprint(value))
+    });
+    // minijinja's own `indent` takes a type it does not export: reached through a second name.
+    env.add_filter("tokenvend_indent", filters::indent);
+    env.add_filter("indent", |state: &mut State, args: Rest<Value>| {
+        defined(args.first().unwrap_or(&Value::UNDEFINED))?;
+        state.apply_filter("tokenvend_indent", &args)
+    });
+}
+
+/// Jinja2's `urlencode`: text quoted as Python's `urllib.parse.quote` does (`/` kept), a mapping
+/// or a list of pairs as a query string (`a=b+c&d=e`). minijinja's writes a space in a query as
+/// `%20` and quotes a list's printed form.
+fn jinja2_urlencode(value: &Value) -> Result<String, minijinja::Error> {
+    fn quote(text: &str, query: bool) -> String {
+        let mut quoted = String::new();
+        for b in text.bytes() {
+            match b {
+                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.' | b'-' | b'~' => {
+                    quoted.push(char::from(b))
+                }
+                b'/' if !query => quoted.push('/'),
+                b' ' if query => quoted.push('+'),
+                _ => quoted.push_str(&format!("%{b:02X}")),
+            }
+        }
+        quoted
+    }
+    let pair = |key: Value, value: Value| {
+        format!(
+            "{}={}",
+            quote(&key.to_string(), true),
+            quote(&value.to_string(), true)
+        )
+    };
+    let wrong = |what: &str| minijinja::Error::new(ErrorKind::InvalidOperation, what.to_owned());
+    if value.is_undefined() {
+        return Err(minijinja::Error::new(
+            ErrorKind::UndefinedError,
+            "an undefined name passed to a filter",
+        ));
+    }
+    match value.kind() {
+        ValueKind::Map => {
+            let mut pairs = Vec::new();
+            for key in value.try_iter()? {
+                let item = value.get_item(&key)?;
+                pairs.push(pair(key, item));
+            }
+            Ok(pairs.join("&"))
+        }
+        ValueKind::Seq | ValueKind::Iterable => {
+            let mut pairs = Vec::new();
+            for item in value.try_iter()? {
+                let mut parts = item
+                    .try_iter()
+                    .map_err(|_| wrong("urlencode takes pairs"))?;
+                match (parts.next(), parts.next(), parts.next()) {
+                    (Some(key), Some(value), None) => pairs.push(pair(key, value)),
+                    _ => return Err(wrong("urlencode takes pairs")),
+                }
+            }
+            Ok(pairs.join("&"))
+        }
+        _ => Ok(quote(&value.to_string(), false)),
+    }
+}
+
+/// The identities every template is rendered for at start, before any request.
+pub fn start_check_identities() -> Vec<Identity> {
+    let unbound = Identity::service_account("check-namespace", "check-sa");
+    let bound = Identity {
+        pod_name: Some("check-pod-7d9f8b6c5-x2x4z".into()),
+        pod_uid: Some("0c7a4a3e-6f0e-4b8e-9d5f-3b2a1c0d9e8f".into()),
+        ..unbound.clone()
+    };
+    vec![unbound, bound]
+}
+
+/// A rendered template as the policy sent to STS: a JSON object, compacted, within AWS's size
+/// limit.
+pub fn checked_policy(text: &str) -> Result<String, PolicyError> {
+    let value: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| PolicyError::NotJson(e.to_string()))?;
+    if !value.is_object() {
+        return Err(PolicyError::NotJson("expected a JSON object".into()));
+    }
+    let compact = value.to_string();
+    if compact.chars().count() > MAX_POLICY_CHARS {
+        return Err(PolicyError::TooLarge(compact.chars().count()));
+    }
+    Ok(compact)
 }
 
 /// The first `${name}` in `source` meant as a template variable. IAM's own policy variables
@@ -243,6 +423,110 @@ mod tests {
             PolicyTemplate::from_source(needs_pod.into()),
             Err(PolicyError::Template(_))
         ));
+    }
+
+    fn pod(ns: &str, sa: &str, name: &str, uid: Option<&str>) -> Identity {
+        Identity {
+            pod_name: Some(name.into()),
+            pod_uid: uid.map(Into::into),
+            ..id(ns, sa)
+        }
+    }
+
+    fn resource(src: &str, id: &Identity) -> serde_json::Value {
+        let v = render(&format!(r#"{{"Resource":"{src}"}}"#), id);
+        v["Resource"].clone()
+    }
+
+    #[test]
+    fn a_template_that_fails_for_every_token_bound_to_a_pod_is_refused_at_start() {
+        // The branch runs only for pod-bound tokens, which the check without a pod never takes.
+        let err = PolicyTemplate::from_source(
+            r#"{"R":"{% if pod_name %}{{ pod_name.nosuchmethod() }}{% endif %}"}"#.into(),
+        )
+        .expect_err("refused");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("trial rendering for a token bound to a pod failed")
+                && msg.contains("nosuchmethod"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn python_methods_work_as_in_jinja2() {
+        let who = pod(
+            "team-a",
+            "orders",
+            "orders-7d9f8b6c5-x2x4z",
+            Some("0c7a-4b8e"),
+        );
+        assert_eq!(
+            resource(
+                "{% if pod_name %}{{ pod_name.split('-')[0] }}{% endif %}/{{ namespace.upper() }}",
+                &who
+            ),
+            json!("orders/TEAM-A")
+        );
+        assert_eq!(
+            resource(
+                "{{ namespace.startswith('team') }}/{{ serviceaccount.replace('o', '0') }}",
+                &who
+            ),
+            json!("True/0rders")
+        );
+        // Python's str.title() starts a word after any non-letter; the `title` filter does not.
+        assert_eq!(
+            resource("{{ 'x1y-0a'.title() }}/{{ 'x1y-0a' | title }}", &who),
+            json!("X1Y-0A/X1y-0a")
+        );
+    }
+
+    #[test]
+    fn filters_refuse_a_name_the_token_lacks_rather_than_print_nothing() {
+        for filter in ["urlencode", "e", "escape", "tojson", "pprint", "indent(2)"] {
+            let src = format!(r#"{{"R":"b/{{{{ pod_name | {filter} }}}}/*"}}"#);
+            let err = PolicyTemplate::from_source(src).expect_err(filter);
+            assert!(err.to_string().contains("undefined"), "{filter}: {err}");
+        }
+        // A pod-bound token without a UID: `pod_uid` is undefined, never printed as `none`.
+        let t = PolicyTemplate::from_source(
+            r#"{"R":"{% if pod_name %}{{ pod_uid }}{% endif %}"}"#.into(),
+        )
+        .expect("checked with a UID");
+        let err = t
+            .render(&pod("a", "b", "p", None))
+            .expect_err("no UID to print");
+        assert!(err.to_string().contains("undefined"), "{err}");
+        assert_eq!(
+            t.render(&pod("a", "b", "p", Some("u-1"))).expect("uid"),
+            r#"{"R":"u-1"}"#
+        );
+    }
+
+    #[test]
+    fn escape_and_urlencode_write_what_jinja2_writes() {
+        let who = id("shop", "orders");
+        assert_eq!(
+            resource(r"{{ '<a href=\'x\'>&' | e }}", &who),
+            json!("&lt;a href=&#39;x&#39;&gt;&amp;")
+        );
+        assert_eq!(
+            resource("{{ 'a b/c~d' | urlencode }}", &who),
+            json!("a%20b/c~d")
+        );
+        assert_eq!(
+            resource("{{ {'k': 'a b', 'ns': namespace} | urlencode }}", &who),
+            json!("k=a+b&ns=shop")
+        );
+        assert_eq!(
+            resource("{{ [('a/b', 1), ('c', 'd')] | urlencode }}", &who),
+            json!("a%2Fb=1&c=d")
+        );
+        assert!(
+            PolicyTemplate::from_source(r#"{"R":"{{ ['a'] | urlencode }}"}"#.into()).is_err(),
+            "a list that is not of pairs"
+        );
     }
 
     #[test]

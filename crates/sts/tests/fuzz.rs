@@ -52,3 +52,192 @@ fn fuzz_bearer_tokens() {
         Ok(())
     });
 }
+
+#[path = "oracles/jinja2.rs"]
+mod jinja2;
+
+/// Filters as a template writes them: Jinja2's built-in ones, with arguments. Not the HTML ones
+/// (`escape`, `safe`: Python prints an escaped list item as `Markup('...')`), nor `pprint`,
+/// `indent`, `int` and `float`, which the README lists as different.
+const FILTERS: &[&str] = &[
+    "upper",
+    "lower",
+    "title",
+    "capitalize",
+    "trim",
+    "string",
+    "length",
+    "count",
+    "reverse | join",
+    "first",
+    "last",
+    "list",
+    "sort",
+    "unique | list",
+    "min",
+    "max",
+    "urlencode",
+    "tojson",
+    "default('d')",
+    "d('x')",
+    "replace('a', 'b')",
+    "replace('-', '')",
+    "join('/')",
+    "join",
+    "abs",
+    "batch(2) | list",
+    "slice(2) | list",
+    "map('upper') | list",
+    "select('lower') | list",
+    "reject('upper') | list",
+    "round",
+    "sum",
+    "items | list",
+];
+
+/// Python string and list methods as a template calls them.
+const METHODS: &[&str] = &[
+    "upper()",
+    "lower()",
+    "strip()",
+    "strip('a')",
+    "lstrip('t')",
+    "rstrip('-')",
+    "title()",
+    "capitalize()",
+    "split('-')",
+    "split('-')[0]",
+    "split('-')[-1]",
+    "split()",
+    "split('-', 1)",
+    "replace('-', '.')",
+    "replace('a', '')",
+    "startswith('a')",
+    "endswith('a')",
+    "find('-')",
+    "rfind('-')",
+    "count('a')",
+    "isalnum()",
+    "isdigit()",
+    "islower()",
+    "format()",
+    "join(['a', 'b'])",
+    "items()",
+    "keys()",
+    "get('a')",
+];
+
+/// Indexes, and slices of text: minijinja slices an undefined name into `[]` where Jinja2
+/// refuses it (README, "Jinja2 differences"), so slices go through `string`, which refuses it.
+const SUBSCRIPTS: &[&str] = &[
+    "[0]",
+    "[-1]",
+    "[1]",
+    "| string)[:3]",
+    "| string)[1:]",
+    "| string)[::-1]",
+    "| string)[:-2]",
+];
+
+/// Expressions over the template's variables, up to a few operations deep.
+fn template_expression() -> impl Strategy<Value = String> {
+    let leaf = prop_oneof![
+        6 => prop::sample::select(vec!["namespace", "serviceaccount", "pod_name", "pod_uid"])
+            .prop_map(String::from),
+        1 => "[a-z0-9-]{0,6}".prop_map(|s| format!("'{s}'")),
+        1 => (0..40i32).prop_map(|n| n.to_string()),
+    ];
+    leaf.prop_recursive(4, 16, 3, |inner| {
+        let condition = prop_oneof![
+            (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("{a} == {b}")),
+            (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("{a} != {b}")),
+            ("[a-z-]{1,2}", inner.clone()).prop_map(|(a, b)| format!("'{a}' in {b}")),
+            inner.clone(),
+            inner.clone().prop_map(|a| format!("not {a}")),
+            inner.clone().prop_map(|a| format!("{a} is defined")),
+            inner.clone().prop_map(|a| format!("{a} is none")),
+            (inner.clone(), 0..12i32).prop_map(|(a, n)| format!("{a} | length > {n}")),
+        ];
+        prop_oneof![
+            (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("({a} ~ {b})")),
+            (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("({a} + {b})")),
+            (inner.clone(), prop::sample::select(FILTERS))
+                .prop_map(|(a, f)| format!("({a} | {f})")),
+            (inner.clone(), prop::sample::select(METHODS)).prop_map(|(a, m)| format!("({a}).{m}")),
+            (inner.clone(), prop::sample::select(SUBSCRIPTS)).prop_map(|(a, s)| {
+                match s.strip_prefix('|') {
+                    Some(slice) => format!("(({a}) |{slice}"),
+                    None => format!("({a}){s}"),
+                }
+            }),
+            (inner.clone(), condition, inner.clone())
+                .prop_map(|(a, c, b)| format!("({a} if {c} else {b})")),
+            (inner.clone(), inner).prop_map(|(a, b)| format!("'%s-%s' | format({a}, {b})")),
+        ]
+    })
+}
+
+/// Template text inside a policy's resource string: output, conditionals, loops and `set`.
+fn template_body() -> impl Strategy<Value = String> {
+    let statement = prop_oneof![
+        4 => template_expression().prop_map(|e| format!("{{{{ {e} }}}}")),
+        1 => "[a-z/-]{0,4}",
+        2 => (template_expression(), template_expression(), template_expression())
+            .prop_map(|(c, a, b)| format!("{{% if {c} %}}{{{{ {a} }}}}{{% else %}}{{{{ {b} }}}}{{% endif %}}")),
+        // Over lists only: minijinja's `loop.last` is never true over a string's characters.
+        1 => (template_expression(), prop::sample::select(vec!["| list", ".split('-')"]))
+            .prop_map(|(e, list)| format!(
+            "{{% for p in ({e}){list} %}}{{{{ p }}}}{{% if not loop.last %}}/{{% endif %}}{{% endfor %}}"
+        )),
+        1 => template_expression().prop_map(|e| format!("{{% set v = {e} %}}{{{{ v }}}}")),
+    ];
+    proptest::collection::vec(statement, 1..4).prop_map(|parts| parts.concat())
+}
+
+/// Identities with names Kubernetes allows, with and without a pod (and its UID).
+fn identity() -> impl Strategy<Value = tokenvend_core::Identity> {
+    let label = "[a-z0-9]{1,4}(-[a-z0-9]{1,4}){0,2}";
+    (
+        prop_oneof![Just("production".to_owned()), label],
+        label,
+        proptest::option::of((
+            "[a-z0-9]{1,5}(-[a-z0-9]{1,5}){0,2}(\\.[a-z0-9]{1,3}){0,1}",
+            proptest::option::of("[0-9a-f]{8}-[0-9a-f]{4}"),
+        )),
+    )
+        .prop_map(|(namespace, sa, pod)| {
+            let mut id = tokenvend_core::Identity::service_account(namespace, sa);
+            if let Some((name, uid)) = pod {
+                id.pod_name = Some(name);
+                id.pod_uid = uid;
+            }
+            id
+        })
+}
+
+#[test]
+fn fuzz_policy_templates() {
+    // Session-policy templates against Jinja2 itself (`oracles/jinja2.rs`): one taken at start
+    // renders Jinja2's policy for every identity; one refused is one Jinja2 fails on too.
+    let mut jinja2 = jinja2::Jinja2::start();
+    let cases = (
+        template_body(),
+        proptest::collection::vec(identity(), 1..4),
+    )
+        .prop_map(|(body, ids)| {
+            let template = format!(
+                r#"{{"Version": "2012-10-17", "Statement": [{{"Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::b/{body}"}}]}}"#
+            );
+            (template, ids)
+        });
+    let jinja2 = std::cell::RefCell::new(&mut jinja2);
+    fuzz("policy-template", cases, |(template, ids)| {
+        let disagreement = jinja2.borrow_mut().disagreement(&template, &ids);
+        prop_assert!(
+            disagreement.is_none(),
+            "{}",
+            disagreement.unwrap_or_default()
+        );
+        Ok(())
+    });
+}
