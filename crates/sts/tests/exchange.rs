@@ -2268,3 +2268,135 @@ async fn a_connection_that_sends_nothing_is_closed_after_ten_seconds() {
     let secs = t0.elapsed().as_secs_f64();
     assert!((9.0..15.0).contains(&secs), "closed after {secs} s");
 }
+
+/// A relying party written apart from tokenvend-sts (PyJWT 2.10 on `cryptography`), reading
+/// what AWS STS reads for `AssumeRoleWithWebIdentity`: the discovery document, the JWKS it
+/// names, and each token against the key its `kid` picks. It also holds the published keys to
+/// RFC 7517/7518's encoding rules, which a verifier built on the signing library (as
+/// `verify_web_identity` is) would not notice being broken: base64url without padding, EC
+/// coordinates of the curve's full size, an RSA modulus without leading zero octets.
+const RELYING_PARTY: &str = r#"
+import base64, json, sys
+import jwt
+
+def b64(s):
+    assert "=" not in s and "+" not in s and "/" not in s, f"not unpadded base64url: {s!r}"
+    return base64.urlsafe_b64decode(s + "=" * (-len(s) % 4))
+
+req = json.load(sys.stdin)
+disc, jwks = req["discovery"], req["jwks"]
+for field in ("issuer", "jwks_uri", "response_types_supported", "subject_types_supported",
+              "id_token_signing_alg_values_supported"):
+    assert field in disc, f"discovery has no {field}"
+keys = {}
+for k in jwks["keys"]:
+    assert k.get("use") == "sig" and k.get("kid") and k.get("alg"), f"incomplete JWK {k}"
+    assert not {"d", "p", "q", "dp", "dq", "qi"} & set(k), "a private member is published"
+    if k["kty"] == "EC":
+        size = {"P-256": 32, "P-384": 48}[k["crv"]]
+        assert len(b64(k["x"])) == size and len(b64(k["y"])) == size, f"short coordinate in {k}"
+    elif k["kty"] == "RSA":
+        n = b64(k["n"])
+        assert n[0] != 0 and len(n) * 8 >= 2048, "RSA modulus with a leading zero or under 2048 bits"
+        b64(k["e"])
+    keys[k["kid"]] = jwt.PyJWK(k)
+for token in req["tokens"]:
+    header = jwt.get_unverified_header(token)
+    assert header["alg"] in disc["id_token_signing_alg_values_supported"], header
+    key = keys[header["kid"]]
+    assert key.algorithm_name == header["alg"], (key.algorithm_name, header)
+    claims = jwt.decode(token, key.key, algorithms=[header["alg"]], audience=req["audience"],
+                        issuer=disc["issuer"],
+                        options={"require": ["exp", "iat", "nbf", "sub", "aud", "iss"]})
+    print(json.dumps({"alg": header["alg"], "sub": claims["sub"]}))
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn minted_tokens_of_every_key_family_pass_an_independent_relying_party() {
+    provider();
+    let moto = Moto::start();
+    let cluster = Cluster::new();
+    let sts = Sts::start(&moto, &cluster, &[]);
+    let c = reqwest::Client::new();
+    let sa = cluster.token("shop", "orders", Some("orders-1"), "tokenvend", 3600);
+    let mint = || async {
+        let (status, answer) = post(&c, &sts.url("/token"), Some(&sa), None).await;
+        assert_eq!(status, 200, "{answer}");
+        answer["token"].as_str().expect("token").to_owned()
+    };
+    let mut tokens = vec![mint().await];
+    // The harness signs with P-256; then P-384 and RSA take over in turn, as a rotation does.
+    for (file, alg) in [
+        ("2026-02.pem", &rcgen::PKCS_ECDSA_P384_SHA384),
+        ("2026-03.pem", &rcgen::PKCS_RSA_SHA256),
+    ] {
+        let key = rcgen::KeyPair::generate_for(alg).expect("key");
+        put_key(&sts, file, &key.serialize_pem());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let last = kid(tokens.last().expect("a token"));
+        let token = loop {
+            let t = mint().await;
+            if kid(&t) != last {
+                break t;
+            }
+            assert!(Instant::now() < deadline, "{file} never signed");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        tokens.push(token);
+    }
+    let get = |path: &'static str| {
+        let c = c.clone();
+        let url = sts.url(path);
+        async move {
+            c.get(url)
+                .send()
+                .await
+                .expect(path)
+                .json::<Value>()
+                .await
+                .expect(path)
+        }
+    };
+    let request = json!({
+        "discovery": get("/.well-known/openid-configuration").await,
+        "jwks": get("/keys").await,
+        "tokens": tokens,
+        "audience": "sts.amazonaws.com",
+    });
+    let out = run_python(RELYING_PARTY, &request.to_string());
+    let algs: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).expect("json")["alg"].clone())
+        .collect();
+    assert_eq!(
+        algs,
+        [json!("ES256"), json!("ES384"), json!("RS256")],
+        "{out}"
+    );
+}
+
+/// `script` run by the venv's Python with `input` on stdin: its stdout, or the test fails with
+/// its stderr.
+fn run_python(script: &str, input: &str) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new(tokenvend_testkit::venv_bin("python"))
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("python ran");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
