@@ -89,6 +89,13 @@ impl PolicyTemplate {
         // `truncate(5)` would fail, and `truncate` of an undefined name gives "".
         env.set_unknown_method_callback(python_methods);
         refuse_undefined_in_filters(&mut env);
+        // Jinja2's `sequence` is anything with a length and items: text and mappings too.
+        env.add_test("sequence", |value: &Value| {
+            matches!(
+                value.kind(),
+                ValueKind::String | ValueKind::Seq | ValueKind::Map
+            )
+        });
         // `{% if pod_name %}` works when absent; using it bare when absent is an error, not "".
         env.set_undefined_behavior(UndefinedBehavior::SemiStrict);
         env.set_fuel(Some(MAX_RENDER_STEPS));
@@ -173,8 +180,9 @@ fn python_methods(
     }
 }
 
-/// minijinja's `escape`, `urlencode`, `tojson`, `pprint` and `indent` turn an undefined name into
-/// "" (or `null`, `undefined`) even when printing one is an error; Jinja2 refuses most of them. Without this, `{{ pod_name |
+/// minijinja's `escape`, `urlencode`, `tojson`, `pprint`, `indent` and `join`, and the printing of
+/// a list, turn an undefined name into "" (or `null`, `undefined`) even when printing one is an
+/// error; Jinja2 refuses most of them. Without this, `{{ pod_name |
 /// urlencode }}` would give a token without a pod an empty path segment (`b/shop//*`).
 fn refuse_undefined_in_filters(env: &mut Environment<'static>) {
     use minijinja::filters;
@@ -223,12 +231,49 @@ fn refuse_undefined_in_filters(env: &mut Environment<'static>) {
         defined(value)?;
         Ok::<_, minijinja::Error>(filters::pprint(value))
     });
-    // minijinja's own `indent` takes a type it does not export: reached through a second name.
+    // minijinja's own `indent` and `join` take a type it does not export: reached through a
+    // second name.
     env.add_filter("tokenvend_indent", filters::indent);
     env.add_filter("indent", |state: &mut State, args: Rest<Value>| {
         defined(args.first().unwrap_or(&Value::UNDEFINED))?;
         state.apply_filter("tokenvend_indent", &args)
     });
+    // `[namespace, pod_name] | join('/')` would give `shop/` without a pod.
+    env.add_filter("tokenvend_join", filters::join);
+    env.add_filter("join", |state: &mut State, args: Rest<Value>| {
+        if let Some(Ok(items)) = args.first().map(Value::try_iter) {
+            for item in items {
+                defined(&item)?;
+            }
+        }
+        // The separator too, even for an empty list (Jinja2 prints it into a string first).
+        args.iter().try_for_each(defined)?;
+        state.apply_filter("tokenvend_join", &args)
+    });
+    // `{{ [pod_name] }}` would print `[undefined]`.
+    env.set_formatter(|out, state, value| {
+        if holds_undefined(value, 8) {
+            return Err(minijinja::Error::new(
+                ErrorKind::UndefinedError,
+                "an undefined name inside a printed list or mapping",
+            ));
+        }
+        minijinja::escape_formatter(out, state, value)
+    });
+}
+
+/// Whether a list or mapping holds an undefined value, `depth` levels down at most.
+fn holds_undefined(value: &Value, depth: u8) -> bool {
+    let nested = |v: &Value| v.is_undefined() || (depth > 0 && holds_undefined(v, depth - 1));
+    match value.kind() {
+        ValueKind::Seq => value
+            .try_iter()
+            .is_ok_and(|mut items| items.any(|v| nested(&v))),
+        ValueKind::Map => value
+            .try_iter()
+            .is_ok_and(|mut keys| keys.any(|k| value.get_item(&k).is_ok_and(|v| nested(&v)))),
+        _ => false,
+    }
 }
 
 /// Jinja2's `urlencode`: text quoted as Python's `urllib.parse.quote` does (`/` kept), a mapping
@@ -454,7 +499,7 @@ mod tests {
     }
 
     #[test]
-    fn python_methods_work_as_in_jinja2() {
+    fn python_methods_and_tests_work_as_in_jinja2() {
         let who = pod(
             "team-a",
             "orders",
@@ -480,6 +525,13 @@ mod tests {
             resource("{{ 'x1y-0a'.title() }}/{{ 'x1y-0a' | title }}", &who),
             json!("X1Y-0A/X1y-0a")
         );
+        assert_eq!(
+            resource(
+                "{{ namespace is sequence }}/{{ {} is sequence }}/{{ 1 is sequence }}",
+                &who
+            ),
+            json!("True/True/False")
+        );
     }
 
     #[test]
@@ -488,6 +540,11 @@ mod tests {
             let src = format!(r#"{{"R":"b/{{{{ pod_name | {filter} }}}}/*"}}"#);
             let err = PolicyTemplate::from_source(src).expect_err(filter);
             assert!(err.to_string().contains("undefined"), "{filter}: {err}");
+        }
+        for inside in ["[namespace, pod_name] | join('/')", "[namespace, pod_name]"] {
+            let src = format!(r#"{{"R":"b/{{{{ {inside} }}}}/*"}}"#);
+            let err = PolicyTemplate::from_source(src).expect_err(inside);
+            assert!(err.to_string().contains("undefined"), "{inside}: {err}");
         }
         // A pod-bound token without a UID: `pod_uid` is undefined, never printed as `none`.
         let t = PolicyTemplate::from_source(

@@ -165,6 +165,36 @@ fn template_expression() -> impl Strategy<Value = String> {
             inner.clone().prop_map(|a| format!("{a} is defined")),
             inner.clone().prop_map(|a| format!("{a} is none")),
             (inner.clone(), 0..12i32).prop_map(|(a, n)| format!("{a} | length > {n}")),
+            (
+                inner.clone(),
+                prop::sample::select(vec!["<", "<=", ">", ">="]),
+                inner.clone()
+            )
+                .prop_map(|(a, op, b)| format!("{a} {op} {b}")),
+            (
+                inner.clone(),
+                prop::sample::select(vec![
+                    "string",
+                    "number",
+                    "sequence",
+                    "mapping",
+                    "in(['a', 'team-a'])",
+                    "sameas(none)",
+                    "eq('a')",
+                ])
+            )
+                .prop_map(|(a, t)| format!("{a} is {t}")),
+            // On a name the token lacks, minijinja's numeric and case tests are false where
+            // Jinja2's fail (README): given a length or a text, so both always have a value.
+            (
+                inner.clone(),
+                prop::sample::select(vec!["odd", "even", "divisibleby(3)"])
+            )
+                .prop_map(|(a, t)| format!("({a} | length) is {t}")),
+            (inner.clone(), prop::sample::select(vec!["lower", "upper"]))
+                .prop_map(|(a, t)| format!("({a} | string) is {t}")),
+            (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("({a} and {b})")),
+            (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("({a} or {b})")),
         ];
         prop_oneof![
             (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("({a} ~ {b})")),
@@ -180,7 +210,15 @@ fn template_expression() -> impl Strategy<Value = String> {
             }),
             (inner.clone(), condition, inner.clone())
                 .prop_map(|(a, c, b)| format!("({a} if {c} else {b})")),
-            (inner.clone(), inner).prop_map(|(a, b)| format!("'%s-%s' | format({a}, {b})")),
+            (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("'%s-%s' | format({a}, {b})")),
+            (
+                inner.clone(),
+                prop::sample::select(vec!["*", "-", "//", "%", "/"]),
+                1..9i32
+            )
+                .prop_map(|(a, op, n)| format!("(({a}) | length {op} {n})")),
+            (0..6i32, inner.clone()).prop_map(|(n, a)| format!("(range({n}) | join({a}))")),
+            (inner.clone(), inner).prop_map(|(a, b)| format!("([{a}, {b}] | join('.'))")),
         ]
     })
 }
@@ -214,6 +252,13 @@ fn template_body() -> impl Strategy<Value = String> {
             "{{% for p in {l} %}}{{{{ loop.index }}}}{{{{ p }}}}{{% if not loop.last %}}/{{% endif %}}{{% else %}}none{{% endfor %}}"
         )),
         1 => expr().prop_map(|e| format!("{{% set v = {e} %}}{{{{ v }}}}")),
+        1 => list().prop_map(|l| format!(
+            "{{% for p in {l} %}}{{{{ loop.revindex }}}}{{{{ loop.cycle('a', 'b') }}}}{{{{ loop.first }}}}{{% endfor %}}"
+        )),
+        // An undefined argument takes the macro's default in minijinja, fails in Jinja2 (README).
+        1 => (expr(), expr()).prop_map(|(a, b)| format!(
+            "{{% macro m(x, y='d') %}}{{{{ x }}}}-{{{{ y }}}}{{% endmacro %}}{{{{ m({a}) }}}}{{{{ m({a}, y=({b}) | string) }}}}"
+        )),
     ];
     let body = leaf.prop_recursive(3, 12, 3, move |inner| {
         let block = || proptest::collection::vec(inner.clone(), 1..3).prop_map(|b| b.concat());
