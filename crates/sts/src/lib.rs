@@ -6,6 +6,7 @@ pub mod authz;
 pub mod config;
 pub mod exchange;
 pub mod issuer;
+pub mod jinja2;
 pub mod metrics;
 pub mod policy;
 pub mod publication;

@@ -3,8 +3,7 @@
 
 use std::path::Path;
 
-use minijinja::value::ValueKind;
-use minijinja::{Environment, ErrorKind, State, UndefinedBehavior, Value};
+use minijinja::{Environment, ErrorKind, Value};
 use tokenvend_core::Identity;
 
 /// AWS limit on the plaintext of an inline session policy.
@@ -83,21 +82,7 @@ impl PolicyTemplate {
                 found: found.to_owned(),
             });
         }
-        let mut env = Environment::new();
-        // Python's str, list and dict methods, which Jinja2 templates call. Not contrib's
-        // filters: its `truncate` and `wordwrap` take keyword arguments only, so a Jinja2
-        // `truncate(5)` would fail, and `truncate` of an undefined name gives "".
-        env.set_unknown_method_callback(python_methods);
-        refuse_undefined_in_filters(&mut env);
-        // Jinja2's `sequence` is anything with a length and items: text and mappings too.
-        env.add_test("sequence", |value: &Value| {
-            matches!(
-                value.kind(),
-                ValueKind::String | ValueKind::Seq | ValueKind::Map
-            )
-        });
-        // `{% if pod_name %}` works when absent; using it bare when absent is an error, not "".
-        env.set_undefined_behavior(UndefinedBehavior::SemiStrict);
+        let mut env = crate::jinja2::environment();
         env.set_fuel(Some(MAX_RENDER_STEPS));
         env.add_template_owned("policy", source)
             .map_err(|e| PolicyError::Template(e.to_string()))?;
@@ -146,191 +131,6 @@ impl PolicyTemplate {
             _ => PolicyError::Template(e.to_string()),
         })?;
         checked_policy(&text)
-    }
-}
-
-/// Python's methods on a value, as Jinja2 calls them: minijinja-contrib's, except `str.title()`,
-/// which contrib answers with the `title` filter's rule (words split at spaces and `-`), where
-/// Python starts a word after any character that is not a letter (`"0a".title()` is `"0A"`).
-fn python_methods(
-    state: &mut State,
-    value: &Value,
-    method: &str,
-    args: &[Value],
-) -> Result<Value, minijinja::Error> {
-    match (value.as_str(), method, args) {
-        (Some(text), "title", []) => {
-            let mut after_letter = false;
-            let titled: String = text
-                .chars()
-                .flat_map(|c| {
-                    let cased = c.is_lowercase() || c.is_uppercase();
-                    let out: Vec<char> = if after_letter {
-                        c.to_lowercase().collect()
-                    } else {
-                        c.to_uppercase().collect()
-                    };
-                    after_letter = cased;
-                    out
-                })
-                .collect();
-            Ok(Value::from(titled))
-        }
-        _ => minijinja_contrib::pycompat::unknown_method_callback(state, value, method, args),
-    }
-}
-
-/// minijinja's `escape`, `urlencode`, `tojson`, `pprint`, `indent` and `join`, and the printing of
-/// a list, turn an undefined name into "" (or `null`, `undefined`) even when printing one is an
-/// error; Jinja2 refuses most of them. Without this, `{{ pod_name |
-/// urlencode }}` would give a token without a pod an empty path segment (`b/shop//*`).
-fn refuse_undefined_in_filters(env: &mut Environment<'static>) {
-    use minijinja::filters;
-    use minijinja::value::{Kwargs, Rest};
-    fn defined(value: &Value) -> Result<(), minijinja::Error> {
-        if value.is_undefined() {
-            Err(minijinja::Error::new(
-                ErrorKind::UndefinedError,
-                "an undefined name passed to a filter",
-            ))
-        } else {
-            Ok(())
-        }
-    }
-    // As Jinja2's (markupsafe): minijinja writes `'` as `&#x27;` and `"` as `&quot;`, the same
-    // characters to a browser but other text in a policy.
-    let escape = |value: &Value| {
-        defined(value)?;
-        if value.is_safe() {
-            return Ok(value.clone());
-        }
-        let mut escaped = String::new();
-        for c in value.to_string().chars() {
-            match c {
-                '&' => escaped.push_str("&amp;"),
-                '<' => escaped.push_str("&lt;"),
-                '>' => escaped.push_str("&gt;"),
-                '\'' => escaped.push_str("&#39;"),
-                '"' => escaped.push_str("&#34;"),
-                c => escaped.push(c),
-            }
-        }
-        Ok::<_, minijinja::Error>(Value::from_safe_string(escaped))
-    };
-    env.add_filter("escape", escape);
-    env.add_filter("e", escape);
-    env.add_filter("urlencode", jinja2_urlencode);
-    env.add_filter(
-        "tojson",
-        |value: &Value, indent: Option<Value>, kwargs: Kwargs| {
-            defined(value)?;
-            filters::tojson(value, indent, kwargs)
-        },
-    );
-    env.add_filter("pprint", |value: &Value| {
-        defined(value)?;
-        Ok::<_, minijinja::Error>(filters::pprint(value))
-    });
-    // minijinja's own `indent` and `join` take a type it does not export: reached through a
-    // second name.
-    env.add_filter("tokenvend_indent", filters::indent);
-    env.add_filter("indent", |state: &mut State, args: Rest<Value>| {
-        defined(args.first().unwrap_or(&Value::UNDEFINED))?;
-        state.apply_filter("tokenvend_indent", &args)
-    });
-    // `[namespace, pod_name] | join('/')` would give `shop/` without a pod.
-    env.add_filter("tokenvend_join", filters::join);
-    env.add_filter("join", |state: &mut State, args: Rest<Value>| {
-        if let Some(Ok(items)) = args.first().map(Value::try_iter) {
-            for item in items {
-                defined(&item)?;
-            }
-        }
-        // The separator too, even for an empty list (Jinja2 prints it into a string first).
-        args.iter().try_for_each(defined)?;
-        state.apply_filter("tokenvend_join", &args)
-    });
-    // `{{ [pod_name] }}` would print `[undefined]`.
-    env.set_formatter(|out, state, value| {
-        if holds_undefined(value, 8) {
-            return Err(minijinja::Error::new(
-                ErrorKind::UndefinedError,
-                "an undefined name inside a printed list or mapping",
-            ));
-        }
-        minijinja::escape_formatter(out, state, value)
-    });
-}
-
-/// Whether a list or mapping holds an undefined value, `depth` levels down at most.
-fn holds_undefined(value: &Value, depth: u8) -> bool {
-    let nested = |v: &Value| v.is_undefined() || (depth > 0 && holds_undefined(v, depth - 1));
-    match value.kind() {
-        ValueKind::Seq => value
-            .try_iter()
-            .is_ok_and(|mut items| items.any(|v| nested(&v))),
-        ValueKind::Map => value
-            .try_iter()
-            .is_ok_and(|mut keys| keys.any(|k| value.get_item(&k).is_ok_and(|v| nested(&v)))),
-        _ => false,
-    }
-}
-
-/// Jinja2's `urlencode`: text quoted as Python's `urllib.parse.quote` does (`/` kept), a mapping
-/// or a list of pairs as a query string (`a=b+c&d=e`). minijinja's writes a space in a query as
-/// `%20` and quotes a list's printed form.
-fn jinja2_urlencode(value: &Value) -> Result<String, minijinja::Error> {
-    fn quote(text: &str, query: bool) -> String {
-        let mut quoted = String::new();
-        for b in text.bytes() {
-            match b {
-                b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'_' | b'.' | b'-' | b'~' => {
-                    quoted.push(char::from(b))
-                }
-                b'/' if !query => quoted.push('/'),
-                b' ' if query => quoted.push('+'),
-                _ => quoted.push_str(&format!("%{b:02X}")),
-            }
-        }
-        quoted
-    }
-    let pair = |key: Value, value: Value| {
-        format!(
-            "{}={}",
-            quote(&key.to_string(), true),
-            quote(&value.to_string(), true)
-        )
-    };
-    let wrong = |what: &str| minijinja::Error::new(ErrorKind::InvalidOperation, what.to_owned());
-    if value.is_undefined() {
-        return Err(minijinja::Error::new(
-            ErrorKind::UndefinedError,
-            "an undefined name passed to a filter",
-        ));
-    }
-    match value.kind() {
-        ValueKind::Map => {
-            let mut pairs = Vec::new();
-            for key in value.try_iter()? {
-                let item = value.get_item(&key)?;
-                pairs.push(pair(key, item));
-            }
-            Ok(pairs.join("&"))
-        }
-        ValueKind::Seq | ValueKind::Iterable => {
-            let mut pairs = Vec::new();
-            for item in value.try_iter()? {
-                let mut parts = item
-                    .try_iter()
-                    .map_err(|_| wrong("urlencode takes pairs"))?;
-                match (parts.next(), parts.next(), parts.next()) {
-                    (Some(key), Some(value), None) => pairs.push(pair(key, value)),
-                    _ => return Err(wrong("urlencode takes pairs")),
-                }
-            }
-            Ok(pairs.join("&"))
-        }
-        _ => Ok(quote(&value.to_string(), false)),
     }
 }
 
@@ -565,8 +365,8 @@ mod tests {
     fn escape_and_urlencode_write_what_jinja2_writes() {
         let who = id("shop", "orders");
         assert_eq!(
-            resource(r"{{ '<a href=\'x\'>&' | e }}", &who),
-            json!("&lt;a href=&#39;x&#39;&gt;&amp;")
+            resource(r"{{ '<a href=\'x/y\'>&' | e }}", &who),
+            json!("&lt;a href=&#39;x/y&#39;&gt;&amp;")
         );
         assert_eq!(
             resource("{{ 'a b/c~d' | urlencode }}", &who),
