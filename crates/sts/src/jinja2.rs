@@ -4,7 +4,7 @@
 //! ("Jinja2 differences"), found by the property that renders with Jinja2 itself
 //! (`tests/fuzz.rs`, `tests/oracles/jinja2.rs`).
 
-use minijinja::value::{Kwargs, Rest, ValueKind};
+use minijinja::value::{Kwargs, Rest, ValueKind, ValueOrKwargs};
 use minijinja::{Environment, Error, ErrorKind, State, UndefinedBehavior, Value, filters};
 
 /// An environment for Jinja2 templates.
@@ -109,25 +109,33 @@ fn refuse_undefined_in_filters(env: &mut Environment<'static>) {
         defined(value)?;
         Ok::<_, Error>(filters::pprint(value))
     });
-    // minijinja's own `indent` and `join` take a type it does not export: reached through a
-    // second name.
-    env.add_filter("tokenvend_indent", filters::indent);
-    env.add_filter("indent", |state: &mut State, args: Rest<Value>| {
-        defined(args.first().unwrap_or(&Value::UNDEFINED))?;
-        state.apply_filter("tokenvend_indent", &args)
-    });
+    // minijinja's own `indent` and `join` take a type it does not export, so they are called as
+    // function values, with their arguments as given (keywords too).
+    let indent = Value::from_function(filters::indent);
+    env.add_filter(
+        "indent",
+        move |state: &mut State, args: Rest<ValueOrKwargs>| {
+            let args = args.into_values();
+            defined(args.first().unwrap_or(&Value::UNDEFINED))?;
+            indent.call(state, &args)
+        },
+    );
     // `[namespace, pod_name] | join('/')` would give `shop/` without a pod.
-    env.add_filter("tokenvend_join", filters::join);
-    env.add_filter("join", |state: &mut State, args: Rest<Value>| {
-        if let Some(Ok(items)) = args.first().map(Value::try_iter) {
-            for item in items {
-                defined(&item)?;
+    let join = Value::from_function(filters::join);
+    env.add_filter(
+        "join",
+        move |state: &mut State, args: Rest<ValueOrKwargs>| {
+            let args = args.into_values();
+            if let Some(Ok(items)) = args.first().map(Value::try_iter) {
+                for item in items {
+                    defined(&item)?;
+                }
             }
-        }
-        // The separator too, even for an empty list (Jinja2 prints it into a string first).
-        args.iter().try_for_each(defined)?;
-        state.apply_filter("tokenvend_join", &args)
-    });
+            // The separator too, even for an empty list (Jinja2 prints it into a string first).
+            args.iter().try_for_each(defined)?;
+            join.call(state, &args)
+        },
+    );
     // `{{ [pod_name] }}` would print `[undefined]`.
     env.set_formatter(|out, state, value| {
         if holds_undefined(value, 8) {

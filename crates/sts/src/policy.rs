@@ -384,6 +384,14 @@ mod tests {
             PolicyTemplate::from_source(r#"{"R":"{{ ['a'] | urlencode }}"}"#.into()).is_err(),
             "a list that is not of pairs"
         );
+        // The filters wrapped for undefined names still take their arguments by keyword too.
+        assert_eq!(
+            resource(
+                "{{ 'ab' | indent(width=2, first=true) }}/{{ [namespace, 'x'] | join('-') }}",
+                &who
+            ),
+            json!("  ab/shop-x")
+        );
     }
 
     #[test]

@@ -81,6 +81,8 @@ const FILTERS: &[&str] = &[
     "tojson",
     "default('d')",
     "d('x')",
+    "default('e', true)",
+    "join(d='/')",
     "replace('a', 'b')",
     "replace('-', '')",
     "join('/')",
