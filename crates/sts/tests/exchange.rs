@@ -16,13 +16,19 @@ fn provider() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn credentials_work_are_cached_and_coalesced() {
+/// What most tests start with: tokenvend-sts with JWKS validation in front of moto, the
+/// "cluster" whose tokens it takes, and a client.
+fn started() -> (Moto, Cluster, Sts, reqwest::Client) {
     provider();
     let moto = Moto::start();
     let cluster = Cluster::new();
     let sts = Sts::start(&moto, &cluster, &[]);
-    let c = reqwest::Client::new();
+    (moto, cluster, sts, reqwest::Client::new())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn credentials_work_are_cached_and_coalesced() {
+    let (moto, cluster, sts, c) = started();
 
     let token = cluster.token("shop", "orders", Some("orders-1"), "tokenvend", 3600);
     let (status, creds) = post(&c, &sts.url("/credentials"), Some(&token), None).await;
@@ -603,11 +609,7 @@ async fn minted_tokens_live_a_minute_at_least_shorter_only_when_allowed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn token_endpoint_jwts_verify_across_key_rotation() {
-    provider();
-    let moto = Moto::start();
-    let cluster = Cluster::new();
-    let sts = Sts::start(&moto, &cluster, &[]);
-    let c = reqwest::Client::new();
+    let (moto, cluster, sts, c) = started();
     let sa = cluster.token("shop", "orders", Some("orders-1"), "tokenvend", 3600);
     let (status, first) = post(&c, &sts.url("/token"), Some(&sa), None).await;
     assert_eq!(status, 200, "{first}");
@@ -2253,10 +2255,7 @@ async fn sigterm_keeps_serving_for_the_delay_then_exits_cleanly() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_that_sends_nothing_is_closed_after_ten_seconds() {
     use tokio::io::AsyncReadExt;
-    provider();
-    let moto = Moto::start();
-    let cluster = Cluster::new();
-    let sts = Sts::start(&moto, &cluster, &[]);
+    let (_moto, _cluster, sts, _) = started();
     let mut silent = tokio::net::TcpStream::connect(sts.addr).await.expect("tcp");
     let t0 = Instant::now();
     let mut buf = [0u8; 64];
@@ -2313,11 +2312,7 @@ for token in req["tokens"]:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn minted_tokens_of_every_key_family_pass_an_independent_relying_party() {
-    provider();
-    let moto = Moto::start();
-    let cluster = Cluster::new();
-    let sts = Sts::start(&moto, &cluster, &[]);
-    let c = reqwest::Client::new();
+    let (_moto, cluster, sts, c) = started();
     let sa = cluster.token("shop", "orders", Some("orders-1"), "tokenvend", 3600);
     let mint = || async {
         let (status, answer) = post(&c, &sts.url("/token"), Some(&sa), None).await;
