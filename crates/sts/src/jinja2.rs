@@ -138,7 +138,7 @@ fn refuse_undefined_in_filters(env: &mut Environment<'static>) {
     );
     // `{{ [pod_name] }}` would print `[undefined]`.
     env.set_formatter(|out, state, value| {
-        if holds_undefined(value, 8) {
+        if holds_undefined(value) {
             return Err(Error::new(
                 ErrorKind::UndefinedError,
                 "an undefined name inside a printed list or mapping",
@@ -148,9 +148,10 @@ fn refuse_undefined_in_filters(env: &mut Environment<'static>) {
     });
 }
 
-/// Whether a list or mapping holds an undefined value, `depth` levels down at most.
-fn holds_undefined(value: &Value, depth: u8) -> bool {
-    let nested = |v: &Value| v.is_undefined() || (depth > 0 && holds_undefined(v, depth - 1));
+/// Whether a list or mapping holds an undefined value, at any depth (a template's values are
+/// finite and nested no deeper than its source).
+fn holds_undefined(value: &Value) -> bool {
+    let nested = |v: &Value| v.is_undefined() || holds_undefined(v);
     match value.kind() {
         ValueKind::Seq => value
             .try_iter()

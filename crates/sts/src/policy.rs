@@ -264,10 +264,13 @@ mod tests {
         let bare = PolicyTemplate::from_source(r#"{"R":"{{ namespace }}"}"#.into()).expect("ok");
         assert!(bare.render(&id("a", "b")).is_ok());
         let needs_pod = r#"{"R":"{{ pod_name }}"}"#;
-        assert!(matches!(
-            PolicyTemplate::from_source(needs_pod.into()),
-            Err(PolicyError::Template(_))
-        ));
+        let err = PolicyTemplate::from_source(needs_pod.into()).expect_err("needs a pod");
+        assert!(
+            matches!(&err, PolicyError::Template(m) if m.starts_with(
+                "trial rendering without a pod binding failed: undefined value"
+            ) && m.ends_with("(guard pod_name and pod_uid with {% if pod_name %})")),
+            "{err}"
+        );
     }
 
     fn pod(ns: &str, sa: &str, name: &str, uid: Option<&str>) -> Identity {
@@ -341,11 +344,23 @@ mod tests {
             let err = PolicyTemplate::from_source(src).expect_err(filter);
             assert!(err.to_string().contains("undefined"), "{filter}: {err}");
         }
-        for inside in ["[namespace, pod_name] | join('/')", "[namespace, pod_name]"] {
+        for inside in [
+            "[namespace, pod_name] | join('/')",
+            "[namespace, pod_name]",
+            "[[namespace, {'k': pod_name}]]",
+        ] {
             let src = format!(r#"{{"R":"b/{{{{ {inside} }}}}/*"}}"#);
             let err = PolicyTemplate::from_source(src).expect_err(inside);
             assert!(err.to_string().contains("undefined"), "{inside}: {err}");
         }
+        // Lists and mappings of defined values print as Jinja2 prints them.
+        assert_eq!(
+            resource(
+                "{{ [namespace, [serviceaccount], {'k': 1}] }}",
+                &id("a", "b")
+            ),
+            json!("['a', ['b'], {'k': 1}]")
+        );
         // A pod-bound token without a UID: `pod_uid` is undefined, never printed as `none`.
         let t = PolicyTemplate::from_source(
             r#"{"R":"{% if pod_name %}{{ pod_uid }}{% endif %}"}"#.into(),
