@@ -325,8 +325,8 @@ mod tests {
         );
         // Python's str.title() starts a word after any non-letter; the `title` filter does not.
         assert_eq!(
-            resource("{{ 'x1y-0a'.title() }}/{{ 'x1y-0a' | title }}", &who),
-            json!("X1Y-0A/X1y-0a")
+            resource("{{ 'ab1cd-0a'.title() }}/{{ 'ab1cd-0a' | title }}", &who),
+            json!("Ab1Cd-0A/Ab1cd-0a")
         );
         assert_eq!(
             resource(
