@@ -27,9 +27,10 @@ pub fn environment() -> Environment<'static> {
     env
 }
 
-/// `value`, unless it is undefined: a name the token lacks, which must not be printed.
+/// Fails if `value` is undefined (a name the token lacks, which must not be printed) or is a
+/// list or mapping that holds one.
 fn defined(value: &Value) -> Result<(), Error> {
-    if value.is_undefined() {
+    if value.is_undefined() || holds_undefined(value) {
         Err(Error::new(
             ErrorKind::UndefinedError,
             "an undefined name passed to a filter",
@@ -126,12 +127,8 @@ fn refuse_undefined_in_filters(env: &mut Environment<'static>) {
         "join",
         move |state: &mut State, args: Rest<ValueOrKwargs>| {
             let args = args.into_values();
-            if let Some(Ok(items)) = args.first().map(Value::try_iter) {
-                for item in items {
-                    defined(&item)?;
-                }
-            }
-            // The separator too, even for an empty list (Jinja2 prints it into a string first).
+            // The list's items, and the separator even for an empty list (Jinja2 prints it into
+            // a string first).
             args.iter().try_for_each(defined)?;
             join.call(state, &args)
         },
@@ -153,7 +150,7 @@ fn refuse_undefined_in_filters(env: &mut Environment<'static>) {
 fn holds_undefined(value: &Value) -> bool {
     let nested = |v: &Value| v.is_undefined() || holds_undefined(v);
     match value.kind() {
-        ValueKind::Seq => value
+        ValueKind::Seq | ValueKind::Iterable => value
             .try_iter()
             .is_ok_and(|mut items| items.any(|v| nested(&v))),
         ValueKind::Map => value

@@ -346,6 +346,9 @@ mod tests {
         }
         for inside in [
             "[namespace, pod_name] | join('/')",
+            "[pod_name] | e",
+            "[pod_name] | tojson",
+            "[namespace] | map('lower') | join(pod_name)",
             "[namespace, pod_name]",
             "[[namespace, {'k': pod_name}]]",
         ] {
