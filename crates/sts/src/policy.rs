@@ -62,7 +62,7 @@ pub struct PolicyTemplate {
 }
 
 impl PolicyTemplate {
-    /// Load a template file and check it (syntax, `${...}` mistakes, a trial rendering).
+    /// Load a template file and check it (syntax, `${...}` mistakes, trial renderings).
     pub fn from_file(path: &Path) -> Result<Self, PolicyError> {
         let text =
             tokenvend_core::limited::read_to_string(path, tokenvend_core::limited::MAX_BYTES)
@@ -87,9 +87,9 @@ impl PolicyTemplate {
         env.add_template_owned("policy", source)
             .map_err(|e| PolicyError::Template(e.to_string()))?;
         let t = PolicyTemplate { env };
-        // Trial renderings for a token with and without a pod binding catch, before any
+        // Trial renderings for a token without and with a pod binding catch, before any
         // request, the errors that do not depend on the names (a `{% if pod_name %}` branch
-        // is only run for the first).
+        // runs only for the second).
         for id in start_check_identities() {
             t.render(&id).map_err(|e| match e {
                 PolicyError::Template(m) if id.pod_name.is_some() => PolicyError::Template(

@@ -2374,7 +2374,7 @@ async fn minted_tokens_of_every_key_family_pass_an_independent_relying_party() {
 /// its stderr.
 fn run_python(script: &str, input: &str) -> String {
     use std::io::Write;
-    let mut child = std::process::Command::new(tokenvend_testkit::venv_bin("python"))
+    let mut child = std::process::Command::new(venv_bin("python"))
         .args(["-c", script])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
