@@ -9,7 +9,7 @@ mod k8s_username;
 use proptest::prelude::*;
 use tokenvend_core::claims::{SaClaims, unverified_exp};
 use tokenvend_core::{Identity, RoleArn};
-use tokenvend_testkit::{fuzz, mangled};
+use tokenvend_testkit::{agreed, fuzz, mangled};
 
 #[test]
 fn fuzz_role_arns() {
@@ -28,12 +28,7 @@ fn fuzz_role_arns() {
         )),
     ];
     fuzz("role-arn", arnish, |s| {
-        let disagreement = iam_role_arn::disagreement(&s);
-        prop_assert!(
-            disagreement.is_none(),
-            "{}",
-            disagreement.unwrap_or_default()
-        );
+        agreed(iam_role_arn::disagreement(&s))?;
         if let Ok(r) = RoleArn::parse(&s) {
             prop_assert_eq!(r.as_str(), s.as_str());
             let (name, prefix) = (
@@ -65,12 +60,7 @@ fn fuzz_usernames_and_claims() {
         ],
         |s| {
             // Accepted exactly when Kubernetes reads a service account from it, as the same one.
-            let disagreement = k8s_username::disagreement(&s);
-            prop_assert!(
-                disagreement.is_none(),
-                "{}",
-                disagreement.unwrap_or_default()
-            );
+            agreed(k8s_username::disagreement(&s))?;
             if let Ok(id) = Identity::from_username(&s) {
                 prop_assert_eq!(id.subject(), s);
             }

@@ -11,7 +11,7 @@ use tokenvend_core::Mode;
 use tokenvend_core::clock::now;
 use tokenvend_core::creds::{VendedCredentials, VendedToken};
 use tokenvend_sidecar::exchange::Value;
-use tokenvend_testkit::{fuzz, mangled};
+use tokenvend_testkit::{agreed, fuzz, mangled};
 
 #[test]
 fn fuzz_exchange_answers_and_times() {
@@ -28,12 +28,7 @@ fn fuzz_exchange_answers_and_times() {
         2 => "(19[6-9][0-9]|20[0-9]{2})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)(\\.[0-9]{1,9})?(Z|\\+00:00)",
     ];
     fuzz("times", times, |s| {
-        let disagreement = rfc3339::disagreement(&s);
-        prop_assert!(
-            disagreement.is_none(),
-            "{}",
-            disagreement.unwrap_or_default()
-        );
+        agreed(rfc3339::disagreement(&s))?;
         Ok(())
     });
     fuzz(

@@ -1044,6 +1044,14 @@ fn parse_fuzz_budget(value: Option<&str>) -> Result<Duration, String> {
     }
 }
 
+/// A property case's verdict from an oracle's account of where the code and the oracle
+/// disagree: it fails with that account, if there is one.
+pub fn agreed(disagreement: Option<String>) -> Result<(), proptest::test_runner::TestCaseError> {
+    disagreement.map_or(Ok(()), |d| {
+        Err(proptest::test_runner::TestCaseError::fail(d))
+    })
+}
+
 /// Strings of `base`, each with up to `max_edits` characters of `alphabet` inserted, replaced or
 /// removed at generated places: text a step off the grammar `base` follows, where parsers differ.
 pub fn mangled(
