@@ -5,7 +5,7 @@
 //! (`tests/fuzz.rs`, `tests/oracles/jinja2.rs`).
 
 use minijinja::value::{Kwargs, Rest, ValueKind, ValueOrKwargs};
-use minijinja::{Environment, Error, ErrorKind, State, UndefinedBehavior, Value, filters};
+use minijinja::{Environment, Error, ErrorKind, State, UndefinedBehavior, Value, filters, tests};
 
 /// An environment for Jinja2 templates.
 pub fn environment() -> Environment<'static> {
@@ -17,6 +17,7 @@ pub fn environment() -> Environment<'static> {
     // fail, and `truncate` of an undefined name gives "".
     env.set_unknown_method_callback(python_methods);
     refuse_undefined_in_filters(&mut env);
+    python_tests(&mut env);
     // Jinja2's `sequence` is anything with a length and items: text and mappings too.
     env.add_test("sequence", |value: &Value| {
         matches!(
@@ -27,13 +28,51 @@ pub fn environment() -> Environment<'static> {
     env
 }
 
+/// Jinja2's `lower`, `upper`, `odd`, `even` and `divisibleby` tests. minijinja's are false on a
+/// name the token lacks, where Jinja2's fail like any other use of it, and its case tests are
+/// false on anything but text, where Jinja2's look at the value as printed (`[['a']] is lower`
+/// is true, `[None] is lower` is false; minijinja prints values as Python does, but for floats
+/// outside 1e-4..1e16, README).
+fn python_tests(env: &mut Environment<'static>) {
+    env.add_test("lower", |value: &Value| {
+        defined(value)?;
+        Ok::<_, Error>(tests::is_lower(&Value::from(value.to_string())))
+    });
+    env.add_test("upper", |value: &Value| {
+        defined(value)?;
+        Ok::<_, Error>(tests::is_upper(&Value::from(value.to_string())))
+    });
+    env.add_test("odd", |value: Value| {
+        defined(&value)?;
+        Ok::<_, Error>(tests::is_odd(value))
+    });
+    env.add_test("even", |value: Value| {
+        defined(&value)?;
+        Ok::<_, Error>(tests::is_even(value))
+    });
+    env.add_test("divisibleby", |value: &Value, by: &Value| {
+        defined(value)?;
+        defined(by)?;
+        // minijinja's builtin fails on a zero divisor, as Python does; its exported function,
+        // called here, answers false.
+        let number = |v: &Value| matches!(v.kind(), ValueKind::Number | ValueKind::Bool);
+        if number(value) && number(by) && !by.is_true() {
+            return Err(Error::new(
+                ErrorKind::InvalidOperation,
+                format!("unable to calculate {value} % {by}"),
+            ));
+        }
+        Ok(tests::is_divisibleby(value, by))
+    });
+}
+
 /// Fails if `value` is undefined (a name the token lacks, which must not be printed) or is a
 /// list or mapping that holds one.
 fn defined(value: &Value) -> Result<(), Error> {
     if value.is_undefined() || holds_undefined(value) {
         Err(Error::new(
             ErrorKind::UndefinedError,
-            "an undefined name passed to a filter",
+            "an undefined name passed to a filter or test",
         ))
     } else {
         Ok(())

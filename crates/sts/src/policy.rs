@@ -380,6 +380,35 @@ mod tests {
     }
 
     #[test]
+    fn case_and_number_tests_as_jinja2_has_them() {
+        let who = id("shop", "orders");
+        // Case tests look at any value as Python prints it, not only at text.
+        assert_eq!(
+            resource(
+                "{{ namespace | batch(2) | select('lower') | list | length }}/{{ [none] is lower }}/{{ 'AB' is upper }}/{{ 2.5 is lower }}",
+                &who
+            ),
+            json!("2/False/True/False")
+        );
+        assert_eq!(
+            resource(
+                "{{ 3.0 is odd }}/{{ 4 is even }}/{{ 9 is divisibleby(3) }}",
+                &who
+            ),
+            json!("True/True/True")
+        );
+        // A name the token lacks is an error in these tests too, not false.
+        for test in ["lower", "upper", "odd", "even", "divisibleby(2)"] {
+            let src = format!(r#"{{"R":"{{% if pod_name is {test} %}}x{{% endif %}}"}}"#);
+            let err = PolicyTemplate::from_source(src).expect_err(test);
+            assert!(err.to_string().contains("undefined"), "{test}: {err}");
+        }
+        let err = PolicyTemplate::from_source(r#"{"R":"{{ 4 is divisibleby(0) }}"}"#.into())
+            .expect_err("division by zero");
+        assert!(err.to_string().contains("4 % 0"), "{err}");
+    }
+
+    #[test]
     fn escape_and_urlencode_write_what_jinja2_writes() {
         let who = id("shop", "orders");
         assert_eq!(

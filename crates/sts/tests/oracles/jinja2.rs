@@ -9,13 +9,13 @@ use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use tokenvend_core::Identity;
 use tokenvend_sts::policy::{PolicyTemplate, checked_policy, start_check_identities};
 
-/// Renders JSON-lines requests with Jinja2's default environment. The one setting changed is
+/// Renders JSON-lines requests with Jinja2's default environment. The setting changed is
 /// tokenvend-sts's documented one: printing or iterating an undefined name is an error (a token
 /// without a pod must not get `b//*`), while `{% if pod_name %}` stays false, as minijinja's
-/// `SemiStrict`.
+/// `SemiStrict`. Besides, Python's repr of safe text is its text's (see the comment inside).
 const RENDERER: &str = r#"
 import json, sys
-import jinja2
+import jinja2, markupsafe
 
 class SemiStrict(jinja2.Undefined):
     __slots__ = ()
@@ -24,6 +24,10 @@ class SemiStrict(jinja2.Undefined):
 # Not optimized: the optimizer folds constants at compile time, so `''[0]` in a branch never
 # taken fails the whole template, where rendering alone would not.
 env = jinja2.Environment(undefined=SemiStrict, optimized=False)
+# A list holding text from `tojson` prints its items as `Markup('"a"')`, Python's repr of the
+# safe-text class, where minijinja prints the text (README). Nobody writes that into a policy;
+# the oracle prints such text as the text it is, so everything else in the policy is compared.
+markupsafe.Markup.__repr__ = str.__repr__
 source, template = None, None
 for line in sys.stdin:
     req = json.loads(line)
