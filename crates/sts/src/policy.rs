@@ -398,8 +398,15 @@ mod tests {
             json!("True/True/True")
         );
         // A name the token lacks is an error in these tests too, not false.
-        for test in ["lower", "upper", "odd", "even", "divisibleby(2)"] {
-            let src = format!(r#"{{"R":"{{% if pod_name is {test} %}}x{{% endif %}}"}}"#);
+        for test in [
+            "pod_name is lower",
+            "pod_name is upper",
+            "pod_name is odd",
+            "pod_name is even",
+            "pod_name is divisibleby(2)",
+            "4 is divisibleby(pod_name)",
+        ] {
+            let src = format!(r#"{{"R":"{{% if {test} %}}x{{% endif %}}"}}"#);
             let err = PolicyTemplate::from_source(src).expect_err(test);
             assert!(err.to_string().contains("undefined"), "{test}: {err}");
         }
