@@ -34,22 +34,26 @@ pub fn environment() -> Environment<'static> {
 /// is true, `[None] is lower` is false; minijinja prints values as Python does, but for floats
 /// outside 1e-4..1e16, README).
 fn python_tests(env: &mut Environment<'static>) {
-    env.add_test("lower", |value: &Value| {
-        defined(value)?;
-        Ok::<_, Error>(tests::is_lower(&Value::from(value.to_string())))
-    });
-    env.add_test("upper", |value: &Value| {
-        defined(value)?;
-        Ok::<_, Error>(tests::is_upper(&Value::from(value.to_string())))
-    });
-    env.add_test("odd", |value: Value| {
-        defined(&value)?;
-        Ok::<_, Error>(tests::is_odd(value))
-    });
-    env.add_test("even", |value: Value| {
-        defined(&value)?;
-        Ok::<_, Error>(tests::is_even(value))
-    });
+    let case = [
+        ("lower", tests::is_lower as fn(&Value) -> bool),
+        ("upper", tests::is_upper),
+    ];
+    for (name, test) in case {
+        env.add_test(name, move |value: &Value| {
+            defined(value)?;
+            Ok::<_, Error>(test(&Value::from(value.to_string())))
+        });
+    }
+    let parity = [
+        ("odd", tests::is_odd as fn(Value) -> bool),
+        ("even", tests::is_even),
+    ];
+    for (name, test) in parity {
+        env.add_test(name, move |value: Value| {
+            defined(&value)?;
+            Ok::<_, Error>(test(value))
+        });
+    }
     env.add_test("divisibleby", |value: &Value, by: &Value| {
         defined(value)?;
         defined(by)?;
