@@ -4,8 +4,11 @@
 //! ("Jinja2 differences"), found by the property that renders with Jinja2 itself
 //! (`tests/fuzz.rs`, `tests/oracles/jinja2.rs`).
 
+use minijinja::machinery::{Instruction, Instructions, get_compiled_template};
 use minijinja::value::{Kwargs, Rest, ValueKind, ValueOrKwargs};
-use minijinja::{Environment, Error, ErrorKind, State, UndefinedBehavior, Value, filters, tests};
+use minijinja::{
+    Environment, Error, ErrorKind, State, Template, UndefinedBehavior, Value, filters, tests,
+};
 
 /// An environment for Jinja2 templates.
 pub fn environment() -> Environment<'static> {
@@ -254,4 +257,111 @@ fn jinja2_urlencode(value: &Value) -> Result<String, Error> {
         }
         _ => Ok(quote(&value.to_string(), false)),
     }
+}
+
+/// A filter or test a template names that its environment does not have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownName {
+    /// `filter` or `test`.
+    pub kind: &'static str,
+    /// The name as written.
+    pub name: String,
+    /// The template line that names it.
+    pub line: Option<usize>,
+}
+
+impl std::fmt::Display for UnknownName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(line) = self.line {
+            write!(f, "line {line}: ")?;
+        }
+        write!(f, "{} {} is unknown", self.kind, self.name)
+    }
+}
+
+/// The first filter or test `tmpl` names that its environment lacks: applied (`x | truncate`,
+/// `{% filter %}`, `x is foo`) or named to `map`, `select`, `reject`, `selectattr` or `rejectattr`
+/// as a constant. minijinja fails only when a rendering reaches the name, which in a branch the
+/// start-up renderings do not take is a request. Jinja2 refuses one when it compiles the
+/// template, but inside `{% if %}`, where it waits for the rendering so that `is filter` can
+/// guard it; a policy has no use for a filter it can never run, so only a name the template
+/// checks with `is filter` or `is test` is left to the rendering here.
+pub fn unknown_name(tmpl: &Template<'_, '_>) -> Option<UnknownName> {
+    let compiled = get_compiled_template(tmpl);
+    let mut state = tmpl.new_state();
+    std::iter::once(&compiled.instructions)
+        .chain(compiled.blocks.values())
+        .flat_map(named)
+        .find_map(|(kind, name, line)| {
+            // As minijinja's VM looks a name up: without whitespace (`foo . bar`).
+            let name: String = name.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+            // Called without arguments, a known one fails for want of them or answers; only an
+            // unknown one is `UnknownFilter` / `UnknownTest`.
+            let unknown = match kind {
+                "filter" => state
+                    .apply_filter(&name, &[])
+                    .is_err_and(|e| e.kind() == ErrorKind::UnknownFilter),
+                _ => state
+                    .perform_test(&name, &[])
+                    .is_err_and(|e| e.kind() == ErrorKind::UnknownTest),
+            };
+            unknown.then_some(UnknownName { kind, name, line })
+        })
+}
+
+/// The filters and tests one instruction list names, with their lines, less those it guards
+/// with `is filter` / `is test`.
+fn named<'a>(code: &'a Instructions<'a>) -> Vec<(&'static str, &'a str, Option<usize>)> {
+    let all: Vec<&'a Instruction<'a>> = (0..).map_while(|i| code.get(i)).collect();
+    // The text of value `nth` (0: the one filtered or tested, 1: the first argument) of the call
+    // at `at` taking `count` values, when it and the values after it are constants: only then is
+    // its place in the code known.
+    let constant = |at: usize, count: Option<u16>, nth: usize| -> Option<&'a str> {
+        let from = (at + nth).checked_sub(usize::from(count?))?;
+        let loads = all.get(from..at)?;
+        if !loads.iter().all(|i| matches!(i, Instruction::LoadConst(_))) {
+            return None;
+        }
+        match *loads.first()? {
+            Instruction::LoadConst(v) => v.as_str(),
+            _ => None,
+        }
+    };
+    let mut found = Vec::new();
+    let mut guarded = Vec::new();
+    for (at, instruction) in all.iter().enumerate() {
+        let line = code.get_line(at as u32);
+        match instruction {
+            Instruction::ApplyFilter(name, count, _) => {
+                found.push(("filter", *name, line));
+                let named_arg = match *name {
+                    "map" => Some(("filter", 1)),
+                    "select" | "reject" => Some(("test", 1)),
+                    "selectattr" | "rejectattr" => Some(("test", 2)),
+                    _ => None,
+                };
+                if let Some((kind, nth)) = named_arg
+                    && let Some(arg) = constant(at, *count, nth)
+                {
+                    found.push((kind, arg, line));
+                }
+            }
+            Instruction::PerformTest(name, count, _) => {
+                found.push(("test", *name, line));
+                let guard = match *name {
+                    "filter" => Some("filter"),
+                    "test" => Some("test"),
+                    _ => None,
+                };
+                if let Some(kind) = guard
+                    && let Some(checked) = constant(at, *count, 0)
+                {
+                    guarded.push((kind, checked));
+                }
+            }
+            _ => {}
+        }
+    }
+    found.retain(|(kind, name, _)| !guarded.contains(&(*kind, *name)));
+    found
 }

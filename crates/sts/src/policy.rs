@@ -87,6 +87,18 @@ impl PolicyTemplate {
         env.add_template_owned("policy", source)
             .map_err(|e| PolicyError::Template(e.to_string()))?;
         let t = PolicyTemplate { env };
+        // A filter the trial renderings do not reach (`truncate` under `{% if pod_name %}`)
+        // would otherwise fail requests; Jinja2 refuses it when compiling.
+        let tmpl = t
+            .env
+            .get_template("policy")
+            .map_err(|e| PolicyError::Template(e.to_string()))?;
+        if let Some(unknown) = crate::jinja2::unknown_name(&tmpl) {
+            return Err(PolicyError::Template(format!(
+                "{unknown}: tokenvend-sts does not have it (README, \"Jinja2 differences\"), so \
+                 every rendering that reaches it would fail"
+            )));
+        }
         // Trial renderings for a token without and with a pod binding catch, before any
         // request, the errors that do not depend on the names (a `{% if pod_name %}` branch
         // runs only for the second).
@@ -299,6 +311,72 @@ mod tests {
                 && msg.contains("nosuchmethod"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn a_filter_or_test_it_lacks_is_refused_at_start_in_any_branch() {
+        // Each in a branch neither trial rendering takes, where only a request would reach it.
+        let refused = [
+            (
+                "{% if namespace == 'x' %}{{ pod_name | truncate(5) }}{% endif %}",
+                "filter truncate",
+            ),
+            (
+                "{% if false %}{% filter wordwrap %}a{% endfilter %}{% endif %}",
+                "filter wordwrap",
+            ),
+            (
+                "{% if false %}{% if namespace is prime %}a{% endif %}{% endif %}",
+                "test prime",
+            ),
+            (
+                "{% if false %}{{ [namespace] | map('center') | join }}{% endif %}",
+                "filter center",
+            ),
+            (
+                "{% if false %}{{ [1] | select('prime') | list }}{% endif %}",
+                "test prime",
+            ),
+            (
+                "{% if false %}{{ [1] | reject('prime') | list }}{% endif %}",
+                "test prime",
+            ),
+            (
+                "{% if false %}{{ [] | selectattr('a', 'prime') | list }}{% endif %}",
+                "test prime",
+            ),
+            (
+                "{% macro m(x) %}{{ x | striptags }}{% endmacro %}",
+                "filter striptags",
+            ),
+            (
+                "{% block b %}{{ namespace | xmlattr }}{% endblock %}",
+                "filter xmlattr",
+            ),
+        ];
+        for (body, named) in refused {
+            let source = format!("{{\"Version\":\"2012-10-17\",\n\"R\":\"{body}\"}}");
+            let msg = PolicyTemplate::from_source(source)
+                .expect_err(body)
+                .to_string();
+            assert!(
+                msg.contains(&format!("line 2: {named} is unknown")) && msg.contains("README"),
+                "{body}: {msg}"
+            );
+        }
+        // Known ones, and one the template checks for itself, as Jinja2 lets it.
+        let taken = [
+            "{% if false %}{{ pod_name | upper | replace('-', '_') | first }}{% endif %}",
+            "{% if false %}{{ [1] | select('odd') | map('string') | reject('even') | list }}{% endif %}",
+            "{% if false %}{{ [] | selectattr('a', 'equalto', 1) | map(attribute='a') | list }}{% endif %}",
+            "{% if false %}{{ namespace is lower and namespace is divisibleby(2) }}{% endif %}",
+            "{% if 'truncate' is filter %}{{ namespace | truncate(3) }}{% endif %}",
+            "{% if 'prime' is test %}{{ 1 is prime }}{% endif %}",
+        ];
+        for body in taken {
+            let source = format!("{{\"R\":\"{body}\"}}");
+            PolicyTemplate::from_source(source).expect(body);
+        }
     }
 
     #[test]

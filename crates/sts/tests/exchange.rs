@@ -227,11 +227,21 @@ async fn policy_files_edited_in_place_apply_to_the_next_request_and_bad_edits_ke
         tightened
     );
 
-    // A broken edit, then a missing file: the tightened template stays in use.
+    // A broken edit, one with a filter tokenvend-sts lacks in a branch only one namespace
+    // would reach, then a missing file: the tightened template stays in use.
     std::fs::write(&template, "{{ namespace ").expect("template");
     logged(&sts, "policy template not reloaded", 1).await;
-    std::fs::remove_file(&template).expect("rm");
+    std::fs::write(
+        &template,
+        narrow.replace(
+            "{{ namespace }}",
+            "{% if namespace == 'legacy' %}{{ namespace | truncate(3) }}{% else %}{{ namespace }}{% endif %}",
+        ),
+    )
+    .expect("template");
     logged(&sts, "policy template not reloaded", 2).await;
+    std::fs::remove_file(&template).expect("rm");
+    logged(&sts, "policy template not reloaded", 3).await;
     let billing = cluster.token("shop", "billing", None, "tokenvend", 3600);
     let (status, body) = post(&c, &url, Some(&billing), None).await;
     assert_eq!(status, 200, "{body}");
@@ -268,13 +278,17 @@ async fn policy_files_edited_in_place_apply_to_the_next_request_and_bad_edits_ke
     let metrics = metrics_of(&c, &sts).await;
     for line in [
         "tokenvend_sts_config_reloads_total{file=\"policy_template\",result=\"ok\"} 1",
-        "tokenvend_sts_config_reloads_total{file=\"policy_template\",result=\"error\"} 2",
+        "tokenvend_sts_config_reloads_total{file=\"policy_template\",result=\"error\"} 3",
         "tokenvend_sts_config_reloads_total{file=\"rules\",result=\"ok\"} 1",
         "tokenvend_sts_config_reloads_total{file=\"rules\",result=\"error\"} 2",
     ] {
         assert!(has_metric(&metrics, line), "{line} in {metrics}");
     }
     let logs = sts.all_logs();
+    assert!(
+        logs.contains("line 2: filter truncate is unknown"),
+        "the refused template's reason is logged: {logs}"
+    );
     assert!(
         logs.contains("unknown field `colour`"),
         "the rejected rules file's reason is logged: {logs}"
