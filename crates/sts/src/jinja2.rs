@@ -5,7 +5,7 @@
 //! (`tests/fuzz.rs`, `tests/oracles/jinja2.rs`).
 
 use minijinja::machinery::{Instruction, Instructions, get_compiled_template};
-use minijinja::value::{Kwargs, Rest, ValueKind, ValueOrKwargs};
+use minijinja::value::{Kwargs, Rest, ValueKind, ValueOrKwargs, from_args};
 use minijinja::{
     Environment, Error, ErrorKind, State, Template, UndefinedBehavior, Value, filters, tests,
 };
@@ -20,6 +20,7 @@ pub fn environment() -> Environment<'static> {
     // fail, and `truncate` of an undefined name gives "".
     env.set_unknown_method_callback(python_methods);
     refuse_undefined_in_filters(&mut env);
+    missing_text_filters(&mut env);
     python_tests(&mut env);
     // Jinja2's `sequence` is anything with a length and items: text and mappings too.
     env.add_test("sequence", |value: &Value| {
@@ -129,18 +130,7 @@ fn refuse_undefined_in_filters(env: &mut Environment<'static>) {
         if value.is_safe() {
             return Ok(value.clone());
         }
-        let mut escaped = String::new();
-        for c in value.to_string().chars() {
-            match c {
-                '&' => escaped.push_str("&amp;"),
-                '<' => escaped.push_str("&lt;"),
-                '>' => escaped.push_str("&gt;"),
-                '\'' => escaped.push_str("&#39;"),
-                '"' => escaped.push_str("&#34;"),
-                c => escaped.push(c),
-            }
-        }
-        Ok::<_, Error>(Value::from_safe_string(escaped))
+        Ok::<_, Error>(Value::from_safe_string(html_escape(&value.to_string())))
     };
     env.add_filter("escape", escape);
     env.add_filter("e", escape);
@@ -189,6 +179,178 @@ fn refuse_undefined_in_filters(env: &mut Environment<'static>) {
         }
         minijinja::escape_formatter(out, state, value)
     });
+}
+
+/// Text as markupsafe's `escape` writes it.
+fn html_escape(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => escaped.push_str("&amp;"),
+            '<' => escaped.push_str("&lt;"),
+            '>' => escaped.push_str("&gt;"),
+            '\'' => escaped.push_str("&#39;"),
+            '"' => escaped.push_str("&#34;"),
+            c => escaped.push(c),
+        }
+    }
+    escaped
+}
+
+/// Jinja2's `truncate`, `center`, `wordcount` and `forceescape`, which minijinja lacks
+/// (minijinja-contrib's `truncate` takes keywords only and gives "" for an undefined name).
+fn missing_text_filters(env: &mut Environment<'static>) {
+    env.add_filter("truncate", truncate);
+    env.add_filter("center", |value: &Value, width: Option<Value>| {
+        defined(value)?;
+        let text = value.to_string();
+        let width = integer(width, 80, "center's width")?;
+        // Python's str.center: an odd margin puts the extra space left when the width is odd.
+        let margin = width - text.chars().count() as i128;
+        if margin <= 0 {
+            return Ok::<_, Error>(value_like(value, text));
+        }
+        let left = margin / 2 + (margin & width & 1);
+        let pad = |n: i128| " ".repeat(usize::try_from(n).unwrap_or(0));
+        let centred = format!("{}{text}{}", pad(left), pad(margin - left));
+        Ok(value_like(value, centred))
+    });
+    env.add_filter("wordcount", |value: &Value| {
+        defined(value)?;
+        // Python's `\w+` runs: letters, digits and `_`.
+        let word = |c: char| c.is_alphanumeric() || c == '_';
+        let text = value.to_string();
+        let starts = text
+            .chars()
+            .scan(false, |in_word, c| {
+                let start = word(c) && !*in_word;
+                *in_word = word(c);
+                Some(start)
+            })
+            .filter(|start| *start)
+            .count();
+        Ok::<_, Error>(Value::from(starts))
+    });
+    env.add_filter("forceescape", |value: &Value| {
+        defined(value)?;
+        Ok::<_, Error>(Value::from_safe_string(html_escape(&value.to_string())))
+    });
+}
+
+/// `text` as safe text if `like` is (markupsafe's methods keep a `Markup` one), else plain.
+fn value_like(like: &Value, text: String) -> Value {
+    if like.is_safe() {
+        Value::from_safe_string(text)
+    } else {
+        Value::from(text)
+    }
+}
+
+/// An integer argument (Python's `int`, `bool` among them), or `default` when not given.
+fn integer(arg: Option<Value>, default: i128, what: &str) -> Result<i128, Error> {
+    let Some(arg) = arg else {
+        return Ok(default);
+    };
+    defined(&arg)?;
+    if arg.kind() == ValueKind::Bool {
+        return Ok(i128::from(arg.is_true()));
+    }
+    match i128::try_from(arg.clone()) {
+        Ok(n) if arg.is_integer() => Ok(n),
+        _ => Err(Error::new(
+            ErrorKind::InvalidOperation,
+            format!("{what} must be an integer, not {arg}"),
+        )),
+    }
+}
+
+/// Jinja2's `truncate(s, length=255, killwords=False, end='...', leeway=None)`: text longer
+/// than `length + leeway` (leeway 5) characters is cut to `length` with `end`, at the last space
+/// unless `killwords`. A list or mapping that short is kept, as Jinja2 keeps it.
+fn truncate(value: &Value, args: Rest<ValueOrKwargs>) -> Result<Value, Error> {
+    defined(value)?;
+    let args = args.into_values();
+    let (positional, kwargs) = from_args::<(&[Value], Kwargs)>(&args)?;
+    let names = ["length", "killwords", "end", "leeway"];
+    if positional.len() > names.len() {
+        return Err(Error::new(
+            ErrorKind::TooManyArguments,
+            "truncate takes at most 4 arguments",
+        ));
+    }
+    let mut bound: [Option<Value>; 4] = Default::default();
+    for (slot, (name, given)) in bound.iter_mut().zip(
+        names
+            .iter()
+            .zip(positional.iter().map(Some).chain(std::iter::repeat(None))),
+    ) {
+        *slot = match (given, kwargs.get::<Option<Value>>(name)?) {
+            (Some(_), Some(_)) => {
+                return Err(Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!("truncate got two values for {name}"),
+                ));
+            }
+            (Some(v), None) => Some(v.clone()),
+            (None, v) => v,
+        };
+    }
+    kwargs.assert_all_used()?;
+    let [length, killwords, end, leeway] = bound;
+    let length = integer(length, 255, "truncate's length")?;
+    let leeway = integer(leeway, 5, "truncate's leeway")?;
+    let end = match end {
+        None => "...".to_owned(),
+        Some(end) => {
+            defined(&end)?;
+            end.as_str().map(str::to_owned).ok_or_else(|| {
+                Error::new(
+                    ErrorKind::InvalidOperation,
+                    format!("truncate's end must be text, not {end}"),
+                )
+            })?
+        }
+    };
+    let end_chars = end.chars().count() as i128;
+    let wrong = |what: String| Error::new(ErrorKind::InvalidOperation, what);
+    if length < end_chars {
+        return Err(wrong(format!(
+            "expected length >= {end_chars}, got {length}"
+        )));
+    }
+    if leeway < 0 {
+        return Err(wrong(format!("expected leeway >= 0, got {leeway}")));
+    }
+    let size = match value.kind() {
+        ValueKind::String => value.to_string().chars().count(),
+        ValueKind::Seq | ValueKind::Map => value.len().unwrap_or(0),
+        _ => return Err(wrong(format!("truncate takes text, not {value}"))),
+    };
+    if size as i128 <= length + leeway {
+        return Ok(value.clone());
+    }
+    let Some(text) = value.as_str() else {
+        return Err(wrong(format!(
+            "truncate cannot cut a list or mapping of {size} items"
+        )));
+    };
+    let kept: String = text
+        .chars()
+        .take(usize::try_from(length - end_chars).unwrap_or(0))
+        .collect();
+    let kept = match killwords.is_some_and(|k| k.is_true()) {
+        true => kept.as_str(),
+        false => kept
+            .rsplit_once(' ')
+            .map_or(kept.as_str(), |(head, _)| head),
+    };
+    // Markup + text escapes the text.
+    let end = if value.is_safe() {
+        html_escape(&end)
+    } else {
+        end
+    };
+    Ok(value_like(value, format!("{kept}{end}")))
 }
 
 /// Whether a list or mapping holds an undefined value, at any depth (a template's values are

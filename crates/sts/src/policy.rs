@@ -87,7 +87,7 @@ impl PolicyTemplate {
         env.add_template_owned("policy", source)
             .map_err(|e| PolicyError::Template(e.to_string()))?;
         let t = PolicyTemplate { env };
-        // A filter the trial renderings do not reach (`truncate` under `{% if pod_name %}`)
+        // A filter the trial renderings do not reach (`urlize` under `{% if pod_name %}`)
         // would otherwise fail requests; Jinja2 refuses it when compiling.
         let tmpl = t
             .env
@@ -318,8 +318,8 @@ mod tests {
         // Each in a branch neither trial rendering takes, where only a request would reach it.
         let refused = [
             (
-                "{% if namespace == 'x' %}{{ pod_name | truncate(5) }}{% endif %}",
-                "filter truncate",
+                "{% if namespace == 'x' %}{{ pod_name | urlize }}{% endif %}",
+                "filter urlize",
             ),
             (
                 "{% if false %}{% filter wordwrap %}a{% endfilter %}{% endif %}",
@@ -330,8 +330,8 @@ mod tests {
                 "test prime",
             ),
             (
-                "{% if false %}{{ [namespace] | map('center') | join }}{% endif %}",
-                "filter center",
+                "{% if false %}{{ [namespace] | map('filesizeformat') | join }}{% endif %}",
+                "filter filesizeformat",
             ),
             (
                 "{% if false %}{{ [1] | select('prime') | list }}{% endif %}",
@@ -370,7 +370,7 @@ mod tests {
             "{% if false %}{{ [1] | select('odd') | map('string') | reject('even') | list }}{% endif %}",
             "{% if false %}{{ [] | selectattr('a', 'equalto', 1) | map(attribute='a') | list }}{% endif %}",
             "{% if false %}{{ namespace is lower and namespace is divisibleby(2) }}{% endif %}",
-            "{% if 'truncate' is filter %}{{ namespace | truncate(3) }}{% endif %}",
+            "{% if 'urlize' is filter %}{{ namespace | urlize }}{% endif %}",
             "{% if 'prime' is test %}{{ 1 is prime }}{% endif %}",
         ];
         for body in taken {
@@ -455,6 +455,69 @@ mod tests {
             t.render(&pod("a", "b", "p", Some("u-1"))).expect("uid"),
             r#"{"R":"u-1"}"#
         );
+    }
+
+    #[test]
+    fn truncate_center_wordcount_and_forceescape_as_jinja2_writes_them() {
+        let who = id("shop", "orders");
+        // Each expected text is what Jinja2 3.1.6 renders.
+        let cases = [
+            ("'hello wonderful world' | truncate(12)", "hello..."),
+            (
+                "'hello wonderful world' | truncate(12, true)",
+                "hello won...",
+            ),
+            (
+                "'hello wonderful world' | truncate(12, end='!', leeway=0)",
+                "hello!",
+            ),
+            ("'hello wonderful' | truncate(12)", "hello wonderful"),
+            ("namespace ~ '-' ~ serviceaccount | truncate", "shop-orders"),
+            ("[1, 2] | truncate(3, leeway=0)", "[1, 2]"),
+            ("'a b' | truncate(3, leeway=0)", "a b"),
+            (
+                "'abcdef' | escape | truncate(4, end='<', leeway=0)",
+                "abc&lt;",
+            ),
+            ("'abc' | center(8)", "  abc   "),
+            ("'abc' | center(9)", "   abc   "),
+            ("'ab' | center(7)", "   ab  "),
+            ("'ab' | center(-3)", "ab"),
+            ("none | center(7)", "  None "),
+            ("'a b_c d-e' | wordcount", "4"),
+            ("'<a>' | escape | forceescape", "&amp;lt;a&amp;gt;"),
+        ];
+        for (expr, want) in cases {
+            assert_eq!(
+                resource(&format!("{{{{ {expr} }}}}"), &who),
+                json!(want),
+                "{expr}"
+            );
+        }
+        for (expr, why) in [
+            ("namespace | truncate(2)", "expected length >= 3, got 2"),
+            ("namespace | truncate(5, leeway=-1)", "expected leeway >= 0"),
+            ("[1, 2, 3, 4] | truncate(3, leeway=0)", "cannot cut a list"),
+            ("namespace | center('x')", "must be an integer"),
+            ("namespace | truncate(5, length=6)", "two values for length"),
+            ("namespace | truncate(5, colour=1)", "colour"),
+        ] {
+            let src = format!(r#"{{"R":"{{{{ {expr} }}}}"}}"#);
+            let err = PolicyTemplate::from_source(src)
+                .expect_err(expr)
+                .to_string();
+            assert!(err.contains(why), "{expr}: {err}");
+        }
+        // A name the token lacks is refused, not cut or centred into "".
+        for filter in ["truncate", "center", "wordcount", "forceescape"] {
+            let src = format!(
+                r#"{{"R":"{{% if pod_name %}}x{{% else %}}{{{{ pod_name | {filter} }}}}{{% endif %}}"}}"#
+            );
+            let err = PolicyTemplate::from_source(src)
+                .expect_err(filter)
+                .to_string();
+            assert!(err.contains("undefined"), "{filter}: {err}");
+        }
     }
 
     #[test]

@@ -235,7 +235,7 @@ async fn policy_files_edited_in_place_apply_to_the_next_request_and_bad_edits_ke
         &template,
         narrow.replace(
             "{{ namespace }}",
-            "{% if namespace == 'legacy' %}{{ namespace | truncate(3) }}{% else %}{{ namespace }}{% endif %}",
+            "{% if namespace == 'legacy' %}{{ namespace | wordwrap(3) }}{% else %}{{ namespace }}{% endif %}",
         ),
     )
     .expect("template");
@@ -286,7 +286,7 @@ async fn policy_files_edited_in_place_apply_to_the_next_request_and_bad_edits_ke
     }
     let logs = sts.all_logs();
     assert!(
-        logs.contains("line 2: filter truncate is unknown"),
+        logs.contains("line 2: filter wordwrap is unknown"),
         "the refused template's reason is logged: {logs}"
     );
     assert!(

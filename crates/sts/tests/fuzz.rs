@@ -98,6 +98,16 @@ const FILTERS: &[&str] = &[
     "round",
     "sum",
     "items | list",
+    "truncate",
+    "truncate(5)",
+    "truncate(6, true)",
+    "truncate(4, end='')",
+    "truncate(3, leeway=0)",
+    "truncate(length=4, killwords=true, end='~', leeway=1)",
+    "center(9)",
+    "center(4)",
+    "wordcount",
+    "forceescape",
 ];
 
 /// Python string and list methods as a template calls them.
