@@ -472,6 +472,10 @@ mod tests {
                 "hello!",
             ),
             ("'hello wonderful' | truncate(12)", "hello wonderful"),
+            (
+                "'hello wonderful world' | truncate(12, false, '!', 0)",
+                "hello!",
+            ),
             ("namespace ~ '-' ~ serviceaccount | truncate", "shop-orders"),
             ("[1, 2] | truncate(3, leeway=0)", "[1, 2]"),
             ("'a b' | truncate(3, leeway=0)", "a b"),
@@ -499,6 +503,11 @@ mod tests {
             ("namespace | truncate(5, leeway=-1)", "expected leeway >= 0"),
             ("[1, 2, 3, 4] | truncate(3, leeway=0)", "cannot cut a list"),
             ("namespace | center('x')", "must be an integer"),
+            ("namespace | truncate(5.0)", "must be an integer"),
+            (
+                "namespace | truncate(5, false, '.', 0, 9)",
+                "at most 4 arguments",
+            ),
             ("namespace | truncate(5, length=6)", "two values for length"),
             ("namespace | truncate(5, colour=1)", "colour"),
         ] {
