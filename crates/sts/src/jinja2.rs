@@ -89,7 +89,8 @@ fn defined(value: &Value) -> Result<(), Error> {
 
 /// Python's methods on a value, as Jinja2 calls them: minijinja-contrib's, except `str.title()`,
 /// which contrib answers with the `title` filter's rule (words split at spaces and `-`), where
-/// Python starts a word after any character that is not a letter (`"0a".title()` is `"0A"`).
+/// Python starts a word after any character that is not a letter (`"0a".title()` is `"0A"`),
+/// plus the str methods contrib lacks that a policy may call (`removeprefix`, `rsplit`...).
 fn python_methods(
     state: &mut State,
     value: &Value,
@@ -114,8 +115,147 @@ fn python_methods(
                 .collect();
             Ok(Value::from(titled))
         }
+        (
+            Some(text),
+            "removeprefix" | "removesuffix" | "rsplit" | "zfill" | "ljust" | "rjust" | "center",
+            _,
+        ) => more_str_methods(state, text, method, args),
         _ => minijinja_contrib::pycompat::unknown_method_callback(state, value, method, args),
     }
+}
+
+/// Python's str methods that minijinja-contrib lacks and a policy may call.
+fn more_str_methods(
+    state: &State,
+    text: &str,
+    method: &str,
+    args: &[Value],
+) -> Result<Value, Error> {
+    let wrong = |what: &str| Error::new(ErrorKind::InvalidOperation, what.to_owned());
+    match method {
+        "removeprefix" => {
+            let (prefix,): (&str,) = from_args(args)?;
+            Ok(Value::from(text.strip_prefix(prefix).unwrap_or(text)))
+        }
+        "removesuffix" => {
+            let (suffix,): (&str,) = from_args(args)?;
+            Ok(Value::from(text.strip_suffix(suffix).unwrap_or(text)))
+        }
+        "rsplit" => {
+            let (sep, maxsplit): (Option<Value>, Option<Value>) = from_args(args)?;
+            let maxsplit = integer(maxsplit, -1, "rsplit's maxsplit")?;
+            let parts: Vec<&str> = match sep.filter(|s| !s.is_none()) {
+                None => rsplit_whitespace(text, maxsplit),
+                Some(sep) => {
+                    let sep = sep
+                        .as_str()
+                        .ok_or_else(|| wrong("rsplit's separator must be text"))?;
+                    if sep.is_empty() {
+                        return Err(wrong("empty separator"));
+                    }
+                    match usize::try_from(maxsplit) {
+                        Ok(n) => {
+                            let mut parts: Vec<&str> =
+                                text.rsplitn(n.saturating_add(1), sep).collect();
+                            parts.reverse();
+                            parts
+                        }
+                        Err(_) => text.split(sep).collect(),
+                    }
+                }
+            };
+            Ok(parts.into_iter().map(Value::from).collect())
+        }
+        _ => {
+            let (width, fill): (Value, Option<Value>) = from_args(args)?;
+            let width = integer(Some(width), 0, &format!("{method}'s width"))?;
+            let fill = match fill {
+                None if method == "zfill" => '0',
+                None => ' ',
+                Some(fill) => {
+                    let mut chars = fill.as_str().map(str::chars).into_iter().flatten();
+                    match (chars.next(), chars.next(), method) {
+                        (Some(c), None, "ljust" | "rjust" | "center") => c,
+                        (_, _, "zfill") => return Err(wrong("zfill takes one argument")),
+                        _ => {
+                            return Err(wrong(
+                                "The fill character must be exactly one character long",
+                            ));
+                        }
+                    }
+                }
+            };
+            let pad = match method {
+                "ljust" => Pad::Right,
+                "rjust" => Pad::Left,
+                "center" => Pad::Centre,
+                _ => Pad::Zeros,
+            };
+            Ok(Value::from(padded(state, text, width, fill, pad)?))
+        }
+    }
+}
+
+/// Python's `str.rsplit(None, maxsplit)`: runs of whitespace split, from the right, at most
+/// `maxsplit` times (all when negative); the rest keeps its leading whitespace.
+fn rsplit_whitespace(text: &str, maxsplit: i128) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let mut rest = text.trim_end();
+    while !rest.is_empty() && (maxsplit < 0 || (parts.len() as i128) < maxsplit) {
+        match rest.rfind(char::is_whitespace) {
+            Some(at) => {
+                let space = rest[at..].chars().next().map_or(1, char::len_utf8);
+                parts.push(&rest[at + space..]);
+                rest = rest[..at].trim_end();
+            }
+            None => {
+                parts.push(rest);
+                rest = "";
+            }
+        }
+    }
+    if !rest.is_empty() {
+        parts.push(rest);
+    }
+    parts.reverse();
+    parts
+}
+
+/// Where [`padded`] puts the fill.
+enum Pad {
+    /// `str.ljust`.
+    Right,
+    /// `str.rjust`.
+    Left,
+    /// `str.center`: an odd margin's extra fill goes left when the width is odd.
+    Centre,
+    /// `str.zfill`: zeros after a leading sign.
+    Zeros,
+}
+
+/// `text` padded to `width` characters as Python's str methods pad it. The padding is charged
+/// to the rendering's fuel before it is made, so `center(10**9)` runs out of steps instead of
+/// allocating a gigabyte.
+fn padded(state: &State, text: &str, width: i128, fill: char, pad: Pad) -> Result<String, Error> {
+    let margin = width - text.chars().count() as i128;
+    if margin <= 0 {
+        return Ok(text.to_owned());
+    }
+    state.consume_fuel(u64::try_from(margin / 64).unwrap_or(u64::MAX))?;
+    let fill_n =
+        |n: i128| std::iter::repeat_n(fill, usize::try_from(n).unwrap_or(0)).collect::<String>();
+    Ok(match pad {
+        Pad::Right => format!("{text}{}", fill_n(margin)),
+        Pad::Left => format!("{}{text}", fill_n(margin)),
+        Pad::Centre => {
+            let left = margin / 2 + (margin & width & 1);
+            format!("{}{text}{}", fill_n(left), fill_n(margin - left))
+        }
+        Pad::Zeros => match text.strip_prefix(['+', '-']) {
+            Some(digits) => format!("{}{}{digits}", &text[..1], fill_n(margin)),
+            None => format!("{}{text}", fill_n(margin)),
+        },
+    })
 }
 
 /// minijinja's `escape`, `urlencode`, `tojson`, `pprint`, `indent` and `join`, and the printing of
@@ -201,20 +341,15 @@ fn html_escape(text: &str) -> String {
 /// (minijinja-contrib's `truncate` takes keywords only and gives "" for an undefined name).
 fn missing_text_filters(env: &mut Environment<'static>) {
     env.add_filter("truncate", truncate);
-    env.add_filter("center", |value: &Value, width: Option<Value>| {
-        defined(value)?;
-        let text = value.to_string();
-        let width = integer(width, 80, "center's width")?;
-        // Python's str.center: an odd margin puts the extra space left when the width is odd.
-        let margin = width - text.chars().count() as i128;
-        if margin <= 0 {
-            return Ok::<_, Error>(value_like(value, text));
-        }
-        let left = margin / 2 + (margin & width & 1);
-        let pad = |n: i128| " ".repeat(usize::try_from(n).unwrap_or(0));
-        let centred = format!("{}{text}{}", pad(left), pad(margin - left));
-        Ok(value_like(value, centred))
-    });
+    env.add_filter(
+        "center",
+        |state: &State, value: &Value, width: Option<Value>| {
+            defined(value)?;
+            let width = integer(width, 80, "center's width")?;
+            let centred = padded(state, &value.to_string(), width, ' ', Pad::Centre)?;
+            Ok::<_, Error>(value_like(value, centred))
+        },
+    );
     env.add_filter("wordcount", |value: &Value| {
         defined(value)?;
         // Python's `\w+` runs: letters, digits and `_`.

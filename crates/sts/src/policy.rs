@@ -416,6 +416,58 @@ mod tests {
     }
 
     #[test]
+    fn str_methods_contrib_lacks_as_python_has_them() {
+        let who = id("team-a", "orders");
+        // Each expected text is what Jinja2 3.1.6 (Python 3.11) renders.
+        let cases = [
+            ("namespace.removeprefix('team-')", "a"),
+            ("namespace.removeprefix('x')", "team-a"),
+            ("'a.json'.removesuffix('.json')", "a"),
+            ("'a'.removesuffix('')", "a"),
+            ("'a-b-c'.rsplit('-')", "['a', 'b', 'c']"),
+            ("'a-b-c'.rsplit('-', 1)", "['a-b', 'c']"),
+            ("'a-b-c'.rsplit('-', 0)", "['a-b-c']"),
+            ("'a--b'.rsplit('-', 1)", "['a-', 'b']"),
+            ("'  a b  c '.rsplit(none, 1)", "['  a b', 'c']"),
+            ("'  a b  c '.rsplit()", "['a', 'b', 'c']"),
+            ("'a  b'.rsplit(none, 5)", "['a', 'b']"),
+            ("''.rsplit()", "[]"),
+            ("''.rsplit('-')", "['']"),
+            ("'-42'.zfill(6)", "-00042"),
+            ("'42'.zfill(1)", "42"),
+            ("'+'.zfill(3)", "+00"),
+            ("'ab'.zfill(4)", "00ab"),
+            ("'ab'.ljust(5, '*')", "ab***"),
+            ("'ab'.rjust(5)", "   ab"),
+            ("'ab'.center(7, '.')", "...ab.."),
+        ];
+        for (expr, want) in cases {
+            assert_eq!(
+                resource(&format!("{{{{ {expr} }}}}"), &who),
+                json!(want),
+                "{expr}"
+            );
+        }
+        for (expr, why) in [
+            ("namespace.rsplit('')", "empty separator"),
+            ("namespace.rsplit(1)", "separator must be text"),
+            ("namespace.ljust(9, '**')", "exactly one character"),
+            ("namespace.zfill('9')", "must be an integer"),
+            ("namespace.zfill(9, '0')", "zfill takes one argument"),
+            ("namespace.removeprefix(1)", "invalid"),
+            // Padding is charged to the rendering's steps before it is made.
+            ("namespace.center(100000000)", "steps"),
+            ("namespace | center(100000000)", "steps"),
+        ] {
+            let src = format!(r#"{{"R":"{{{{ {expr} }}}}"}}"#);
+            let err = PolicyTemplate::from_source(src)
+                .expect_err(expr)
+                .to_string();
+            assert!(err.contains(why), "{expr}: {err}");
+        }
+    }
+
+    #[test]
     fn filters_refuse_a_name_the_token_lacks_rather_than_print_nothing() {
         for filter in ["urlencode", "e", "escape", "tojson", "pprint", "indent(2)"] {
             let src = format!(r#"{{"R":"b/{{{{ pod_name | {filter} }}}}/*"}}"#);

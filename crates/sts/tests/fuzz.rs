@@ -140,6 +140,18 @@ const METHODS: &[&str] = &[
     "items()",
     "keys()",
     "get('a')",
+    "removeprefix('te')",
+    "removeprefix('')",
+    "removesuffix('a')",
+    "rsplit('-')",
+    "rsplit('-', 1)",
+    "rsplit('-', 1)[0]",
+    "rsplit()",
+    "rsplit(none, 1)",
+    "zfill(8)",
+    "ljust(9, '*')",
+    "rjust(9)",
+    "center(9, '.')",
 ];
 
 /// Indexes, and slices of text: minijinja slices an undefined name into `[]` where Jinja2
