@@ -298,6 +298,25 @@ mod tests {
         v["Resource"].clone()
     }
 
+    /// Each of `prints` is an expression and the text it prints for `who`; each of `refused` one
+    /// refused at start, and part of the reason.
+    fn printed_or_refused(who: &Identity, prints: &[(&str, &str)], refused: &[(&str, &str)]) {
+        for (expr, want) in prints {
+            assert_eq!(
+                resource(&format!("{{{{ {expr} }}}}"), who),
+                json!(want),
+                "{expr}"
+            );
+        }
+        for (expr, why) in refused {
+            let src = format!(r#"{{"R":"{{{{ {expr} }}}}"}}"#);
+            let err = PolicyTemplate::from_source(src)
+                .expect_err(expr)
+                .to_string();
+            assert!(err.contains(why), "{expr}: {err}");
+        }
+    }
+
     #[test]
     fn a_template_that_fails_for_every_token_bound_to_a_pod_is_refused_at_start() {
         // The branch runs only for pod-bound tokens, which the check without a pod never takes.
@@ -441,14 +460,7 @@ mod tests {
             ("'ab'.rjust(5)", "   ab"),
             ("'ab'.center(7, '.')", "...ab.."),
         ];
-        for (expr, want) in cases {
-            assert_eq!(
-                resource(&format!("{{{{ {expr} }}}}"), &who),
-                json!(want),
-                "{expr}"
-            );
-        }
-        for (expr, why) in [
+        let refused = [
             ("namespace.rsplit('')", "empty separator"),
             ("namespace.rsplit(1)", "separator must be text"),
             ("namespace.ljust(9, '**')", "exactly one character"),
@@ -458,13 +470,8 @@ mod tests {
             // Padding is charged to the rendering's steps before it is made.
             ("namespace.center(100000000)", "steps"),
             ("namespace | center(100000000)", "steps"),
-        ] {
-            let src = format!(r#"{{"R":"{{{{ {expr} }}}}"}}"#);
-            let err = PolicyTemplate::from_source(src)
-                .expect_err(expr)
-                .to_string();
-            assert!(err.contains(why), "{expr}: {err}");
-        }
+        ];
+        printed_or_refused(&who, &cases, &refused);
     }
 
     #[test]
@@ -543,14 +550,7 @@ mod tests {
             ("'a b_c d-e' | wordcount", "4"),
             ("'<a>' | escape | forceescape", "&amp;lt;a&amp;gt;"),
         ];
-        for (expr, want) in cases {
-            assert_eq!(
-                resource(&format!("{{{{ {expr} }}}}"), &who),
-                json!(want),
-                "{expr}"
-            );
-        }
-        for (expr, why) in [
+        let refused = [
             ("namespace | truncate(2)", "expected length >= 3, got 2"),
             ("namespace | truncate(5, leeway=-1)", "expected leeway >= 0"),
             ("[1, 2, 3, 4] | truncate(3, leeway=0)", "cannot cut a list"),
@@ -562,13 +562,8 @@ mod tests {
             ),
             ("namespace | truncate(5, length=6)", "two values for length"),
             ("namespace | truncate(5, colour=1)", "colour"),
-        ] {
-            let src = format!(r#"{{"R":"{{{{ {expr} }}}}"}}"#);
-            let err = PolicyTemplate::from_source(src)
-                .expect_err(expr)
-                .to_string();
-            assert!(err.contains(why), "{expr}: {err}");
-        }
+        ];
+        printed_or_refused(&who, &cases, &refused);
         // A name the token lacks is refused, not cut or centred into "".
         for filter in ["truncate", "center", "wordcount", "forceescape"] {
             let src = format!(
