@@ -458,6 +458,10 @@ mod tests {
             ("'ab'.zfill(4)", "00ab"),
             ("'ab'.ljust(5, '*')", "ab***"),
             ("'ab'.rjust(5)", "   ab"),
+            ("'-5'.rjust(4)", "  -5"),
+            ("'  a b '.rsplit(none, 0)", "['  a b']"),
+            // Long padding within the steps a policy has.
+            ("'a'.ljust(2000) | length", "2000"),
             ("'ab'.center(7, '.')", "...ab.."),
         ];
         let refused = [
@@ -469,6 +473,7 @@ mod tests {
             ("namespace.removeprefix(1)", "invalid"),
             // Padding is charged to the rendering's steps before it is made.
             ("namespace.center(100000000)", "steps"),
+            ("namespace.center(1000000000000)", "steps"),
             ("namespace | center(100000000)", "steps"),
         ];
         printed_or_refused(&who, &cases, &refused);
