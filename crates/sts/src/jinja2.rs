@@ -556,10 +556,10 @@ fn jinja2_urlencode(value: &Value) -> Result<String, Error> {
     }
 }
 
-/// A filter or test a template names that its environment does not have.
+/// A filter, test or function a template names that its environment does not have.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnknownName {
-    /// `filter` or `test`.
+    /// `filter`, `test` or `function`.
     pub kind: &'static str,
     /// The name as written.
     pub name: String,
@@ -576,18 +576,31 @@ impl std::fmt::Display for UnknownName {
     }
 }
 
-/// The first filter or test `tmpl` names that its environment lacks: applied (`x | truncate`,
-/// `{% filter %}`, `x is foo`) or named to `map`, `select`, `reject`, `selectattr` or `rejectattr`
-/// as a constant. minijinja fails only when a rendering reaches the name, which in a branch the
-/// start-up renderings do not take is a request. Jinja2 refuses one when it compiles the
-/// template, but inside `{% if %}`, where it waits for the rendering so that `is filter` can
-/// guard it; a policy has no use for a filter it can never run, so only a name the template
-/// checks with `is filter` or `is test` is left to the rendering here.
-pub fn unknown_name(tmpl: &Template<'_, '_>) -> Option<UnknownName> {
+/// The first filter, test or function `tmpl` names that its environment lacks: applied
+/// (`x | truncate`, `{% filter %}`, `x is foo`), named to `map`, `select`, `reject`, `selectattr`
+/// or `rejectattr` as a constant, or called (`now()`) though neither a global, one of
+/// `variables`, nor bound by the template itself. minijinja fails only when a rendering reaches
+/// the name, which in a branch the start-up renderings do not take is a request. Jinja2 refuses
+/// a filter or test when it compiles the template, but inside `{% if %}`, where it waits for the
+/// rendering so that `is filter` can guard it; a policy has no use for a name it can never run,
+/// so only one the template checks with `is filter` or `is test` is left to the rendering here.
+pub fn unknown_name(tmpl: &Template<'_, '_>, variables: &[&str]) -> Option<UnknownName> {
     let compiled = get_compiled_template(tmpl);
-    let mut state = tmpl.new_state();
-    std::iter::once(&compiled.instructions)
+    let code: Vec<&Instructions> = std::iter::once(&compiled.instructions)
         .chain(compiled.blocks.values())
+        .collect();
+    let mut state = tmpl.new_state();
+    // Names a call may use: globals (`range`, `dict`), the variables, and what the template
+    // binds (`set`, `for`, `with`, macros and their arguments) or minijinja binds for it.
+    let mut callable: Vec<String> = state.env().globals().map(|(n, _)| n.to_owned()).collect();
+    callable.extend(variables.iter().map(|v| (*v).to_owned()));
+    callable.extend(["caller", "loop", "super"].map(str::to_owned));
+    for instruction in code.iter().flat_map(|c| (0..).map_while(|i| c.get(i))) {
+        if let Instruction::StoreLocal(name) | Instruction::BuildMacro(name, ..) = instruction {
+            callable.push((*name).to_owned());
+        }
+    }
+    code.into_iter()
         .flat_map(named)
         .find_map(|(kind, name, line)| {
             // As minijinja's VM looks a name up: without whitespace (`foo . bar`).
@@ -598,16 +611,17 @@ pub fn unknown_name(tmpl: &Template<'_, '_>) -> Option<UnknownName> {
                 "filter" => state
                     .apply_filter(&name, &[])
                     .is_err_and(|e| e.kind() == ErrorKind::UnknownFilter),
-                _ => state
+                "test" => state
                     .perform_test(&name, &[])
                     .is_err_and(|e| e.kind() == ErrorKind::UnknownTest),
+                _ => !callable.contains(&name),
             };
             unknown.then_some(UnknownName { kind, name, line })
         })
 }
 
-/// The filters and tests one instruction list names, with their lines, less those it guards
-/// with `is filter` / `is test`.
+/// The filters, tests and functions one instruction list names, with their lines, less the
+/// filters and tests it guards with `is filter` / `is test`.
 fn named<'a>(code: &'a Instructions<'a>) -> Vec<(&'static str, &'a str, Option<usize>)> {
     let all: Vec<&'a Instruction<'a>> = (0..).map_while(|i| code.get(i)).collect();
     // The text of value `nth` (0: the one filtered or tested, 1: the first argument) of the call
@@ -643,6 +657,7 @@ fn named<'a>(code: &'a Instructions<'a>) -> Vec<(&'static str, &'a str, Option<u
                     found.push((kind, arg, line));
                 }
             }
+            Instruction::CallFunction(name, _) => found.push(("function", *name, line)),
             Instruction::PerformTest(name, count, _) => {
                 found.push(("test", *name, line));
                 let guard = match *name {

@@ -55,6 +55,9 @@ pub enum PolicyError {
     TooLarge(usize),
 }
 
+/// The names a template renders with (`pod_name` and `pod_uid` only for a token bound to a pod).
+const VARIABLES: [&str; 4] = ["namespace", "serviceaccount", "pod_name", "pod_uid"];
+
 /// A compiled policy template.
 #[derive(Debug)]
 pub struct PolicyTemplate {
@@ -93,7 +96,7 @@ impl PolicyTemplate {
             .env
             .get_template("policy")
             .map_err(|e| PolicyError::Template(e.to_string()))?;
-        if let Some(unknown) = crate::jinja2::unknown_name(&tmpl) {
+        if let Some(unknown) = crate::jinja2::unknown_name(&tmpl, &VARIABLES) {
             return Err(PolicyError::Template(format!(
                 "{unknown}: tokenvend-sts does not have it (README, \"Jinja2 differences\"), so \
                  every rendering that reaches it would fail"
@@ -368,6 +371,11 @@ mod tests {
                 "{% macro m(x) %}{{ x | striptags }}{% endmacro %}",
                 "filter striptags",
             ),
+            ("{% if false %}{{ now() }}{% endif %}", "function now"),
+            (
+                "{% if false %}{{ cycler(1, 2).next() }}{% endif %}",
+                "function cycler",
+            ),
             (
                 "{% block b %}{{ namespace | xmlattr }}{% endblock %}",
                 "filter xmlattr",
@@ -391,6 +399,11 @@ mod tests {
             "{% if false %}{{ namespace is lower and namespace is divisibleby(2) }}{% endif %}",
             "{% if 'urlize' is filter %}{{ namespace | urlize }}{% endif %}",
             "{% if 'prime' is test %}{{ 1 is prime }}{% endif %}",
+            // Calls of globals and of what the template binds.
+            "{% if false %}{{ range(2) | list }}{{ dict(a=1) }}{% endif %}",
+            "{% macro m(f) %}{{ caller() }}{% endmacro %}{% if false %}{% call m(1) %}x{% endcall %}{{ m(2) }}{% endif %}",
+            "{% if false %}{% for x in [[1]] recursive %}{{ loop(x) if x is sequence }}{% endfor %}{% endif %}",
+            "{% set f = range %}{% if false %}{{ f(2) }}{% endif %}",
         ];
         for body in taken {
             let source = format!("{{\"R\":\"{body}\"}}");
