@@ -96,7 +96,7 @@ impl PolicyTemplate {
             .env
             .get_template("policy")
             .map_err(|e| PolicyError::Template(e.to_string()))?;
-        if let Some(unknown) = crate::jinja2::unknown_name(&tmpl, &VARIABLES) {
+        if let Some(unknown) = crate::unknown_names::unknown_name(&tmpl, &VARIABLES) {
             return Err(PolicyError::Template(format!(
                 "{unknown}: tokenvend-sts does not have it (README, \"Jinja2 differences\"), so \
                  every rendering that reaches it would fail"
