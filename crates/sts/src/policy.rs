@@ -716,6 +716,12 @@ mod tests {
             .expect_err("refused");
         assert!(matches!(err, PolicyError::TooManySteps), "{err}");
         assert!(err.to_string().contains("is a loop too long"), "{err}");
+        // The bound is on steps, not text: the Jinja2 property's find, a loop over about 100
+        // characters inside one over the pod name's 25, prints under 100 characters in more
+        // than 100,000 steps, which Jinja2 renders and tokenvend-sts refuses (README).
+        let nested = r#"{"R":"{% for p in (((pod_name if pod_name else 'none')) | string)| list %}{{ loop.index0 }}{% set v = 'x' %}{% for p in (('%s-%s' | format((namespace | join(d='/')), (namespace | list))) | string)| list | sort %}{% set v = ((namespace + namespace) | list) %}{% endfor %}{{ v }}{{ '-' if not loop.last }}{% endfor %}"}"#;
+        let err = PolicyTemplate::from_source(nested.into()).expect_err("over the bound");
+        assert!(matches!(err, PolicyError::TooManySteps), "{err}");
         // A loop over a list, as a real template has, is well within the bound.
         let listed = r#"{"Statement":[{% for b in ["a","b","c"] %}{"Resource":"arn:aws:s3:::{{ b }}/{{ namespace }}/*"}{% if not loop.last %},{% endif %}{% endfor %}]}"#;
         let v = render(listed, &id("shop", "orders"));

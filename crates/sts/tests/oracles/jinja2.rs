@@ -144,9 +144,14 @@ impl Jinja2 {
 /// Whether `error` is minijinja being stricter than Jinja2, which the README lists: using a name
 /// the identity lacks (`pod_name` without a pod) in any way but a test is an error, and so is an
 /// operation on a value of the wrong type; some of Jinja2's filters let both through as empty
-/// (`pod_name | map('upper') | list` and `false | map('upper') | list` are `[]`). A missing
-/// filter or method is not excused.
+/// (`pod_name | map('upper') | list` and `false | map('upper') | list` are `[]`). So is a
+/// rendering over `MAX_RENDER_STEPS`, which Jinja2 does not bound: nested loops over long text
+/// reach it (a loop over a 100-character text inside one over the pod name took over 100,000).
+/// A missing filter or method is not excused.
 fn stricter(error: &tokenvend_sts::policy::PolicyError) -> bool {
+    if matches!(error, tokenvend_sts::policy::PolicyError::TooManySteps) {
+        return true;
+    }
     let error = error.to_string();
     error.contains("undefined") || error.contains("invalid operation")
 }
