@@ -411,20 +411,15 @@ fn truncate(value: &Value, args: Rest<ValueOrKwargs>) -> Result<Value, Error> {
         ));
     }
     let mut bound: [Option<Value>; 4] = Default::default();
-    for (slot, (name, given)) in bound.iter_mut().zip(
-        names
-            .iter()
-            .zip(positional.iter().map(Some).chain(std::iter::repeat(None))),
-    ) {
-        *slot = match (given, kwargs.get::<Option<Value>>(name)?) {
+    for (at, name) in names.iter().enumerate() {
+        bound[at] = match (positional.get(at), kwargs.get::<Option<Value>>(name)?) {
             (Some(_), Some(_)) => {
                 return Err(Error::new(
                     ErrorKind::InvalidOperation,
                     format!("truncate got two values for {name}"),
                 ));
             }
-            (Some(v), None) => Some(v.clone()),
-            (None, v) => v,
+            (given, keyword) => given.cloned().or(keyword),
         };
     }
     kwargs.assert_all_used()?;

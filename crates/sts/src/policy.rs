@@ -90,8 +90,8 @@ impl PolicyTemplate {
         env.add_template_owned("policy", source)
             .map_err(|e| PolicyError::Template(e.to_string()))?;
         let t = PolicyTemplate { env };
-        // A filter the trial renderings do not reach (`urlize` under `{% if pod_name %}`)
-        // would otherwise fail requests; Jinja2 refuses it when compiling.
+        // A filter, test or function the trial renderings do not reach (`urlize` under
+        // `{% if namespace == 'x' %}`) would otherwise fail the requests that do.
         let tmpl = t
             .env
             .get_template("policy")
@@ -336,7 +336,7 @@ mod tests {
     }
 
     #[test]
-    fn a_filter_or_test_it_lacks_is_refused_at_start_in_any_branch() {
+    fn a_filter_test_or_function_it_lacks_is_refused_at_start_in_any_branch() {
         // Each in a branch neither trial rendering takes, where only a request would reach it.
         let refused = [
             (

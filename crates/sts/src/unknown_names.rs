@@ -108,15 +108,10 @@ fn named<'a>(code: &'a Instructions<'a>) -> Vec<(&'static str, &'a str, Option<u
             Instruction::CallFunction(name, _) => found.push(("function", *name, line)),
             Instruction::PerformTest(name, count, _) => {
                 found.push(("test", *name, line));
-                let guard = match *name {
-                    "filter" => Some("filter"),
-                    "test" => Some("test"),
-                    _ => None,
-                };
-                if let Some(kind) = guard
+                if matches!(*name, "filter" | "test")
                     && let Some(checked) = constant(at, *count, 0)
                 {
-                    guarded.push((kind, checked));
+                    guarded.push((*name, checked));
                 }
             }
             _ => {}
