@@ -97,10 +97,18 @@ impl PolicyTemplate {
             .get_template("policy")
             .map_err(|e| PolicyError::Template(e.to_string()))?;
         if let Some(unknown) = crate::unknown_names::unknown_name(&tmpl, &VARIABLES) {
-            return Err(PolicyError::Template(format!(
-                "{unknown}: tokenvend-sts does not have it (README, \"Jinja2 differences\"), so \
-                 every rendering that reaches it would fail"
-            )));
+            let why = if unknown.kind == "variable" {
+                format!(
+                    "a template has {} and what it binds itself (set, for, macro arguments), so \
+                     it is undefined in every rendering",
+                    VARIABLES.join(", ")
+                )
+            } else {
+                "tokenvend-sts does not have it (README, \"Jinja2 differences\"), so every \
+                 rendering that reaches it would fail"
+                    .to_owned()
+            };
+            return Err(PolicyError::Template(format!("{unknown}: {why}")));
         }
         // Trial renderings for a token without and with a pod binding catch, before any
         // request, the errors that do not depend on the names (a `{% if pod_name %}` branch
@@ -404,6 +412,58 @@ mod tests {
             "{% macro m(f) %}{{ caller() }}{% endmacro %}{% if false %}{% call m(1) %}x{% endcall %}{{ m(2) }}{% endif %}",
             "{% if false %}{% for x in [[1]] recursive %}{{ loop(x) if x is sequence }}{% endfor %}{% endif %}",
             "{% set f = range %}{% if false %}{{ f(2) }}{% endif %}",
+        ];
+        for body in taken {
+            let source = format!("{{\"R\":\"{body}\"}}");
+            PolicyTemplate::from_source(source).expect(body);
+        }
+    }
+
+    #[test]
+    fn a_variable_no_rendering_defines_is_refused_at_start_in_any_branch() {
+        // Before, each passed the start-up check and failed every request that reached it, or
+        // (`is defined`) silently never applied its branch.
+        let refused = [
+            (
+                "{% if namespace == 'x' %}{{ namepsace }}{% endif %}",
+                "namepsace",
+            ),
+            (
+                "{% if pod_nme is defined %}{{ pod_name }}{% endif %}",
+                "pod_nme",
+            ),
+            (
+                "{% if false %}{{ service_account | default('a') }}{% endif %}",
+                "service_account",
+            ),
+            ("{% macro m(a) %}{{ a }}{{ b }}{% endmacro %}", "b"),
+            ("{% block p %}{{ podname.x }}{% endblock %}", "podname"),
+            // minijinja's macros have no `varargs`; Jinja2's do.
+            (
+                "{% macro m() %}{{ varargs | length }}{% endmacro %}",
+                "varargs",
+            ),
+        ];
+        for (body, named) in refused {
+            let source = format!("{{\"Version\":\"2012-10-17\",\n\"R\":\"{body}\"}}");
+            let msg = PolicyTemplate::from_source(source)
+                .expect_err(body)
+                .to_string();
+            assert!(
+                msg.contains(&format!("line 2: variable {named} is unknown"))
+                    && msg.contains("namespace, serviceaccount, pod_name, pod_uid"),
+                "{body}: {msg}"
+            );
+        }
+        // The four, globals, and whatever the template binds: set (in a branch too), for,
+        // with, macro arguments, caller and loop.
+        let taken = [
+            "{% if false %}{{ namespace }}{{ serviceaccount }}{{ pod_uid is defined }}{% endif %}",
+            "{% if false %}{% set x = 1 %}{% endif %}{% if false %}{{ x }}{% endif %}",
+            "{% for k, v in {'a': 1} | items %}{{ k }}{{ v }}{{ loop.index }}{% endfor %}",
+            "{% with z = namespace %}{{ z }}{% endwith %}{% set t %}x{% endset %}{{ t }}",
+            "{% macro m(a, b=1) %}{{ a }}{{ b }}{{ caller() }}{% endmacro %}{% call m(1) %}x{% endcall %}",
+            "{% for a in [[1]] recursive %}{{ loop(a) if a is sequence }}{% endfor %}",
         ];
         for body in taken {
             let source = format!("{{\"R\":\"{body}\"}}");

@@ -1,13 +1,14 @@
-//! The filters, tests and functions a template names that its environment lacks, found in its
-//! compiled instructions (minijinja's `unstable_machinery`) before any rendering reaches them.
+//! The filters, tests, functions and variables a template names that its environment lacks,
+//! found in its compiled instructions (minijinja's `unstable_machinery`) before any rendering
+//! reaches them.
 
 use minijinja::machinery::{Instruction, Instructions, get_compiled_template};
 use minijinja::{ErrorKind, Template};
 
-/// A filter, test or function a template names that its environment does not have.
+/// A filter, test, function or variable a template names that its environment does not have.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UnknownName {
-    /// `filter`, `test` or `function`.
+    /// `filter`, `test`, `function` or `variable`.
     pub kind: &'static str,
     /// The name as written.
     pub name: String,
@@ -24,14 +25,17 @@ impl std::fmt::Display for UnknownName {
     }
 }
 
-/// The first filter, test or function `tmpl` names that its environment lacks: applied
-/// (`x | truncate`, `{% filter %}`, `x is foo`), named to `map`, `select`, `reject`, `selectattr`
-/// or `rejectattr` as a constant, or called (`now()`) though neither a global, one of
-/// `variables`, nor bound by the template itself. minijinja fails only when a rendering reaches
-/// the name, which in a branch the start-up renderings do not take is a request. Jinja2 refuses
-/// a filter or test when it compiles the template, but inside `{% if %}`, where it waits for the
+/// The first filter, test, function or variable `tmpl` names that its environment lacks, in the
+/// order written: a filter or test applied (`x | truncate`, `{% filter %}`, `x is foo`) or named
+/// to `map`, `select`, `reject`, `selectattr` or `rejectattr` as a constant; a function called
+/// (`now()`) or a variable used (`{{ namepsace }}`) though neither a global, one of `variables`,
+/// nor bound by the template itself. minijinja fails only when a rendering reaches the name,
+/// which in a branch the start-up renderings do not take is a request. Jinja2 refuses a filter
+/// or test when it compiles the template, but inside `{% if %}`, where it waits for the
 /// rendering so that `is filter` can guard it; a policy has no use for a name it can never run,
 /// so only one the template checks with `is filter` or `is test` is left to the rendering here.
+/// A variable that is never defined is refused however it is used, `is defined` included: in a
+/// policy it is a misspelling, and the branch it guards would silently never apply.
 pub fn unknown_name(tmpl: &Template<'_, '_>, variables: &[&str]) -> Option<UnknownName> {
     let compiled = get_compiled_template(tmpl);
     let code: Vec<&Instructions> = std::iter::once(&compiled.instructions)
@@ -48,6 +52,7 @@ pub fn unknown_name(tmpl: &Template<'_, '_>, variables: &[&str]) -> Option<Unkno
             callable.push((*name).to_owned());
         }
     }
+    let never_bound = tmpl.undeclared_variables(false);
     code.into_iter()
         .flat_map(named)
         .find_map(|(kind, name, line)| {
@@ -62,14 +67,17 @@ pub fn unknown_name(tmpl: &Template<'_, '_>, variables: &[&str]) -> Option<Unkno
                 "test" => state
                     .perform_test(&name, &[])
                     .is_err_and(|e| e.kind() == ErrorKind::UnknownTest),
+                // A use of a name minijinja's own scoping finds unbound (a macro's argument or a
+                // loop variable inside, `loop`, `caller` are bound) and no `set` binds anywhere.
+                "variable" => never_bound.contains(&name) && !callable.contains(&name),
                 _ => !callable.contains(&name),
             };
             unknown.then_some(UnknownName { kind, name, line })
         })
 }
 
-/// The filters, tests and functions one instruction list names, with their lines, less the
-/// filters and tests it guards with `is filter` / `is test`.
+/// The filters, tests, functions and variables one instruction list names, with their lines,
+/// less the filters and tests it guards with `is filter` / `is test`.
 fn named<'a>(code: &'a Instructions<'a>) -> Vec<(&'static str, &'a str, Option<usize>)> {
     let all: Vec<&'a Instruction<'a>> = (0..).map_while(|i| code.get(i)).collect();
     // The text of value `nth` (0: the one filtered or tested, 1: the first argument) of the call
@@ -106,6 +114,7 @@ fn named<'a>(code: &'a Instructions<'a>) -> Vec<(&'static str, &'a str, Option<u
                 }
             }
             Instruction::CallFunction(name, _) => found.push(("function", *name, line)),
+            Instruction::Lookup(name) => found.push(("variable", *name, line)),
             Instruction::PerformTest(name, count, _) => {
                 found.push(("test", *name, line));
                 if matches!(*name, "filter" | "test")
