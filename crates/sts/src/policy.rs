@@ -343,6 +343,25 @@ mod tests {
         );
     }
 
+    /// Each of `refused` (a body, and what it names) refused at start with `line 2: <named> is
+    /// unknown` and `because`, in the second line of a policy; each of `taken` taken.
+    fn unknown_at_start(refused: &[(&str, &str)], because: &str, taken: &[&str]) {
+        for (body, named) in refused {
+            let source = format!("{{\"Version\":\"2012-10-17\",\n\"R\":\"{body}\"}}");
+            let msg = PolicyTemplate::from_source(source)
+                .expect_err(body)
+                .to_string();
+            assert!(
+                msg.contains(&format!("line 2: {named} is unknown")) && msg.contains(because),
+                "{body}: {msg}"
+            );
+        }
+        for body in taken {
+            let source = format!("{{\"R\":\"{body}\"}}");
+            PolicyTemplate::from_source(source).expect(body);
+        }
+    }
+
     #[test]
     fn a_filter_test_or_function_it_lacks_is_refused_at_start_in_any_branch() {
         // Each in a branch neither trial rendering takes, where only a request would reach it.
@@ -389,16 +408,6 @@ mod tests {
                 "filter xmlattr",
             ),
         ];
-        for (body, named) in refused {
-            let source = format!("{{\"Version\":\"2012-10-17\",\n\"R\":\"{body}\"}}");
-            let msg = PolicyTemplate::from_source(source)
-                .expect_err(body)
-                .to_string();
-            assert!(
-                msg.contains(&format!("line 2: {named} is unknown")) && msg.contains("README"),
-                "{body}: {msg}"
-            );
-        }
         // Known ones, and one the template checks for itself, as Jinja2 lets it.
         let taken = [
             "{% if false %}{{ pod_name | upper | replace('-', '_') | first }}{% endif %}",
@@ -413,10 +422,7 @@ mod tests {
             "{% if false %}{% for x in [[1]] recursive %}{{ loop(x) if x is sequence }}{% endfor %}{% endif %}",
             "{% set f = range %}{% if false %}{{ f(2) }}{% endif %}",
         ];
-        for body in taken {
-            let source = format!("{{\"R\":\"{body}\"}}");
-            PolicyTemplate::from_source(source).expect(body);
-        }
+        unknown_at_start(&refused, "README", &taken);
     }
 
     #[test]
@@ -426,35 +432,27 @@ mod tests {
         let refused = [
             (
                 "{% if namespace == 'x' %}{{ namepsace }}{% endif %}",
-                "namepsace",
+                "variable namepsace",
             ),
             (
                 "{% if pod_nme is defined %}{{ pod_name }}{% endif %}",
-                "pod_nme",
+                "variable pod_nme",
             ),
             (
                 "{% if false %}{{ service_account | default('a') }}{% endif %}",
-                "service_account",
+                "variable service_account",
             ),
-            ("{% macro m(a) %}{{ a }}{{ b }}{% endmacro %}", "b"),
-            ("{% block p %}{{ podname.x }}{% endblock %}", "podname"),
+            ("{% macro m(a) %}{{ a }}{{ b }}{% endmacro %}", "variable b"),
+            (
+                "{% block p %}{{ podname.x }}{% endblock %}",
+                "variable podname",
+            ),
             // minijinja's macros have no `varargs`; Jinja2's do.
             (
                 "{% macro m() %}{{ varargs | length }}{% endmacro %}",
-                "varargs",
+                "variable varargs",
             ),
         ];
-        for (body, named) in refused {
-            let source = format!("{{\"Version\":\"2012-10-17\",\n\"R\":\"{body}\"}}");
-            let msg = PolicyTemplate::from_source(source)
-                .expect_err(body)
-                .to_string();
-            assert!(
-                msg.contains(&format!("line 2: variable {named} is unknown"))
-                    && msg.contains("namespace, serviceaccount, pod_name, pod_uid"),
-                "{body}: {msg}"
-            );
-        }
         // The four, globals, and whatever the template binds: set (in a branch too), for,
         // with, macro arguments, caller and loop.
         let taken = [
@@ -465,10 +463,11 @@ mod tests {
             "{% macro m(a, b=1) %}{{ a }}{{ b }}{{ caller() }}{% endmacro %}{% call m(1) %}x{% endcall %}",
             "{% for a in [[1]] recursive %}{{ loop(a) if a is sequence }}{% endfor %}",
         ];
-        for body in taken {
-            let source = format!("{{\"R\":\"{body}\"}}");
-            PolicyTemplate::from_source(source).expect(body);
-        }
+        unknown_at_start(
+            &refused,
+            "namespace, serviceaccount, pod_name, pod_uid",
+            &taken,
+        );
     }
 
     #[test]
