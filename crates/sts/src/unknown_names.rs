@@ -42,14 +42,15 @@ pub fn unknown_name(tmpl: &Template<'_, '_>, variables: &[&str]) -> Option<Unkno
         .chain(compiled.blocks.values())
         .collect();
     let mut state = tmpl.new_state();
-    // Names a call may use: globals (`range`, `dict`), the variables, and what the template
-    // binds (`set`, `for`, `with`, macros and their arguments) or minijinja binds for it.
-    let mut callable: Vec<String> = state.env().globals().map(|(n, _)| n.to_owned()).collect();
-    callable.extend(variables.iter().map(|v| (*v).to_owned()));
-    callable.extend(["caller", "loop", "super"].map(str::to_owned));
+    // Names a call or a lookup may use: globals (`range`, `dict`), the variables, and what the
+    // template stores anywhere (`set`, `for`, `with`, macros and their arguments) or minijinja
+    // binds for it.
+    let mut bound: Vec<String> = state.env().globals().map(|(n, _)| n.to_owned()).collect();
+    bound.extend(variables.iter().map(|v| (*v).to_owned()));
+    bound.extend(["caller", "loop", "super"].map(str::to_owned));
     for instruction in code.iter().flat_map(|c| (0..).map_while(|i| c.get(i))) {
         if let Instruction::StoreLocal(name) | Instruction::BuildMacro(name, ..) = instruction {
-            callable.push((*name).to_owned());
+            bound.push((*name).to_owned());
         }
     }
     let never_bound = tmpl.undeclared_variables(false);
@@ -67,10 +68,11 @@ pub fn unknown_name(tmpl: &Template<'_, '_>, variables: &[&str]) -> Option<Unkno
                 "test" => state
                     .perform_test(&name, &[])
                     .is_err_and(|e| e.kind() == ErrorKind::UnknownTest),
-                // A use of a name minijinja's own scoping finds unbound (a macro's argument or a
-                // loop variable inside, `loop`, `caller` are bound) and no `set` binds anywhere.
-                "variable" => never_bound.contains(&name) && !callable.contains(&name),
-                _ => !callable.contains(&name),
+                // Unbound by minijinja's own scoping (which binds `loop`, `caller`, a macro's
+                // arguments inside it) and stored nowhere: its scoping misses a `set` inside an
+                // `{% if %}` used after it.
+                "variable" => never_bound.contains(&name) && !bound.contains(&name),
+                _ => !bound.contains(&name),
             };
             unknown.then_some(UnknownName { kind, name, line })
         })
