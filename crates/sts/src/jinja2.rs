@@ -17,6 +17,7 @@ pub fn environment() -> Environment<'static> {
     // fail, and `truncate` of an undefined name gives "".
     env.set_unknown_method_callback(python_methods);
     refuse_undefined_in_filters(&mut env);
+    crate::slices::add_filter(&mut env);
     missing_text_filters(&mut env);
     python_tests(&mut env);
     // Jinja2's `sequence` is anything with a length and items: text and mappings too.

@@ -13,6 +13,7 @@ pub mod publication;
 pub mod reload;
 pub mod sdk_config;
 pub mod server;
+pub mod slices;
 pub mod unknown_names;
 pub mod validate;
 

@@ -87,6 +87,8 @@ impl PolicyTemplate {
         }
         let mut env = crate::jinja2::environment();
         env.set_fuel(Some(MAX_RENDER_STEPS));
+        // Slicing a name the token lacks fails, as in Jinja2, instead of printing `[]`.
+        let source = crate::slices::checked(&source).into_owned();
         env.add_template_owned("policy", source)
             .map_err(|e| PolicyError::Template(e.to_string()))?;
         let t = PolicyTemplate { env };
@@ -294,6 +296,32 @@ mod tests {
             ) && m.ends_with("(guard pod_name and pod_uid with {% if pod_name %})")),
             "{err}"
         );
+    }
+
+    #[test]
+    fn slicing_a_name_the_token_lacks_is_an_error_not_an_empty_list() {
+        // minijinja alone printed `[]` into the policy of a token without a pod.
+        for slice in [
+            "pod_uid[:8]",
+            "(pod_uid)[-4:]",
+            "(pod_uid if pod_uid is defined else pod_name)[:3]",
+        ] {
+            let src = format!(r#"{{"R":"b/{{{{ {slice} }}}}/*"}}"#);
+            let err = PolicyTemplate::from_source(src).expect_err(slice);
+            assert!(
+                err.to_string().contains("undefined")
+                    && err.to_string().contains("guard pod_name and pod_uid"),
+                "{slice}: {err}"
+            );
+        }
+        let guarded = r#"{"R":"b/{% if pod_uid %}{{ pod_uid[:8] }}{% else %}{{ namespace[::-1][:2] }}{% endif %}/*"}"#;
+        let t = PolicyTemplate::from_source(guarded.into()).expect("guarded");
+        let with_pod = pod("shop", "orders", "orders-1", Some("0b1c2d3e-4f50"));
+        let rendered = |who: &Identity| -> serde_json::Value {
+            serde_json::from_str(&t.render(who).expect("renders")).expect("json")
+        };
+        assert_eq!(rendered(&with_pod)["R"], json!("b/0b1c2d3e/*"));
+        assert_eq!(rendered(&id("shop", "orders"))["R"], json!("b/po/*"));
     }
 
     fn pod(ns: &str, sa: &str, name: &str, uid: Option<&str>) -> Identity {

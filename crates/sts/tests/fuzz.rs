@@ -154,12 +154,17 @@ const METHODS: &[&str] = &[
     "center(9, '.')",
 ];
 
-/// Indexes, and slices of text: minijinja slices an undefined name into `[]` where Jinja2
-/// refuses it (README, "Jinja2 differences"), so slices go through `string`, which refuses it.
+/// Indexes and slices, of anything (a name the token lacks included, which both refuse), and
+/// of the text it prints.
 const SUBSCRIPTS: &[&str] = &[
     "[0]",
     "[-1]",
     "[1]",
+    "[:3]",
+    "[1:]",
+    "[::-1]",
+    "[-4:-1]",
+    "[1:8:2]",
     "| string)[:3]",
     "| string)[1:]",
     "| string)[::-1]",
