@@ -128,18 +128,14 @@ fn partners(tokens: &[(Token<'_>, (usize, usize))]) -> Vec<Option<usize>> {
 }
 
 /// Each slice in `node`, minijinja's AST as serde writes it (an expression is `{"expr": kind,
-/// "inner": [fields, span]}`): the earliest start of its own span and its target's nodes, and
-/// the end of its own span. Constants are not entered: a mapping written in the template could
-/// look like a node.
+/// "inner": [fields, span]}`; a constant's value is a literal, never a mapping that could look
+/// like a node): the earliest start of its own span and its target's nodes, and the end of its
+/// own span.
 fn find_slices(node: &serde_json::Value, found: &mut Vec<(usize, usize)>) {
     match node {
         serde_json::Value::Array(items) => items.iter().for_each(|n| find_slices(n, found)),
         serde_json::Value::Object(map) => {
-            let kind = map.get("expr").and_then(|k| k.as_str());
-            if kind == Some("Const") {
-                return;
-            }
-            if kind == Some("Slice")
+            if map.get("expr").and_then(|k| k.as_str()) == Some("Slice")
                 && let (Some(span), Some(target)) =
                     (node.pointer("/inner/1"), node.pointer("/inner/0/expr"))
                 && let (Some(start), Some(end)) =
@@ -153,16 +149,11 @@ fn find_slices(node: &serde_json::Value, found: &mut Vec<(usize, usize)>) {
     }
 }
 
-/// The earliest start offset of the spans in `node`, constants not entered.
+/// The earliest start offset of the spans in `node`.
 fn earliest_start(node: &serde_json::Value) -> Option<usize> {
     match node {
         serde_json::Value::Array(items) => items.iter().filter_map(earliest_start).min(),
         serde_json::Value::Object(map) => {
-            if map.get("expr").and_then(|k| k.as_str()) == Some("Const") {
-                return node
-                    .pointer("/inner/1")
-                    .and_then(|s| offset(s, "start_offset"));
-            }
             let own = offset(node, "start_offset");
             map.values().filter_map(earliest_start).chain(own).min()
         }
@@ -219,6 +210,11 @@ mod tests {
                 format!("{{{{ a ~ ((b )|{f})[ 1 : ] }}}}"),
             ),
             ("{{ [1, 2][1:] }}", format!("{{{{ (([1, 2])|{f})[1:] }}}}")),
+            // A literal naming a span's field is a literal.
+            (
+                "{{ x }}{{ {'start_offset': 0}[1:] }}",
+                format!("{{{{ x }}}}{{{{ (({{'start_offset': 0}})|{f})[1:] }}}}"),
+            ),
             (
                 "{% if x %}\n{{ -x[::2] }}{% endif %}",
                 format!("{{% if x %}}\n{{{{ -((x)|{f})[::2] }}}}{{% endif %}}"),
