@@ -102,7 +102,7 @@ impl PolicyTemplate {
             let why = if unknown.kind == "variable" {
                 format!(
                     "a template has {} and what it binds itself (set, for, macro arguments), so \
-                     it is undefined in every rendering",
+                     it has no value in any rendering",
                     VARIABLES.join(", ")
                 )
             } else {

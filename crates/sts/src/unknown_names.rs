@@ -53,7 +53,6 @@ pub fn unknown_name(tmpl: &Template<'_, '_>, variables: &[&str]) -> Option<Unkno
             bound.push((*name).to_owned());
         }
     }
-    let never_bound = tmpl.undeclared_variables(false);
     code.into_iter()
         .flat_map(named)
         .find_map(|(kind, name, line)| {
@@ -68,10 +67,6 @@ pub fn unknown_name(tmpl: &Template<'_, '_>, variables: &[&str]) -> Option<Unkno
                 "test" => state
                     .perform_test(&name, &[])
                     .is_err_and(|e| e.kind() == ErrorKind::UnknownTest),
-                // Unbound by minijinja's own scoping (which binds `loop`, `caller`, a macro's
-                // arguments inside it) and stored nowhere: its scoping misses a `set` inside an
-                // `{% if %}` used after it.
-                "variable" => never_bound.contains(&name) && !bound.contains(&name),
                 _ => !bound.contains(&name),
             };
             unknown.then_some(UnknownName { kind, name, line })
