@@ -92,8 +92,9 @@ impl PolicyTemplate {
         env.add_template_owned("policy", source)
             .map_err(|e| PolicyError::Template(e.to_string()))?;
         let t = PolicyTemplate { env };
-        // A filter, test or function the trial renderings do not reach (`urlize` under
-        // `{% if namespace == 'x' %}`) would otherwise fail the requests that do.
+        // A filter, test, function or variable the trial renderings do not reach (`urlize`
+        // under `{% if namespace == 'x' %}`) would otherwise fail the requests that do; a
+        // misspelled variable under `is defined` would silently never apply its branch.
         let tmpl = t
             .env
             .get_template("policy")

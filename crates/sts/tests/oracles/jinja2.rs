@@ -147,7 +147,8 @@ impl Jinja2 {
 /// (`pod_name | map('upper') | list` and `false | map('upper') | list` are `[]`). So is a
 /// rendering over `MAX_RENDER_STEPS`, which Jinja2 does not bound: nested loops over long text
 /// reach it (a loop over a 100-character text inside one over the pod name took over 100,000).
-/// A missing filter or method is not excused.
+/// A missing filter or method is not excused, nor a variable refused at start (the generator
+/// names only variables a template has, so such a refusal would be a false one).
 fn stricter(error: &tokenvend_sts::policy::PolicyError) -> bool {
     if matches!(error, tokenvend_sts::policy::PolicyError::TooManySteps) {
         return true;
