@@ -45,6 +45,10 @@ pub struct Cli {
     /// connections, while the API server learns the endpoint is gone.
     #[arg(long, env = "TOKENVEND_SHUTDOWN_DELAY_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=60))]
     pub shutdown_delay_seconds: u64,
+    /// Heap, in MiB, that the admissions in flight may need together; more wait their turn
+    /// (see the README's "Memory").
+    #[arg(long, env = "TOKENVEND_MEMORY_BUDGET_MIB", default_value_t = 80, value_parser = clap::value_parser!(u32).range(8..=65536))]
+    pub memory_budget_mib: u32,
     /// Log format.
     #[arg(long, env = "TOKENVEND_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
@@ -593,6 +597,8 @@ pub struct ServerConfig {
     pub cert_reload: Duration,
     /// Serving time after SIGTERM before new connections are refused.
     pub shutdown_delay: Duration,
+    /// Heap the admissions in flight may need together, in bytes.
+    pub memory_budget: usize,
     /// Mutation settings.
     pub mutation: Config,
     /// Where `mutation.exchange_ca_pem` was read from: watched, so a CA the certs job rotates
@@ -627,6 +633,9 @@ impl Cli {
             tls_key: self.tls_key.unwrap_or_default(),
             cert_reload: Duration::from_secs(self.cert_reload_seconds),
             shutdown_delay: Duration::from_secs(self.shutdown_delay_seconds),
+            memory_budget: usize::try_from(self.memory_budget_mib)
+                .unwrap_or(usize::MAX)
+                .saturating_mul(1024 * 1024),
             mutation: Config::from_args(merged)?,
         })
     }

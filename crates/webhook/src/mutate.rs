@@ -29,8 +29,8 @@ use tokenvend_core::contract::{
 use tokenvend_core::{Mode, RoleArn};
 
 use crate::config::{Config, SidecarStyle};
-use crate::patch::{Patch, PatchBuilder, Seg, WriteJson, pointer};
-use crate::pod::{ContainerView, MetaView, PodLevel, PodSpecView, PodView, Str, VolumeView};
+use crate::patch::{MAX_PATCH_BYTES, Patch, PatchBuilder, Seg, WriteJson, pointer};
+use crate::pod::{Boxed, ContainerView, MetaView, PodLevel, PodSpecView, PodView, Str, VolumeView};
 
 /// The annotation the kubelet puts on the mirror pod of a static pod.
 pub const MIRROR_POD_KEY: &str = "kubernetes.io/config.mirror";
@@ -522,7 +522,7 @@ impl Injector {
         // starts do not: in classic style all of them, in native style those before the sidecar.
         if mode == Mode::Credentials {
             let port = cfg.credentials_port;
-            let beside = |(i, c): &(usize, &ContainerView)| {
+            let beside = |(i, c): &(usize, &Boxed<ContainerView>)| {
                 c.is_native_sidecar()
                     || (cfg.sidecar_style == SidecarStyle::Native && *i >= sidecar_plan.position)
             };
@@ -564,6 +564,18 @@ impl Injector {
                 &mut patch,
             );
         }
+        if patch.overflowed() {
+            return refuse(
+                format!(
+                    "the patch for this pod would pass {} KiB ({} containers and init \
+                     containers): far more than any pod the API server can store needs",
+                    MAX_PATCH_BYTES / 1024,
+                    spec.containers.len() + init_containers.len()
+                ),
+                warnings,
+                Some(mode),
+            );
+        }
         Ok(Mutation {
             patch: patch.build(),
             warnings,
@@ -583,9 +595,7 @@ impl Injector {
     /// Whether `c` is a sidecar this webhook injected earlier (it gets no app env), whatever
     /// image the configuration of that time gave it.
     fn is_our_sidecar(&self, c: &ContainerView) -> bool {
-        c.command
-            .as_deref()
-            .is_some_and(|cmd| cmd.first().map(|c| &**c) == Some(SIDECAR_BINARY))
+        c.command_first.as_deref() == Some(SIDECAR_BINARY)
     }
 
     /// Which sidecar containers to add, given what the pod already has.
@@ -615,33 +625,34 @@ impl Injector {
         // sidecar: seen again when another webhook's change makes the API server call this one
         // again, and that call reaches a replica already running a new sidecarImage.
         let configured = self.cfg.sidecar_image.as_str();
-        let mut check = |wanted_in: &[ContainerView], other: &[ContainerView], n: &str| -> bool {
-            if other.iter().any(|c| c.name == n) {
-                problems.push(format!(
-                    "the pod already has a container named {n:?}; rename it or set sidecarName"
-                ));
-                return true;
-            }
-            match wanted_in.iter().find(|c| c.name == n) {
-                Some(c) if c.image.as_deref() == Some(configured) => true,
-                Some(c) if self.is_our_sidecar(c) => {
-                    warnings.push(format!(
-                        "container {n:?} runs image {:?}, not the configured {configured:?}: \
-                         added by an earlier configuration, left as it is",
-                        c.image.as_deref().unwrap_or_default()
-                    ));
-                    true
-                }
-                Some(_) => {
+        let mut check =
+            |wanted_in: &[Boxed<ContainerView>], other: &[Boxed<ContainerView>], n: &str| -> bool {
+                if other.iter().any(|c| c.name == n) {
                     problems.push(format!(
-                        "the pod already has a container named {n:?} with another image; \
-                         rename it or set sidecarName"
+                        "the pod already has a container named {n:?}; rename it or set sidecarName"
                     ));
-                    true
+                    return true;
                 }
-                None => false,
-            }
-        };
+                match wanted_in.iter().find(|c| c.name == n) {
+                    Some(c) if c.image.as_deref() == Some(configured) => true,
+                    Some(c) if self.is_our_sidecar(c) => {
+                        warnings.push(format!(
+                            "container {n:?} runs image {:?}, not the configured {configured:?}: \
+                         added by an earlier configuration, left as it is",
+                            c.image.as_deref().unwrap_or_default()
+                        ));
+                        true
+                    }
+                    Some(_) => {
+                        problems.push(format!(
+                            "the pod already has a container named {n:?} with another image; \
+                         rename it or set sidecarName"
+                        ));
+                        true
+                    }
+                    None => false,
+                }
+            };
         match self.cfg.sidecar_style {
             SidecarStyle::Native => {
                 if !check(inits, &spec.containers, name) {
@@ -1203,7 +1214,7 @@ struct SidecarPlan<'p> {
 /// starts (Istio's, Linkerd's) sends the sidecar's exchanges to its proxy; ahead of the proxy,
 /// the exchanges could not connect, its startupProbe would never pass, and the proxy would never
 /// start: the pod would stay in Init.
-pub fn sidecar_position(inits: &[ContainerView], after: &[String]) -> usize {
+pub fn sidecar_position(inits: &[Boxed<ContainerView>], after: &[String]) -> usize {
     inits
         .iter()
         .rposition(|c| c.is_native_sidecar() && after.iter().any(|n| **n == *c.name))

@@ -5,6 +5,7 @@ use serde_json::{Value, json};
 use tokenvend_core::Mode;
 use tokenvend_webhook::config::{Config, MutationArgs, RunAsUser};
 use tokenvend_webhook::mutate::{Mutation, mutate, session_name_from};
+use tokenvend_webhook::patch::MAX_PATCH_BYTES;
 use tokenvend_webhook::pod::PodView;
 
 mod common;
@@ -1733,4 +1734,43 @@ fn pods_admitted_without_the_plumbing_record_why_once() {
     kept["metadata"]["annotations"]["tremolo.io/aws-warnings"] = json!("from before");
     let (m, out) = run(&kept, &warn);
     assert!(m.patch.is_empty() && out == kept, "{:?}", m.patch);
+}
+
+#[test]
+fn a_pod_whose_patch_would_pass_its_limit_is_refused_not_answered_with_a_huge_patch() {
+    let containers = |n: usize| {
+        let list: Vec<Value> = (0..n)
+            .map(|i| json!({"name": format!("c{i}"), "image": "app:1"}))
+            .collect();
+        pod(json!({"spec": {"containers": list}}))
+    };
+    // Each container's env and mount take some hundreds of bytes of patch; find where the
+    // patch passes MAX_PATCH_BYTES.
+    let (mut fits, mut over) = (1, 4096);
+    while over - fits > 1 {
+        let mid = (fits + over) / 2;
+        match mutate(&typed(&containers(mid)), &Config::default()) {
+            Ok(m) => {
+                assert!(m.patch.as_bytes().len() <= MAX_PATCH_BYTES);
+                fits = mid;
+            }
+            Err(_) => over = mid,
+        }
+    }
+    // A real pod is far from it.
+    assert!(fits > 400, "only {fits} containers fit");
+    let (m, _) = run(&containers(fits), &Config::default());
+    assert!(m.plumbed && m.patch.as_bytes().len() > MAX_PATCH_BYTES - 4096);
+    let p = containers(over);
+    let d = mutate(&typed(&p), &Config::default()).expect_err("refused");
+    assert_eq!(
+        d.message,
+        format!(
+            "tokenvend: the patch for this pod would pass 512 KiB ({over} containers and init \
+             containers): far more than any pod the API server can store needs"
+        )
+    );
+    // Warned, not refused, when so configured: admitted without the plumbing.
+    let (m, out) = run(&p, &cfg(|a| a.deny_on_invalid = Some(false)));
+    admitted_without_plumbing(&m, &out, &p);
 }

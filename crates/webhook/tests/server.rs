@@ -1374,3 +1374,176 @@ async fn at_sigterm_readiness_fails_new_admissions_are_served_for_the_delay_and_
     let t0 = Instant::now();
     wait_clean_exit(&mut wh, t0, "the last admission").await;
 }
+
+/// A review of `bytes` bytes (padded with an annotation).
+fn review_of_size(uid: &str, bytes: usize) -> String {
+    let plain = review_body(uid);
+    let mut review: Value = serde_json::from_str(&plain).expect("review");
+    let pad = bytes - plain.len() - r#","pad":"""#.len();
+    review["request"]["object"]["metadata"]["annotations"]["pad"] = json!("x".repeat(pad));
+    let text = review.to_string();
+    assert_eq!(text.len(), bytes);
+    text
+}
+
+/// Sends the head of a POST of `body` with `Expect: 100-continue`; true when the server asks for
+/// the body (it has begun reading it) within `wait`.
+async fn head_until_continue(
+    conn: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    body: &str,
+    wait: Duration,
+) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let head = format!(
+        "POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).await.expect("send head");
+    conn.flush().await.expect("flush");
+    let continued = b"HTTP/1.1 100 Continue\r\n\r\n";
+    let mut interim = vec![0u8; continued.len()];
+    match tokio::time::timeout(wait, conn.read_exact(&mut interim)).await {
+        Ok(read) => {
+            read.expect("read 100 Continue");
+            assert_eq!(
+                String::from_utf8_lossy(&interim),
+                String::from_utf8_lossy(continued)
+            );
+            true
+        }
+        Err(_) => false,
+    }
+}
+
+/// Sends `bytes`, then reads the answer: its head and the body its `Content-Length` gives.
+async fn send_and_read(
+    conn: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    bytes: &[u8],
+) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    conn.write_all(bytes).await.expect("send");
+    conn.flush().await.expect("flush");
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&answer).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    l.to_ascii_lowercase()
+                        .strip_prefix("content-length: ")
+                        .map(str::to_owned)
+                })
+                .and_then(|l| l.trim().parse::<usize>().ok())
+                .expect("content-length");
+            if body.len() >= length {
+                return text;
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), conn.read(&mut buf))
+            .await
+            .expect("answer in time")
+            .expect("read");
+        assert!(n > 0, "closed before answering: {text}");
+        answer.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[tokio::test]
+async fn admissions_beyond_the_memory_budget_wait_their_turn_and_one_larger_than_it_is_refused() {
+    // 8 MiB: a 120 KB review is charged 26 x 120 KB + 2 MiB, about 5 MiB; two do not fit.
+    let (_dir, pair, wh) = ready(&["--memory-budget-mib", "8"]).await;
+    let first = review_of_size("first", 120_000);
+    let second = review_of_size("second", 120_000);
+    let mut a = tls_connect(wh.addr, &pair.ca_pem).await;
+    assert!(
+        head_until_continue(&mut a, &first, Duration::from_secs(5)).await,
+        "the first review is not read"
+    );
+    tokio::io::AsyncWriteExt::write_all(&mut a, &first.as_bytes()[..first.len() / 2])
+        .await
+        .expect("half the body");
+    // The first holds its charge while its body arrives. A small review fits beside it...
+    post_review(&client(&[&pair.ca_pem], true), wh.addr, "small")
+        .await
+        .expect("a small review fits beside the first");
+    // ...the second does not, and is not read meanwhile.
+    let mut b = tls_connect(wh.addr, &pair.ca_pem).await;
+    assert!(
+        !head_until_continue(&mut b, &second, Duration::from_secs(1)).await,
+        "the second review was read while the first held the budget"
+    );
+    let answer = send_and_read(&mut a, &first.as_bytes()[first.len() / 2..]).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(r#""uid":"first""#), "{answer}");
+    // Answered, the first gives its charge back and the second is read.
+    let mut interim = vec![0u8; b"HTTP/1.1 100 Continue\r\n\r\n".len()];
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read_exact(&mut b, &mut interim),
+    )
+    .await
+    .expect("the second is read once the first is answered")
+    .expect("read 100 Continue");
+    assert_eq!(
+        String::from_utf8_lossy(&interim),
+        "HTTP/1.1 100 Continue\r\n\r\n"
+    );
+    let answer = send_and_read(&mut b, second.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(r#""uid":"second""#), "{answer}");
+
+    // A review that would need more than the whole budget is refused at once, unread.
+    let large = review_of_size("large", 300_000);
+    let mut c = tls_connect(wh.addr, &pair.ca_pem).await;
+    let head = format!(
+        "POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        large.len()
+    );
+    let answer = send_and_read(&mut c, head.as_bytes()).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(
+        answer.contains(
+            "a review of 300000 bytes may need up to 10 MiB of memory, more than this webhook's \
+             whole memory budget of 8 MiB (--memory-budget-mib)"
+        ),
+        "{answer}"
+    );
+
+    // A review that waits longer than BUDGET_WAIT is answered 503 with the reason.
+    let mut a = tls_connect(wh.addr, &pair.ca_pem).await;
+    let held = review_of_size("held", 120_000);
+    assert!(head_until_continue(&mut a, &held, Duration::from_secs(5)).await);
+    let mut b = tls_connect(wh.addr, &pair.ca_pem).await;
+    let waited = Instant::now();
+    let head = format!(
+        "POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        second.len()
+    );
+    let answer = send_and_read(&mut b, head.as_bytes()).await;
+    let waited = waited.elapsed();
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(
+        answer.contains(
+            "the admissions in flight held this webhook's memory budget of 8 MiB \
+             (--memory-budget-mib) for 4 s; try again"
+        ),
+        "{answer}"
+    );
+    assert!(
+        waited >= Duration::from_secs(4) && waited < Duration::from_secs(8),
+        "answered after {waited:?}"
+    );
+    let metrics = metrics_text(wh.probe).await;
+    for result in ["busy", "over_budget"] {
+        assert!(
+            has_metric(
+                &metrics,
+                &format!("tokenvend_webhook_bad_requests_total{{result=\"{result}\"}} 1")
+            ),
+            "{result} not counted: {metrics}"
+        );
+    }
+    drop(a);
+}
