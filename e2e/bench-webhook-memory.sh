@@ -12,14 +12,7 @@ source "$(dirname "$0")/lib.sh"
 export TOKENVEND_SHUTDOWN_DELAY_SECONDS=0
 export MIMALLOC_ARENA_EAGER_COMMIT=${MIMALLOC_ARENA_EAGER_COMMIT-0} MIMALLOC_PURGE_DELAY=${MIMALLOC_PURGE_DELAY-0}
 cd "$ROOT"
-ensure_debs
-ensure_venv
-ensure_oha
-step "release build"
-build_bins release
-BIN=$ROOT/target/release
-RUN=$WORK/bench-webhook-memory
-rm -rf "$RUN" && mkdir -p "$RUN"
+load_bench_setup bench-webhook-memory
 PIDS=()
 trap 'kill "${PIDS[@]}" 2>/dev/null || true' EXIT
 "$BIN/tokenvend-certs" --service localhost --namespace bench --out-dir "$RUN/certs" >/dev/null 2>&1

@@ -31,14 +31,7 @@ case ${BENCH_PIN:=0} in
     ;;
   *) die "BENCH_PIN must be 0 or 1, not '$BENCH_PIN'" ;;
 esac
-ensure_debs
-ensure_venv
-ensure_oha
-step "release build"
-build_bins release
-BIN=$ROOT/target/release
-RUN=$WORK/bench-webhook
-rm -rf "$RUN" && mkdir -p "$RUN"
+load_bench_setup bench-webhook
 PIDS=()
 trap 'kill "${PIDS[@]}" 2>/dev/null || true' EXIT
 "$BIN/tokenvend-certs" --service localhost --namespace bench --out-dir "$RUN/certs" >/dev/null 2>&1

@@ -73,6 +73,20 @@ build_bins() {
   cargo build --profile "$1" --workspace --exclude tokenvend-fuzz --bins --examples --locked -q
 }
 
+# load_bench_setup NAME: what the load benchmarks share: Debian packages, the venv, oha, a release
+# build of every binary; sets BIN to it and RUN to an emptied $WORK/NAME.
+load_bench_setup() {
+  ensure_debs
+  ensure_venv
+  ensure_oha
+  step "release build"
+  build_bins release
+  # shellcheck disable=SC2034 # read by the scripts that source this file
+  BIN=$ROOT/target/release
+  RUN=$WORK/$1
+  rm -rf "$RUN" && mkdir -p "$RUN"
+}
+
 # prune_build DIR: with TOKENVEND_PRUNE_BUILDS=1 (CI sets it), delete a build output after its
 # last use in the run, so the run fits a machine with little free disk. Off by default: a
 # developer keeps their builds.

@@ -15,14 +15,8 @@ source "$(dirname "$0")/lib.sh"
 export TOKENVEND_SHUTDOWN_DELAY_SECONDS=0
 cd "$ROOT"
 SECS=${1:-60}
-ensure_debs
-ensure_venv
-ensure_oha
-step "release build"
-build_bins release
-BIN=$ROOT/target/release
-RUN=$WORK/soak
-rm -rf "$RUN" && mkdir -p "$RUN/keys" "$RUN/serving"
+load_bench_setup soak
+mkdir -p "$RUN/keys" "$RUN/serving"
 PIDS=()
 trap 'kill "${PIDS[@]}" 2>/dev/null || true' EXIT
 sample_rss() { # PID FILE: the process's RSS in KiB, once a second, until it is killed

@@ -750,6 +750,28 @@ mod tests {
     }
 
     #[test]
+    fn the_default_memory_budget_takes_the_largest_review_and_the_flag_has_bounds() {
+        use crate::server::{MAX_BODY_BYTES, admission_charge};
+        let budget = |extra: &[&str]| {
+            cli_with(extra)
+                .into_server_config()
+                .map(|c| c.memory_budget)
+        };
+        let default = budget(&[]).expect("default");
+        assert_eq!(default, 80 * 1024 * 1024);
+        // The default is what a review of the largest accepted size may need: one fits alone.
+        assert_eq!(admission_charge(MAX_BODY_BYTES), default);
+        assert_eq!(budget(&["--memory-budget-mib", "8"]).ok(), Some(8 << 20));
+        for bad in ["7", "65537", "-1", "1.5"] {
+            let flags = ["tokenvend-webhook", "--tls-cert", "c", "--tls-key", "k"];
+            let parsed = <Cli as clap::Parser>::try_parse_from(
+                flags.iter().chain(&["--memory-budget-mib", bad]),
+            );
+            assert!(parsed.is_err(), "{bad} taken");
+        }
+    }
+
+    #[test]
     fn a_plain_http_exchange_url_across_the_network_is_a_concern() {
         for (url, concern) in [
             ("https://tokenvend-sts.tokenvend.svc", false),
