@@ -30,7 +30,7 @@ use tokenvend_core::{Mode, RoleArn};
 
 use crate::config::{Config, SidecarStyle};
 use crate::patch::{MAX_PATCH_BYTES, Patch, PatchBuilder, Seg, WriteJson, pointer};
-use crate::pod::{Boxed, ContainerView, MetaView, PodLevel, PodSpecView, PodView, Str, VolumeView};
+use crate::pod::{ContainerView, MetaView, PodLevel, PodSpecView, PodView, Str, VolumeView};
 
 /// The annotation the kubelet puts on the mirror pod of a static pod.
 pub const MIRROR_POD_KEY: &str = "kubernetes.io/config.mirror";
@@ -76,6 +76,43 @@ impl Mutation {
             mode,
             plumbed: false,
         }
+    }
+}
+
+/// Why a pod is refused, gathered while it is looked at: the first [`Problems::SHOWN`] in
+/// full, the rest counted. A pod can repeat one mistake in each of thousands of containers, and
+/// every message would be kept and sent back: a 3 MiB review of containers that each declare
+/// the credentials port took 120 % of the memory the webhook budgets for it.
+#[derive(Debug, Default)]
+struct Problems {
+    shown: Vec<String>,
+    more: usize,
+}
+
+impl Problems {
+    /// How many problems a refusal names.
+    const SHOWN: usize = 10;
+
+    fn push(&mut self, message: String) {
+        if self.shown.len() < Self::SHOWN {
+            self.shown.push(message);
+        } else {
+            self.more += 1;
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.shown.is_empty()
+    }
+
+    /// The problems as one message.
+    fn message(&self) -> String {
+        let mut message = self.shown.join("; ");
+        if self.more > 0 {
+            // Writing to a String cannot fail.
+            let _ = write!(message, "; and {} more problems", self.more);
+        }
+        message
     }
 }
 
@@ -472,7 +509,7 @@ impl Injector {
             Ok(env) => env,
             Err(e) => return render_failure(e, warnings, mode),
         };
-        let mut problems = Vec::new();
+        let mut problems = Problems::default();
         let mut patch = PatchBuilder::new();
 
         // Volumes.
@@ -522,12 +559,13 @@ impl Injector {
         // starts do not: in classic style all of them, in native style those before the sidecar.
         if mode == Mode::Credentials {
             let port = cfg.credentials_port;
-            let beside = |(i, c): &(usize, &Boxed<ContainerView>)| {
+            let beside = |(i, c): &(usize, &ContainerView)| {
                 c.is_native_sidecar()
                     || (cfg.sidecar_style == SidecarStyle::Native && *i >= sidecar_plan.position)
             };
-            let inits_beside = init_containers.iter().enumerate().filter(beside);
-            for c in spec.containers.iter().chain(inits_beside.map(|(_, c)| c)) {
+            let inits = init_containers.iter().map(|c| &**c);
+            let inits_beside = inits.enumerate().filter(beside).map(|(_, c)| c);
+            for c in spec.containers.iter().map(|c| &**c).chain(inits_beside) {
                 if !self.is_our_sidecar(c) && c.declares_tcp_port(port) {
                     problems.push(format!(
                         "container {:?} declares port {port}, where the sidecar's credentials \
@@ -542,7 +580,7 @@ impl Injector {
         }
 
         if !problems.is_empty() {
-            return refuse(problems.join("; "), warnings, Some(mode));
+            return refuse(problems.message(), warnings, Some(mode));
         }
         let sidecar_first = sidecar_plan.regular_first;
         if let Err(e) = sidecar_plan.emit(spec, &role, &mut patch) {
@@ -604,7 +642,7 @@ impl Injector {
         prepared: &'p Prepared,
         spec: &PodSpecView,
         warnings: &mut Vec<String>,
-        problems: &mut Vec<String>,
+        problems: &mut Problems,
     ) -> SidecarPlan<'p> {
         let inits = spec.init_containers.as_deref().unwrap_or_default();
         let mut plan = SidecarPlan {
@@ -626,7 +664,7 @@ impl Injector {
         // again, and that call reaches a replica already running a new sidecarImage.
         let configured = self.cfg.sidecar_image.as_str();
         let mut check =
-            |wanted_in: &[Boxed<ContainerView>], other: &[Boxed<ContainerView>], n: &str| -> bool {
+            |wanted_in: &[Box<ContainerView>], other: &[Box<ContainerView>], n: &str| -> bool {
                 if other.iter().any(|c| c.name == n) {
                     problems.push(format!(
                         "the pod already has a container named {n:?}; rename it or set sidecarName"
@@ -970,7 +1008,7 @@ impl Target<'_> {
         app_env: &[Cow<'_, Rendered<EnvVar>>],
         patch: &mut PatchBuilder,
         warnings: &mut Vec<String>,
-        problems: &mut Vec<String>,
+        problems: &mut Problems,
     ) {
         let c = self.c;
         let base = [
@@ -1214,7 +1252,7 @@ struct SidecarPlan<'p> {
 /// starts (Istio's, Linkerd's) sends the sidecar's exchanges to its proxy; ahead of the proxy,
 /// the exchanges could not connect, its startupProbe would never pass, and the proxy would never
 /// start: the pod would stay in Init.
-pub fn sidecar_position(inits: &[Boxed<ContainerView>], after: &[String]) -> usize {
+pub fn sidecar_position(inits: &[Box<ContainerView>], after: &[String]) -> usize {
     inits
         .iter()
         .rposition(|c| c.is_native_sidecar() && after.iter().any(|n| **n == *c.name))

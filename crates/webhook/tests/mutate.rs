@@ -1774,3 +1774,40 @@ fn a_pod_whose_patch_would_pass_its_limit_is_refused_not_answered_with_a_huge_pa
     let (m, out) = run(&p, &cfg(|a| a.deny_on_invalid = Some(false)));
     admitted_without_plumbing(&m, &out, &p);
 }
+
+#[test]
+fn a_refusal_names_ten_problems_and_counts_the_rest() {
+    let containers: Vec<Value> = (0..25)
+        .map(|i| json!({"name": format!("c{i}"), "image": "app:1", "ports": [{"containerPort": 9911}]}))
+        .collect();
+    let p = pod(
+        json!({"metadata": {"annotations": {"tremolo.io/aws-mode": "credentials"}},
+                       "spec": {"containers": containers}}),
+    );
+    let d = mutate(&typed(&p), &Config::default()).expect_err("refused");
+    for i in 0..10 {
+        assert!(
+            d.message
+                .contains(&format!("container \"c{i}\" declares port 9911")),
+            "{}",
+            d.message
+        );
+    }
+    assert!(!d.message.contains("\"c10\""), "{}", d.message);
+    assert!(
+        d.message.ends_with("; and 15 more problems"),
+        "{}",
+        d.message
+    );
+    // Ten or fewer: all named, nothing counted.
+    let few = pod(
+        json!({"metadata": {"annotations": {"tremolo.io/aws-mode": "credentials"}},
+                         "spec": {"containers": (0..10).map(|i| json!({"name": format!("c{i}"), "ports": [{"containerPort": 9911}]})).collect::<Vec<_>>()}}),
+    );
+    let d = mutate(&typed(&few), &Config::default()).expect_err("refused");
+    assert!(
+        d.message.contains("\"c9\" declares") && !d.message.contains("more problems"),
+        "{}",
+        d.message
+    );
+}
