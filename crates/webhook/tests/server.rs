@@ -1267,20 +1267,8 @@ async fn at_sigterm_readiness_fails_new_admissions_are_served_for_the_delay_and_
     );
 
     // An admission in flight: headers and half the body sent over TLS, the rest held back.
-    let mut conn = tls_connect(wh.addr, &pair.ca_pem).await;
     let body = review_body("in-flight");
-    // The server's "100 Continue" proves it has parsed the head and is reading the body, so the
-    // admission is in flight (an unparsed one would count as idle).
-    assert!(
-        head_until_continue(&mut conn, &body, Duration::from_secs(5)).await,
-        "no 100 Continue in time"
-    );
-    tokio::io::AsyncWriteExt::write_all(&mut conn, &body.as_bytes()[..body.len() / 2])
-        .await
-        .expect("send half");
-    tokio::io::AsyncWriteExt::flush(&mut conn)
-        .await
-        .expect("flush");
+    let mut conn = half_sent(wh.addr, &pair.ca_pem, &body).await;
 
     let signalled = Instant::now();
     sigterm(&wh);
@@ -1367,6 +1355,27 @@ fn review_of_size(uid: &str, bytes: usize) -> String {
     text
 }
 
+/// A connection with an admission in flight: the head of a POST of `body` sent, the server's
+/// "100 Continue" received (proof it has parsed the head and is reading the body; an unparsed
+/// request would count as idle), then half the body; the rest held back.
+async fn half_sent(
+    addr: SocketAddr,
+    ca_pem: &str,
+    body: &str,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt;
+    let mut conn = tls_connect(addr, ca_pem).await;
+    assert!(
+        head_until_continue(&mut conn, body, Duration::from_secs(5)).await,
+        "no 100 Continue in time"
+    );
+    conn.write_all(&body.as_bytes()[..body.len() / 2])
+        .await
+        .expect("send half");
+    conn.flush().await.expect("flush");
+    conn
+}
+
 /// Sends the head of a POST of `body` with `Expect: 100-continue`; true when the server asks for
 /// the body (it has begun reading it) within `wait`.
 async fn head_until_continue(
@@ -1450,14 +1459,7 @@ async fn admissions_beyond_the_memory_budget_wait_their_turn_and_one_larger_than
     let (_dir, pair, wh) = ready(&["--memory-budget-mib", "8"]).await;
     let first = review_of_size("first", 120_000);
     let second = review_of_size("second", 120_000);
-    let mut a = tls_connect(wh.addr, &pair.ca_pem).await;
-    assert!(
-        head_until_continue(&mut a, &first, Duration::from_secs(5)).await,
-        "the first review is not read"
-    );
-    tokio::io::AsyncWriteExt::write_all(&mut a, &first.as_bytes()[..first.len() / 2])
-        .await
-        .expect("half the body");
+    let mut a = half_sent(wh.addr, &pair.ca_pem, &first).await;
     // The first holds its charge while its body arrives. A small review fits beside it...
     post_review(&client(&[&pair.ca_pem], true), wh.addr, "small")
         .await
