@@ -751,7 +751,8 @@ mod tests {
 
     #[test]
     fn the_default_memory_budget_takes_the_largest_review_and_the_flag_has_bounds() {
-        use crate::server::{MAX_BODY_BYTES, admission_charge};
+        use crate::budget::admission_charge;
+        use crate::server::MAX_BODY_BYTES;
         let budget = |extra: &[&str]| {
             cli_with(extra)
                 .into_server_config()

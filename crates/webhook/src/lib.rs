@@ -4,6 +4,7 @@
 //! The mutation itself is [`mutate::mutate`], a pure function; everything else is the edge.
 
 pub mod admission;
+pub mod budget;
 pub mod config;
 pub mod metrics;
 pub mod mutate;

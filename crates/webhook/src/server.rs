@@ -17,41 +17,18 @@ use axum_server::tls_rustls::RustlsConfig;
 use tower_http::timeout::TimeoutLayer;
 
 use crate::admission::{self, ReviewError};
+use crate::budget::{BudgetError, MemoryBudget};
 use crate::config::ServerConfig;
 use crate::metrics::Metrics;
 use crate::mutate::Injector;
-use crate::patch::MAX_PATCH_BYTES;
 use tokenvend_core::clock::now;
 use tokenvend_core::serving::{bounded, retire_connection, stop_on_signal};
 use tokenvend_core::tls;
 
 /// Largest AdmissionReview body accepted (the API server's own request limit is 3 MiB).
 pub const MAX_BODY_BYTES: usize = 3 * 1024 * 1024;
-/// Heap one admission uses per byte of its body, at most, beyond [`MEMORY_PER_ADMISSION`]: the
-/// decoded pod and the messages about it (`tests/memory.rs` measures bodies made to need the
-/// most).
-pub const MEMORY_PER_BODY_BYTE: usize = 24;
-/// Heap one admission uses whatever its body, at most: the patch (at most
-/// [`MAX_PATCH_BYTES`]), its base64 text and the response around it.
-pub const MEMORY_PER_ADMISSION: usize = 4 * MAX_PATCH_BYTES;
-/// Copies of the body held while it is read: the frames as they arrive, then the one buffer
-/// they are gathered into.
-pub const BODY_COPIES: usize = 2;
-
-/// The heap an admission with a body of `body_len` bytes may need, the body itself included:
-/// what it is charged against the memory budget while in flight.
-pub fn admission_charge(body_len: usize) -> usize {
-    body_len
-        .saturating_mul(MEMORY_PER_BODY_BYTE + BODY_COPIES)
-        .saturating_add(MEMORY_PER_ADMISSION)
-}
 /// Upper bound on one request, body read included (the API server gives up after 30 s at most).
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Longest an admission waits for room in the memory budget before it is answered 503: less
-/// than the 5 s the shipped MutatingWebhookConfiguration gives the API server to wait, so the
-/// API server gets the reason rather than a timeout.
-pub const BUDGET_WAIT: Duration = Duration::from_secs(4);
 
 /// Shared state of the handlers.
 pub struct AppState {
@@ -61,29 +38,6 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The memory budget of the admissions in flight.
     pub budget: MemoryBudget,
-}
-
-/// The heap the admissions in flight may need together. Each one holds its
-/// [`admission_charge`] from before its body is read until its answer is ready; one that does
-/// not fit waits (in arrival order) up to [`BUDGET_WAIT`], and one larger than the whole budget
-/// is refused at once. Without it, a burst of large pods (or one caller on the network sending
-/// them) made the webhook's heap grow with the number in flight, until the kernel killed it.
-pub struct MemoryBudget {
-    /// Permits of 1 KiB each.
-    permits: tokio::sync::Semaphore,
-    /// The whole budget, in bytes.
-    bytes: usize,
-}
-
-impl MemoryBudget {
-    /// A budget of `bytes`.
-    pub fn new(bytes: usize) -> Self {
-        let kib = (bytes / 1024).min(tokio::sync::Semaphore::MAX_PERMITS);
-        MemoryBudget {
-            permits: tokio::sync::Semaphore::new(kib),
-            bytes,
-        }
-    }
 }
 
 /// Errors that stop the server.
@@ -150,9 +104,9 @@ async fn metrics(State(s): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
-/// Holds the request's [`admission_charge`] of the memory budget while it is read and answered.
-/// The charge comes from `Content-Length` (the API server always sends it), so it is known before
-/// the body is read; a body without one is charged as the largest accepted.
+/// Holds the request's charge of the memory budget while it is read and answered. The charge
+/// comes from `Content-Length` (the API server always sends it), so it is known before the body
+/// is read; a body without one is charged as the largest accepted.
 async fn within_budget(
     State(s): State<Arc<AppState>>,
     request: axum::extract::Request,
@@ -165,53 +119,19 @@ async fn within_budget(
         .and_then(|v| v.parse::<usize>().ok());
     // A larger body is refused by the body limit, unread.
     let body_len = declared.unwrap_or(MAX_BODY_BYTES).min(MAX_BODY_BYTES);
-    let charge = admission_charge(body_len);
-    let mib = |bytes: usize| bytes.div_ceil(1024 * 1024);
-    if charge > s.budget.bytes {
-        s.metrics.bad_request("over_budget");
-        tracing::warn!(
-            body_bytes = body_len,
-            charge_mib = mib(charge),
-            budget_mib = mib(s.budget.bytes),
-            "refused /mutate request: it may need more memory than the whole budget"
-        );
-        return (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            format!(
-                "a review of {body_len} bytes may need up to {} MiB of memory, more than this \
-                 webhook's whole memory budget of {} MiB (--memory-budget-mib)",
-                mib(charge),
-                mib(s.budget.bytes)
-            ),
-        )
-            .into_response();
-    }
-    let kib = u32::try_from(charge.div_ceil(1024)).unwrap_or(u32::MAX);
-    let permit = match tokio::time::timeout(BUDGET_WAIT, s.budget.permits.acquire_many(kib)).await {
-        Ok(Ok(permit)) => permit,
-        // The semaphore is never closed; a wait that ends either way is answered the same.
-        Ok(Err(_)) | Err(_) => {
-            s.metrics.bad_request("busy");
-            tracing::warn!(
-                budget_mib = mib(s.budget.bytes),
-                waited_s = BUDGET_WAIT.as_secs(),
-                "refused /mutate request: the memory budget stayed full"
-            );
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!(
-                    "the admissions in flight held this webhook's memory budget of {} MiB \
-                         (--memory-budget-mib) for {} s; try again",
-                    mib(s.budget.bytes),
-                    BUDGET_WAIT.as_secs()
-                ),
-            )
-                .into_response();
+    let _room = match s.budget.reserve(body_len).await {
+        Ok(permit) => permit,
+        Err(e) => {
+            let (status, result) = match e {
+                BudgetError::OverBudget { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "over_budget"),
+                BudgetError::Busy { .. } => (StatusCode::SERVICE_UNAVAILABLE, "busy"),
+            };
+            s.metrics.bad_request(result);
+            tracing::warn!(error = %e, "refused /mutate request");
+            return (status, e.to_string()).into_response();
         }
     };
-    let response = next.run(request).await;
-    drop(permit);
-    response
+    next.run(request).await
 }
 
 fn is_json(headers: &HeaderMap) -> bool {

@@ -13,9 +13,10 @@ use peak_alloc::PeakAlloc;
 use serde_json::{Value, json};
 use tokenvend_testkit::admission_review;
 use tokenvend_webhook::admission::review;
+use tokenvend_webhook::budget::{BODY_COPIES, admission_charge};
 use tokenvend_webhook::config::Config;
 use tokenvend_webhook::mutate::Injector;
-use tokenvend_webhook::server::{BODY_COPIES, MAX_BODY_BYTES, admission_charge};
+use tokenvend_webhook::server::MAX_BODY_BYTES;
 
 #[global_allocator]
 static ALLOCATOR: PeakAlloc = PeakAlloc;
