@@ -10,6 +10,8 @@ pub mod atomic;
 pub mod cabundle;
 pub mod claims;
 pub mod clock;
+#[cfg(feature = "tls-server")]
+pub mod connections;
 pub mod contract;
 pub mod creds;
 pub mod image;

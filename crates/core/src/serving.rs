@@ -103,8 +103,25 @@ fn listen_with(
 /// largest thing that must fit at once) is a few hundred bytes from the API server or a sidecar.
 pub const HTTP1_READ_BUFFER: usize = 64 * 1024;
 
-/// `server` with [`FIRST_REQUEST_TIMEOUT`], [`HTTP1_IDLE_TIMEOUT`], [`HTTP1_READ_BUFFER`] and
-/// HTTP/2 PINGs ([`HTTP2_PING_INTERVAL`], [`HTTP2_PING_TIMEOUT`]).
+/// The HTTP/2 flow-control window, per stream and per connection: the most request data an
+/// HTTP/2 connection sends ahead of its handlers, as [`HTTP1_READ_BUFFER`] is for HTTP/1
+/// (hyper's default is 1 MiB per connection).
+pub const HTTP2_WINDOW: u32 = 64 * 1024;
+
+/// The most requests one HTTP/2 connection has open at once (hyper's default is 200). Each
+/// holds its head, up to [`HTTP2_MAX_HEADER_LIST`], and a task while it waits: with 16, 200
+/// connections held the webhook's RSS at 57 MB. The API server calls webhooks over HTTP/1.1,
+/// one request per connection, and the sidecars do not multiplex.
+pub const HTTP2_MAX_STREAMS: u32 = 4;
+
+/// The largest request head over HTTP/2, decoded: hyper's default, set here because the
+/// servers' memory bounds count on it. The largest head a tokenvend server is sent is a
+/// sidecar's, with a service-account token of a few KiB.
+pub const HTTP2_MAX_HEADER_LIST: u32 = 16 * 1024;
+
+/// `server` with [`FIRST_REQUEST_TIMEOUT`], [`HTTP1_IDLE_TIMEOUT`], [`HTTP1_READ_BUFFER`],
+/// HTTP/2 PINGs ([`HTTP2_PING_INTERVAL`], [`HTTP2_PING_TIMEOUT`]) and HTTP/2's bounds
+/// ([`HTTP2_WINDOW`], [`HTTP2_MAX_STREAMS`], [`HTTP2_MAX_HEADER_LIST`]).
 pub fn bounded<A: Address, Acc>(mut server: Server<A, Acc>) -> Server<A, Acc> {
     let builder = server.http_builder();
     builder
@@ -114,7 +131,11 @@ pub fn bounded<A: Address, Acc>(mut server: Server<A, Acc>) -> Server<A, Acc> {
     builder
         .http2()
         .keep_alive_interval(HTTP2_PING_INTERVAL)
-        .keep_alive_timeout(HTTP2_PING_TIMEOUT);
+        .keep_alive_timeout(HTTP2_PING_TIMEOUT)
+        .initial_connection_window_size(HTTP2_WINDOW)
+        .initial_stream_window_size(HTTP2_WINDOW)
+        .max_concurrent_streams(HTTP2_MAX_STREAMS)
+        .max_header_list_size(HTTP2_MAX_HEADER_LIST);
     server.first_request_timeout(FIRST_REQUEST_TIMEOUT)
 }
 

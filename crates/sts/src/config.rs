@@ -71,6 +71,10 @@ pub struct ServeArgs {
     /// learns the endpoint is gone.
     #[arg(long, env = "TOKENVEND_SHUTDOWN_DELAY_SECONDS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(0..=60))]
     pub shutdown_delay_seconds: u64,
+    /// Connections held at once; one more waits (before its TLS handshake) for one to close.
+    /// Sidecars hold one only while they refresh.
+    #[arg(long, env = "TOKENVEND_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub max_connections: u32,
     /// Default role for POST /credentials (enables that endpoint). Without it, the seed's
     /// `AWS_ROLE_ARN` is read, unless `AWS_WEB_IDENTITY_TOKEN_FILE` makes that the SDK's own role.
     #[arg(long, env = "TOKENVEND_ROLE_ARN")]

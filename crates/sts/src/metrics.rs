@@ -6,6 +6,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use tokenvend_core::connections::ConnectionMetrics;
 use tokenvend_core::tls::{CertMetrics, TlsError, Validity};
 
 use crate::exchange::Lookup;
@@ -72,6 +73,8 @@ pub struct Metrics {
     validation_failures: Family<ReasonLabels, Counter>,
     config_reloads: Family<FileResultLabels, Counter>,
     cert: Option<CertMetrics>,
+    /// Connections held and turned away at the serving port.
+    pub connections: ConnectionMetrics,
     keys: Option<KeyMetrics>,
     publication: Option<PublicationMetrics>,
 }
@@ -119,6 +122,7 @@ impl Metrics {
             config_reloads.clone(),
         );
         let cert = parts.tls.then(|| CertMetrics::register(&mut registry));
+        let connections = ConnectionMetrics::register(&mut registry);
         let keys = parts.issuer.then(|| {
             let keys = KeyMetrics {
                 reloads: Family::default(),
@@ -173,6 +177,7 @@ impl Metrics {
             validation_failures,
             config_reloads,
             cert,
+            connections,
             keys,
             publication,
         }

@@ -16,6 +16,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
+use tokenvend_core::connections::{ConnectionLimit, SLOT_WAIT};
 use tokenvend_core::creds::{ErrorBody, ExchangeRequest};
 use tokenvend_core::serving::{bounded, retire_connection, stop_on_signal};
 use tokenvend_core::{Identity, RoleArn};
@@ -707,6 +708,11 @@ pub async fn run(args: ServeArgs) -> Result<(), SetupError> {
             );
         }
     };
+    let limit = ConnectionLimit::new(
+        args.max_connections,
+        SLOT_WAIT,
+        app.metrics.connections.clone(),
+    );
     let served = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
             use tokenvend_core::tls;
@@ -727,14 +733,16 @@ pub async fn run(args: ServeArgs) -> Result<(), SetupError> {
             ));
             let listener = tokenvend_core::serving::listen(addr)
                 .and_then(|l| axum_server::from_tcp_rustls(l, rustls))
-                .map_err(|source| SetupError::Listen { addr, source })?;
+                .map_err(|source| SetupError::Listen { addr, source })?
+                .map(|tls| tls.acceptor(limit));
             let serve = bounded(listener).handle(handle.clone()).serve(service);
             tokio::join!(announce, serve).1
         }
         _ => {
             let listener = tokenvend_core::serving::listen(addr)
                 .and_then(axum_server::from_tcp)
-                .map_err(|source| SetupError::Listen { addr, source })?;
+                .map_err(|source| SetupError::Listen { addr, source })?
+                .acceptor(limit);
             let serve = bounded(listener).handle(handle.clone()).serve(service);
             tokio::join!(announce, serve).1
         }

@@ -319,6 +319,43 @@ async fn by_default_it_listens_on_every_address_ipv4_and_ipv6() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_past_the_cap_waits_for_one_to_close() {
+    let (moto, cluster) = (Moto::start(), Cluster::new());
+    let sts = Sts::start(
+        &moto,
+        &cluster,
+        &[("TOKENVEND_MAX_CONNECTIONS", "1".into())],
+    );
+    logged(&sts, "tokenvend-sts serving", 1).await;
+    let held = tokio::net::TcpStream::connect(sts.addr)
+        .await
+        .expect("connect");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let url = sts.url("/healthz");
+    let waiting = tokio::spawn(async move { reqwest::get(url).await.map(|r| r.status()) });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(
+        !waiting.is_finished(),
+        "a second connection was served beside the one the cap allows"
+    );
+    drop(held);
+    let status = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("served once the first closed")
+        .expect("task")
+        .expect("answer");
+    assert_eq!(status, 200);
+    let metrics = metrics_of(&reqwest::Client::new(), &sts).await;
+    for line in [
+        "tokenvend_sts_connections_open 1",
+        "tokenvend_sts_connections_turned_away_total 0",
+    ] {
+        assert!(has_metric(&metrics, line), "no {line}: {metrics}");
+    }
+    logged(&sts, "connection limit reached", 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_error_status_is_reached() {
     provider();
     let moto = Moto::start();

@@ -49,6 +49,10 @@ pub struct Cli {
     /// (see the README's "Memory").
     #[arg(long, env = "TOKENVEND_MEMORY_BUDGET_MIB", default_value_t = 80, value_parser = clap::value_parser!(u32).range(8..=65536))]
     pub memory_budget_mib: u32,
+    /// Connections held at once; one more waits (before its TLS handshake) for one to close
+    /// (see the README's "Memory").
+    #[arg(long, env = "TOKENVEND_MAX_CONNECTIONS", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=65536))]
+    pub max_connections: u32,
     /// Log format.
     #[arg(long, env = "TOKENVEND_LOG_FORMAT", value_enum, default_value_t = LogFormat::Json)]
     pub log_format: LogFormat,
@@ -599,6 +603,8 @@ pub struct ServerConfig {
     pub shutdown_delay: Duration,
     /// Heap the admissions in flight may need together, in bytes.
     pub memory_budget: usize,
+    /// Connections held at once.
+    pub max_connections: u32,
     /// Mutation settings.
     pub mutation: Config,
     /// Where `mutation.exchange_ca_pem` was read from: watched, so a CA the certs job rotates
@@ -636,6 +642,7 @@ impl Cli {
             memory_budget: usize::try_from(self.memory_budget_mib)
                 .unwrap_or(usize::MAX)
                 .saturating_mul(1024 * 1024),
+            max_connections: self.max_connections,
             mutation: Config::from_args(merged)?,
         })
     }

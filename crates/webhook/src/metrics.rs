@@ -8,6 +8,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use tokenvend_core::connections::ConnectionMetrics;
 use tokenvend_core::tls::{CertMetrics, TlsError, Validity};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -30,6 +31,8 @@ pub struct Metrics {
     exchange_ca_reloads: Family<ResultLabels, Counter>,
     config_reloads: Family<ResultLabels, Counter>,
     cert: CertMetrics,
+    /// Connections held and turned away at the HTTPS port.
+    pub connections: ConnectionMetrics,
     /// [`STARTING`], [`SERVING`] or [`STOPPING`]: whether the TLS listener is bound and not
     /// shutting down.
     phase: AtomicU8,
@@ -84,6 +87,7 @@ impl Metrics {
             config_reloads.clone(),
         );
         let cert = CertMetrics::register(&mut registry);
+        let connections = ConnectionMetrics::register(&mut registry);
         Metrics {
             registry,
             admissions,
@@ -92,6 +96,7 @@ impl Metrics {
             exchange_ca_reloads,
             config_reloads,
             cert,
+            connections,
             phase: AtomicU8::new(STARTING),
             waiting: Mutex::new(None),
         }

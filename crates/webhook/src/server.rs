@@ -22,6 +22,7 @@ use crate::config::ServerConfig;
 use crate::metrics::Metrics;
 use crate::mutate::Injector;
 use tokenvend_core::clock::now;
+use tokenvend_core::connections::{ConnectionLimit, SLOT_WAIT};
 use tokenvend_core::serving::{bounded, retire_connection, stop_on_signal};
 use tokenvend_core::tls;
 
@@ -317,7 +318,14 @@ pub async fn run(cfg: ServerConfig) -> Result<(), RunError> {
         .map_err(|source| RunError::Listen {
             addr: cfg.listen,
             source,
-        })?;
+        })?
+        .map(|tls| {
+            tls.acceptor(ConnectionLimit::new(
+                cfg.max_connections,
+                SLOT_WAIT,
+                metrics.connections.clone(),
+            ))
+        });
     let serve = bounded(listener)
         .handle(handle.clone())
         .serve(router(state).into_make_service());

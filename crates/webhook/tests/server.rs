@@ -179,6 +179,15 @@ async fn tls_connect_offering(
     ca_pem: &str,
     alpn: Vec<Vec<u8>>,
 ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    tls_handshake(addr, ca_pem, alpn).await.expect("tls")
+}
+
+/// A TLS connection to `localhost` at `addr`, or why the handshake failed.
+async fn tls_handshake(
+    addr: SocketAddr,
+    ca_pem: &str,
+    alpn: Vec<Vec<u8>>,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
     let mut roots = rustls::RootCertStore::empty();
     let der =
         <rustls_pki_types::CertificateDer as rustls_pki_types::pem::PemObject>::from_pem_slice(
@@ -195,7 +204,6 @@ async fn tls_connect_offering(
     tokio_rustls::TlsConnector::from(Arc::new(tls))
         .connect(name, tcp)
         .await
-        .expect("tls")
 }
 
 /// Seconds until the server closes `conn` (end of stream or an error), at most `limit`.
@@ -1534,4 +1542,114 @@ async fn admissions_beyond_the_memory_budget_wait_their_turn_and_one_larger_than
         );
     }
     drop(a);
+}
+
+#[tokio::test]
+async fn connections_past_the_cap_wait_for_a_slot_and_as_many_more_are_closed_at_once() {
+    let (_dir, pair, wh) = ready(&["--max-connections", "2"]).await;
+    let mut a = tls_connect(wh.addr, &pair.ca_pem).await;
+    let b = tls_connect(wh.addr, &pair.ca_pem).await;
+    let handshake = |addr: SocketAddr, ca: String| {
+        tokio::spawn(async move { tls_handshake(addr, &ca, Vec::new()).await })
+    };
+    // A third is accepted, but its handshake waits for a slot; so does a fourth.
+    let third = handshake(wh.addr, pair.ca_pem.clone());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let fourth = handshake(wh.addr, pair.ca_pem.clone());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!third.is_finished(), "the third got past the cap of 2");
+    assert!(!fourth.is_finished(), "the fourth got past the cap of 2");
+    // With two held and two waiting, a fifth is closed at once.
+    let t0 = Instant::now();
+    let fifth = tls_handshake(wh.addr, &pair.ca_pem, Vec::new()).await;
+    assert!(fifth.is_err(), "a fifth connection was served");
+    assert!(t0.elapsed() < Duration::from_secs(2), "the fifth waited");
+    // The connections held still serve.
+    admit_raw(&mut a, "held").await;
+    // One closing lets the first waiting one in, and it serves.
+    drop(b);
+    let mut c = tokio::time::timeout(Duration::from_secs(5), third)
+        .await
+        .expect("the third got a slot in time")
+        .expect("task")
+        .expect("the third's handshake");
+    admit_raw(&mut c, "third").await;
+    assert!(!fourth.is_finished(), "the fourth got past the cap of 2");
+    let metrics = metrics_text(wh.probe).await;
+    for line in [
+        "tokenvend_webhook_connections_open 2",
+        "tokenvend_webhook_connections_turned_away_total 1",
+    ] {
+        assert!(has_metric(&metrics, line), "no {line}: {metrics}");
+    }
+    let warned = wait_for_lines(&wh, "connection limit reached", 1).await;
+    assert!(warned[0].contains("\"max_connections\":2"), "{}", warned[0]);
+}
+
+/// Sends spaces on `stream` for as long as HTTP/2 flow control lets it, up to `want` bytes;
+/// what was sent.
+async fn send_what_the_window_allows(
+    stream: &mut h2::SendStream<axum::body::Bytes>,
+    want: usize,
+) -> usize {
+    stream.reserve_capacity(want);
+    let mut sent = 0;
+    while sent < want {
+        let granted = tokio::time::timeout(
+            Duration::from_millis(500),
+            std::future::poll_fn(|cx| stream.poll_capacity(cx)),
+        )
+        .await;
+        match granted {
+            Ok(Some(Ok(n))) if n > 0 => {
+                stream
+                    .send_data(axum::body::Bytes::from(vec![b' '; n]), false)
+                    .expect("send data");
+                sent += n;
+            }
+            _ => return sent,
+        }
+    }
+    sent
+}
+
+#[tokio::test]
+async fn an_http2_connection_has_four_requests_open_and_64_kib_unread_at_most() {
+    use tokenvend_core::serving::HTTP2_WINDOW;
+    // 8 MiB: while a 120 KB review holds its charge, no other fits, so the HTTP/2 requests
+    // below wait unread.
+    let (_dir, pair, wh) = ready(&["--memory-budget-mib", "8"]).await;
+    let _held = half_sent(wh.addr, &pair.ca_pem, &review_of_size("held", 120_000)).await;
+    let conn = h2_connect(wh.addr, &pair.ca_pem).await;
+    let (mut client, mut connection) = h2::client::handshake(conn).await.expect("h2 handshake");
+    // The server's SETTINGS arrive with its first frames.
+    let settled = tokio::time::timeout(Duration::from_secs(2), &mut connection).await;
+    assert!(settled.is_err(), "the connection ended: {settled:?}");
+    assert_eq!(connection.max_concurrent_send_streams(), 4);
+    let driver = tokio::spawn(connection);
+    let mut sent = 0;
+    let mut streams = Vec::new();
+    for i in 0..4 {
+        client = client.ready().await.expect("a stream may open");
+        let req = http::Request::post("https://localhost/mutate")
+            .header("content-type", "application/json")
+            .header("content-length", "120000")
+            .body(())
+            .expect("request");
+        let (answer, mut body) = client.send_request(req, false).expect("send");
+        let n = send_what_the_window_allows(&mut body, 120_000).await;
+        eprintln!("stream {i}: {n} bytes sent before the window closed");
+        sent += n;
+        streams.push((answer, body));
+    }
+    // hyper's default windows (1 MiB each) would have taken all 480,000 bytes.
+    assert!(
+        sent <= HTTP2_WINDOW as usize,
+        "{sent} bytes unread on one connection, more than {HTTP2_WINDOW}"
+    );
+    assert!(
+        sent >= 60_000,
+        "only {sent} bytes sent: the window is 64 KiB"
+    );
+    assert!(!driver.is_finished(), "the connection ended");
 }
