@@ -349,7 +349,13 @@ fn respond(
 ) -> Result<Vec<u8>, ReviewError> {
     let patch = patch.map(Patch::as_bytes);
     let base64_len = patch.map_or(0, |p| base64_simd::STANDARD.encoded_length(p.len()));
-    let warnings_len: usize = warnings.iter().map(|w| w.len() + 3).sum();
+    let (warnings, more) = warnings.split_at(warnings.len().min(SHOWN_WARNINGS));
+    let more = match more.len() {
+        0 => None,
+        1 => Some("and 1 more warning".to_owned()),
+        n => Some(format!("and {n} more warnings")),
+    };
+    let warnings_len: usize = warnings.iter().chain(&more).map(|w| w.len() + 3).sum();
     let mut out = Vec::with_capacity(RESPONSE_OVERHEAD + uid.len() + base64_len + warnings_len);
     out.extend_from_slice(br#"{"apiVersion":""#);
     out.extend_from_slice(API_VERSION.as_bytes());
@@ -372,11 +378,22 @@ fn respond(
     }
     if !warnings.is_empty() {
         out.extend_from_slice(br#","warnings":"#);
-        write_json(&mut out, warnings)?;
+        match &more {
+            None => write_json(&mut out, warnings)?,
+            Some(more) => {
+                let shown: Vec<&str> = warnings.iter().map(String::as_str).collect();
+                write_json(&mut out, &[shown.as_slice(), &[more.as_str()]].concat())?;
+            }
+        }
     }
     out.extend_from_slice(b"}}");
     Ok(out)
 }
+
+/// How many warnings an answer carries; a line counts the rest. The API server passes a few
+/// hundred bytes of them to the client and drops the rest, and one warning repeated for each
+/// of 60,000 containers made an answer of megabytes.
+const SHOWN_WARNINGS: usize = 20;
 
 /// Bytes of a response besides the uid, the patch and the warnings (generous).
 const RESPONSE_OVERHEAD: usize = 192;
@@ -437,6 +454,31 @@ mod tests {
             assert_eq!(decoded, p.as_bytes());
             assert_eq!(v["response"]["patchType"], "JSONPatch");
             assert_eq!(v["response"]["warnings"], json!(warnings));
+        }
+    }
+
+    #[test]
+    fn an_answer_carries_twenty_warnings_and_counts_the_rest() {
+        let warnings: Vec<String> = (0..25).map(|i| format!("warning {i}")).collect();
+        for (given, want) in [
+            (&warnings[..20], json!(warnings[..20])),
+            (&warnings[..21], {
+                let mut w = json!(warnings[..20]);
+                w.as_array_mut()
+                    .expect("array")
+                    .push(json!("and 1 more warning"));
+                w
+            }),
+            (&warnings[..], {
+                let mut w = json!(warnings[..20]);
+                w.as_array_mut()
+                    .expect("array")
+                    .push(json!("and 5 more warnings"));
+                w
+            }),
+        ] {
+            let answer = respond("u", true, None, None, given).expect("renders");
+            assert_eq!(parsed(&answer)["response"]["warnings"], want);
         }
     }
 }
