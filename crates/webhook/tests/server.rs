@@ -227,37 +227,27 @@ async fn seconds_until_closed(
     }
 }
 
-/// One admission over a raw kept-alive connection: writes the request, reads until its answer
-/// (a 200), which it returns, head and body.
+/// One admission over a raw kept-alive connection: writes the request, reads its answer (a
+/// 200), which it returns, head and body.
 async fn admit_raw(
     conn: &mut tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
     uid: &str,
 ) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let body = review_body(uid);
-    conn.write_all(
-        format!(
-            "POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-            body.len()
-        )
-        .as_bytes(),
-    )
-    .await
-    .expect("request");
-    conn.flush().await.expect("flush");
-    let mut answer = Vec::new();
-    let mut buf = [0u8; 4096];
-    let want = format!("\"uid\":\"{uid}\"");
-    while !String::from_utf8_lossy(&answer).contains(&want) {
-        let n = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf))
-            .await
-            .expect("answer in time")
-            .expect("read");
-        assert!(n > 0, "{uid}: connection closed before answering");
-        answer.extend_from_slice(&buf[..n]);
-    }
-    assert!(answer.starts_with(b"HTTP/1.1 200"), "{uid}: not a 200");
-    String::from_utf8_lossy(&answer).into_owned()
+    let request = format!(
+        "POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let answer = send_and_read(conn, request.as_bytes()).await;
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "{uid}: not a 200: {answer}"
+    );
+    assert!(
+        answer.contains(&format!("\"uid\":\"{uid}\"")),
+        "{uid}: another answer: {answer}"
+    );
+    answer
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
