@@ -2,14 +2,16 @@
 
 conn-flood.py PID CA N MODE [SECONDS]
   MODE idle: N TLS connections that complete their handshake and send nothing;
-  MODE body: N HTTP/1.1 connections, each declaring a 3 MiB admission review and sending its
-             body as fast as the server reads it;
+  MODE body: N HTTP/1.1 connections, each POSTing a body (spaces; 3 MiB, the largest admission
+             review) and sending it as fast as the server reads it;
   MODE h2:   N HTTP/2 connections, each opening 200 such requests and sending as much of their
              bodies as flow control lets it.
-The server listens on localhost:18443 and its process is PID. Prints one line: connections
-opened, refused, and the peak RSS sampled every 250 ms over SECONDS (default 8).
+The server listens on localhost:$FLOOD_PORT (18443) and its process is PID; requests go to
+$FLOOD_PATH (/mutate) with bodies of $FLOOD_BODY bytes. Prints one line: connections opened,
+refused, and the peak RSS sampled every 250 ms over SECONDS (default 8).
 """
 import asyncio
+import os
 import ssl
 import sys
 import time
@@ -19,7 +21,9 @@ import h2.connection
 
 PID, CA, N, MODE = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 SECONDS = float(sys.argv[5]) if len(sys.argv) > 5 else 8.0
-BODY = 3 * 1024 * 1024
+PORT = int(os.environ.get("FLOOD_PORT", "18443"))
+PATH = os.environ.get("FLOOD_PATH", "/mutate")
+BODY = int(os.environ.get("FLOOD_BODY", str(3 * 1024 * 1024)))
 STREAMS = 200
 
 
@@ -39,7 +43,7 @@ async def connect(alpn):
     ctx.set_alpn_protocols([alpn])
     try:
         conn = await asyncio.wait_for(
-            asyncio.open_connection("127.0.0.1", 18443, ssl=ctx, server_hostname="localhost"), 30)
+            asyncio.open_connection("127.0.0.1", PORT, ssl=ctx, server_hostname="localhost"), 30)
     except (OSError, asyncio.TimeoutError, ssl.SSLError):
         stats["refused"] += 1
         return None
@@ -52,11 +56,12 @@ async def http1(send_body):
     if conn is None or not send_body:
         return conn
     _, w = conn
-    w.write(b"POST /mutate HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
-            + f"Content-Length: {BODY}\r\n\r\n".encode())
-    chunk = b" " * 65536
-    for _ in range(BODY // len(chunk)):
-        w.write(chunk)
+    w.write(f"POST {PATH} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {BODY}\r\n\r\n".encode())
+    left = BODY
+    while left > 0:
+        w.write(b" " * min(left, 65536))
+        left -= min(left, 65536)
         await w.drain()
     return conn
 
@@ -71,7 +76,7 @@ async def http2():
     left = {}
     for _ in range(STREAMS):
         sid = c.get_next_available_stream_id()
-        c.send_headers(sid, [(":method", "POST"), (":path", "/mutate"), (":scheme", "https"),
+        c.send_headers(sid, [(":method", "POST"), (":path", PATH), (":scheme", "https"),
                              (":authority", "localhost"), ("content-type", "application/json"),
                              ("content-length", str(BODY))])
         left[sid] = BODY

@@ -95,17 +95,23 @@ fn listen_with(
     Ok(socket.into())
 }
 
-/// The most an HTTP/1 connection reads ahead of its handler (hyper's default is about 400 KiB).
+/// The most an HTTP/1 connection reads ahead of its handler (hyper's default is about 400 KiB),
+/// and so the largest request head it takes.
 ///
 /// Each connection holds this much at most, whoever is waiting: with hyper's default, 128
 /// connections sending 3 MiB admission reviews held the webhook's RSS 58 MB higher than with
-/// this, though its memory budget let one review at a time be read. A request head (the
-/// largest thing that must fit at once) is a few hundred bytes from the API server or a sidecar.
-pub const HTTP1_READ_BUFFER: usize = 64 * 1024;
+/// 64 KiB, though its memory budget let one review at a time be read; 1,024 connections each
+/// sending a body held tokenvend-sts's RSS at 141 MB with 64 KiB and 88 MB with 32 KiB. Large
+/// bodies arrive as fast either way (they come in TLS records of 16 KiB). A head must still hold a
+/// bearer token of up to 16 KiB (tokenvend-sts's `MAX_TOKEN_BYTES`), and one somewhat larger
+/// must still reach the handler, which says the token is too large rather than hyper's bare
+/// 431; the API server's heads are a few hundred bytes.
+pub const HTTP1_READ_BUFFER: usize = 32 * 1024;
 
 /// The HTTP/2 flow-control window, per stream and per connection: the most request data an
 /// HTTP/2 connection sends ahead of its handlers, as [`HTTP1_READ_BUFFER`] is for HTTP/1
-/// (hyper's default is 1 MiB per connection).
+/// (hyper's default is 1 MiB per connection; 64 KiB is the protocol's own initial window, which
+/// a peer may use before it has the server's settings).
 pub const HTTP2_WINDOW: u32 = 64 * 1024;
 
 /// The most requests one HTTP/2 connection has open at once (hyper's default is 200). Each

@@ -327,10 +327,20 @@ async fn a_connection_past_the_cap_waits_for_one_to_close() {
         &[("TOKENVEND_MAX_CONNECTIONS", "1".into())],
     );
     logged(&sts, "tokenvend-sts serving", 1).await;
-    let held = tokio::net::TcpStream::connect(sts.addr)
+    // A kept-alive connection, answered once: it holds the one slot (the start-up check's
+    // connection has given its slot back by then, whatever the scheduler did).
+    let mut held = tokio::net::TcpStream::connect(sts.addr)
         .await
         .expect("connect");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        held.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .expect("request");
+        let mut answer = [0u8; 12];
+        held.read_exact(&mut answer).await.expect("answer");
+        assert_eq!(&answer, b"HTTP/1.1 200");
+    }
     let url = sts.url("/healthz");
     let waiting = tokio::spawn(async move { reqwest::get(url).await.map(|r| r.status()) });
     tokio::time::sleep(Duration::from_secs(1)).await;
