@@ -53,7 +53,8 @@ impl ConnectionMetrics {
         );
         registry.register(
             "connections_turned_away",
-            "Connections closed unserved after waiting for one of the capped slots",
+            "Connections closed unserved: no slot came free within the wait, or as many as the \
+             cap were waiting already",
             m.turned_away.clone(),
         );
         m
@@ -69,19 +70,17 @@ pub struct ConnectionLimit {
     /// Places to wait for a slot in, as many as there are slots.
     queue: Arc<Semaphore>,
     max: u32,
-    wait: Duration,
     metrics: ConnectionMetrics,
     last_warning: Arc<Mutex<Option<Instant>>>,
 }
 
 impl ConnectionLimit {
-    /// At most `max` connections; up to `max` more wait up to `wait` each for a slot.
-    pub fn new(max: u32, wait: Duration, metrics: ConnectionMetrics) -> Self {
+    /// At most `max` connections; up to `max` more wait up to [`SLOT_WAIT`] each for a slot.
+    pub fn new(max: u32, metrics: ConnectionMetrics) -> Self {
         ConnectionLimit {
             slots: Arc::new(Semaphore::new(max as usize)),
             queue: Arc::new(Semaphore::new(max as usize)),
             max,
-            wait,
             metrics,
             last_warning: Arc::new(Mutex::new(None)),
         }
@@ -99,13 +98,13 @@ impl ConnectionLimit {
                         self.max
                     )));
                 };
-                match tokio::time::timeout(self.wait, self.slots.clone().acquire_owned()).await {
+                match tokio::time::timeout(SLOT_WAIT, self.slots.clone().acquire_owned()).await {
                     Ok(Ok(permit)) => permit,
                     // The semaphore is never closed; a timeout is the only way here.
                     Ok(Err(_)) | Err(_) => {
                         return Err(self.turn_away(format!(
                             "no connection slot within {} s ({} held)",
-                            self.wait.as_secs(),
+                            SLOT_WAIT.as_secs(),
                             self.max
                         )));
                     }
@@ -134,7 +133,7 @@ impl ConnectionLimit {
             *last = Some(now);
             tracing::warn!(
                 max_connections = self.max,
-                wait_seconds = self.wait.as_secs(),
+                wait_seconds = SLOT_WAIT.as_secs(),
                 turned_away_so_far = self.metrics.turned_away.get(),
                 "connection limit reached: new connections wait for one to close (is something \
                  opening connections it does not use?)"
@@ -233,10 +232,7 @@ mod tests {
 
     fn limit(max: u32) -> (ConnectionLimit, ConnectionMetrics) {
         let metrics = ConnectionMetrics::register(&mut Registry::default());
-        (
-            ConnectionLimit::new(max, SLOT_WAIT, metrics.clone()),
-            metrics,
-        )
+        (ConnectionLimit::new(max, metrics.clone()), metrics)
     }
 
     #[tokio::test(start_paused = true)]

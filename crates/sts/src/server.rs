@@ -16,7 +16,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde_json::json;
-use tokenvend_core::connections::{ConnectionLimit, SLOT_WAIT};
+use tokenvend_core::connections::ConnectionLimit;
 use tokenvend_core::creds::{ErrorBody, ExchangeRequest};
 use tokenvend_core::serving::{bounded, retire_connection, stop_on_signal};
 use tokenvend_core::{Identity, RoleArn};
@@ -708,11 +708,7 @@ pub async fn run(args: ServeArgs) -> Result<(), SetupError> {
             );
         }
     };
-    let limit = ConnectionLimit::new(
-        args.max_connections,
-        SLOT_WAIT,
-        app.metrics.connections.clone(),
-    );
+    let limit = ConnectionLimit::new(args.max_connections, app.metrics.connections.clone());
     let served = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => {
             use tokenvend_core::tls;

@@ -349,13 +349,18 @@ fn respond(
 ) -> Result<Vec<u8>, ReviewError> {
     let patch = patch.map(Patch::as_bytes);
     let base64_len = patch.map_or(0, |p| base64_simd::STANDARD.encoded_length(p.len()));
-    let (warnings, more) = warnings.split_at(warnings.len().min(SHOWN_WARNINGS));
-    let more = match more.len() {
+    let more = match warnings.len().saturating_sub(SHOWN_WARNINGS) {
         0 => None,
         1 => Some("and 1 more warning".to_owned()),
         n => Some(format!("and {n} more warnings")),
     };
-    let warnings_len: usize = warnings.iter().chain(&more).map(|w| w.len() + 3).sum();
+    let warnings: Vec<&str> = warnings
+        .iter()
+        .take(SHOWN_WARNINGS)
+        .map(String::as_str)
+        .chain(more.as_deref())
+        .collect();
+    let warnings_len: usize = warnings.iter().map(|w| w.len() + 3).sum();
     let mut out = Vec::with_capacity(RESPONSE_OVERHEAD + uid.len() + base64_len + warnings_len);
     out.extend_from_slice(br#"{"apiVersion":""#);
     out.extend_from_slice(API_VERSION.as_bytes());
@@ -378,13 +383,7 @@ fn respond(
     }
     if !warnings.is_empty() {
         out.extend_from_slice(br#","warnings":"#);
-        match &more {
-            None => write_json(&mut out, warnings)?,
-            Some(more) => {
-                let shown: Vec<&str> = warnings.iter().map(String::as_str).collect();
-                write_json(&mut out, &[shown.as_slice(), &[more.as_str()]].concat())?;
-            }
-        }
+        write_json(&mut out, &warnings)?;
     }
     out.extend_from_slice(b"}}");
     Ok(out)

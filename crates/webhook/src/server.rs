@@ -22,7 +22,7 @@ use crate::config::ServerConfig;
 use crate::metrics::Metrics;
 use crate::mutate::Injector;
 use tokenvend_core::clock::now;
-use tokenvend_core::connections::{ConnectionLimit, SLOT_WAIT};
+use tokenvend_core::connections::ConnectionLimit;
 use tokenvend_core::serving::{bounded, retire_connection, stop_on_signal};
 use tokenvend_core::tls;
 
@@ -322,7 +322,6 @@ pub async fn run(cfg: ServerConfig) -> Result<(), RunError> {
         .map(|tls| {
             tls.acceptor(ConnectionLimit::new(
                 cfg.max_connections,
-                SLOT_WAIT,
                 metrics.connections.clone(),
             ))
         });
