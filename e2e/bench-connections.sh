@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Memory under connection floods: the release servers' peak RSS while many connections are
 # opened at once and held (e2e/conn-flood.py): idle TLS connections, HTTP/1.1 connections each
-# sending a body, and HTTP/2 connections each sending bodies on 200 streams. Each flood runs on
+# sending a body, and HTTP/2 connections each sending bodies on 200 streams; then, with exactly as
+# many connections held as the cap allows, idle ones (before a first request, or kept alive
+# after one), how long one more waits for a slot. Each flood runs on
 # a fresh server with its default --max-connections (webhook 256, tokenvend-sts 1024), then
 # with the cap lifted (65536), which is how they behaved before they had one. The environment
 # is the images' (MIMALLOC_ARENA_EAGER_COMMIT=0, MIMALLOC_PURGE_DELAY=0) unless the caller sets
@@ -61,6 +63,9 @@ for case in "5000 idle" "1000 body" "200 h2" "1000 h2"; do
   flood webhook 256 "$n" "$mode"
   flood webhook 65536 "$n" "$mode"
 done
+step "one more connection while idle ones hold every slot"
+flood webhook 256 256 idle
+flood webhook 256 256 kept
 # tokenvend-sts takes bodies of up to 64 KiB (POST /credentials).
 export FLOOD_PORT=18501 FLOOD_PATH=/credentials FLOOD_BODY=65536
 for case in "5000 idle" "3000 body"; do
@@ -68,3 +73,4 @@ for case in "5000 idle" "3000 body"; do
   flood sts 1024 "$n" "$mode"
   flood sts 65536 "$n" "$mode"
 done
+flood sts 1024 1024 kept

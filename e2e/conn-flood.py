@@ -2,13 +2,17 @@
 
 conn-flood.py PID CA N MODE [SECONDS]
   MODE idle: N TLS connections that complete their handshake and send nothing;
+  MODE kept: N HTTP/1.1 connections, each sending one GET of $FLOOD_PATH, reading its answer, and
+             then holding the connection open as a client's idle pool does;
   MODE body: N HTTP/1.1 connections, each POSTing a body (spaces; 3 MiB, the largest admission
              review) and sending it as fast as the server reads it;
   MODE h2:   N HTTP/2 connections, each opening 200 such requests and sending as much of their
              bodies as flow control lets it.
 The server listens on localhost:$FLOOD_PORT (18443) and its process is PID; requests go to
 $FLOOD_PATH (/mutate) with bodies of $FLOOD_BODY bytes. Prints one line: connections opened,
-refused, and the peak RSS sampled every 250 ms over SECONDS (default 8).
+refused, and the peak RSS sampled every 250 ms over SECONDS (default 8); then how long one more
+connection took to complete its TLS handshake while the flood still holds its connections (with
+N at the server's --max-connections, how long a newcomer waits for a slot).
 """
 import asyncio
 import os
@@ -51,11 +55,18 @@ async def connect(alpn):
     return conn
 
 
-async def http1(send_body):
+async def http1(sends):
+    """One HTTP/1.1 connection that sends nothing, one GET, or one POST of a body."""
     conn = await connect("http/1.1")
-    if conn is None or not send_body:
+    if conn is None or sends == "nothing":
         return conn
-    _, w = conn
+    r, w = conn
+    if sends == "get":
+        w.write(f"GET {PATH} HTTP/1.1\r\nHost: localhost\r\n\r\n".encode())
+        await w.drain()
+        if not await r.read(65536):
+            stats["refused"] += 1
+        return conn
     w.write(f"POST {PATH} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
             f"Content-Length: {BODY}\r\n\r\n".encode())
     left = BODY
@@ -100,7 +111,8 @@ async def http2():
 
 
 async def main():
-    one = {"idle": lambda: http1(False), "body": lambda: http1(True), "h2": http2}[MODE]
+    one = {"idle": lambda: http1("nothing"), "kept": lambda: http1("get"),
+           "body": lambda: http1("body"), "h2": http2}[MODE]
 
     async def held():
         try:
@@ -116,8 +128,18 @@ async def main():
     while time.monotonic() - started < SECONDS:
         await asyncio.sleep(0.25)
         peak = max(peak, rss_kib())
+    newcomer = time.monotonic()
+    ctx = ssl.create_default_context(cafile=CA)
+    try:
+        _, w = await asyncio.wait_for(
+            asyncio.open_connection("127.0.0.1", PORT, ssl=ctx, server_hostname="localhost"), 30)
+        w.close()
+        came = "got in"
+    except (OSError, asyncio.TimeoutError, ssl.SSLError):
+        came = "was turned away"
+    waited = time.monotonic() - newcomer
     print(f"{N} {MODE}: {stats['opened']} opened, {stats['refused']} refused; "
-          f"RSS {before} KiB before, {peak} KiB at peak")
+          f"RSS {before} KiB before, {peak} KiB at peak; one more {came} after {waited:.2f} s")
     for t in tasks:
         t.cancel()
 

@@ -11,14 +11,25 @@
 //! about 8 KiB (its task), so as many may wait as may be held, and any more are closed at once.
 //! The connections already held keep working, so the API server's pooled connections still
 //! serve.
+//!
+//! While one waits, the connection idle longest is closed to make room for it, once it has been
+//! idle [`SHED_AFTER_IDLE`] (as nginx reuses its idle keep-alive connections when it runs out).
+//! Otherwise connections that were opened and left idle, by a flood or by a client that pools
+//! more than it uses, would keep every newcomer out until they time out: 10 s before a first
+//! request, 120 s after one. A connection is idle while it waits to read and has read nothing
+//! since it last wrote: between requests, or before its first. One with a request in flight (read
+//! and not yet answered) or one sending its request is never closed this way.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use atomic_waker::AtomicWaker;
 use axum_server::accept::Accept;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -32,6 +43,11 @@ use tokio::time::Instant;
 /// outlast a burst.
 pub const SLOT_WAIT: Duration = Duration::from_secs(10);
 
+/// How long a connection must have been idle before it is closed to make room for a waiting
+/// one. Long enough that a connection in use (a handshake under way, a caller between two
+/// requests of a burst) is left alone, short against [`SLOT_WAIT`].
+pub const SHED_AFTER_IDLE: Duration = Duration::from_secs(1);
+
 /// Least time between two warnings that the cap was reached: a flood must not flood the log.
 const WARNING_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -40,6 +56,7 @@ const WARNING_INTERVAL: Duration = Duration::from_secs(60);
 pub struct ConnectionMetrics {
     open: Gauge,
     turned_away: Counter,
+    closed_idle: Counter,
 }
 
 impl ConnectionMetrics {
@@ -57,6 +74,11 @@ impl ConnectionMetrics {
              cap were waiting already",
             m.turned_away.clone(),
         );
+        registry.register(
+            "connections_closed_idle",
+            "Idle connections closed to make room for a new one at the cap",
+            m.closed_idle.clone(),
+        );
         m
     }
 }
@@ -72,6 +94,25 @@ pub struct ConnectionLimit {
     max: u32,
     metrics: ConnectionMetrics,
     last_warning: Arc<Mutex<Option<Instant>>>,
+    /// The connections held, for finding the one idle longest.
+    held: Arc<Mutex<Held>>,
+    /// Zero of the connections' idle clocks.
+    epoch: Instant,
+}
+
+#[derive(Debug, Default)]
+struct Held {
+    next_id: u64,
+    by_id: HashMap<u64, Arc<Activity>>,
+}
+
+/// What happened when a waiting connection looked for an idle one to close.
+#[derive(Debug, PartialEq)]
+enum Shed {
+    /// One was asked to close.
+    Asked,
+    /// None has been idle long enough; the one idle longest will have been in this long.
+    LookAgainIn(Duration),
 }
 
 impl ConnectionLimit {
@@ -83,6 +124,8 @@ impl ConnectionLimit {
             max,
             metrics,
             last_warning: Arc::new(Mutex::new(None)),
+            held: Arc::new(Mutex::new(Held::default())),
+            epoch: Instant::now(),
         }
     }
 
@@ -98,24 +141,85 @@ impl ConnectionLimit {
                         self.max
                     )));
                 };
-                match tokio::time::timeout(SLOT_WAIT, self.slots.clone().acquire_owned()).await {
-                    Ok(Ok(permit)) => permit,
-                    // The semaphore is never closed; a timeout is the only way here.
-                    Ok(Err(_)) | Err(_) => {
-                        return Err(self.turn_away(format!(
-                            "no connection slot within {} s ({} held)",
-                            SLOT_WAIT.as_secs(),
-                            self.max
-                        )));
-                    }
-                }
+                self.wait_for_slot().await?
             }
         };
         self.metrics.open.inc();
+        let activity = Arc::new(Activity::new(self.now_ms()));
+        let id = {
+            let mut held = lock(&self.held);
+            let id = held.next_id;
+            held.next_id += 1;
+            held.by_id.insert(id, activity.clone());
+            id
+        };
         Ok(Slot {
             _permit: permit,
             open: self.metrics.open.clone(),
+            held: self.held.clone(),
+            id,
+            activity,
+            closed_idle: self.metrics.closed_idle.clone(),
+            epoch: self.epoch,
         })
+    }
+
+    /// Waits up to [`SLOT_WAIT`] for a slot, closing idle connections to make one.
+    async fn wait_for_slot(&self) -> io::Result<OwnedSemaphorePermit> {
+        let deadline = Instant::now() + SLOT_WAIT;
+        loop {
+            let look_again = match self.shed_longest_idle() {
+                // Its slot comes back once it has closed; if another waiter takes it, this one
+                // looks again a little later.
+                Shed::Asked => SHED_AFTER_IDLE,
+                Shed::LookAgainIn(after) => after,
+            };
+            let until = (Instant::now() + look_again).min(deadline);
+            match tokio::time::timeout_at(until, self.slots.clone().acquire_owned()).await {
+                Ok(Ok(permit)) => return Ok(permit),
+                // Not yet: look for an idle connection again, unless the wait is over.
+                Err(_) if Instant::now() < deadline => {}
+                // The semaphore is never closed; a timeout is the only way here.
+                Ok(Err(_)) | Err(_) => {
+                    return Err(self.turn_away(format!(
+                        "no connection slot within {} s ({} held)",
+                        SLOT_WAIT.as_secs(),
+                        self.max
+                    )));
+                }
+            }
+        }
+    }
+
+    /// Asks the connection idle longest to close, if it has been idle [`SHED_AFTER_IDLE`].
+    fn shed_longest_idle(&self) -> Shed {
+        let now = self.now_ms();
+        let held = lock(&self.held);
+        let longest = held
+            .by_id
+            .values()
+            .filter(|a| a.shed.load(Ordering::Acquire) == NOT_ASKED)
+            .filter_map(|a| a.idle_since().map(|since| (since, a)))
+            .min_by_key(|(since, _)| *since);
+        let Some((since, activity)) = longest else {
+            return Shed::LookAgainIn(SHED_AFTER_IDLE);
+        };
+        let idle = Duration::from_millis(now.saturating_sub(since));
+        if idle < SHED_AFTER_IDLE {
+            return Shed::LookAgainIn(SHED_AFTER_IDLE - idle);
+        }
+        if activity
+            .shed
+            .compare_exchange(NOT_ASKED, ASKED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            activity.reader.wake();
+        }
+        Shed::Asked
+    }
+
+    fn now_ms(&self) -> u64 {
+        millis_since(self.epoch)
     }
 
     fn turn_away(&self, why: String) -> io::Error {
@@ -125,19 +229,66 @@ impl ConnectionLimit {
 
     fn warn_once_in_a_while(&self) {
         let now = Instant::now();
-        let mut last = match self.last_warning.lock() {
-            Ok(last) => last,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let mut last = lock(&self.last_warning);
         if last.is_none_or(|at| now.duration_since(at) >= WARNING_INTERVAL) {
             *last = Some(now);
             tracing::warn!(
                 max_connections = self.max,
                 wait_seconds = SLOT_WAIT.as_secs(),
                 turned_away_so_far = self.metrics.turned_away.get(),
-                "connection limit reached: new connections wait for one to close (is something \
-                 opening connections it does not use?)"
+                closed_idle_so_far = self.metrics.closed_idle.get(),
+                "connection limit reached: connections idle for a second are closed to make \
+                 room, else new connections wait for one to close (is something opening \
+                 connections it does not use?)"
             );
+        }
+    }
+}
+
+/// A lock whose holder cannot leave the data half-changed (every change is one statement), so
+/// a panic elsewhere does not make it unusable.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(guard) => guard,
+        Err(poisoned) => poisoned.into_inner(),
+    }
+}
+
+fn millis_since(epoch: Instant) -> u64 {
+    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1)
+}
+
+/// `Activity::idle_since` while the connection has read since it last wrote.
+const BUSY: u64 = u64::MAX;
+const NOT_ASKED: u8 = 0;
+const ASKED: u8 = 1;
+const CLOSED: u8 = 2;
+
+/// What the cap knows of one connection: whether it is idle, since when, and whether it has been
+/// asked to close.
+#[derive(Debug)]
+struct Activity {
+    /// Milliseconds from the limit's epoch to the connection's last write (or its accept), or
+    /// [`BUSY`].
+    idle_since: AtomicU64,
+    shed: AtomicU8,
+    /// The task reading the connection, woken to close it.
+    reader: AtomicWaker,
+}
+
+impl Activity {
+    fn new(now_ms: u64) -> Self {
+        Activity {
+            idle_since: AtomicU64::new(now_ms),
+            shed: AtomicU8::new(NOT_ASKED),
+            reader: AtomicWaker::new(),
+        }
+    }
+
+    fn idle_since(&self) -> Option<u64> {
+        match self.idle_since.load(Ordering::Acquire) {
+            BUSY => None,
+            since => Some(since),
         }
     }
 }
@@ -147,10 +298,16 @@ impl ConnectionLimit {
 struct Slot {
     _permit: OwnedSemaphorePermit,
     open: Gauge,
+    held: Arc<Mutex<Held>>,
+    id: u64,
+    activity: Arc<Activity>,
+    closed_idle: Counter,
+    epoch: Instant,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        lock(&self.held).by_id.remove(&self.id);
         self.open.dec();
     }
 }
@@ -171,7 +328,7 @@ where
             Ok((
                 Limited {
                     inner: stream,
-                    _slot: slot,
+                    slot,
                 },
                 service,
             ))
@@ -183,7 +340,16 @@ where
 #[derive(Debug)]
 pub struct Limited<I> {
     inner: I,
-    _slot: Slot,
+    slot: Slot,
+}
+
+impl<I> Limited<I> {
+    fn wrote(&self, n: usize) {
+        if n > 0 {
+            let now = millis_since(self.slot.epoch);
+            self.slot.activity.idle_since.store(now, Ordering::Release);
+        }
+    }
 }
 
 impl<I: AsyncRead + Unpin> AsyncRead for Limited<I> {
@@ -192,7 +358,42 @@ impl<I: AsyncRead + Unpin> AsyncRead for Limited<I> {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        let activity = &self.slot.activity;
+        if activity.idle_since().is_some() {
+            // Registered before the flag is read, so that a request to close made after the read
+            // still wakes this task.
+            activity.reader.register(cx.waker());
+            match activity.shed.load(Ordering::Acquire) {
+                ASKED => {
+                    if activity
+                        .shed
+                        .compare_exchange(ASKED, CLOSED, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok()
+                    {
+                        self.slot.closed_idle.inc();
+                    }
+                    // End of stream: between requests the server closes the connection as if
+                    // the client had.
+                    return Poll::Ready(Ok(()));
+                }
+                CLOSED => return Poll::Ready(Ok(())),
+                _ => {}
+            }
+        }
+        let before = buf.filled().len();
+        let read = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(read, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            let activity = &self.slot.activity;
+            activity.idle_since.store(BUSY, Ordering::Release);
+            // A request came in after all: the waiting connection looks elsewhere.
+            let _ = activity.shed.compare_exchange(
+                ASKED,
+                NOT_ASKED,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            );
+        }
+        read
     }
 }
 
@@ -202,7 +403,11 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Limited<I> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let written = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = written {
+            self.wrote(n);
+        }
+        written
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -218,7 +423,11 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Limited<I> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let written = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if let Poll::Ready(Ok(n)) = written {
+            self.wrote(n);
+        }
+        written
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -302,6 +511,97 @@ mod tests {
             w.await.expect("task").expect("a slot came free");
         }
         assert_eq!(metrics.open.get(), 0);
+        assert_eq!(metrics.turned_away.get(), 1);
+    }
+
+    /// A held connection's server side, reading until it ends; its `Limited` is dropped (its
+    /// slot given back) when the read returns, as a server's connection task is.
+    fn serve_until_closed(
+        mut conn: Limited<tokio::io::DuplexStream>,
+    ) -> tokio::task::JoinHandle<io::Result<usize>> {
+        use tokio::io::AsyncReadExt;
+        tokio::spawn(async move {
+            let mut buf = [0u8; 64];
+            conn.read(&mut buf).await
+        })
+    }
+
+    async fn held(
+        limit: &ConnectionLimit,
+    ) -> (Limited<tokio::io::DuplexStream>, tokio::io::DuplexStream) {
+        let (server, client) = tokio::io::duplex(1024);
+        let (conn, ()) = limit.accept(server, ()).await.expect("a slot");
+        (conn, client)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_waiting_connection_closes_the_one_idle_longest_once_it_has_been_idle_a_second() {
+        let (limit, metrics) = limit(2);
+        let started = Instant::now();
+        let (first, _first_client) = held(&limit).await;
+        let first = serve_until_closed(first);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (second, _second_client) = held(&limit).await;
+        let second = serve_until_closed(second);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+
+        // The first has been idle 500 ms: the third waits until it has been idle a second.
+        let (third, _third_client) = tokio::io::duplex(1024);
+        let third = limit.accept(third, ()).await.expect("a slot made free");
+        assert_eq!(started.elapsed(), SHED_AFTER_IDLE);
+        assert_eq!(
+            first.await.expect("task").expect("closed, not failed"),
+            0,
+            "the first was closed as if its client had"
+        );
+        assert!(!second.is_finished(), "the second was closed too");
+        assert_eq!(metrics.closed_idle.get(), 1);
+        assert_eq!(metrics.turned_away.get(), 0);
+        assert_eq!(metrics.open.get(), 2);
+        drop(third);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_that_has_read_since_it_last_wrote_is_not_closed_to_make_room() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (limit, metrics) = limit(1);
+        let (mut conn, mut client) = held(&limit).await;
+        // A request read and not yet answered.
+        client.write_all(b"request").await.expect("send");
+        let mut buf = [0u8; 7];
+        conn.read_exact(&mut buf).await.expect("read");
+        let reading = tokio::spawn(async move {
+            let mut more = [0u8; 8];
+            let n = conn.read(&mut more).await;
+            (conn, n)
+        });
+        let refused = limit
+            .accept(tokio::io::duplex(8).0, ())
+            .await
+            .expect_err("no slot while the request is in flight");
+        assert_eq!(
+            refused.to_string(),
+            "no connection slot within 10 s (1 held)"
+        );
+        assert!(!reading.is_finished(), "the busy connection was closed");
+        assert_eq!(metrics.closed_idle.get(), 0);
+
+        // Answered, it is idle: the next one waiting closes it a second later.
+        client.write_all(b"x").await.expect("send");
+        let (mut conn, n) = reading.await.expect("task");
+        assert_eq!(n.expect("read"), 1);
+        conn.write_all(b"answer").await.expect("answer");
+        let answered = Instant::now();
+        let waiting = tokio::spawn({
+            let limit = limit.clone();
+            async move { limit.accept(tokio::io::duplex(8).0, ()).await }
+        });
+        let mut rest = [0u8; 8];
+        assert_eq!(conn.read(&mut rest).await.expect("closed, not failed"), 0);
+        assert_eq!(answered.elapsed(), SHED_AFTER_IDLE);
+        drop(conn);
+        waiting.await.expect("task").expect("a slot made free");
+        assert_eq!(metrics.closed_idle.get(), 1);
         assert_eq!(metrics.turned_away.get(), 1);
     }
 }

@@ -300,6 +300,24 @@ mod tests {
     }
 
     #[test]
+    fn max_connections_defaults_to_1024_and_the_flag_has_bounds() {
+        let max = |args: &[&str]| {
+            Cli::try_parse_from([&["tokenvend-sts"], args].concat())
+                .map(|c| c.serve.max_connections)
+        };
+        assert_eq!(max(&[]).ok(), Some(1024));
+        assert_eq!(max(&["--max-connections", "1"]).ok(), Some(1));
+        assert_eq!(max(&["--max-connections", "65536"]).ok(), Some(65536));
+        for bad in ["0", "65537", "-1", "many"] {
+            let err = max(&[&format!("--max-connections={bad}")])
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(err.contains("--max-connections"), "{bad} taken: {err:?}");
+        }
+    }
+
+    #[test]
     fn the_default_role_is_never_the_sdks_own() {
         const VEND: &str = "arn:aws:iam::1:role/vend";
         const OWN: &str = "arn:aws:iam::1:role/tokenvend-sts";

@@ -319,7 +319,8 @@ async fn by_default_it_listens_on_every_address_ipv4_and_ipv6() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_connection_past_the_cap_waits_for_one_to_close() {
+async fn a_connection_past_the_cap_waits_for_a_busy_one_to_close_and_closes_an_idle_one() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let (moto, cluster) = (Moto::start(), Cluster::new());
     let sts = Sts::start(
         &moto,
@@ -329,40 +330,65 @@ async fn a_connection_past_the_cap_waits_for_one_to_close() {
     logged(&sts, "tokenvend-sts serving", 1).await;
     // A kept-alive connection, answered once: it holds the one slot (the start-up check's
     // connection has given its slot back by then, whatever the scheduler did).
-    let mut held = tokio::net::TcpStream::connect(sts.addr)
-        .await
-        .expect("connect");
-    {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        held.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+    let held = || async {
+        let mut conn = tokio::net::TcpStream::connect(sts.addr)
+            .await
+            .expect("connect");
+        conn.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
             .await
             .expect("request");
         let mut answer = [0u8; 12];
-        held.read_exact(&mut answer).await.expect("answer");
+        conn.read_exact(&mut answer).await.expect("answer");
         assert_eq!(&answer, b"HTTP/1.1 200");
-    }
-    let url = sts.url("/healthz");
-    let waiting = tokio::spawn(async move { reqwest::get(url).await.map(|r| r.status()) });
-    tokio::time::sleep(Duration::from_secs(1)).await;
+        conn
+    };
+    let mut busy = held().await;
+    // Then half a request head: the connection is in use, and is not closed to make room.
+    busy.write_all(b"GET /healthz HTTP/1.1\r\n")
+        .await
+        .expect("half a head");
+    let get = || {
+        let url = sts.url("/healthz");
+        tokio::spawn(async move { reqwest::get(url).await.map(|r| r.status()) })
+    };
+    let waiting = get();
+    tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(
         !waiting.is_finished(),
         "a second connection was served beside the one the cap allows"
     );
-    drop(held);
+    drop(busy);
     let status = tokio::time::timeout(Duration::from_secs(5), waiting)
         .await
         .expect("served once the first closed")
         .expect("task")
         .expect("answer");
     assert_eq!(status, 200);
+    logged(&sts, "connection limit reached", 1).await;
+
+    // An idle connection holding the slot is closed for the next one within a second or so.
+    let mut idle = held().await;
+    let t0 = std::time::Instant::now();
+    let status = tokio::time::timeout(Duration::from_secs(5), get())
+        .await
+        .expect("served once the idle one was closed")
+        .expect("task")
+        .expect("answer");
+    assert_eq!(status, 200);
+    eprintln!("served after {:?}", t0.elapsed());
+    // The rest of its answer, then the end of the stream.
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(2), idle.read_to_end(&mut rest))
+        .await
+        .expect("the idle connection was closed")
+        .expect("closed cleanly");
     let metrics = metrics_of(&reqwest::Client::new(), &sts).await;
     for line in [
-        "tokenvend_sts_connections_open 1",
         "tokenvend_sts_connections_turned_away_total 0",
+        "tokenvend_sts_connections_closed_idle_total 1",
     ] {
         assert!(has_metric(&metrics, line), "no {line}: {metrics}");
     }
-    logged(&sts, "connection limit reached", 1).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -780,6 +780,26 @@ mod tests {
     }
 
     #[test]
+    fn max_connections_defaults_to_256_and_the_flag_has_bounds() {
+        let max = |extra: &[&str]| {
+            cli_with(extra)
+                .into_server_config()
+                .map(|c| c.max_connections)
+        };
+        assert_eq!(max(&[]).ok(), Some(256));
+        assert_eq!(max(&["--max-connections", "1"]).ok(), Some(1));
+        assert_eq!(max(&["--max-connections", "65536"]).ok(), Some(65536));
+        for bad in ["0", "65537", "-1", "many"] {
+            let flags = ["tokenvend-webhook", "--tls-cert", "c", "--tls-key", "k"];
+            let flag = format!("--max-connections={bad}");
+            let parsed =
+                <Cli as clap::Parser>::try_parse_from(flags.iter().copied().chain([flag.as_str()]));
+            let err = parsed.err().map(|e| e.to_string()).unwrap_or_default();
+            assert!(err.contains("--max-connections"), "{bad} taken: {err:?}");
+        }
+    }
+
+    #[test]
     fn a_plain_http_exchange_url_across_the_network_is_a_concern() {
         for (url, concern) in [
             ("https://tokenvend-sts.tokenvend.svc", false),

@@ -108,9 +108,13 @@ impl Problems {
     /// The problems as one message.
     fn message(&self) -> String {
         let mut message = self.shown.join("; ");
-        if self.more > 0 {
-            // Writing to a String cannot fail.
-            let _ = write!(message, "; and {} more problems", self.more);
+        // Writing to a String cannot fail.
+        match self.more {
+            0 => {}
+            1 => message.push_str("; and 1 more problem"),
+            n => {
+                let _ = write!(message, "; and {n} more problems");
+            }
         }
         message
     }

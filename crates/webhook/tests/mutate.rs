@@ -1799,6 +1799,13 @@ fn a_refusal_names_ten_problems_and_counts_the_rest() {
         "{}",
         d.message
     );
+    // Eleven: the one past ten counted in the singular.
+    let eleven = pod(
+        json!({"metadata": {"annotations": {"tremolo.io/aws-mode": "credentials"}},
+                         "spec": {"containers": (0..11).map(|i| json!({"name": format!("c{i}"), "ports": [{"containerPort": 9911}]})).collect::<Vec<_>>()}}),
+    );
+    let d = mutate(&typed(&eleven), &Config::default()).expect_err("refused");
+    assert!(d.message.ends_with("; and 1 more problem"), "{}", d.message);
     // Ten or fewer: all named, nothing counted.
     let few = pod(
         json!({"metadata": {"annotations": {"tremolo.io/aws-mode": "credentials"}},

@@ -1537,16 +1537,20 @@ async fn admissions_beyond_the_memory_budget_wait_their_turn_and_one_larger_than
 #[tokio::test]
 async fn connections_past_the_cap_wait_for_a_slot_and_as_many_more_are_closed_at_once() {
     let (_dir, pair, wh) = ready(&["--max-connections", "2"]).await;
-    let mut a = tls_connect(wh.addr, &pair.ca_pem).await;
-    let b = tls_connect(wh.addr, &pair.ca_pem).await;
+    // Both held connections have an admission in flight, so neither is idle and closed to
+    // make room.
+    let body_a = review_body("held");
+    let mut a = half_sent(wh.addr, &pair.ca_pem, &body_a).await;
+    let b = half_sent(wh.addr, &pair.ca_pem, &review_body("b")).await;
     let handshake = |addr: SocketAddr, ca: String| {
         tokio::spawn(async move { tls_handshake(addr, &ca, Vec::new()).await })
     };
-    // A third is accepted, but its handshake waits for a slot; so does a fourth.
+    // A third is accepted, but its handshake waits for a slot; so does a fourth. Past a second
+    // of waiting, idle connections would have been closed for them.
     let third = handshake(wh.addr, pair.ca_pem.clone());
     tokio::time::sleep(Duration::from_millis(500)).await;
     let fourth = handshake(wh.addr, pair.ca_pem.clone());
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(!third.is_finished(), "the third got past the cap of 2");
     assert!(!fourth.is_finished(), "the fourth got past the cap of 2");
     // With two held and two waiting, a fifth is closed at once.
@@ -1555,7 +1559,8 @@ async fn connections_past_the_cap_wait_for_a_slot_and_as_many_more_are_closed_at
     assert!(fifth.is_err(), "a fifth connection was served");
     assert!(t0.elapsed() < Duration::from_secs(2), "the fifth waited");
     // The connections held still serve.
-    admit_raw(&mut a, "held").await;
+    let answer = send_and_read(&mut a, &body_a.as_bytes()[body_a.len() / 2..]).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     // One closing lets the first waiting one in, and it serves.
     drop(b);
     let mut c = tokio::time::timeout(Duration::from_secs(5), third)
@@ -1564,7 +1569,6 @@ async fn connections_past_the_cap_wait_for_a_slot_and_as_many_more_are_closed_at
         .expect("task")
         .expect("the third's handshake");
     admit_raw(&mut c, "third").await;
-    assert!(!fourth.is_finished(), "the fourth got past the cap of 2");
     let metrics = metrics_text(wh.probe).await;
     for line in [
         "tokenvend_webhook_connections_open 2",
@@ -1574,6 +1578,46 @@ async fn connections_past_the_cap_wait_for_a_slot_and_as_many_more_are_closed_at
     }
     let warned = wait_for_lines(&wh, "connection limit reached", 1).await;
     assert!(warned[0].contains("\"max_connections\":2"), "{}", warned[0]);
+}
+
+#[tokio::test]
+async fn at_the_cap_the_connection_idle_longest_is_closed_to_make_room() {
+    use tokio::io::AsyncReadExt;
+    let (_dir, pair, wh) = ready(&["--max-connections", "2"]).await;
+    // Two kept-alive connections, each answered once and then left idle, `a` the longer.
+    let mut a = tls_connect(wh.addr, &pair.ca_pem).await;
+    admit_raw(&mut a, "a").await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut b = tls_connect(wh.addr, &pair.ca_pem).await;
+    admit_raw(&mut b, "b").await;
+    // A third gets in once `a` has been idle a second, well before the 10 s a connection
+    // waits, and serves.
+    let t0 = Instant::now();
+    let mut c = tokio::time::timeout(
+        Duration::from_secs(5),
+        tls_handshake(wh.addr, &pair.ca_pem, Vec::new()),
+    )
+    .await
+    .expect("the third got a slot in time")
+    .expect("the third's handshake");
+    eprintln!("the third waited {:?}", t0.elapsed());
+    admit_raw(&mut c, "c").await;
+    // `a` was closed by the server; `b` still serves.
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(2), a.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
+        "the longest idle connection is still open: {closed:?}"
+    );
+    admit_raw(&mut b, "b again").await;
+    let metrics = metrics_text(wh.probe).await;
+    for line in [
+        "tokenvend_webhook_connections_open 2",
+        "tokenvend_webhook_connections_closed_idle_total 1",
+        "tokenvend_webhook_connections_turned_away_total 0",
+    ] {
+        assert!(has_metric(&metrics, line), "no {line}: {metrics}");
+    }
 }
 
 /// Sends spaces on `stream` for as long as HTTP/2 flow control lets it, up to `want` bytes;
