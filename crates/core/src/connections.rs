@@ -16,15 +16,16 @@
 //! idle [`SHED_AFTER_IDLE`] (as nginx reuses its idle keep-alive connections when it runs out).
 //! Otherwise connections that were opened and left idle, by a flood or by a client that pools
 //! more than it uses, would keep every newcomer out until they time out: 10 s before a first
-//! request, 120 s after one. A connection is idle while it waits to read and has read nothing
-//! since it last wrote: between requests, or before its first. One with a request in flight (read
-//! and not yet answered) or one sending its request is never closed this way.
+//! request, 120 s after one. A connection is idle between requests (none being handled, nothing
+//! read since the last was answered) and before its first (nothing read since it last wrote, so
+//! after its TLS handshake). One with a request in flight (HTTP/1 or HTTP/2) or one still sending
+//! a request head or body is never closed this way.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -145,7 +146,7 @@ impl ConnectionLimit {
             }
         };
         self.metrics.open.inc();
-        let activity = Arc::new(Activity::new(self.now_ms()));
+        let activity = Arc::new(Activity::new(self.epoch));
         let id = {
             let mut held = lock(&self.held);
             let id = held.next_id;
@@ -160,7 +161,6 @@ impl ConnectionLimit {
             id,
             activity,
             closed_idle: self.metrics.closed_idle.clone(),
-            epoch: self.epoch,
         })
     }
 
@@ -258,7 +258,7 @@ fn millis_since(epoch: Instant) -> u64 {
     u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX - 1)
 }
 
-/// `Activity::idle_since` while the connection has read since it last wrote.
+/// `Activity::idle_since` while the connection is receiving a request, or has not answered one.
 const BUSY: u64 = u64::MAX;
 const NOT_ASKED: u8 = 0;
 const ASKED: u8 = 1;
@@ -266,30 +266,128 @@ const CLOSED: u8 = 2;
 
 /// What the cap knows of one connection: whether it is idle, since when, and whether it has been
 /// asked to close.
+///
+/// A read makes the connection busy. Until its first request the next write makes it idle again
+/// (a TLS handshake is reads and writes in turn, and a client that completes one and sends
+/// nothing is idle). From then on only a finished request does: its answer may be written after
+/// the next request has begun to arrive, and that request must not be cut off.
 #[derive(Debug)]
 struct Activity {
-    /// Milliseconds from the limit's epoch to the connection's last write (or its accept), or
-    /// [`BUSY`].
+    /// Milliseconds from `epoch` to when the connection became idle, or [`BUSY`].
     idle_since: AtomicU64,
+    /// Requests on the connection being handled now (HTTP/2 has several at once).
+    in_flight: AtomicU32,
+    /// Whether a request has come on the connection.
+    served: AtomicBool,
     shed: AtomicU8,
     /// The task reading the connection, woken to close it.
     reader: AtomicWaker,
+    epoch: Instant,
 }
 
 impl Activity {
-    fn new(now_ms: u64) -> Self {
+    fn new(epoch: Instant) -> Self {
         Activity {
-            idle_since: AtomicU64::new(now_ms),
+            idle_since: AtomicU64::new(millis_since(epoch)),
+            in_flight: AtomicU32::new(0),
+            served: AtomicBool::new(false),
             shed: AtomicU8::new(NOT_ASKED),
             reader: AtomicWaker::new(),
+            epoch,
         }
     }
 
+    fn read(&self) {
+        self.idle_since.store(BUSY, Ordering::Release);
+        // A request came in after all: a waiting connection looks elsewhere.
+        let _ = self
+            .shed
+            .compare_exchange(ASKED, NOT_ASKED, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    fn wrote(&self) {
+        let served = self.served.load(Ordering::Acquire);
+        if !served || self.idle_since.load(Ordering::Acquire) != BUSY {
+            self.idle_since
+                .store(millis_since(self.epoch), Ordering::Release);
+        }
+    }
+
+    fn answered(&self) {
+        self.idle_since
+            .store(millis_since(self.epoch), Ordering::Release);
+    }
+
+    /// When the connection became idle, if it is.
     fn idle_since(&self) -> Option<u64> {
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
         match self.idle_since.load(Ordering::Acquire) {
             BUSY => None,
             since => Some(since),
         }
+    }
+}
+
+/// A connection's service, counting the requests it is handling so that the connection is not
+/// taken for idle meanwhile (a handler may take seconds, during which the connection reads
+/// nothing; HTTP/2 writes window updates and PINGs while its requests are handled).
+#[derive(Clone, Debug)]
+pub struct Counted<S> {
+    inner: S,
+    activity: Arc<Activity>,
+}
+
+impl<S, R> tower_service::Service<R> for Counted<S>
+where
+    S: tower_service::Service<R>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = CountedFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: R) -> Self::Future {
+        self.activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.activity.served.store(true, Ordering::Release);
+        CountedFuture {
+            inner: self.inner.call(request),
+            _handling: Handling(self.activity.clone()),
+        }
+    }
+}
+
+/// One request being handled, for as long as it lives.
+#[derive(Debug)]
+struct Handling(Arc<Activity>);
+
+impl Drop for Handling {
+    fn drop(&mut self) {
+        if self.0.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.answered();
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A request's answer, counted as in flight until it is ready (or dropped).
+    #[derive(Debug)]
+    pub struct CountedFuture<F> {
+        #[pin]
+        inner: F,
+        _handling: Handling,
+    }
+}
+
+impl<F: Future> Future for CountedFuture<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        self.project().inner.poll(cx)
     }
 }
 
@@ -302,7 +400,6 @@ struct Slot {
     id: u64,
     activity: Arc<Activity>,
     closed_idle: Counter,
-    epoch: Instant,
 }
 
 impl Drop for Slot {
@@ -318,13 +415,17 @@ where
     S: Send + 'static,
 {
     type Stream = Limited<I>;
-    type Service = S;
-    type Future = Pin<Box<dyn Future<Output = io::Result<(Limited<I>, S)>> + Send>>;
+    type Service = Counted<S>;
+    type Future = Pin<Box<dyn Future<Output = io::Result<(Limited<I>, Counted<S>)>> + Send>>;
 
     fn accept(&self, stream: I, service: S) -> Self::Future {
         let limit = self.clone();
         Box::pin(async move {
             let slot = limit.slot().await?;
+            let service = Counted {
+                inner: service,
+                activity: slot.activity.clone(),
+            };
             Ok((
                 Limited {
                     inner: stream,
@@ -346,8 +447,7 @@ pub struct Limited<I> {
 impl<I> Limited<I> {
     fn wrote(&self, n: usize) {
         if n > 0 {
-            let now = millis_since(self.slot.epoch);
-            self.slot.activity.idle_since.store(now, Ordering::Release);
+            self.slot.activity.wrote();
         }
     }
 }
@@ -359,10 +459,11 @@ impl<I: AsyncRead + Unpin> AsyncRead for Limited<I> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let activity = &self.slot.activity;
+        // Registered on every read, busy or not: a connection also turns idle without a read,
+        // when its last request's answer is ready. Before the flag is read, so that a request
+        // to close made after the read still wakes this task.
+        activity.reader.register(cx.waker());
         if activity.idle_since().is_some() {
-            // Registered before the flag is read, so that a request to close made after the read
-            // still wakes this task.
-            activity.reader.register(cx.waker());
             match activity.shed.load(Ordering::Acquire) {
                 ASKED => {
                     if activity
@@ -383,15 +484,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for Limited<I> {
         let before = buf.filled().len();
         let read = Pin::new(&mut self.inner).poll_read(cx, buf);
         if matches!(read, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            let activity = &self.slot.activity;
-            activity.idle_since.store(BUSY, Ordering::Release);
-            // A request came in after all: the waiting connection looks elsewhere.
-            let _ = activity.shed.compare_exchange(
-                ASKED,
-                NOT_ASKED,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            );
+            self.slot.activity.read();
         }
         read
     }
@@ -530,7 +623,7 @@ mod tests {
         limit: &ConnectionLimit,
     ) -> (Limited<tokio::io::DuplexStream>, tokio::io::DuplexStream) {
         let (server, client) = tokio::io::duplex(1024);
-        let (conn, ()) = limit.accept(server, ()).await.expect("a slot");
+        let (conn, _service) = limit.accept(server, ()).await.expect("a slot");
         (conn, client)
     }
 
@@ -562,7 +655,8 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_connection_that_has_read_since_it_last_wrote_is_not_closed_to_make_room() {
+    async fn before_its_first_request_a_connection_that_has_read_since_it_last_wrote_is_not_closed()
+    {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let (limit, metrics) = limit(1);
         let (mut conn, mut client) = held(&limit).await;
@@ -603,5 +697,94 @@ mod tests {
         waiting.await.expect("task").expect("a slot made free");
         assert_eq!(metrics.closed_idle.get(), 1);
         assert_eq!(metrics.turned_away.get(), 1);
+    }
+
+    /// A request whose answer waits for `0`.
+    #[derive(Clone)]
+    struct Slow(Arc<tokio::sync::Notify>);
+
+    impl tower_service::Service<()> for Slow {
+        type Response = ();
+        type Error = std::convert::Infallible;
+        type Future = Pin<Box<dyn Future<Output = Result<(), Self::Error>> + Send>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, (): ()) -> Self::Future {
+            let answered = self.0.clone();
+            Box::pin(async move {
+                answered.notified().await;
+                Ok(())
+            })
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_connection_is_not_closed_while_a_request_on_it_is_handled_or_arriving() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tower_service::Service;
+        let (limit, metrics) = limit(1);
+        let refused = || async {
+            let refused = limit
+                .accept(tokio::io::duplex(8).0, ())
+                .await
+                .expect_err("no slot while the connection is in use");
+            assert_eq!(
+                refused.to_string(),
+                "no connection slot within 10 s (1 held)"
+            );
+        };
+        let answer_now = Arc::new(tokio::sync::Notify::new());
+        let (server, mut client) = tokio::io::duplex(1024);
+        let (conn, mut service) = limit
+            .accept(server, Slow(answer_now.clone()))
+            .await
+            .expect("a slot");
+        let (mut reader, mut writer) = tokio::io::split(conn);
+        let reading = tokio::spawn(async move {
+            let mut buf = [0u8; 64];
+            let mut total = 0;
+            loop {
+                match reader.read(&mut buf).await? {
+                    0 => return io::Result::Ok(total),
+                    n => total += n,
+                }
+            }
+        });
+
+        // A request being handled, while the connection writes (as HTTP/2 writes window
+        // updates and PINGs).
+        let answer = service.call(());
+        writer.write_all(b"window update").await.expect("write");
+        refused().await;
+        assert!(!reading.is_finished(), "closed while a request was handled");
+
+        // Answered; the next request begins to arrive before the answer's tail is written.
+        answer_now.notify_one();
+        answer.await.expect("answered");
+        client.write_all(b"next").await.expect("send");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        writer.write_all(b"tail").await.expect("write");
+        refused().await;
+        assert!(
+            !reading.is_finished(),
+            "closed while a request was arriving"
+        );
+
+        // That one answered too, the connection is idle: the next one waiting closes it.
+        answer_now.notify_one();
+        service.call(()).await.expect("answered");
+        let waiting = tokio::spawn({
+            let limit = limit.clone();
+            async move { limit.accept(tokio::io::duplex(8).0, ()).await }
+        });
+        let read = reading.await.expect("task").expect("closed, not failed");
+        assert_eq!(read, 4, "the second request's bytes, then the end");
+        drop(writer);
+        waiting.await.expect("task").expect("a slot made free");
+        assert_eq!(metrics.closed_idle.get(), 1);
+        assert_eq!(metrics.turned_away.get(), 2);
     }
 }
