@@ -71,6 +71,8 @@ async def http1(sends):
             f"Content-Length: {BODY}\r\n\r\n".encode())
     left = BODY
     while left > 0:
+        if w.is_closing():  # answered or closed by the server: writing on would only warn
+            return conn
         w.write(b" " * min(left, 65536))
         left -= min(left, 65536)
         await w.drain()
