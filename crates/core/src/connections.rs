@@ -108,7 +108,7 @@ struct Held {
 }
 
 /// What happened when a waiting connection looked for an idle one to close.
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 enum Shed {
     /// One was asked to close.
     Asked,
