@@ -669,14 +669,7 @@ mod tests {
             let n = conn.read(&mut more).await;
             (conn, n)
         });
-        let refused = limit
-            .accept(tokio::io::duplex(8).0, ())
-            .await
-            .expect_err("no slot while the request is in flight");
-        assert_eq!(
-            refused.to_string(),
-            "no connection slot within 10 s (1 held)"
-        );
+        refused_after_the_wait(&limit).await;
         assert!(!reading.is_finished(), "the busy connection was closed");
         assert_eq!(metrics.closed_idle.get(), 0);
 
@@ -697,6 +690,20 @@ mod tests {
         waiting.await.expect("task").expect("a slot made free");
         assert_eq!(metrics.closed_idle.get(), 1);
         assert_eq!(metrics.turned_away.get(), 1);
+    }
+
+    /// Checks that one more connection, under a cap of one, is turned away after the full wait.
+    async fn refused_after_the_wait(limit: &ConnectionLimit) {
+        let started = Instant::now();
+        let refused = limit
+            .accept(tokio::io::duplex(8).0, ())
+            .await
+            .expect_err("no slot while the connection held is in use");
+        assert_eq!(started.elapsed(), SLOT_WAIT);
+        assert_eq!(
+            refused.to_string(),
+            "no connection slot within 10 s (1 held)"
+        );
     }
 
     /// A request whose answer waits for `0`.
@@ -726,16 +733,6 @@ mod tests {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         use tower_service::Service;
         let (limit, metrics) = limit(1);
-        let refused = || async {
-            let refused = limit
-                .accept(tokio::io::duplex(8).0, ())
-                .await
-                .expect_err("no slot while the connection is in use");
-            assert_eq!(
-                refused.to_string(),
-                "no connection slot within 10 s (1 held)"
-            );
-        };
         let answer_now = Arc::new(tokio::sync::Notify::new());
         let (server, mut client) = tokio::io::duplex(1024);
         let (conn, mut service) = limit
@@ -758,7 +755,7 @@ mod tests {
         // updates and PINGs).
         let answer = service.call(());
         writer.write_all(b"window update").await.expect("write");
-        refused().await;
+        refused_after_the_wait(&limit).await;
         assert!(!reading.is_finished(), "closed while a request was handled");
 
         // Answered; the next request begins to arrive before the answer's tail is written.
@@ -767,7 +764,7 @@ mod tests {
         client.write_all(b"next").await.expect("send");
         tokio::time::sleep(Duration::from_millis(1)).await;
         writer.write_all(b"tail").await.expect("write");
-        refused().await;
+        refused_after_the_wait(&limit).await;
         assert!(
             !reading.is_finished(),
             "closed while a request was arriving"

@@ -771,12 +771,19 @@ mod tests {
         assert_eq!(admission_charge(MAX_BODY_BYTES), default);
         assert_eq!(budget(&["--memory-budget-mib", "8"]).ok(), Some(8 << 20));
         for bad in ["7", "65537", "-1", "1.5"] {
-            let flags = ["tokenvend-webhook", "--tls-cert", "c", "--tls-key", "k"];
-            let parsed = <Cli as clap::Parser>::try_parse_from(
-                flags.iter().chain(&["--memory-budget-mib", bad]),
-            );
-            assert!(parsed.is_err(), "{bad} taken");
+            assert_flag_refuses("--memory-budget-mib", bad);
         }
+    }
+
+    /// `flag=bad` is refused by the parser, naming the flag (`=`, so that `-1` is a value and
+    /// not taken for a flag).
+    fn assert_flag_refuses(flag: &str, bad: &str) {
+        let flags = ["tokenvend-webhook", "--tls-cert", "c", "--tls-key", "k"];
+        let given = format!("{flag}={bad}");
+        let parsed =
+            <Cli as clap::Parser>::try_parse_from(flags.iter().copied().chain([given.as_str()]));
+        let err = parsed.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains(flag), "{given} taken: {err:?}");
     }
 
     #[test]
@@ -790,12 +797,7 @@ mod tests {
         assert_eq!(max(&["--max-connections", "1"]).ok(), Some(1));
         assert_eq!(max(&["--max-connections", "65536"]).ok(), Some(65536));
         for bad in ["0", "65537", "-1", "many"] {
-            let flags = ["tokenvend-webhook", "--tls-cert", "c", "--tls-key", "k"];
-            let flag = format!("--max-connections={bad}");
-            let parsed =
-                <Cli as clap::Parser>::try_parse_from(flags.iter().copied().chain([flag.as_str()]));
-            let err = parsed.err().map(|e| e.to_string()).unwrap_or_default();
-            assert!(err.contains("--max-connections"), "{bad} taken: {err:?}");
+            assert_flag_refuses("--max-connections", bad);
         }
     }
 
