@@ -130,17 +130,14 @@ async def main():
     while time.monotonic() - started < SECONDS:
         await asyncio.sleep(0.25)
         peak = max(peak, rss_kib())
+    opened, refused = stats["opened"], stats["refused"]
     newcomer = time.monotonic()
-    ctx = ssl.create_default_context(cafile=CA)
-    try:
-        _, w = await asyncio.wait_for(
-            asyncio.open_connection("127.0.0.1", PORT, ssl=ctx, server_hostname="localhost"), 30)
-        w.close()
-        came = "got in"
-    except (OSError, asyncio.TimeoutError, ssl.SSLError):
-        came = "was turned away"
+    conn = await connect("http/1.1")
     waited = time.monotonic() - newcomer
-    print(f"{N} {MODE}: {stats['opened']} opened, {stats['refused']} refused; "
+    if conn is not None:
+        conn[1].close()
+    came = "was turned away" if conn is None else "got in"
+    print(f"{N} {MODE}: {opened} opened, {refused} refused; "
           f"RSS {before} KiB before, {peak} KiB at peak; one more {came} after {waited:.2f} s")
     for t in tasks:
         t.cancel()
