@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use tokenvend_core::Mode;
 
-use crate::mutate::{Denial, Injector};
+use crate::mutate::{Denial, Injector, more};
 use crate::patch::Patch;
 use crate::pod::{MetaView, PodView};
 
@@ -351,8 +351,7 @@ fn respond(
     let base64_len = patch.map_or(0, |p| base64_simd::STANDARD.encoded_length(p.len()));
     let more = match warnings.len().saturating_sub(SHOWN_WARNINGS) {
         0 => None,
-        1 => Some("and 1 more warning".to_owned()),
-        n => Some(format!("and {n} more warnings")),
+        n => Some(format!("and {}", more(n, "warning"))),
     };
     let warnings: Vec<&str> = warnings
         .iter()

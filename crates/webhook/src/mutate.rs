@@ -10,7 +10,6 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write as _;
 
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, EmptyDirVolumeSource, EnvVar, EnvVarSource, ExecAction, Lifecycle,
@@ -108,16 +107,18 @@ impl Problems {
     /// The problems as one message.
     fn message(&self) -> String {
         let mut message = self.shown.join("; ");
-        // Writing to a String cannot fail.
-        match self.more {
-            0 => {}
-            1 => message.push_str("; and 1 more problem"),
-            n => {
-                let _ = write!(message, "; and {n} more problems");
-            }
+        if self.more > 0 {
+            message.push_str("; and ");
+            message.push_str(&more(self.more, "problem"));
         }
         message
     }
+}
+
+/// `1 more warning`, `5 more warnings`: what a capped list says of the items it left out.
+pub(crate) fn more(count: usize, noun: &str) -> String {
+    let plural = if count == 1 { "" } else { "s" };
+    format!("{count} more {noun}{plural}")
 }
 
 /// How a refusal's message starts.
@@ -858,9 +859,9 @@ fn warnings_text(warnings: &[String]) -> String {
         if recorded > 0 {
             text.push('\n');
         }
-        let plural = if left == 1 { "" } else { "s" };
-        // Writing to a String cannot fail.
-        let _ = write!(text, "({left} more warning{plural} not recorded here)");
+        text.push('(');
+        text.push_str(&more(left, "warning"));
+        text.push_str(" not recorded here)");
     }
     text
 }
