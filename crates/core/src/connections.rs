@@ -619,6 +619,16 @@ mod tests {
         })
     }
 
+    /// `fut`'s output, or a failure naming `what` if it is not ready within twice the slot
+    /// wait: a broken cap must fail these tests, not hang them (on the paused clock the time
+    /// passes at once when nothing else can happen).
+    async fn within<T>(what: &str, fut: impl Future<Output = T>) -> T {
+        match tokio::time::timeout(2 * SLOT_WAIT, fut).await {
+            Ok(out) => out,
+            Err(_) => panic!("{what}: still waiting after {:?}", 2 * SLOT_WAIT),
+        }
+    }
+
     async fn held(
         limit: &ConnectionLimit,
     ) -> (Limited<tokio::io::DuplexStream>, tokio::io::DuplexStream) {
@@ -640,10 +650,15 @@ mod tests {
 
         // The first has been idle 500 ms: the third waits until it has been idle a second.
         let (third, _third_client) = tokio::io::duplex(1024);
-        let third = limit.accept(third, ()).await.expect("a slot made free");
+        let third = within("the third connection", limit.accept(third, ()))
+            .await
+            .expect("a slot made free");
         assert_eq!(started.elapsed(), SHED_AFTER_IDLE);
         assert_eq!(
-            first.await.expect("task").expect("closed, not failed"),
+            within("the first connection's close", first)
+                .await
+                .expect("task")
+                .expect("closed, not failed"),
             0,
             "the first was closed as if its client had"
         );
@@ -675,7 +690,9 @@ mod tests {
 
         // Answered, it is idle: the next one waiting closes it a second later.
         client.write_all(b"x").await.expect("send");
-        let (mut conn, n) = reading.await.expect("task");
+        let (mut conn, n) = within("the read of the next byte", reading)
+            .await
+            .expect("task");
         assert_eq!(n.expect("read"), 1);
         conn.write_all(b"answer").await.expect("answer");
         let answered = Instant::now();
@@ -684,10 +701,18 @@ mod tests {
             async move { limit.accept(tokio::io::duplex(8).0, ()).await }
         });
         let mut rest = [0u8; 8];
-        assert_eq!(conn.read(&mut rest).await.expect("closed, not failed"), 0);
+        let closed = within("the idle connection's close", conn.read(&mut rest)).await;
+        assert_eq!(closed.expect("closed, not failed"), 0);
         assert_eq!(answered.elapsed(), SHED_AFTER_IDLE);
+        // Closed for good: what the client sends after the close is not read.
+        client.write_all(b"late").await.expect("send");
+        let again = conn.read(&mut rest).await.expect("closed, not failed");
+        assert_eq!(again, 0, "a closed connection read on");
         drop(conn);
-        waiting.await.expect("task").expect("a slot made free");
+        within("the waiting connection", waiting)
+            .await
+            .expect("task")
+            .expect("a slot made free");
         assert_eq!(metrics.closed_idle.get(), 1);
         assert_eq!(metrics.turned_away.get(), 1);
     }
@@ -695,10 +720,12 @@ mod tests {
     /// Checks that one more connection, under a cap of one, is turned away after the full wait.
     async fn refused_after_the_wait(limit: &ConnectionLimit) {
         let started = Instant::now();
-        let refused = limit
-            .accept(tokio::io::duplex(8).0, ())
-            .await
-            .expect_err("no slot while the connection held is in use");
+        let refused = within(
+            "the connection past the cap",
+            limit.accept(tokio::io::duplex(8).0, ()),
+        )
+        .await
+        .expect_err("no slot while the connection held is in use");
         assert_eq!(started.elapsed(), SLOT_WAIT);
         assert_eq!(
             refused.to_string(),
@@ -777,11 +804,89 @@ mod tests {
             let limit = limit.clone();
             async move { limit.accept(tokio::io::duplex(8).0, ()).await }
         });
-        let read = reading.await.expect("task").expect("closed, not failed");
+        let read = within("the idle connection's close", reading)
+            .await
+            .expect("task")
+            .expect("closed, not failed");
         assert_eq!(read, 4, "the second request's bytes, then the end");
         drop(writer);
-        waiting.await.expect("task").expect("a slot made free");
+        within("the waiting connection", waiting)
+            .await
+            .expect("task")
+            .expect("a slot made free");
         assert_eq!(metrics.closed_idle.get(), 1);
         assert_eq!(metrics.turned_away.get(), 2);
+    }
+
+    #[test]
+    fn the_metrics_are_registered_under_the_servers_prefix() {
+        let mut registry = Registry::with_prefix("server");
+        let metrics = ConnectionMetrics::register(&mut registry);
+        metrics.open.inc();
+        metrics.turned_away.inc();
+        metrics.closed_idle.inc();
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
+        for line in [
+            "server_connections_open 1",
+            "server_connections_turned_away_total 1",
+            "server_connections_closed_idle_total 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "no {line:?} in {text}");
+        }
+    }
+
+    /// A service that is never ready.
+    struct NeverReady;
+
+    impl tower_service::Service<()> for NeverReady {
+        type Response = ();
+        type Error = ();
+        type Future = std::future::Ready<Result<(), ()>>;
+
+        fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ()>> {
+            Poll::Pending
+        }
+
+        fn call(&mut self, (): ()) -> Self::Future {
+            std::future::ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_held_connection_passes_its_service_readiness_and_every_write_through() {
+        use std::io::IoSlice;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        use tower_service::Service;
+        let (limit, _metrics) = limit(1);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let mut client = tokio::net::TcpStream::connect(listener.local_addr().expect("addr"))
+            .await
+            .expect("connect");
+        let (server, _) = listener.accept().await.expect("accept");
+        let (mut conn, mut service) = limit.accept(server, NeverReady).await.expect("a slot");
+
+        let waker = std::task::Waker::noop();
+        assert!(
+            service
+                .poll_ready(&mut Context::from_waker(waker))
+                .is_pending(),
+            "ready though its service is not"
+        );
+        // hyper writes a head and body with one `writev` where the stream says it can.
+        assert!(conn.is_write_vectored(), "a TCP stream writes vectored");
+        let whole = b"head body";
+        let slices = [IoSlice::new(&whole[..5]), IoSlice::new(&whole[5..])];
+        let sent = conn.write_vectored(&slices).await.expect("write");
+        assert!(sent > 0, "nothing written");
+        conn.write_all(&whole[sent..]).await.expect("write");
+        conn.flush().await.expect("flush");
+        conn.shutdown().await.expect("shutdown");
+        let mut got = Vec::new();
+        client.read_to_end(&mut got).await.expect("read");
+        assert_eq!(got, whole, "then the end, with the connection still held");
+        drop(conn);
     }
 }
