@@ -885,7 +885,10 @@ mod tests {
         conn.flush().await.expect("flush");
         conn.shutdown().await.expect("shutdown");
         let mut got = Vec::new();
-        client.read_to_end(&mut got).await.expect("read");
+        tokio::time::timeout(Duration::from_secs(10), client.read_to_end(&mut got))
+            .await
+            .expect("the end of the stream, from the shutdown")
+            .expect("read");
         assert_eq!(got, whole, "then the end, with the connection still held");
         drop(conn);
     }

@@ -78,16 +78,21 @@ fn mib(bytes: usize) -> usize {
 pub struct MemoryBudget {
     /// Permits of 1 KiB each.
     permits: Semaphore,
+    /// How many permits there are.
+    kib: usize,
     /// The whole budget, in bytes.
     bytes: usize,
 }
 
 impl MemoryBudget {
-    /// A budget of `bytes`.
+    /// A budget of `bytes`, in whole KiB.
     pub fn new(bytes: usize) -> Self {
-        let kib = (bytes / 1024).min(Semaphore::MAX_PERMITS);
+        let kib = (bytes / 1024)
+            .min(Semaphore::MAX_PERMITS)
+            .min(u32::MAX as usize);
         MemoryBudget {
             permits: Semaphore::new(kib),
+            kib,
             bytes,
         }
     }
@@ -95,14 +100,16 @@ impl MemoryBudget {
     /// Room for an admission with a body of `body_len` bytes, held until the permit is dropped.
     pub async fn reserve(&self, body_len: usize) -> Result<SemaphorePermit<'_>, BudgetError> {
         let charge = admission_charge(body_len);
-        if charge > self.bytes {
+        // Counted in the permits' unit: a charge that fits the bytes but not the whole KiB
+        // would otherwise wait for room that never comes.
+        let kib = charge.div_ceil(1024);
+        let Some(kib) = u32::try_from(kib).ok().filter(|_| kib <= self.kib) else {
             return Err(BudgetError::OverBudget {
                 body_len,
                 charge,
                 budget: self.bytes,
             });
-        }
-        let kib = u32::try_from(charge.div_ceil(1024)).unwrap_or(u32::MAX);
+        };
         match tokio::time::timeout(BUDGET_WAIT, self.permits.acquire_many(kib)).await {
             Ok(Ok(permit)) => Ok(permit),
             // The semaphore is never closed; a wait that ends either way is answered the same.
@@ -139,6 +146,41 @@ mod tests {
             over.to_string(),
             "a review of 300000 bytes may need up to 10 MiB of memory, more than this webhook's \
              whole memory budget of 8 MiB (--memory-budget-mib)"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_review_charged_the_whole_budget_fits_and_one_byte_more_is_refused_at_once() {
+        // 512 bytes of body are charged a whole number of KiB.
+        let whole = admission_charge(100 * 512);
+        assert_eq!(whole % 1024, 0);
+        let budget = MemoryBudget::new(whole);
+        drop(budget.reserve(100 * 512).await.expect("the whole budget"));
+        let started = tokio::time::Instant::now();
+        let over = budget
+            .reserve(100 * 512 + 1)
+            .await
+            .expect_err("a byte over");
+        assert!(matches!(over, BudgetError::OverBudget { .. }), "{over:?}");
+        assert_eq!(
+            started.elapsed(),
+            Duration::ZERO,
+            "waited for room it never has"
+        );
+
+        // A budget that is not whole KiB holds what fits its whole KiB, and refuses the rest
+        // at once rather than after the wait.
+        let budget = MemoryBudget::new(whole + 1000);
+        drop(budget.reserve(100 * 512).await.expect("the whole KiB"));
+        let over = budget
+            .reserve(100 * 512 + 1)
+            .await
+            .expect_err("past the whole KiB");
+        assert!(matches!(over, BudgetError::OverBudget { .. }), "{over:?}");
+        assert_eq!(
+            started.elapsed(),
+            Duration::ZERO,
+            "waited for room it never has"
         );
     }
 }
