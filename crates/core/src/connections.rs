@@ -696,10 +696,7 @@ mod tests {
         assert_eq!(n.expect("read"), 1);
         conn.write_all(b"answer").await.expect("answer");
         let answered = Instant::now();
-        let waiting = tokio::spawn({
-            let limit = limit.clone();
-            async move { limit.accept(tokio::io::duplex(8).0, ()).await }
-        });
+        let waiting = one_more(&limit);
         let mut rest = [0u8; 8];
         let closed = within("the idle connection's close", conn.read(&mut rest)).await;
         assert_eq!(closed.expect("closed, not failed"), 0);
@@ -709,12 +706,26 @@ mod tests {
         let again = conn.read(&mut rest).await.expect("closed, not failed");
         assert_eq!(again, 0, "a closed connection read on");
         drop(conn);
+        got_in(waiting).await;
+        assert_eq!(metrics.closed_idle.get(), 1);
+        assert_eq!(metrics.turned_away.get(), 1);
+    }
+
+    /// One more connection, arriving in a task of its own.
+    fn one_more(limit: &ConnectionLimit) -> tokio::task::JoinHandle<io::Result<()>> {
+        let limit = limit.clone();
+        tokio::spawn(async move {
+            limit.accept(tokio::io::duplex(8).0, ()).await?;
+            Ok(())
+        })
+    }
+
+    /// Checks that the connection arriving in `waiting` got a slot.
+    async fn got_in(waiting: tokio::task::JoinHandle<io::Result<()>>) {
         within("the waiting connection", waiting)
             .await
             .expect("task")
             .expect("a slot made free");
-        assert_eq!(metrics.closed_idle.get(), 1);
-        assert_eq!(metrics.turned_away.get(), 1);
     }
 
     /// Checks that one more connection, under a cap of one, is turned away after the full wait.
@@ -800,20 +811,14 @@ mod tests {
         // That one answered too, the connection is idle: the next one waiting closes it.
         answer_now.notify_one();
         service.call(()).await.expect("answered");
-        let waiting = tokio::spawn({
-            let limit = limit.clone();
-            async move { limit.accept(tokio::io::duplex(8).0, ()).await }
-        });
+        let waiting = one_more(&limit);
         let read = within("the idle connection's close", reading)
             .await
             .expect("task")
             .expect("closed, not failed");
         assert_eq!(read, 4, "the second request's bytes, then the end");
         drop(writer);
-        within("the waiting connection", waiting)
-            .await
-            .expect("task")
-            .expect("a slot made free");
+        got_in(waiting).await;
         assert_eq!(metrics.closed_idle.get(), 1);
         assert_eq!(metrics.turned_away.get(), 2);
     }
